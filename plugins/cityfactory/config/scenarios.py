@@ -1,0 +1,164 @@
+"""Scenario files (``dags/scenarios/*.yaml``) validated into typed objects.
+
+A scenario is configuration, not code: its source and schema, its schedule and its policies. A bad
+file fails with a :class:`ScenarioError` that names the file and the offending key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetFile(_Strict):
+    """One file of a public dataset, pinned by checksum."""
+
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    url: str | None = None
+
+
+class ReplaySource(_Strict):
+    """Replays a public dataset into ``landing/`` one day per file, as a gateway would.
+
+    ``time_shift`` moves the dataset forward by whole weeks (weekdays keep their meaning):
+    ``auto`` makes the dataset's last week play as the week just past, ``none`` keeps its own time,
+    an integer shifts by that many weeks.
+    """
+
+    kind: Literal["csv_replay"] = "csv_replay"
+    dataset: str
+    files: list[DatasetFile] = Field(min_length=1)
+    time_shift: Literal["auto", "none"] | int = "none"
+
+
+Personal = Literal["encrypt", "pseudonymise"]
+
+
+class Column(_Strict):
+    type: Literal["string", "int", "float", "timestamp"]
+    description: str = ""
+    unit: str | None = None
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    format: str | None = None
+    personal: Personal | None = None
+
+    @model_validator(mode="after")
+    def _checks(self) -> Column:
+        if self.type == "timestamp" and not self.format:
+            raise ValueError("a timestamp column needs a strptime 'format'")
+        if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
+            raise ValueError("min/max apply to int and float columns only")
+        if self.personal and self.type != "string":
+            raise ValueError("personal-data columns must be strings")
+        return self
+
+
+class Schema(_Strict):
+    """What a landed row must look like to enter bronze."""
+
+    columns: dict[str, Column] = Field(min_length=1)
+    event_time: str
+    key: list[str] = Field(min_length=1)
+    null_values: list[str] = ["", "NA", "NaN", "null"]
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _names_exist(self) -> Schema:
+        for name in [self.event_time, *self.key]:
+            if name not in self.columns:
+                raise ValueError(f"{name!r} is not a declared column")
+        if self.columns[self.event_time].type != "timestamp":
+            raise ValueError(f"event_time {self.event_time!r} must be a timestamp column")
+        return self
+
+    @property
+    def personal_columns(self) -> dict[str, Personal]:
+        return {n: c.personal for n, c in self.columns.items() if c.personal}
+
+
+class Ingestion(_Strict):
+    # Fail the run (after writing bronze and quarantine) when more rows than this are rejected.
+    max_rejected_fraction: float = Field(0.25, ge=0, le=1)
+    # Days per mapped ingest task in a bulk run.
+    days_per_batch: int = Field(31, ge=1)
+
+
+class Governance(_Strict):
+    risk_level: Literal["minimal", "limited", "high"]
+    owners: list[str] = Field(min_length=1)
+    retention_days: dict[Literal["raw", "quarantine", "bronze"], int]
+    human_approval_final_stage: bool = False
+
+
+class Scenario(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str
+    schedule: str
+    start_date: dt.date
+    tags: list[str] = []
+    source: ReplaySource
+    schema_: Schema = Field(alias="schema")
+    ingestion: Ingestion = Ingestion()
+    governance: Governance
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("schedule must be a 5-field cron expression")
+        return value
+
+    @property
+    def dag_id(self) -> str:
+        return self.name
+
+
+def _location(loc: tuple) -> str:
+    return ".".join("schema" if p == "schema_" else str(p) for p in loc)
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read and validate one scenario file; the file's stem must equal its ``name``."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ScenarioError(f"{path}: cannot read YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path}: expected a mapping at the top level")
+    try:
+        scenario = Scenario.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"key '{_location(e['loc'])}': {e['msg']}" for e in exc.errors())
+        raise ScenarioError(f"{path}: {problems}") from None
+    if scenario.name != path.stem:
+        raise ScenarioError(f"{path}: key 'name' is {scenario.name!r} but the file is {path.name}")
+    return scenario
+
+
+def load_scenarios(directory: Path) -> list[Scenario]:
+    """All scenarios in a folder, sorted by name so DAGs are generated in a stable order."""
+    return [load_scenario(p) for p in sorted(directory.glob("*.yaml"))]
+
+
+def get_scenario(name: str, directory: Path | None = None) -> Scenario:
+    from cityfactory.settings import get_settings
+
+    path = (directory or get_settings().scenarios_dir) / f"{name}.yaml"
+    if not path.exists():
+        raise ScenarioError(f"{path}: no such scenario file")
+    return load_scenario(path)

@@ -1,0 +1,232 @@
+"""Ingest days of landed files: landing → raw (immutable) → bronze Parquet + quarantine.
+
+For each day: every landed file is copied unchanged to ``raw/<scenario>/dt=<day>/`` (sealed with
+AES-GCM when the scenario has personal data) and then removed from landing; all raw files of the day
+are parsed; the day's bronze and quarantine partitions are rewritten whole, so re-running an
+interval gives the same bronze. ``rows_in == rows_bronze + rows_quarantined`` always holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from cityfactory.config.scenarios import Scenario
+from cityfactory.governance.ledger import Artifact, LedgerEntry
+from cityfactory.ingestion.parsing import REJECT_SCHEMA, ParsedFile, parse_file
+from cityfactory.ingestion.replay import landing_prefix
+from cityfactory.security import encryption
+from cityfactory.storage.lake import Lake, join_key, sha256_bytes
+
+log = logging.getLogger(__name__)
+RULE = re.compile(r" (is below the minimum|is above the maximum|is not|does not match)")
+SEALED_SUFFIX = ".sealed"
+
+
+class IngestionError(RuntimeError):
+    """Ingestion finished writing but the input was not acceptable; the message says which files."""
+
+
+@dataclass
+class IngestResult:
+    days: int = 0
+    files: int = 0
+    rows_in: int = 0
+    rows_bronze: int = 0
+    rows_quarantined: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    file_errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "days": self.days,
+            "files": self.files,
+            "rows_in": self.rows_in,
+            "rows_bronze": self.rows_bronze,
+            "rows_quarantined": self.rows_quarantined,
+        }
+
+
+def partition_key(layer: str, scenario: str, day: dt.date) -> str:
+    return join_key(layer, scenario, f"dt={day.isoformat()}")
+
+
+def _read_raw(lake: Lake, key: str) -> bytes:
+    data = lake.get_bytes(key)
+    return encryption.unseal(data, lake.uri_for(key)) if key.endswith(SEALED_SUFFIX) else data
+
+
+def _raw_name(name: str, data: bytes, sealed: bool) -> str:
+    """A landed file keeps its name in raw; a different file under a taken name gets its hash."""
+    suffix = SEALED_SUFFIX if sealed else ""
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}.{sha256_bytes(data)[:12]}{dot}{ext}{suffix}" if dot else f"{name}.{sha256_bytes(data)[:12]}{suffix}"
+
+
+def land_to_raw(scenario: Scenario, lake: Lake, day: dt.date, entry: LedgerEntry) -> dict[str, bytes]:
+    """Move the day's landed files into raw (never overwriting); returns raw key → plain bytes."""
+    sealed = bool(scenario.schema_.personal_columns)
+    raw_prefix = partition_key("raw", scenario.name, day)
+    moved: dict[str, bytes] = {}
+    for key in lake.list(landing_prefix(scenario.name, day)):
+        data = lake.get_bytes(key)
+        name = key.rsplit("/", 1)[1]
+        raw_key = join_key(raw_prefix, name + (SEALED_SUFFIX if sealed else ""))
+        if lake.exists(raw_key) and sha256_bytes(_read_raw(lake, raw_key)) != sha256_bytes(data):
+            raw_key = join_key(raw_prefix, _raw_name(name, data, sealed))
+        if not lake.exists(raw_key):
+            lake.put_bytes(raw_key, encryption.seal(data) if sealed else data)
+        entry.inputs.append(Artifact(lake.uri_for(key), sha256_bytes(data), kind="landing"))
+        moved[raw_key] = data
+        lake.delete([key])
+    return moved
+
+
+def _deduplicate(table: pa.Table, key: list[str], personal: set[str]) -> tuple[pa.Table, list[dict]]:
+    """Keep the first row of each key; later ones are rejected, naming where the first one is."""
+    index = pa.array(np.arange(table.num_rows))
+    first = table.append_column("_i", index).group_by(key, use_threads=False).aggregate([("_i", "min")])
+    if first.num_rows == table.num_rows:
+        return table, []
+    duplicate = pc.invert(pc.is_in(index, value_set=first["_i_min"]))
+    seen: dict[tuple, dict] = {}
+    rejected = []
+    for row in table.to_pylist():
+        ident = tuple(row[k] for k in key)
+        if ident not in seen:
+            seen[ident] = row
+            continue
+        original = seen[ident]
+        shown = ", ".join(f"{k}={row[k]}" for k in key if k not in personal)
+        reason = f"duplicate key ({shown}) first seen in {original['_source_file']} line {original['_line']}"
+        record = {k: None if v is None else str(v) for k, v in row.items() if not k.startswith("_")}
+        rejected.append(
+            {"source_file": row["_source_file"], "line": row["_line"], "record": json.dumps(record), "reason": reason}
+        )
+    return table.filter(pc.invert(duplicate)), rejected
+
+
+def _write_partitions(
+    lake: Lake, layer: str, scenario: str, table: pa.Table, days: list[dt.date], basename: str, options
+) -> dict[dt.date, list]:
+    """Rewrite the ``dt=`` partition of every day in ``days`` from ``table`` (empty days too)."""
+    written: dict[dt.date, list] = {}
+    with tempfile.TemporaryDirectory(prefix=f"cityfactory-{layer}-") as tmp:
+        if table.num_rows:
+            ds.write_dataset(
+                table,
+                tmp,
+                format="parquet",
+                partitioning=ds.partitioning(pa.schema([("dt", pa.date32())]), flavor="hive"),
+                basename_template=basename + "-{i}.parquet",
+                file_options=options,
+                existing_data_behavior="overwrite_or_ignore",
+                max_rows_per_group=1 << 20,
+            )
+        for day in days:
+            local = Path(tmp) / f"dt={day.isoformat()}"
+            local.mkdir(exist_ok=True)
+            written[day] = lake.replace_prefix(partition_key(layer, scenario, day), local)
+    return written
+
+
+def _protect(table: pa.Table, personal: dict[str, str]) -> pa.Table:
+    for name, how in personal.items():
+        if how == "pseudonymise":
+            table = table.set_column(table.schema.get_field_index(name), table.schema.field(name), encryption.pseudonymise(table[name].combine_chunks()))
+    return table
+
+
+def ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: LedgerEntry) -> IngestResult:
+    """Ingest ``days`` (play-time dates); records inputs and outputs on ``entry``."""
+    schema = scenario.schema_
+    personal = schema.personal_columns
+    result = IngestResult(days=len(days))
+    accepted: list[pa.Table] = []
+    rejected: list[dict] = []
+    touched: list[dt.date] = []
+    for day in days:
+        moved = land_to_raw(scenario, lake, day, entry)
+        raw_keys = lake.list(partition_key("raw", scenario.name, day))
+        if not raw_keys:
+            continue
+        touched.append(day)
+        parsed: list[ParsedFile] = []
+        for key in raw_keys:
+            data = moved[key] if key in moved else _read_raw(lake, key)
+            name = key.rsplit("/", 1)[1].removesuffix(SEALED_SUFFIX)
+            parsed.append(parse_file(data, name, schema, day))
+            entry.inputs.append(Artifact(lake.uri_for(key), sha256_bytes(data), parsed[-1].rows_in, kind="raw"))
+        good, duplicates = _deduplicate(pa.concat_tables([p.accepted for p in parsed]), schema.key, set(personal))
+        day_rejects = [r for p in parsed for r in p.rejected] + duplicates
+        accepted.append(good.append_column("dt", pa.array([day] * good.num_rows, pa.date32())))
+        rejected.extend({**r, "dt": day} for r in day_rejects)
+        result.files += len(parsed)
+        result.rows_in += sum(p.rows_in for p in parsed)
+        result.file_errors += [e for p in parsed for e in p.file_errors]
+        result.warnings += [w for p in parsed for w in p.warnings]
+
+    bronze = _protect(pa.concat_tables(accepted), personal) if accepted else None
+    quarantine = pa.Table.from_pylist(rejected, schema=REJECT_SCHEMA.append(pa.field("dt", pa.date32())))
+    result.rows_bronze = bronze.num_rows if bronze is not None else 0
+    result.rows_quarantined = quarantine.num_rows
+    result.reasons = Counter(_reason_kind(r["reason"]) for r in rejected)
+    if result.rows_in != result.rows_bronze + result.rows_quarantined:
+        raise AssertionError(f"row accounting broken: {result.counts()}")
+
+    encrypted = [n for n, how in personal.items() if how == "encrypt"]
+    if touched:
+        bronze_files = _write_partitions(
+            lake, "bronze", scenario.name, bronze, touched, "part",
+            encryption.parquet_write_options(encrypted) if encrypted else None,
+        )
+        quarantine_files = _write_partitions(
+            lake, "quarantine", scenario.name, quarantine, touched, "rejected",
+            encryption.parquet_write_options(["record"]) if personal else None,
+        )
+        rows_per_day = Counter(bronze["dt"].to_pylist()) if bronze is not None else Counter()
+        rejects_per_day = Counter(r["dt"] for r in rejected)
+        for day in touched:
+            entry.outputs += [Artifact.of(o, rows_per_day[day], "bronze") for o in bronze_files[day]]
+            entry.outputs += [Artifact.of(o, rejects_per_day[day], "quarantine") for o in quarantine_files[day]]
+    entry.counts.update(result.counts())
+    entry.details.update(
+        reasons=dict(result.reasons.most_common(20)), file_errors=result.file_errors, warnings=result.warnings
+    )
+    for warning in result.warnings:
+        log.warning(warning)
+    log.info("ingested %s", result.counts())
+    return result
+
+
+def _reason_kind(reason: str) -> str:
+    """Group reasons for summaries: 'temp=0.0 is below the minimum 200 K' -> 'temp is below the minimum'."""
+    first = reason.split(";")[0]
+    if "=" in first.split(" ")[0] and (rule := RULE.search(first)):
+        return f"{first.split('=')[0]} {rule.group(1)}"
+    return re.sub(r"[\d(].*", "", first).strip()
+
+
+def check_acceptable(result: IngestResult, scenario: Scenario) -> None:
+    """Fail loudly, after everything was written, on bad files or too many rejected rows."""
+    problems = list(result.file_errors)
+    if result.rows_in and result.rows_quarantined / result.rows_in > scenario.ingestion.max_rejected_fraction:
+        top = ", ".join(f"{k} ({v})" for k, v in result.reasons.most_common(5))
+        problems.append(
+            f"{result.rows_quarantined} of {result.rows_in} rows rejected, more than "
+            f"{scenario.ingestion.max_rejected_fraction:.0%} allowed; top reasons: {top}"
+        )
+    if problems:
+        raise IngestionError("ingestion of " + scenario.name + " rejected input: " + " | ".join(problems))

@@ -1,0 +1,55 @@
+"""The ingest stage as Airflow tasks see it: land a batch, ingest a batch, sum up and judge.
+
+Each function records its ledger entry and returns only small, JSON-able summaries (XCom carries
+counts and URIs, never data).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from cityfactory.governance.ledger import Artifact
+from cityfactory.ingestion import pipeline, replay
+from cityfactory.runs import RunContext
+
+
+def _dates(days: list[str]) -> list[dt.date]:
+    return [dt.date.fromisoformat(d) for d in days]
+
+
+def land_batch(ctx: RunContext, days: list[str]) -> dict:
+    """Replay the scenario's dataset into landing/ for these days (the gateway's job)."""
+    with ctx.entry() as entry:
+        landed = replay.replay(ctx.scenario, ctx.lake, _dates(days))
+        entry.outputs = [Artifact.of(obj, rows, "landing") for obj, rows in landed]
+        entry.counts = {"files": len(landed), "rows": sum(rows for _, rows in landed)}
+        entry.details["time_shift_days"] = replay.time_shift(ctx.scenario).days
+    return {"days": days, **entry.counts}
+
+
+def ingest_batch(ctx: RunContext, days: list[str]) -> dict:
+    """Landing → raw → bronze + quarantine for these days; data problems are judged in summarize."""
+    with ctx.entry() as entry:
+        result = pipeline.ingest_days(ctx.scenario, ctx.lake, _dates(days), entry)
+    return {**result.counts(), "reasons": dict(result.reasons), "file_errors": result.file_errors}
+
+
+def summarize(ctx: RunContext, results: list[dict]) -> dict:
+    """Totals over all batches; fails the run (after recording) if the input was not acceptable."""
+    total = pipeline.IngestResult()
+    for r in results:
+        for name in ("days", "files", "rows_in", "rows_bronze", "rows_quarantined"):
+            setattr(total, name, getattr(total, name) + r[name])
+        total.reasons.update(Counter(r["reasons"]))
+        total.file_errors += r["file_errors"]
+    with ctx.entry() as entry:
+        entry.counts = total.counts()
+        entry.details = {"reasons": dict(total.reasons.most_common()), "file_errors": total.file_errors}
+        try:
+            pipeline.check_acceptable(total, ctx.scenario)
+        except pipeline.IngestionError as exc:
+            raise AirflowFailException(str(exc)) from exc  # bad input: retrying will not help
+    return total.counts()

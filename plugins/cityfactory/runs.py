@@ -1,0 +1,71 @@
+"""What a task needs to know about its run: scenario, lake, ledger and the days it covers.
+
+The run's days come from the trigger form (``data_interval_start``/``data_interval_end``, both
+inclusive, for a bulk run of history) or, by default, from the run's data interval (the nightly run
+ingests the previous day).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cityfactory.config.scenarios import Scenario
+from cityfactory.governance.ledger import RunLedger, timed_entry
+from cityfactory.storage.lake import Lake, open_lake
+
+
+class ParamsError(ValueError):
+    """Trigger-form values that do not make a valid run; the message names the field."""
+
+
+def resolve_days(params: dict, interval_start: dt.datetime | None, interval_end: dt.datetime | None) -> list[dt.date]:
+    start, end = params.get("data_interval_start"), params.get("data_interval_end")
+    if start or end:
+        if not (start and end):
+            raise ParamsError("give both data_interval_start and data_interval_end, or neither")
+        try:
+            first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+        except ValueError as exc:
+            raise ParamsError(f"data_interval_start/end must be YYYY-MM-DD dates: {exc}") from None
+        if last < first:
+            raise ParamsError(f"data_interval_end {last} is before data_interval_start {first}")
+    else:
+        if interval_start is None or interval_end is None:
+            raise ParamsError("this run has no data interval; give data_interval_start and data_interval_end")
+        first = interval_start.date()
+        last = max(interval_end.date() - dt.timedelta(days=1), first)
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def batches(days: list[dt.date], size: int) -> list[list[str]]:
+    """Consecutive runs of at most ``size`` days, as ISO strings (what mapped tasks receive)."""
+    iso = [d.isoformat() for d in days]
+    return [iso[i : i + size] for i in range(0, len(iso), size)]
+
+
+@dataclass
+class RunContext:
+    scenario: Scenario
+    lake: Lake
+    run_id: str
+    task_id: str
+    map_index: int = -1
+
+    @classmethod
+    def current(cls, scenario: Scenario) -> RunContext:
+        """Built from the running Airflow task's context."""
+        from airflow.sdk import get_current_context
+
+        context = get_current_context()
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", None)
+        return cls(scenario, open_lake(), context["run_id"], ti.task_id, -1 if map_index is None else map_index)
+
+    @property
+    def ledger(self) -> RunLedger:
+        return RunLedger(self.lake, self.scenario.name, self.run_id)
+
+    def entry(self) -> timed_entry:
+        """``with ctx.entry() as e:`` records this task's ledger entry on exit, even on failure."""
+        return timed_entry(self.ledger, self.task_id, self.map_index)

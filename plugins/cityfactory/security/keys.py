@@ -1,0 +1,69 @@
+"""Secret keys: from the environment, an Airflow Variable, or generated once for the embedded stack.
+
+Look-up order for a key named ``lake-master``: the environment variable
+``CITYFACTORY_KEY_LAKE_MASTER`` (base64), the Airflow Variable ``cityfactory_key_lake_master``
+(base64, only inside Airflow), and last a file ``<home>/keys/lake-master.key`` that the embedded
+default generates on first use (mode 0600, in the git-ignored home). Keys never enter git.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class KeyConfigError(RuntimeError):
+    """A configured key is unusable (wrong encoding or length)."""
+
+
+def _decode(value: str, source: str, nbytes: int) -> bytes:
+    try:
+        key = base64.b64decode(value, validate=True)
+    except ValueError as exc:
+        raise KeyConfigError(f"{source}: not valid base64 ({exc})") from None
+    if len(key) != nbytes:
+        raise KeyConfigError(f"{source}: expected {nbytes} bytes, got {len(key)}")
+    return key
+
+
+def _from_airflow(var_name: str) -> str | None:
+    try:
+        from airflow.sdk import Variable
+
+        return Variable.get(var_name, default=None)
+    except Exception:  # not inside an Airflow task, or no metadata DB: fall through
+        return None
+
+
+def get_secret(name: str, nbytes: int = 32, keys_dir: Path | None = None) -> bytes:
+    """The secret key ``name``, generating it into ``keys_dir`` if nothing else provides it."""
+    env_name = "CITYFACTORY_KEY_" + name.upper().replace("-", "_")
+    if value := os.environ.get(env_name):
+        return _decode(value, f"environment variable {env_name}", nbytes)
+    var_name = env_name.lower()
+    if value := _from_airflow(var_name):
+        return _decode(value, f"Airflow Variable {var_name}", nbytes)
+    if keys_dir is None:
+        from cityfactory.settings import get_settings
+
+        keys_dir = get_settings().keys_dir
+    path = keys_dir / f"{name}.key"
+    if not path.exists():
+        keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(base64.b64encode(secrets.token_bytes(nbytes)).decode())
+        try:
+            os.link(tmp, path)  # first writer wins if two processes race
+            log.warning("generated new key %s at %s", name, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    return _decode(path.read_text().strip(), str(path), nbytes)

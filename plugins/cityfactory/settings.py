@@ -1,0 +1,40 @@
+"""Where the embedded stack lives and how to reach the lake, read from the environment.
+
+Everything has a working default for one machine (a git-ignored ``.cityfactory/`` folder in the
+repository); production overrides it with environment variables (see docker-compose.yml).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    lake_uri: str
+    data_dir: Path
+    scenarios_dir: Path
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+
+def get_settings() -> Settings:
+    """Read the settings now (not at import), so tests and tasks can point them elsewhere."""
+    home = Path(os.environ.get("CITYFACTORY_HOME", REPO_ROOT / ".cityfactory")).resolve()
+    return Settings(
+        home=home,
+        lake_uri=os.environ.get("CITYFACTORY_LAKE_URI", (home / "lake").as_uri()),
+        data_dir=Path(os.environ.get("CITYFACTORY_DATA_DIR", REPO_ROOT.parent / "shared" / "data")),
+        scenarios_dir=Path(os.environ.get("CITYFACTORY_SCENARIOS_DIR", REPO_ROOT / "dags" / "scenarios")),
+    )

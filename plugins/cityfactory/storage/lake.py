@@ -1,0 +1,244 @@
+"""The data lake: one URI, the same keys on a local folder (``file://``) or S3 (``s3://``, boto3).
+
+Keys follow the firm layout of ARCHITECTURE.md (``landing/``, ``raw/``, ``bronze/`` ...). Every
+write is atomic: temp file + rename locally, one complete object put on S3. Writes return a
+:class:`StoredObject` (URI, sha256, size) so callers can record exactly what they produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class LakeError(RuntimeError):
+    """A lake operation failed; the message names the operation, the URI and the cause."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    uri: str
+    sha256: str
+    size: int
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def join_key(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p)
+
+
+class Lake:
+    """Common interface; see :func:`open_lake`."""
+
+    uri: str
+
+    def uri_for(self, key: str) -> str:
+        return f"{self.uri.rstrip('/')}/{key}"
+
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        raise NotImplementedError
+
+    def put_file(self, key: str, path: Path) -> StoredObject:
+        raise NotImplementedError
+
+    def get_bytes(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def list(self, prefix: str) -> list[str]:
+        """All keys under ``prefix`` (recursive), sorted."""
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def delete(self, keys: list[str]) -> None:
+        raise NotImplementedError
+
+    def replace_prefix(self, prefix: str, local_dir: Path) -> list[StoredObject]:
+        """Make ``prefix`` hold exactly the files of ``local_dir`` (a partition rewritten whole)."""
+        raise NotImplementedError
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        """Immediate sub-folder names under ``prefix`` (e.g. the ``dt=`` partitions)."""
+        names = {k[len(prefix.rstrip("/")) + 1 :].split("/", 1)[0] for k in self.list(prefix)}
+        return sorted(n for n in names if n and not n.startswith("."))
+
+
+class LocalLake(Lake):
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        self.uri = self.root.as_uri()
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        if ".." in key.split("/") or key.startswith("/"):
+            raise LakeError(f"key {key!r} escapes the lake root {self.root}")
+        return self.root / key
+
+    def path_of(self, key: str) -> Path:
+        return self._path(key)
+
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        return StoredObject(self.uri_for(key), sha256_bytes(data), len(data))
+
+    def put_file(self, key: str, path: Path) -> StoredObject:
+        return self.put_bytes(key, Path(path).read_bytes())
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise LakeError(f"read {self.uri_for(key)}: no such object") from None
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        if not base.exists():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not any(part.startswith(".tmp-") for part in p.parts)
+        )
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+
+    def replace_prefix(self, prefix: str, local_dir: Path) -> list[StoredObject]:
+        target = self._path(prefix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.parent / f".tmp-{uuid.uuid4().hex}"
+        shutil.copytree(local_dir, staged)
+        trash = target.parent / f".tmp-old-{uuid.uuid4().hex}"
+        if target.exists():
+            os.replace(target, trash)
+        os.replace(staged, target)
+        shutil.rmtree(trash, ignore_errors=True)
+        return [
+            StoredObject(self.uri_for(join_key(prefix, f.name)), sha256_file(f), f.stat().st_size)
+            for f in sorted(target.iterdir())
+        ]
+
+
+class S3Lake(Lake):
+    """S3 through boto3; endpoint and credentials come from the standard AWS environment
+    (``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID`` ...) so any S3 server works."""
+
+    def __init__(self, bucket: str, prefix: str):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.client = boto3.client("s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+
+    def _key(self, key: str) -> str:
+        return join_key(self.prefix, key)
+
+    def _fail(self, op: str, key: str, exc: Exception) -> LakeError:
+        endpoint = self.client.meta.endpoint_url
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+        hint = ""
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+            hint = " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+        return LakeError(f"{op} {self.uri_for(key)} at {endpoint} failed: {code}: {exc}{hint}")
+
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("write", key, exc) from exc
+        return StoredObject(self.uri_for(key), sha256_bytes(data), len(data))
+
+    def put_file(self, key: str, path: Path) -> StoredObject:
+        return self.put_bytes(key, Path(path).read_bytes())
+
+    def get_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("read", key, exc) from exc
+
+    def list(self, prefix: str) -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full = self._key(prefix).rstrip("/") + "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("list", prefix, exc) from exc
+        return sorted(keys)
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._fail("stat", key, exc) from exc
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            chunk = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
+            if chunk:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+
+    def replace_prefix(self, prefix: str, local_dir: Path) -> list[StoredObject]:
+        # New objects first (each put is atomic), then remove what the new set no longer has.
+        old = set(self.list(prefix))
+        written = [self.put_file(join_key(prefix, f.name), f) for f in sorted(Path(local_dir).iterdir())]
+        keep = {join_key(prefix, f.name) for f in Path(local_dir).iterdir()}
+        self.delete(sorted(old - keep))
+        return written
+
+
+def open_lake(uri: str | None = None) -> Lake:
+    """The lake at ``uri`` (default: the configured ``CITYFACTORY_LAKE_URI``)."""
+    if uri is None:
+        from cityfactory.settings import get_settings
+
+        uri = get_settings().lake_uri
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return LocalLake(Path(parsed.path))
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise LakeError(f"lake URI {uri!r} names no bucket")
+        return S3Lake(parsed.netloc, parsed.path)
+    raise LakeError(f"lake URI {uri!r}: scheme must be file:// or s3://")
