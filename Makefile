@@ -1,0 +1,51 @@
+# City AI Factory: `make run` (set up + one full pipeline run) and `make test` (the whole suite).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+# The CPU build of torch lies on disk on our machines; elsewhere pip takes it from PyPI.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+
+# The embedded stack (git-ignored): Airflow home with SQLite, lake folder, keys, ...
+export CITYFACTORY_HOME ?= $(CURDIR)/.cityfactory
+export AIRFLOW_HOME ?= $(CITYFACTORY_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS ?= admin:admin
+export PYTHONPATH := $(CURDIR)/plugins
+
+.PHONY: install init run ui test bench lint clean
+
+$(BIN)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(FIND_LINKS) -r requirements.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+$(AIRFLOW_HOME)/airflow.db: $(BIN)/.installed
+	mkdir -p $(AIRFLOW_HOME)
+	$(BIN)/airflow db migrate > $(CITYFACTORY_HOME)/db-migrate.log
+
+init: $(AIRFLOW_HOME)/airflow.db
+
+run: init  ## one full run of traffic_flow over the whole replayed history
+	$(BIN)/python -m cityfactory.cli run traffic_flow --history
+
+ui: init  ## Airflow UI (api-server, scheduler, dag-processor, triggerer) on the embedded stack
+	$(BIN)/python -m cityfactory.cli ui
+
+test: install  ## the whole suite (starts its own S3 server; uses the local PostgreSQL)
+	$(BIN)/python -m pytest
+
+bench: init  ## figures and ratios, printed
+	$(BIN)/python -m cityfactory.bench
+
+lint:
+	$(BIN)/ruff check dags plugins tests
+	$(BIN)/ruff check dags plugins --select AIR
+
+clean:  ## removes the embedded stack (lake, Airflow DB, keys); the venv stays
+	rm -rf $(CITYFACTORY_HOME)

@@ -1,0 +1,40 @@
+"""A run at a glance, from its ledger: counts and wall time per task."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+
+
+def task_summary(entries: list[dict]) -> list[dict]:
+    """One row per task id (mapped instances folded): instances, summed counts, wall seconds."""
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for entry in entries:
+        grouped[entry["task_id"]].append(entry)
+    rows = []
+    for task_id, group in grouped.items():
+        counts: dict[str, int] = defaultdict(int)
+        for entry in group:
+            for name, value in entry["counts"].items():
+                counts[name] += value
+        start = min(datetime.fromisoformat(e["started_at"]) for e in group if e["started_at"])
+        end = max(datetime.fromisoformat(e["ended_at"]) for e in group)
+        rows.append(
+            {
+                "task": task_id,
+                "instances": len(group),
+                "status": "failed" if any(e["status"] != "success" for e in group) else "success",
+                "wall_s": round((end - start).total_seconds(), 2),
+                "counts": dict(counts),
+                "started": start,
+            }
+        )
+    return sorted(rows, key=lambda r: r["started"])
+
+
+def format_summary(rows: list[dict]) -> str:
+    lines = [f"{'task':<18} {'n':>3} {'status':<8} {'wall s':>7}  counts"]
+    for r in rows:
+        counts = ", ".join(f"{k}={v}" for k, v in r["counts"].items() if k != "days")
+        lines.append(f"{r['task']:<18} {r['instances']:>3} {r['status']:<8} {r['wall_s']:>7.2f}  {counts}")
+    return "\n".join(lines)
