@@ -17,6 +17,7 @@ import pytest
 
 from support import REPO, S3Server, start_seaweedfs, stop_seaweedfs
 
+S3_BUCKET = "cityfactory-lake"
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="cityfactory-tests-"))
 os.environ.update(
     CITYFACTORY_HOME=str(SESSION_HOME),
@@ -50,20 +51,21 @@ def lake_uri(tmp_path, monkeypatch) -> str:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> S3Server:
+    import boto3
+
     server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
+                 aws_secret_access_key=server.secret_key, region_name="us-east-1").create_bucket(Bucket=S3_BUCKET)
     yield server
     stop_seaweedfs(server)
 
 
 @pytest.fixture
 def s3_lake_uri(s3_server, monkeypatch) -> str:
-    """A fresh bucket on the real S3 server, with the AWS environment pointing at it."""
-    import boto3
-
+    """A fresh prefix in the session's bucket on the real S3 server, with the AWS environment
+    pointing at it (one bucket: SeaweedFS gives every bucket volumes of its own)."""
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
-    bucket = f"lake-{uuid.uuid4().hex[:10]}"
-    boto3.client("s3").create_bucket(Bucket=bucket)
-    uri = f"s3://{bucket}/city"
+    uri = f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:10]}"
     monkeypatch.setenv("CITYFACTORY_LAKE_URI", uri)
     return uri

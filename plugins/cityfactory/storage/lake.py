@@ -156,7 +156,9 @@ class S3Lake(Lake):
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self.client = boto3.client("s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+        # A fresh session reads the environment now (boto3's default session caches credentials).
+        session = boto3.session.Session()
+        self.client = session.client("s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}))
 
     def _key(self, key: str) -> str:
         return join_key(self.prefix, key)
