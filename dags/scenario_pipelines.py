@@ -70,14 +70,9 @@ def build_dag(scenario: Scenario):
         @task
         def plan(params=None, data_interval_start=None, data_interval_end=None) -> list[list[str]]:
             """Days this run covers, in batches for the mapped ingest tasks."""
-            from airflow.sdk.exceptions import AirflowFailException
-            from cityfactory.runs import ParamsError, batches, resolve_days
+            from cityfactory.runs import RunContext, plan_run
 
-            try:
-                days = resolve_days(params, data_interval_start, data_interval_end)
-            except ParamsError as exc:
-                raise AirflowFailException(str(exc)) from exc
-            return batches(days, scenario.ingestion.days_per_batch)
+            return plan_run(RunContext.current(scenario), params, data_interval_start, data_interval_end)
 
         @task.run_if(stage_selected("ingest"))
         @task(task_display_name="Land gateway files")

@@ -78,3 +78,10 @@ def corpus() -> dict[str, tuple[bytes, dict]]:
         ),
     }
     return cases
+
+
+def corpus_on(day: dt.date) -> dict[str, tuple[bytes, dict]]:
+    """The corpus with its rows moved to ``day`` (to land it on a date of one's choosing)."""
+    real_day, _, _ = first_day()
+    return {name: (data.replace(real_day.isoformat().encode(), day.isoformat().encode()), expected)
+            for name, (data, expected) in corpus().items()}

@@ -69,3 +69,18 @@ class RunContext:
     def entry(self) -> timed_entry:
         """``with ctx.entry() as e:`` records this task's ledger entry on exit, even on failure."""
         return timed_entry(self.ledger, self.task_id, self.map_index)
+
+
+def plan_run(ctx: RunContext, params: dict, interval_start, interval_end) -> list[list[str]]:
+    """Record the run's days and stages in the ledger; bad form values fail without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with ctx.entry() as entry:
+        entry.details["params"] = dict(params)
+        try:
+            days = resolve_days(params, interval_start, interval_end)
+        except ParamsError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        entry.counts["days"] = len(days)
+        entry.details.update(first_day=days[0].isoformat(), last_day=days[-1].isoformat())
+    return batches(days, ctx.scenario.ingestion.days_per_batch)
