@@ -3,6 +3,7 @@
 - ``run SCENARIO [--history | --start D --end D] [--stages ...]``: one full DAG run in-process
   (Airflow's ``dag.test``), then the run's summary from its ledger.
 - ``summary SCENARIO RUN_ID``: counts and wall time per task of a past run.
+- ``ui [--port N]``: Airflow's UI and services on the embedded stack, until Ctrl-C.
 - ``fetch-data SCENARIO``: make sure the scenario's dataset is present and verified.
 """
 
@@ -54,6 +55,28 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from cityfactory import services
+
+    settings = get_settings()
+    passwords = settings.home / "airflow-passwords.json"
+    password = services.admin_password(passwords)
+    log_file = settings.home / "logs" / "airflow-standalone.log"
+    url = f"http://127.0.0.1:{args.port}"
+    process = services.start_airflow(args.port, passwords, log_file)
+    print(f"Starting Airflow (api-server, scheduler, dag-processor, triggerer); log: {log_file}", flush=True)
+    try:
+        services.wait_healthy(url, process)
+        print(f"\nAirflow UI: {url}\n  user: admin\n  password: {password}  (generated into {passwords})")
+        print("Trigger a scenario DAG from its page (the form lets you pick dates and stages). Ctrl-C stops.")
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        services.stop(process)
+    return 0
+
+
 def cmd_fetch_data(args: argparse.Namespace) -> int:
     from cityfactory.ingestion.datasets import dataset_file
 
@@ -77,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     summary.add_argument("scenario")
     summary.add_argument("run_id")
     summary.set_defaults(func=cmd_summary)
+    ui = sub.add_parser("ui", help="serve the Airflow UI on the embedded stack")
+    ui.add_argument("--port", type=int, default=8080)
+    ui.set_defaults(func=cmd_ui)
     fetch = sub.add_parser("fetch-data", help="locate or download the scenario's dataset")
     fetch.add_argument("scenario")
     fetch.set_defaults(func=cmd_fetch_data)

@@ -1,0 +1,75 @@
+"""Start the embedded Airflow services (api-server, scheduler, dag-processor, triggerer).
+
+``airflow standalone`` runs all four with a LocalExecutor; we give it a login whose password is
+generated once into the git-ignored home, and wait until the API answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def admin_password(passwords_file: Path, user: str = "admin") -> str:
+    """The UI password for ``user``, generated on first use (never a fixed default)."""
+    if passwords_file.exists():
+        return json.loads(passwords_file.read_text())[user]
+    passwords_file.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(12)
+    fd = os.open(passwords_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({user: password}, fh)
+    return password
+
+
+def start_airflow(port: int, passwords_file: Path, log_file: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    environment = {
+        **os.environ,
+        **(env or {}),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+    }
+    bin_dir = str(Path(sys.executable).parent)
+    environment["PATH"] = bin_dir + os.pathsep + environment.get("PATH", "")  # standalone spawns `airflow ...`
+    airflow = str(Path(bin_dir) / "airflow")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(
+            [airflow, "standalone"], env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def wait_healthy(base_url: str, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"airflow standalone exited with {process.returncode}; see its log")
+        try:
+            with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=5) as response:
+                health = json.loads(response.read())
+            if all(health.get(c, {}).get("status") == "healthy" for c in ("metadatabase", "scheduler")):
+                return
+        except OSError:
+            pass
+        time.sleep(2)
+    raise TimeoutError(f"Airflow at {base_url} not healthy after {timeout}s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop the whole process group (standalone's children included)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)

@@ -1,0 +1,105 @@
+"""Airflow's services on PostgreSQL: trigger the scenario DAG through the REST API that the UI's
+trigger form uses, with Param values, and watch the run succeed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+import urllib.request
+import uuid
+
+import psycopg2
+import pytest
+
+from cityfactory import services
+from cityfactory.config.scenarios import get_scenario
+from cityfactory.governance.ledger import RunLedger
+from cityfactory.ingestion import replay
+from cityfactory.storage.lake import open_lake
+from support import free_ports
+
+pytestmark = pytest.mark.slow
+
+
+def _admin(sql: str) -> None:
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
+
+
+@pytest.fixture
+def airflow_on_postgres(tmp_path, lake_uri):
+    database = f"cityfactory_airflow_{uuid.uuid4().hex[:8]}"
+    _admin(f"CREATE DATABASE {database}")
+    [port] = free_ports(1)
+    env = {
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "CITYFACTORY_LAKE_URI": lake_uri,
+    }
+    passwords = tmp_path / "passwords.json"
+    password = services.admin_password(passwords)
+    process = services.start_airflow(port, passwords, tmp_path / "standalone.log", env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        services.wait_healthy(base, process)
+        yield base, password
+    finally:
+        services.stop(process)
+        _admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        print((tmp_path / "standalone.log").read_text()[-3000:])
+
+
+def _call(method: str, url: str, token: str | None = None, body: dict | None = None) -> dict:
+    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if result := predicate():
+                return result
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+        time.sleep(2)
+    raise TimeoutError(what)
+
+
+def test_trigger_with_params_through_the_rest_api(airflow_on_postgres):
+    base, password = airflow_on_postgres
+    token = _call("POST", f"{base}/auth/token", body={"username": "admin", "password": password})["access_token"]
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        _call("POST", f"{base}/auth/token", body={"username": "admin", "password": "wrong"})
+    assert denied.value.code == 401
+
+    dag = _wait(lambda: _call("GET", f"{base}/api/v2/dags/traffic_flow", token), 180, "DAG never parsed")
+    assert dag["is_paused"] is False
+    start, _ = replay.history_interval(get_scenario("traffic_flow"))
+    first, last = start + dt.timedelta(days=200), start + dt.timedelta(days=203)
+    conf = {"data_interval_start": str(first), "data_interval_end": str(last), "stages": ["ingest"]}
+    run = _call("POST", f"{base}/api/v2/dags/traffic_flow/dagRuns", token, {"logical_date": None, "conf": conf})
+    run_id = run["dag_run_id"]
+
+    def finished():
+        state = _call("GET", f"{base}/api/v2/dags/traffic_flow/dagRuns/{run_id}", token)["state"]
+        return state if state in ("success", "failed") else None
+
+    assert _wait(finished, 300, "run did not finish") == "success"
+    entries = RunLedger(open_lake(), "traffic_flow", run_id).entries()
+    [summary] = [e for e in entries if e["task_id"] == "ingest_summary"]
+    assert summary["counts"]["days"] == 4 and summary["counts"]["rows_bronze"] > 4 * 20
+    [plan] = [e for e in entries if e["task_id"] == "plan"]
+    assert plan["details"]["first_day"] == str(first) and plan["details"]["last_day"] == str(last)
