@@ -98,7 +98,7 @@ def build_dag(scenario: Scenario):
             from cityfactory.ingestion.tasks import summarize
             from cityfactory.runs import RunContext
 
-            return summarize(RunContext.current(scenario), list(results))
+            return summarize(RunContext.current(scenario), list(results[:]))  # one slice fetch
 
         ingest_summary(ingest.expand(landed=land.expand(days=plan())))
 

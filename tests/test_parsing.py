@@ -22,41 +22,42 @@ def _data_lines(data: bytes) -> int:
 def test_corpus_file(name):
     data, expected = CASES[name]
     day, _, _ = first_day()
-    result = parse_file(data, name, get_scenario("traffic_flow").schema_, day)
+    read, converted = parse_file(data, name, get_scenario("traffic_flow").schema_, day)
+    rejected = read.rejected + converted.rejected
 
-    assert result.rows_in == _data_lines(data)
-    assert result.rows_in == result.accepted.num_rows + len(result.rejected), "a row was lost"
-    assert len(result.rejected) == expected["rejected"]
+    assert read.rows_in == _data_lines(data)
+    assert read.rows_in == converted.accepted.num_rows + len(rejected), "a row was lost"
+    assert len(rejected) == expected["rejected"]
     if "reason" in expected:
-        assert any(expected["reason"] in r["reason"] for r in result.rejected), result.rejected
-        assert all(r["source_file"] == name and r["line"] >= 2 for r in result.rejected)
+        assert any(expected["reason"] in r["reason"] for r in rejected), rejected
+        assert all(r["source_file"] == name and r["line"] >= 2 for r in rejected)
     if "file_error" in expected:
-        assert len(result.file_errors) == 1
-        assert name in result.file_errors[0] and expected["file_error"] in result.file_errors[0]
+        assert len(read.file_errors) == 1
+        assert name in read.file_errors[0] and expected["file_error"] in read.file_errors[0]
     else:
-        assert result.file_errors == []
+        assert read.file_errors == []
     if "warning" in expected:
-        assert expected["warning"] in result.warnings[0]
+        assert expected["warning"] in read.warnings[0]
 
 
 def test_rejected_rows_point_at_their_line():
     data, _ = CASES["wrong_types.csv"]
     day, _, _ = first_day()
-    result = parse_file(data, "wrong_types.csv", get_scenario("traffic_flow").schema_, day)
-    by_line = {r["line"]: r for r in result.rejected}
+    _, converted = parse_file(data, "wrong_types.csv", get_scenario("traffic_flow").schema_, day)
+    by_line = {r["line"]: r for r in converted.rejected}
     assert set(by_line) == {2, 3}
     assert '"traffic_volume": "many"' in by_line[2]["record"]
     assert by_line[3]["reason"] == "temp='warm' is not a number"
-    assert result.accepted.column("_line").to_pylist()[0] == 4
+    assert converted.accepted.column("_line").to_pylist()[0] == 4
 
 
 def test_typed_values_and_units():
     data, _ = CASES["clean.csv"]
     day, header, rows = first_day()
-    result = parse_file(data, "clean.csv", get_scenario("traffic_flow").schema_, day)
-    first = result.accepted.to_pylist()[0]
+    _, converted = parse_file(data, "clean.csv", get_scenario("traffic_flow").schema_, day)
+    first = converted.accepted.to_pylist()[0]
     raw = dict(zip(header, rows[0].split(",")))
     assert first["traffic_volume"] == int(raw["traffic_volume"])
     assert first["temp"] == float(raw["temp"])
     assert first["date_time"].isoformat(sep=" ") == raw["date_time"]
-    assert result.accepted.schema.field("temp").metadata[b"unit"] == b"K"
+    assert converted.accepted.schema.field("temp").metadata[b"unit"] == b"K"

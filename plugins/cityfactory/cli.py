@@ -46,7 +46,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     run = bag.get_dag(scenario.dag_id).test(run_conf=conf)
     _print_summary(scenario.name, run.run_id)
-    print(f"\nState: {run.state}. Lake: {get_settings().lake_uri}")
+    lake = get_settings().lake_uri
+    print(f"\nState: {run.state}. Where to look:")
+    for layer in ("raw", "bronze", "quarantine"):
+        print(f"  {layer:<11} {lake}/{layer}/{scenario.name}/dt=<day>/")
+    print("  Airflow UI  make ui  (the run is listed under the DAG's runs)")
     return 0 if run.state == "success" else 1
 
 

@@ -35,6 +35,6 @@ def task_summary(entries: list[dict]) -> list[dict]:
 def format_summary(rows: list[dict]) -> str:
     lines = [f"{'task':<18} {'n':>3} {'status':<8} {'wall s':>7}  counts"]
     for r in rows:
-        counts = ", ".join(f"{k}={v}" for k, v in r["counts"].items() if k != "days")
+        counts = ", ".join(f"{k}={v}" for k, v in r["counts"].items())
         lines.append(f"{r['task']:<18} {r['instances']:>3} {r['status']:<8} {r['wall_s']:>7.2f}  {counts}")
     return "\n".join(lines)

@@ -29,16 +29,27 @@ REJECT_SCHEMA = pa.schema(
     [("source_file", pa.string()), ("line", pa.int64()), ("record", pa.string()), ("reason", pa.string())]
 )
 LINE = "_line"
+SOURCE = "_source_file"
+LANDING_DAY = "_landing_day"
 
 
 @dataclass
-class ParsedFile:
+class ReadFile:
+    """One file split into string rows (with ``_line``, ``_source_file``, ``_landing_day``) and
+    the lines that could not even be split into fields."""
+
     source_file: str
     rows_in: int
-    accepted: pa.Table  # declared columns (typed) + _source_file + _line
+    strings: pa.Table | None
     rejected: list[dict] = field(default_factory=list)  # REJECT_SCHEMA rows
     file_errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Converted:
+    accepted: pa.Table  # bronze_schema plus _landing_day
+    rejected: list[dict]
 
 
 def bronze_schema(schema: Schema) -> pa.Schema:
@@ -46,7 +57,7 @@ def bronze_schema(schema: Schema) -> pa.Schema:
         pa.field(name, ARROW_TYPES[col.type], nullable=col.nullable, metadata=_field_metadata(col))
         for name, col in schema.columns.items()
     ]
-    return pa.schema([*fields, pa.field("_source_file", pa.string()), pa.field(LINE, pa.int64())])
+    return pa.schema([*fields, pa.field(SOURCE, pa.string()), pa.field(LINE, pa.int64())])
 
 
 def _field_metadata(col: Column) -> dict[str, str]:
@@ -84,21 +95,17 @@ def _reject(source: str, line: int, record: str, reason: str) -> dict:
     return {"source_file": source, "line": line, "record": record, "reason": reason}
 
 
-def _empty(schema: Schema) -> pa.Table:
-    return bronze_schema(schema).empty_table()
-
-
-def parse_file(data: bytes, source_file: str, schema: Schema, landing_day: dt.date) -> ParsedFile:
+def read_file(data: bytes, source_file: str, schema: Schema, landing_day: dt.date) -> ReadFile:
+    """Split a landed file into string rows; structural problems are rejected here."""
     lines, bad_utf8 = _decode(data)
     if not lines or not lines[0].strip():
         rows = max(len(lines) - 1, 0)
-        result = ParsedFile(source_file, rows, _empty(schema), file_errors=[f"{source_file}: empty file (no header)"])
+        result = ReadFile(source_file, rows, None, file_errors=[f"{source_file}: empty file (no header)"])
         result.rejected = [_reject(source_file, n, lines[n - 1], "file has no header") for n in range(2, rows + 2)]
         return result
 
     header = [] if 1 in bad_utf8 else next(csv.reader([lines[0]]))
-    rows_in = len(lines) - 1
-    result = ParsedFile(source_file, rows_in, _empty(schema))
+    result = ReadFile(source_file, len(lines) - 1, None)
     declared = list(schema.columns)
     missing = [c for c in declared if c not in header]
     if missing or len(set(header)) != len(header):
@@ -112,16 +119,14 @@ def parse_file(data: bytes, source_file: str, schema: Schema, landing_day: dt.da
     if extra:
         result.warnings.append(f"{source_file}: extra column(s) {', '.join(extra)} ignored (kept in raw)")
 
-    structural: list[dict] = [
-        _reject(source_file, n, text, reason) for n, (reason, text) in sorted(bad_utf8.items()) if n > 1
-    ]
+    result.rejected = [_reject(source_file, n, text, reason) for n, (reason, text) in sorted(bad_utf8.items()) if n > 1]
 
     def on_invalid_row(row) -> str:
         number_text, _, text = row.text.partition(",")
         number = int(number_text)
         if number not in bad_utf8:
             reason = "empty line" if not text else f"wrong number of fields (expected {len(header)}, got {row.actual_columns - 1})"
-            structural.append(_reject(source_file, number, text, reason))
+            result.rejected.append(_reject(source_file, number, text, reason))
         return "skip"
 
     numbered = "\n".join([f"{LINE},{lines[0]}", *(f"{n},{line}" for n, line in enumerate(lines[1:], 2))])
@@ -130,25 +135,46 @@ def parse_file(data: bytes, source_file: str, schema: Schema, landing_day: dt.da
         parse_options=pv.ParseOptions(invalid_row_handler=on_invalid_row, ignore_empty_lines=False),
         convert_options=pv.ConvertOptions(
             column_types={LINE: pa.int64(), **{h: pa.string() for h in header}},
-            include_columns=[LINE, *declared],
+            include_columns=[*declared, LINE],
             null_values=schema.null_values,
             strings_can_be_null=True,
         ),
         read_options=pv.ReadOptions(use_threads=False),
     )
-    typed, problems = _convert(table, schema, landing_day)
-    bad = np.zeros(table.num_rows, dtype=bool)
-    for mask, _ in problems:
-        bad |= mask
-    rejected = structural + _value_rejects(table, declared, problems, bad, source_file)
-    result.rejected = sorted(rejected, key=lambda r: r["line"])
-    keep = pa.array(~bad)
-    columns = [typed[name].filter(keep) for name in declared]
-    sources = pa.array([source_file] * int((~bad).sum()), pa.string())
-    result.accepted = pa.Table.from_arrays(
-        [*columns, sources, table[LINE].filter(keep)], schema=bronze_schema(schema)
+    n = table.num_rows
+    result.strings = table.append_column(SOURCE, pa.repeat(pa.scalar(source_file), n)).append_column(
+        LANDING_DAY, pa.repeat(pa.scalar(landing_day, pa.date32()), n)
     )
     return result
+
+
+def convert(strings: pa.Table, schema: Schema) -> Converted:
+    """Type and check the string rows of many files at once (vectorised over the whole batch)."""
+    typed, problems = _convert(strings, schema)
+    bad = np.zeros(strings.num_rows, dtype=bool)
+    for mask, _ in problems:
+        bad |= mask
+    keep = pa.array(~bad)
+    columns = [typed[name].filter(keep) for name in schema.columns]
+    accepted = pa.Table.from_arrays(
+        [*columns, strings[SOURCE].filter(keep), strings[LINE].filter(keep)], schema=bronze_schema(schema)
+    )
+    return Converted(
+        accepted.append_column(LANDING_DAY, strings[LANDING_DAY].filter(keep)),
+        _value_rejects(strings, list(schema.columns), problems, bad),
+    )
+
+
+def parse_file(data: bytes, source_file: str, schema: Schema, landing_day: dt.date) -> tuple[ReadFile, Converted]:
+    """One file end to end (the pipeline reads many files, then converts them together)."""
+    read = read_file(data, source_file, schema, landing_day)
+    strings = read.strings if read.strings is not None else empty_strings(schema)
+    return read, convert(strings, schema)
+
+
+def empty_strings(schema: Schema) -> pa.Table:
+    fields = [(n, pa.string()) for n in schema.columns]
+    return pa.schema([*fields, (LINE, pa.int64()), (SOURCE, pa.string()), (LANDING_DAY, pa.date32())]).empty_table()
 
 
 Problem = tuple[np.ndarray, "callable"]
@@ -158,7 +184,7 @@ def _mask(array) -> np.ndarray:
     return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _convert(table: pa.Table, schema: Schema, landing_day: dt.date) -> tuple[dict[str, pa.Array], list[Problem]]:
+def _convert(table: pa.Table, schema: Schema) -> tuple[dict[str, pa.Array], list[Problem]]:
     typed: dict[str, pa.Array] = {}
     problems: list[Problem] = []
     for name, col in schema.columns.items():
@@ -190,19 +216,22 @@ def _convert(table: pa.Table, schema: Schema, landing_day: dt.date) -> tuple[dic
         typed[name] = values
     event = typed[schema.event_time]
     days = pc.cast(event, pa.date32())
-    elsewhere = _mask(pc.not_equal(days, pa.scalar(landing_day, pa.date32())))
+    landing = table[LANDING_DAY].combine_chunks()
+    elsewhere = _mask(pc.not_equal(days, landing))
     problems.append(
-        (elsewhere, lambda i, d=days: f"event date {d[i].as_py()} is not the file's landing date {landing_day}")
+        (elsewhere, lambda i, d=days: f"event date {d[i].as_py()} is not the file's landing date {landing[i].as_py()}")
     )
     return typed, problems
 
 
-def _value_rejects(table: pa.Table, declared: list[str], problems: list[Problem], bad: np.ndarray, source: str) -> list[dict]:
+def _value_rejects(table: pa.Table, declared: list[str], problems: list[Problem], bad: np.ndarray) -> list[dict]:
     rejected = []
-    lines = table[LINE].combine_chunks()
+    lines, sources = table[LINE].combine_chunks(), table[SOURCE].combine_chunks()
+    days = table[LANDING_DAY].combine_chunks()
     strings = {name: table[name].combine_chunks() for name in declared}
     for i in np.flatnonzero(bad):
         reasons = "; ".join(describe(int(i)) for mask, describe in problems if mask[i])
         record = json.dumps({n: strings[n][int(i)].as_py() for n in declared})
-        rejected.append(_reject(source, lines[int(i)].as_py(), record, reasons))
+        reject = _reject(sources[int(i)].as_py(), lines[int(i)].as_py(), record, reasons)
+        rejected.append({**reject, "dt": days[int(i)].as_py()})
     return rejected

@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import logging
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import pyarrow.dataset as ds
 
 from cityfactory.config.scenarios import Scenario
 from cityfactory.governance.ledger import Artifact, LedgerEntry
-from cityfactory.ingestion.parsing import REJECT_SCHEMA, ParsedFile, parse_file
+from cityfactory.ingestion.parsing import REJECT_SCHEMA, convert, empty_strings, read_file
 from cityfactory.ingestion.replay import landing_prefix
 from cityfactory.security import encryption
 from cityfactory.storage.lake import Lake, join_key, sha256_bytes
@@ -97,23 +96,22 @@ def land_to_raw(scenario: Scenario, lake: Lake, day: dt.date, entry: LedgerEntry
 def _deduplicate(table: pa.Table, key: list[str], personal: set[str]) -> tuple[pa.Table, list[dict]]:
     """Keep the first row of each key; later ones are rejected, naming where the first one is."""
     index = pa.array(np.arange(table.num_rows))
-    first = table.append_column("_i", index).group_by(key, use_threads=False).aggregate([("_i", "min")])
-    if first.num_rows == table.num_rows:
+    groups = table.select(key).append_column("_i", index).group_by(key, use_threads=False)
+    firsts = groups.aggregate([("_i", "min"), ("_i", "count")])
+    if firsts.num_rows == table.num_rows:
         return table, []
-    duplicate = pc.invert(pc.is_in(index, value_set=first["_i_min"]))
-    seen: dict[tuple, dict] = {}
+    duplicate = pc.invert(pc.is_in(index, value_set=firsts["_i_min"]))
+    repeated = firsts.filter(pc.greater(firsts["_i_count"], 1))["_i_min"].to_pylist()
+    first_seen = {tuple(row[k] for k in key): row for row in table.take(repeated).to_pylist()}
     rejected = []
-    for row in table.to_pylist():
-        ident = tuple(row[k] for k in key)
-        if ident not in seen:
-            seen[ident] = row
-            continue
-        original = seen[ident]
+    for row in table.filter(duplicate).to_pylist():
+        original = first_seen[tuple(row[k] for k in key)]
         shown = ", ".join(f"{k}={row[k]}" for k in key if k not in personal)
         reason = f"duplicate key ({shown}) first seen in {original['_source_file']} line {original['_line']}"
         record = {k: None if v is None else str(v) for k, v in row.items() if not k.startswith("_")}
         rejected.append(
-            {"source_file": row["_source_file"], "line": row["_line"], "record": json.dumps(record), "reason": reason}
+            {"source_file": row["_source_file"], "line": row["_line"], "record": json.dumps(record), "reason": reason,
+             "dt": row["_landing_day"]}
         )
     return table.filter(pc.invert(duplicate)), rejected
 
@@ -123,7 +121,7 @@ def _write_partitions(
 ) -> dict[dt.date, list]:
     """Rewrite the ``dt=`` partition of every day in ``days`` from ``table`` (empty days too)."""
     written: dict[dt.date, list] = {}
-    with tempfile.TemporaryDirectory(prefix=f"cityfactory-{layer}-") as tmp:
+    with lake.staging_dir() as tmp:
         if table.num_rows:
             ds.write_dataset(
                 table,
@@ -154,29 +152,30 @@ def ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Ledg
     schema = scenario.schema_
     personal = schema.personal_columns
     result = IngestResult(days=len(days))
-    accepted: list[pa.Table] = []
+    strings: list[pa.Table] = []
     rejected: list[dict] = []
     touched: list[dt.date] = []
     for day in days:
         moved = land_to_raw(scenario, lake, day, entry)
         raw_keys = lake.list(partition_key("raw", scenario.name, day))
-        if not raw_keys:
-            continue
-        touched.append(day)
-        parsed: list[ParsedFile] = []
+        if raw_keys:
+            touched.append(day)
         for key in raw_keys:
             data = moved[key] if key in moved else _read_raw(lake, key)
-            name = key.rsplit("/", 1)[1].removesuffix(SEALED_SUFFIX)
-            parsed.append(parse_file(data, name, schema, day))
-            entry.inputs.append(Artifact(lake.uri_for(key), sha256_bytes(data), parsed[-1].rows_in, kind="raw"))
-        good, duplicates = _deduplicate(pa.concat_tables([p.accepted for p in parsed]), schema.key, set(personal))
-        day_rejects = [r for p in parsed for r in p.rejected] + duplicates
-        accepted.append(good.append_column("dt", pa.array([day] * good.num_rows, pa.date32())))
-        rejected.extend({**r, "dt": day} for r in day_rejects)
-        result.files += len(parsed)
-        result.rows_in += sum(p.rows_in for p in parsed)
-        result.file_errors += [e for p in parsed for e in p.file_errors]
-        result.warnings += [w for p in parsed for w in p.warnings]
+            read = read_file(data, key.rsplit("/", 1)[1].removesuffix(SEALED_SUFFIX), schema, day)
+            entry.inputs.append(Artifact(lake.uri_for(key), sha256_bytes(data), read.rows_in, kind="raw"))
+            if read.strings is not None:
+                strings.append(read.strings)
+            rejected.extend({**r, "dt": day} for r in read.rejected)
+            result.files += 1
+            result.rows_in += read.rows_in
+            result.file_errors += read.file_errors
+            result.warnings += read.warnings
+
+    converted = convert(pa.concat_tables(strings) if strings else empty_strings(schema), schema)
+    good, duplicates = _deduplicate(converted.accepted, schema.key, set(personal))
+    rejected += converted.rejected + duplicates
+    accepted = [good.rename_columns([*good.column_names[:-1], "dt"])] if good.num_rows else []
 
     bronze = _protect(pa.concat_tables(accepted), personal) if accepted else None
     quarantine = pa.Table.from_pylist(rejected, schema=REJECT_SCHEMA.append(pa.field("dt", pa.date32())))

@@ -72,8 +72,13 @@ class Lake:
         raise NotImplementedError
 
     def replace_prefix(self, prefix: str, local_dir: Path) -> list[StoredObject]:
-        """Make ``prefix`` hold exactly the files of ``local_dir`` (a partition rewritten whole)."""
+        """Make ``prefix`` hold exactly the files of ``local_dir`` (a partition rewritten whole).
+        ``local_dir`` may be moved into place, so it is consumed."""
         raise NotImplementedError
+
+    def staging_dir(self):
+        """A temporary folder to build partitions in before :meth:`replace_prefix`."""
+        return tempfile.TemporaryDirectory(prefix="cityfactory-stage-")
 
     def list_dirs(self, prefix: str) -> list[str]:
         """Immediate sub-folder names under ``prefix`` (e.g. the ``dt=`` partitions)."""
@@ -130,11 +135,20 @@ class LocalLake(Lake):
         for key in keys:
             self._path(key).unlink(missing_ok=True)
 
+    def staging_dir(self):
+        # Inside the lake root, so partitions move into place by rename instead of a copy.
+        return tempfile.TemporaryDirectory(dir=self.root, prefix=".tmp-stage-")
+
     def replace_prefix(self, prefix: str, local_dir: Path) -> list[StoredObject]:
         target = self._path(prefix)
+        if not target.exists() and not any(Path(local_dir).iterdir()):
+            return []
         target.parent.mkdir(parents=True, exist_ok=True)
         staged = target.parent / f".tmp-{uuid.uuid4().hex}"
-        shutil.copytree(local_dir, staged)
+        if Path(local_dir).resolve().is_relative_to(self.root):
+            os.replace(local_dir, staged)
+        else:
+            shutil.copytree(local_dir, staged)
         trash = target.parent / f".tmp-old-{uuid.uuid4().hex}"
         if target.exists():
             os.replace(target, trash)
