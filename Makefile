@@ -41,7 +41,7 @@ test: install  ## the whole suite (starts its own S3 server; uses the local Post
 	$(BIN)/python -m pytest
 
 bench: init  ## figures and ratios, printed
-	$(BIN)/python -m cityfactory.bench
+	$(BIN)/python tests/bench.py 2>/dev/null
 
 lint:
 	$(BIN)/ruff check dags plugins tests

@@ -12,6 +12,7 @@ import base64
 import logging
 import os
 import secrets
+from functools import lru_cache
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,20 @@ def get_secret(name: str, nbytes: int = 32, keys_dir: Path | None = None) -> byt
     env_name = "CITYFACTORY_KEY_" + name.upper().replace("-", "_")
     if value := os.environ.get(env_name):
         return _decode(value, f"environment variable {env_name}", nbytes)
-    var_name = env_name.lower()
-    if value := _from_airflow(var_name):
-        return _decode(value, f"Airflow Variable {var_name}", nbytes)
     if keys_dir is None:
         from cityfactory.settings import get_settings
 
         keys_dir = get_settings().keys_dir
+    return _stored_secret(name, nbytes, keys_dir)
+
+
+@lru_cache(maxsize=64)
+def _stored_secret(name: str, nbytes: int, keys_dir: Path) -> bytes:
+    """From an Airflow Variable or the generated file; looked up once per process (it is hot:
+    every sealed file and Parquet key wrap asks)."""
+    var_name = "cityfactory_key_" + name.lower().replace("-", "_")
+    if value := _from_airflow(var_name):
+        return _decode(value, f"Airflow Variable {var_name}", nbytes)
     path = keys_dir / f"{name}.key"
     if not path.exists():
         keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
