@@ -5,10 +5,15 @@ Each YAML file in `dags/scenarios/` becomes a DAG with the same id. The schedule
 ingests the previous day; a manual run from the trigger form can name a date range (bulk history)
 and choose which stages to run.
 
-Ingest stage, per batch of days (dynamic task mapping): the source lands gateway files in
-`landing/`, ingestion copies them unchanged to `raw/`, parses them to the scenario's schema and
-writes `bronze/` Parquet partitions and `quarantine/` rows with reasons. Every task records what it
-read and wrote in the run ledger under `governance/<scenario>/<run_id>/`.
+- **ingest**, per batch of days (dynamic task mapping): the source lands gateway files in
+  `landing/`, ingestion copies them unchanged to `raw/`, parses them to the scenario's schema and
+  writes `bronze/` Parquet partitions and `quarantine/` rows with reasons;
+- **quality**: a Great Expectations gate on the run's bronze rows, and one on the feature mart;
+- **transform**: `dbt build` (staging -> intermediate -> marts, with tests) on DuckDB, then the
+  mart exported to `gold/` for training.
+
+A failed gate or dbt test stops the run there. Every task records what it read and wrote in the
+run ledger under `governance/<scenario>/<run_id>/`.
 
 The library lives in `plugins/cityfactory/`; this file only wires tasks, and imports nothing heavy.
 """
@@ -18,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from airflow.sdk import Asset, CronTriggerTimetable, Param, dag, get_parsing_context, task
+from airflow.sdk import Asset, CronTriggerTimetable, Param, TriggerRule, dag, get_parsing_context, task
 from cityfactory.config.scenarios import Scenario, load_scenarios
 from cityfactory.stages import STAGES
 
@@ -41,7 +46,7 @@ def build_dag(scenario: Scenario):
         catchup=False,
         max_active_runs=1,  # partitions are rewritten whole; one writer per scenario
         tags=["cityfactory", *scenario.tags],
-        default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=2)},
+        default_args={"retries": 1, "retry_delay": dt.timedelta(seconds=30)},
         params={
             "data_interval_start": Param(
                 None,
@@ -100,7 +105,47 @@ def build_dag(scenario: Scenario):
 
             return summarize(RunContext.current(scenario), list(results[:]))  # one slice fetch
 
-        ingest_summary(ingest.expand(landed=land.expand(days=plan())))
+        @task.run_if(stage_selected("quality"))
+        @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Gate: bronze")
+        def bronze_gate(batches: list[list[str]]) -> dict:
+            """Great Expectations on the run's bronze rows; a failure stops the run before dbt."""
+            from cityfactory.quality.tasks import bronze_gate
+            from cityfactory.runs import RunContext
+
+            return bronze_gate(RunContext.current(scenario), batches)
+
+        @task.run_if(stage_selected("transform"))
+        @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="dbt build")
+        def transform() -> dict:
+            """staging -> intermediate -> marts and their dbt tests, in one dbt invocation."""
+            from cityfactory.runs import RunContext
+            from cityfactory.transform.tasks import transform
+
+            return transform(RunContext.current(scenario))
+
+        @task.run_if(stage_selected("quality"))
+        @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Gate: features")
+        def features_gate() -> dict:
+            from cityfactory.quality.tasks import features_gate
+            from cityfactory.runs import RunContext
+
+            return features_gate(RunContext.current(scenario))
+
+        @task.run_if(stage_selected("transform"))
+        @task(
+            trigger_rule=TriggerRule.NONE_FAILED,
+            task_display_name="Export gold features",
+            outlets=[Asset(name=f"{scenario.name}_features", uri=f"cityfactory://lake/gold/{scenario.name}")],
+        )
+        def export_gold() -> dict:
+            from cityfactory.runs import RunContext
+            from cityfactory.transform.tasks import export_gold
+
+            return export_gold(RunContext.current(scenario))
+
+        batches = plan()
+        summary = ingest_summary(ingest.expand(landed=land.expand(days=batches)))
+        summary >> bronze_gate(batches) >> transform() >> features_gate() >> export_gold()
 
     return scenario_pipeline()
 

@@ -18,12 +18,14 @@ from cityfactory.settings import REPO_ROOT, get_settings
 
 def _print_summary(scenario: str, run_id: str) -> None:
     from cityfactory.governance.ledger import RunLedger
-    from cityfactory.governance.summary import format_summary, task_summary
+    from cityfactory.governance.summary import format_summary, layer_rows, task_summary
     from cityfactory.storage.lake import open_lake
 
     ledger = RunLedger(open_lake(), scenario, run_id)
+    entries = ledger.entries()
     print(f"\nRun {run_id} of {scenario}: ledger at {ledger.lake.uri_for(ledger.prefix)}/ledger/")
-    print(format_summary(task_summary(ledger.entries())))
+    print(format_summary(task_summary(entries)))
+    print("\nRows per layer: " + " -> ".join(f"{layer} {rows:,}" for layer, rows in layer_rows(entries)))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -50,6 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\nState: {run.state}. Where to look:")
     for layer in ("raw", "bronze", "quarantine"):
         print(f"  {layer:<11} {lake}/{layer}/{scenario.name}/dt=<day>/")
+    print(f"  gold        {lake}/gold/{scenario.name}/")
+    print(f"  quality     {lake}/governance/{scenario.name}/<run>/quality/ (Great Expectations results)")
     print("  Airflow UI  make ui  (the run is listed under the DAG's runs)")
     return 0 if run.state == "success" else 1
 

@@ -1,3 +1,6 @@
-"""The stages a scenario run can include, in pipeline order (the trigger form offers these)."""
+"""The stages a scenario run can include (the trigger form offers these).
 
-STAGES = ["ingest"]
+ingest -> quality (bronze gate) -> transform (dbt) -> quality (features gate) -> transform (gold).
+"""
+
+STAGES = ["ingest", "quality", "transform"]

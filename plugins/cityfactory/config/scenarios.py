@@ -98,6 +98,21 @@ class Ingestion(_Strict):
     days_per_batch: int = Field(31, ge=1)
 
 
+class Transform(_Strict):
+    """The scenario's dbt selection and the mart that training reads."""
+
+    dbt_select: str
+    features_model: str
+    order_by: str
+
+
+class Quality(_Strict):
+    """Expectation suites (``expectations/<name>.json``) for the two gates."""
+
+    bronze_suite: str
+    features_suite: str
+
+
 class Governance(_Strict):
     risk_level: Literal["minimal", "limited", "high"]
     owners: list[str] = Field(min_length=1)
@@ -114,6 +129,8 @@ class Scenario(_Strict):
     source: ReplaySource
     schema_: Schema = Field(alias="schema")
     ingestion: Ingestion = Ingestion()
+    transform: Transform
+    quality: Quality
     governance: Governance
 
     @field_validator("schedule")

@@ -38,3 +38,20 @@ def format_summary(rows: list[dict]) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in r["counts"].items())
         lines.append(f"{r['task']:<18} {r['instances']:>3} {r['status']:<8} {r['wall_s']:>7.2f}  {counts}")
     return "\n".join(lines)
+
+
+def layer_rows(entries: list[dict]) -> list[tuple[str, int]]:
+    """Rows at each layer of a run, in pipeline order, from its ledger."""
+    totals: dict[str, int] = defaultdict(int)
+    for entry in entries:
+        counts, task = entry["counts"], entry["task_id"]
+        if task == "land":
+            totals["landed"] += counts.get("rows", 0)
+        elif task == "ingest_summary":
+            totals["bronze"] = counts.get("rows_bronze", 0)
+            totals["quarantined"] = counts.get("rows_quarantined", 0)
+        elif task == "transform":
+            totals.update({name.removeprefix("rows_"): n for name, n in counts.items() if name.startswith("rows_")})
+        elif task == "export_gold":
+            totals["gold"] = counts.get("rows", 0)
+    return list(totals.items())

@@ -1,0 +1,50 @@
+-- Features for forecasting the next hour's volume: one row per target hour, every feature known
+-- one hour before it (lags count real hours on the regular series; nothing is filled in).
+with
+
+hourly as (
+    select * from {{ ref('int_traffic_flow__hourly') }}
+),
+
+features as (
+    select
+        hour_at as target_at,
+        traffic_volume as target_volume,
+
+        lag(traffic_volume, 1) over by_hour as volume_lag_1h,
+        lag(traffic_volume, 2) over by_hour as volume_lag_2h,
+        lag(traffic_volume, 3) over by_hour as volume_lag_3h,
+        lag(traffic_volume, 24) over by_hour as volume_lag_24h,
+        lag(traffic_volume, 168) over by_hour as volume_lag_168h,
+        avg(traffic_volume) over last_day as volume_mean_24h,
+        stddev_samp(traffic_volume) over last_day as volume_std_24h,
+        count(traffic_volume) over last_day as observed_hours_24h,
+
+        extract(hour from hour_at)::integer as hour_of_day,
+        isodow(hour_at)::integer as day_of_week,
+        extract(month from hour_at)::integer as month,
+        isodow(hour_at) >= 6 as is_weekend,
+        holiday_name is not null as is_holiday,
+
+        lag(temp_c, 1) over by_hour as temp_c_lag_1h,
+        lag(rain_mm, 1) over by_hour as rain_mm_lag_1h,
+        lag(snow_mm, 1) over by_hour as snow_mm_lag_1h,
+        lag(clouds_pct, 1) over by_hour as clouds_pct_lag_1h,
+        lag(weather_main, 1) over by_hour as weather_main_lag_1h
+    from hourly
+    window
+        by_hour as (order by hour_at),
+        last_day as (order by hour_at rows between 24 preceding and 1 preceding)
+)
+
+select
+    *,
+    target_volume is not null
+        and volume_lag_1h is not null
+        and volume_lag_2h is not null
+        and volume_lag_3h is not null
+        and volume_lag_24h is not null
+        and volume_lag_168h is not null
+        and observed_hours_24h = 24
+        and temp_c_lag_1h is not null as is_complete
+from features

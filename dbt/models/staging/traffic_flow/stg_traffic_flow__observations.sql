@@ -1,0 +1,38 @@
+-- One row per observed hour: the dataset repeats an hour once per simultaneous weather label
+-- (the volume is the same in every copy), so labels are folded into the hour here.
+with
+
+source as (
+    select * from {{ source('traffic_flow_lake', 'bronze') }}
+),
+
+renamed as (
+    select
+        date_time as observed_at,
+        traffic_volume,
+        temp - 273.15 as temp_c,
+        rain_1h as rain_mm,
+        snow_1h as snow_mm,
+        clouds_all as clouds_pct,
+        weather_main,
+        nullif(holiday, 'None') as holiday_name
+    from source
+),
+
+hourly as (
+    select
+        observed_at,
+        max(traffic_volume) as traffic_volume,
+        count(distinct traffic_volume) as distinct_volumes,
+        avg(temp_c) as temp_c,
+        max(rain_mm) as rain_mm,
+        max(snow_mm) as snow_mm,
+        max(clouds_pct) as clouds_pct,
+        min(weather_main) as weather_main,
+        count(*) as weather_labels,
+        max(holiday_name) as holiday_name
+    from renamed
+    group by observed_at
+)
+
+select * from hourly

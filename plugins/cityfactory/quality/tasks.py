@@ -1,0 +1,40 @@
+"""The two quality gates as Airflow tasks see them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+from airflow.sdk.exceptions import AirflowFailException
+
+from cityfactory.ingestion.parsing import bronze_schema
+from cityfactory.quality.gates import QualityGateError, run_gate
+from cityfactory.runs import RunContext
+from cityfactory.storage.lake import join_key
+from cityfactory.storage.parquet import read_partitions
+from cityfactory.transform.dbt import duckdb_path, read_model
+
+
+def _gate(ctx: RunContext, frame, suite: str, dataset_uri: str) -> dict:
+    with ctx.entry() as entry:
+        try:
+            run_gate(frame, suite, ctx.ledger, entry, dataset_uri)
+        except QualityGateError as exc:
+            raise AirflowFailException(str(exc)) from exc  # bad data: a retry will not fix it
+    return entry.counts
+
+
+def bronze_gate(ctx: RunContext, batches: list[list[str]]) -> dict:
+    """Validate the bronze rows of the run's days."""
+    days = [dt.date.fromisoformat(d) for batch in batches for d in batch]
+    table = read_partitions(ctx.lake, "bronze", ctx.scenario.name, days)
+    if table is None:
+        table = bronze_schema(ctx.scenario.schema_).empty_table().append_column("dt", pa.array([], pa.date32()))
+    uri = ctx.lake.uri_for(join_key("bronze", ctx.scenario.name))
+    return _gate(ctx, table.to_pandas(), ctx.scenario.quality.bronze_suite, uri)
+
+
+def features_gate(ctx: RunContext) -> dict:
+    model = ctx.scenario.transform.features_model
+    frame = read_model(ctx.scenario, model)
+    return _gate(ctx, frame, ctx.scenario.quality.features_suite, f"duckdb://{duckdb_path(ctx.scenario)}/{model}")

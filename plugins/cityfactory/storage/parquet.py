@@ -1,0 +1,23 @@
+"""Read date partitions of a lake layer back as one Arrow table (decrypting personal columns)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cityfactory.security.encryption import parquet_decryption
+from cityfactory.storage.lake import Lake, join_key
+
+
+def read_partitions(lake: Lake, layer: str, scenario: str, days: list[dt.date]) -> pa.Table | None:
+    """All Parquet files of ``<layer>/<scenario>/dt=<day>/`` for ``days``, with a ``dt`` column."""
+    tables = []
+    for day in days:
+        for key in lake.list(join_key(layer, scenario, f"dt={day.isoformat()}")):
+            if key.endswith(".parquet"):
+                table = pq.read_table(io.BytesIO(lake.get_bytes(key)), decryption_properties=parquet_decryption())
+                tables.append(table.append_column("dt", pa.repeat(pa.scalar(day, pa.date32()), table.num_rows)))
+    return pa.concat_tables(tables) if tables else None

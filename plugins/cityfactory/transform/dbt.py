@@ -1,0 +1,139 @@
+"""dbt transforms: one ``dbt build`` per run (models and their tests, in graph order).
+
+dbt's fixed cost per invocation is seconds, so the scenario's whole selection is built in one call
+rather than one call per model; every model's and test's result is
+recorded in the run ledger. Each scenario writes its own DuckDB file (one writer per file).
+DuckDB here has no network extensions, so an S3 lake's bronze is mirrored to a local cache first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cityfactory.config.scenarios import Scenario
+from cityfactory.settings import REPO_ROOT, get_settings
+from cityfactory.storage.lake import Lake, LocalLake, join_key
+
+DBT_DIR = REPO_ROOT / "dbt"
+log = logging.getLogger(__name__)
+
+
+class TransformError(RuntimeError):
+    """dbt failed: the message names each failed model or test."""
+
+    def __init__(self, message: str, report: DbtReport | None = None):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class DbtReport:
+    models: list[dict] = field(default_factory=list)
+    tests: list[dict] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[dict]:
+        return [r for r in self.models + self.tests if r["status"] in ("error", "fail", "skipped")]
+
+
+def duckdb_path(scenario: Scenario) -> Path:
+    return get_settings().home / "duckdb" / f"{scenario.name}.duckdb"
+
+
+def local_lake_root(lake: Lake, scenario: Scenario) -> Path:
+    """A local folder with the lake's layout holding this scenario's bronze (a mirror for S3)."""
+    if isinstance(lake, LocalLake):
+        return lake.root
+    mirror = get_settings().cache_dir / "lake-mirror" / lake.uri.removeprefix("s3://").replace("/", "_")
+    prefix = join_key("bronze", scenario.name)
+    wanted = set(lake.list(prefix))
+    for key in sorted(wanted):
+        target = mirror / key
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(lake.get_bytes(key))
+    local = mirror / prefix
+    for stale in [p for p in local.rglob("*.parquet") if p.relative_to(mirror).as_posix() not in wanted]:
+        stale.unlink()
+    return mirror
+
+
+def run_dbt(scenario: Scenario, lake_root: Path) -> DbtReport:
+    """``dbt build`` in a child process (its DuckDB connection closes with it, and dbt's logging
+    stays out of the task's), then the per-node results from ``run_results.json``."""
+    database = duckdb_path(scenario)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    target = get_settings().home / "dbt" / scenario.name / "target"
+    command = [
+        str(Path(sys.executable).parent / "dbt"), "build",
+        "--project-dir", str(DBT_DIR),
+        "--profiles-dir", str(DBT_DIR),
+        "--target-path", str(target),
+        "--log-path", str(target.parent / "logs"),
+        "--select", scenario.transform.dbt_select,
+        "--vars", json.dumps({"lake_root": str(lake_root)}),
+    ]
+    env = {**os.environ, "CITYFACTORY_DUCKDB_PATH": str(database), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    (target / "run_results.json").unlink(missing_ok=True)
+    process = subprocess.run(command, env=env, capture_output=True, text=True)
+    log.info("dbt build:\n%s", process.stdout[-4000:])
+    try:
+        results = json.loads((target / "run_results.json").read_text())["results"]
+        nodes = json.loads((target / "manifest.json").read_text())["nodes"]
+    except OSError:
+        raise TransformError(f"dbt build {scenario.transform.dbt_select} did not run: {process.stdout[-2000:]}") from None
+    report = DbtReport()
+    for result in results:
+        node = nodes[result["unique_id"]]
+        row = {
+            "name": node["name"],
+            "unique_id": result["unique_id"],
+            "status": result["status"],
+            "seconds": round(result["execution_time"], 3),
+            "message": result["message"],
+        }
+        if node["resource_type"] == "test":
+            report.tests.append({**row, "failures": result["failures"]})
+        else:
+            report.models.append({**row, "relation": node["relation_name"]})
+    if report.failures or process.returncode != 0:
+        lines = [f"{r['name']}: {r['status']} ({r['message']})" for r in report.failures]
+        raise TransformError(f"dbt build for {scenario.name} failed: " + "; ".join(lines or [process.stdout[-1000:]]), report)
+    return report
+
+
+def model_rows(scenario: Scenario, report: DbtReport) -> dict[str, int]:
+    """Row count of every model the build made."""
+    import duckdb
+
+    with duckdb.connect(str(duckdb_path(scenario)), read_only=True) as connection:
+        return {m["name"]: connection.execute(f"select count(*) from {m['relation']}").fetchone()[0] for m in report.models}
+
+
+def read_model(scenario: Scenario, model: str):
+    """A built model as a pandas DataFrame (read-only connection: the writer is dbt)."""
+    import duckdb
+
+    with duckdb.connect(str(duckdb_path(scenario)), read_only=True) as connection:
+        return connection.sql(f'select * from "{model}"').df()
+
+
+def export_model(scenario: Scenario, model: str, lake: Lake, target_key: str, order_by: str):
+    """Write a built model to the lake as one Parquet file (atomic put); returns (stored, rows)."""
+    import tempfile
+
+    import duckdb
+
+    with tempfile.TemporaryDirectory(prefix="cityfactory-gold-") as tmp, duckdb.connect(
+        str(duckdb_path(scenario)), read_only=True
+    ) as connection:
+        path = Path(tmp) / "export.parquet"
+        rows = connection.execute(f'select count(*) from "{model}"').fetchone()[0]
+        connection.execute(f"copy (select * from \"{model}\" order by {order_by}) to '{path}' (format parquet)")
+        return lake.put_file(target_key, path), rows
