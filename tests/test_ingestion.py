@@ -114,3 +114,15 @@ def test_raw_is_never_overwritten(lake_uri):
     assert len(raw) == 2
     assert lake.get_bytes(f"raw/traffic_flow/dt={day}/drop.csv") == original
     assert result.rows_bronze == 12 and result.rows_quarantined == 10
+
+
+def test_a_day_with_every_row_rejected(lake_uri):
+    lake = open_lake()
+    day, _, rows = first_day()
+    lake.put_bytes(f"landing/traffic_flow/{day}/old.csv", corpus()["clean.csv"][0])
+    _ingest([day])
+    lake.put_bytes(f"landing/traffic_flow/{day}/semicolons.csv", corpus()["wrong_delimiter.csv"][0])
+    lake.delete([f"raw/traffic_flow/dt={day}/old.csv"])  # as if retention had removed it
+    result, _ = _ingest([day])
+    assert (result.rows_bronze, result.rows_quarantined) == (0, len(rows))
+    assert lake.list(f"bronze/traffic_flow/dt={day}") == [], "the partition is rewritten whole, empty"

@@ -48,10 +48,10 @@ def layer_rows(entries: list[dict]) -> list[tuple[str, int]]:
         if task == "land":
             totals["landed"] += counts.get("rows", 0)
         elif task == "ingest_summary":
-            totals["bronze"] = counts.get("rows_bronze", 0)
-            totals["quarantined"] = counts.get("rows_quarantined", 0)
+            totals[f"bronze (+{counts.get('rows_quarantined', 0):,} quarantined)"] = counts.get("rows_bronze", 0)
         elif task == "transform":
-            totals.update({name.removeprefix("rows_"): n for name, n in counts.items() if name.startswith("rows_")})
+            for model in entry["details"].get("models", []):  # in build order
+                totals[model["name"]] = counts.get(f"rows_{model['name']}", 0)
         elif task == "export_gold":
             totals["gold"] = counts.get("rows", 0)
     return list(totals.items())

@@ -60,6 +60,11 @@ def bronze_schema(schema: Schema) -> pa.Schema:
     return pa.schema([*fields, pa.field(SOURCE, pa.string()), pa.field(LINE, pa.int64())])
 
 
+def empty_bronze(schema: Schema) -> pa.Table:
+    """A bronze table with no rows (and the ``dt`` partition column)."""
+    return bronze_schema(schema).empty_table().append_column("dt", pa.array([], pa.date32()))
+
+
 def _field_metadata(col: Column) -> dict[str, str]:
     meta = {"description": col.description}
     if col.unit:

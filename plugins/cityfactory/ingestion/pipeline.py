@@ -23,7 +23,7 @@ import pyarrow.dataset as ds
 
 from cityfactory.config.scenarios import Scenario
 from cityfactory.governance.ledger import Artifact, LedgerEntry
-from cityfactory.ingestion.parsing import REJECT_SCHEMA, convert, empty_strings, read_file
+from cityfactory.ingestion.parsing import REJECT_SCHEMA, convert, empty_bronze, empty_strings, read_file
 from cityfactory.ingestion.replay import landing_prefix
 from cityfactory.security import encryption
 from cityfactory.storage.lake import Lake, join_key, sha256_bytes
@@ -177,9 +177,9 @@ def ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Ledg
     rejected += converted.rejected + duplicates
     accepted = [good.rename_columns([*good.column_names[:-1], "dt"])] if good.num_rows else []
 
-    bronze = _protect(pa.concat_tables(accepted), personal) if accepted else None
+    bronze = _protect(pa.concat_tables(accepted) if accepted else empty_bronze(schema), personal)
     quarantine = pa.Table.from_pylist(rejected, schema=REJECT_SCHEMA.append(pa.field("dt", pa.date32())))
-    result.rows_bronze = bronze.num_rows if bronze is not None else 0
+    result.rows_bronze = bronze.num_rows
     result.rows_quarantined = quarantine.num_rows
     result.reasons = Counter(_reason_kind(r["reason"]) for r in rejected)
     if result.rows_in != result.rows_bronze + result.rows_quarantined:
@@ -195,7 +195,7 @@ def ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Ledg
             lake, "quarantine", scenario.name, quarantine, touched, "rejected",
             encryption.parquet_write_options(["record"]) if personal else None,
         )
-        rows_per_day = Counter(bronze["dt"].to_pylist()) if bronze is not None else Counter()
+        rows_per_day = Counter(bronze["dt"].to_pylist())
         rejects_per_day = Counter(r["dt"] for r in rejected)
         for day in touched:
             entry.outputs += [Artifact.of(o, rows_per_day[day], "bronze") for o in bronze_files[day]]

@@ -48,8 +48,8 @@ def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> dict:
 
 
 def _observed(result: dict) -> str:
-    if result.get("observed_value") is not None:
-        return repr(result["observed_value"])
+    if (value := result.get("observed_value")) is not None:
+        return repr(value.item() if hasattr(value, "item") else value)  # numpy scalars read as numbers
     if "unexpected_count" in result:
         sample = result.get("partial_unexpected_list", [])[:5]
         return f"{result['unexpected_count']} unexpected of {result.get('element_count')}, e.g. {sample}"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pyarrow as pa
 from airflow.sdk.exceptions import AirflowFailException
 
-from cityfactory.ingestion.parsing import bronze_schema
+from cityfactory.ingestion.parsing import empty_bronze
 from cityfactory.quality.gates import QualityGateError, run_gate
 from cityfactory.runs import RunContext
 from cityfactory.storage.lake import join_key
@@ -29,7 +28,7 @@ def bronze_gate(ctx: RunContext, batches: list[list[str]]) -> dict:
     days = [dt.date.fromisoformat(d) for batch in batches for d in batch]
     table = read_partitions(ctx.lake, "bronze", ctx.scenario.name, days)
     if table is None:
-        table = bronze_schema(ctx.scenario.schema_).empty_table().append_column("dt", pa.array([], pa.date32()))
+        table = empty_bronze(ctx.scenario.schema_)
     uri = ctx.lake.uri_for(join_key("bronze", ctx.scenario.name))
     return _gate(ctx, table.to_pandas(), ctx.scenario.quality.bronze_suite, uri)
 
