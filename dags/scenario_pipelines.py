@@ -10,7 +10,10 @@ and choose which stages to run.
   writes `bronze/` Parquet partitions and `quarantine/` rows with reasons;
 - **quality**: a Great Expectations gate on the run's bronze rows, and one on the feature mart;
 - **transform**: `dbt build` (staging -> intermediate -> marts, with tests) on DuckDB, then the
-  mart exported to `gold/` for training.
+  mart exported to `gold/` for training;
+- **train**: a PyTorch model on the gold features, tracked in MLflow (params, curves, metrics
+  beside baselines, plots, model card), registered, and given the `challenger` alias if it passes
+  the gate against the linear baseline and the current `champion`.
 
 A failed gate or dbt test stops the run there. Every task records what it read and wrote in the
 run ledger under `governance/<scenario>/<run_id>/`.
@@ -143,9 +146,20 @@ def build_dag(scenario: Scenario):
 
             return export_gold(RunContext.current(scenario))
 
+        @task.run_if(stage_selected("train"))
+        @task(task_display_name="Train, track, register")
+        def train(gold: dict, batches: list[list[str]]) -> dict:
+            """PyTorch on the gold features; an MLflow run, a registered version, the alias gate."""
+            from cityfactory.runs import RunContext
+            from cityfactory.training.tasks import train
+
+            return train(RunContext.current(scenario), gold, batches)
+
         batches = plan()
         summary = ingest_summary(ingest.expand(landed=land.expand(days=batches)))
-        summary >> bronze_gate(batches) >> transform() >> features_gate() >> export_gold()
+        gold = export_gold()
+        summary >> bronze_gate(batches) >> transform() >> features_gate() >> gold
+        train(gold, batches)
 
     return scenario_pipeline()
 

@@ -3,7 +3,7 @@
 - ``run SCENARIO [--history | --start D --end D] [--stages ...]``: one full DAG run in-process
   (Airflow's ``dag.test``), then the run's summary from its ledger.
 - ``summary SCENARIO RUN_ID``: counts and wall time per task of a past run.
-- ``ui [--port N]``: Airflow's UI and services on the embedded stack, until Ctrl-C.
+- ``ui [--port N] [--mlflow-port M]``: Airflow's UI and services, and the MLflow UI, until Ctrl-C.
 - ``fetch-data SCENARIO``: make sure the scenario's dataset is present and verified.
 """
 
@@ -18,14 +18,16 @@ from cityfactory.settings import REPO_ROOT, get_settings
 
 def _print_summary(scenario: str, run_id: str) -> None:
     from cityfactory.governance.ledger import RunLedger
-    from cityfactory.governance.summary import format_summary, layer_rows, task_summary
+    from cityfactory.governance.summary import format_layers, format_summary, format_training, layer_rows, task_summary
     from cityfactory.storage.lake import open_lake
 
     ledger = RunLedger(open_lake(), scenario, run_id)
     entries = ledger.entries()
     print(f"\nRun {run_id} of {scenario}: ledger at {ledger.lake.uri_for(ledger.prefix)}/ledger/")
     print(format_summary(task_summary(entries)))
-    print("\nRows per layer: " + " -> ".join(f"{layer} {rows:,}" for layer, rows in layer_rows(entries)))
+    print("\nRows per layer: " + format_layers(layer_rows(entries)))
+    if training := format_training(entries):
+        print("\n" + training)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -54,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  {layer:<11} {lake}/{layer}/{scenario.name}/dt=<day>/")
     print(f"  gold        {lake}/gold/{scenario.name}/")
     print(f"  quality     {lake}/governance/{scenario.name}/<run>/quality/ (Great Expectations results)")
-    print("  Airflow UI  make ui  (the run is listed under the DAG's runs)")
+    print("  Airflow UI  make ui  (the run is listed under the DAG's runs; MLflow UI beside it)")
     return 0 if run.state == "success" else 1
 
 
@@ -71,16 +73,21 @@ def cmd_ui(args: argparse.Namespace) -> int:
     password = services.admin_password(passwords)
     log_file = settings.home / "logs" / "airflow-standalone.log"
     url = f"http://127.0.0.1:{args.port}"
+    mlflow_url = f"http://127.0.0.1:{args.mlflow_port}"
     process = services.start_airflow(args.port, passwords, log_file)
-    print(f"Starting Airflow (api-server, scheduler, dag-processor, triggerer); log: {log_file}", flush=True)
+    mlflow = services.start_mlflow_ui(args.mlflow_port, log_file.with_name("mlflow-ui.log"))
+    print(f"Starting Airflow (api-server, scheduler, dag-processor, triggerer) and MLflow; logs in {log_file.parent}", flush=True)
     try:
         services.wait_healthy(url, process)
+        services.wait_for_url(mlflow_url, mlflow)
         print(f"\nAirflow UI: {url}\n  user: admin\n  password: {password}  (generated into {passwords})")
+        print(f"MLflow UI:  {mlflow_url}  (experiments cityfactory/<scenario>; Models tab: the registry)")
         print("Trigger a scenario DAG from its page (the form lets you pick dates and stages). Ctrl-C stops.")
         process.wait()
     except KeyboardInterrupt:
         pass
     finally:
+        services.stop(mlflow)
         services.stop(process)
     return 0
 
@@ -110,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     summary.set_defaults(func=cmd_summary)
     ui = sub.add_parser("ui", help="serve the Airflow UI on the embedded stack")
     ui.add_argument("--port", type=int, default=8080)
+    ui.add_argument("--mlflow-port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
     fetch = sub.add_parser("fetch-data", help="locate or download the scenario's dataset")
     fetch.add_argument("scenario")

@@ -1,4 +1,5 @@
-"""Start the embedded Airflow services (api-server, scheduler, dag-processor, triggerer).
+"""Start the embedded services: Airflow (api-server, scheduler, dag-processor, triggerer) and the
+MLflow UI.
 
 ``airflow standalone`` runs all four with a LocalExecutor; we give it a login whose password is
 generated once into the git-ignored home, and wait until the API answers.
@@ -46,6 +47,31 @@ def start_airflow(port: int, passwords_file: Path, log_file: Path, env: dict[str
         return subprocess.Popen(
             [airflow, "standalone"], env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+
+def start_mlflow_ui(port: int, log_file: Path) -> subprocess.Popen:
+    """The MLflow UI (runs and the model registry) on the embedded tracking store."""
+    from cityfactory.training.registry import tracking_uri
+
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(
+            [mlflow, "ui", "--backend-store-uri", tracking_uri(), "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+def wait_for_url(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}; see its log")
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"{url} did not answer after {timeout}s")
 
 
 def wait_healthy(base_url: str, process: subprocess.Popen, timeout: float = 240) -> None:

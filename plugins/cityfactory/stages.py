@@ -1,6 +1,7 @@
 """The stages a scenario run can include (the trigger form offers these).
 
-ingest -> quality (bronze gate) -> transform (dbt) -> quality (features gate) -> transform (gold).
+ingest -> quality (bronze gate) -> transform (dbt) -> quality (features gate) -> transform (gold)
+-> train (MLflow run, registered version, alias gate).
 """
 
-STAGES = ["ingest", "quality", "transform"]
+STAGES = ["ingest", "quality", "transform", "train"]

@@ -131,6 +131,7 @@ class Scenario(_Strict):
     ingestion: Ingestion = Ingestion()
     transform: Transform
     quality: Quality
+    model_spec: str = Field(description="models/<model_spec>.yaml")
     governance: Governance
 
     @field_validator("schedule")

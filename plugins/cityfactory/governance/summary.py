@@ -48,10 +48,35 @@ def layer_rows(entries: list[dict]) -> list[tuple[str, int]]:
         if task == "land":
             totals["landed"] += counts.get("rows", 0)
         elif task == "ingest_summary":
-            totals[f"bronze (+{counts.get('rows_quarantined', 0):,} quarantined)"] = counts.get("rows_bronze", 0)
+            totals["bronze"] = counts.get("rows_bronze", 0)
+            totals["quarantined"] = counts.get("rows_quarantined", 0)
         elif task == "transform":
             for model in entry["details"].get("models", []):  # in build order
                 totals[model["name"]] = counts.get(f"rows_{model['name']}", 0)
         elif task == "export_gold":
             totals["gold"] = counts.get("rows", 0)
     return list(totals.items())
+
+
+def format_layers(layers: list[tuple[str, int]]) -> str:
+    parts: list[str] = []
+    for name, rows in layers:
+        if name == "quarantined" and parts:
+            parts[-1] += f" (+{rows:,} quarantined)"
+        else:
+            parts.append(f"{name} {rows:,}")
+    return " -> ".join(parts)
+
+
+def format_training(entries: list[dict]) -> str:
+    """The train task's metrics beside the baselines, and its alias decision."""
+    train = next((e for e in entries if e["task_id"] == "train" and e["status"] == "success"), None)
+    if train is None:
+        return ""
+    details = train["details"]
+    lines = [f"Model {details['registered_model']} version {train['counts']['version']}: "
+             f"{details['alias'] or 'no alias'} ({details['reason']})",
+             f"  {'test rows, same for all':<26} {'MAE':>8} {'RMSE':>8} {'MAPE %':>8}"]
+    for name, m in details["metrics"].items():
+        lines.append(f"  {name:<26} {m['mae']:>8.1f} {m['rmse']:>8.1f} {m['mape']:>8.2f}")
+    return "\n".join(lines)

@@ -38,4 +38,4 @@ def export_gold(ctx: RunContext) -> dict:
         entry.inputs.append(Artifact(f"duckdb://{duckdb_path(scenario)}/{model}", "", rows, "dbt_model"))
         entry.outputs.append(Artifact.of(stored, rows, "gold"))
         entry.counts = {"rows": rows}
-    return {"uri": stored.uri, "sha256": stored.sha256, "rows": rows}
+    return {"key": key, "uri": stored.uri, "sha256": stored.sha256, "rows": rows}

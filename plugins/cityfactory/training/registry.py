@@ -1,0 +1,90 @@
+"""MLflow: where runs and registered models live, and the alias gate.
+
+Embedded default: SQLite backend and local artifacts under the git-ignored home. Production: set
+``MLFLOW_TRACKING_URI`` to an MLflow server (PostgreSQL backend, S3 artifacts). Aliases, not
+stages: a new version gets ``challenger`` only if it passes the gate; ``champion`` moves when a
+rollout completes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cityfactory.settings import REPO_ROOT, get_settings
+
+CHALLENGER, CHAMPION = "challenger", "champion"
+
+
+def tracking_uri() -> str:
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
+    database = get_settings().home / "mlflow" / "mlflow.db"
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{database}"
+
+
+def use_experiment(scenario: str) -> str:
+    """Point MLflow at our tracking server and the scenario's experiment (created on first use)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    name = f"cityfactory/{scenario}"
+    if mlflow.get_experiment_by_name(name) is None:
+        location = None
+        if tracking_uri().startswith("sqlite:"):
+            location = (get_settings().home / "mlflow" / "artifacts").as_uri()
+        mlflow.create_experiment(name, artifact_location=location, tags={"scenario": scenario})
+    mlflow.set_experiment(name)
+    return name
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    if version := os.environ.get("CITYFACTORY_CODE_VERSION"):
+        return version
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+@dataclass
+class GateDecision:
+    alias: str | None
+    reason: str
+
+
+def decide(metric: str, candidate: float, linear: float, champion: float | None,
+           min_improvement: float, tolerance: float) -> GateDecision:
+    """``challenger`` if the candidate beats the linear baseline by the margin and is not worse
+    than the champion (scored on the same rows) by more than the tolerance."""
+    needed = linear * (1 - min_improvement)
+    if candidate > needed:
+        return GateDecision(None, f"test {metric} {candidate:.1f} does not beat the linear baseline "
+                                  f"{linear:.1f} by {min_improvement:.0%} (needs <= {needed:.1f})")
+    if champion is not None and candidate > champion * (1 + tolerance):
+        return GateDecision(None, f"test {metric} {candidate:.1f} is worse than the champion's {champion:.1f} "
+                                  f"on the same rows by more than {tolerance:.0%}")
+    against = "no champion yet" if champion is None else f"champion {champion:.1f}"
+    return GateDecision(CHALLENGER, f"test {metric} {candidate:.1f} beats the linear baseline {linear:.1f} "
+                                    f"by {1 - candidate / linear:.1%}; {against}")
+
+
+def champion_model(registered_model: str):
+    """The current champion as a torch module, or None if there is none yet."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(registered_model, CHAMPION)
+    except MlflowException:
+        return None, None
+    return mlflow.pytorch.load_model(f"models:/{registered_model}@{CHAMPION}"), version.version

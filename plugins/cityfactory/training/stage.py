@@ -1,0 +1,128 @@
+"""The train stage: gold features -> a tracked, registered and gated model version."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from cityfactory.training import baselines, data, registry, report
+from cityfactory.training.metrics import scores
+from cityfactory.training.spec import ModelSpec
+from cityfactory.training.train import fit, predict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunFacts:
+    """Where the training data came from and which pipeline run asked for it (becomes tags)."""
+
+    scenario: str
+    dag_id: str
+    airflow_run_id: str
+    data_interval: str
+    features_uri: str
+    features_sha256: str
+    risk_level: str = ""
+    owners: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    mlflow_run_id: str
+    version: str
+    alias: str | None
+    reason: str
+    metrics: dict[str, dict[str, float]]
+    champion_version: str | None
+
+
+def _span(frame: pd.DataFrame, column: str) -> str:
+    return f"{frame[column].min()} .. {frame[column].max()}"
+
+
+def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts) -> Outcome:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    d = spec.data
+    parts = data.split_by_time(gold, d, spec.split)
+    x_train, x_val, x_test = (data.features(p, d) for p in (parts.train, parts.validation, parts.test))
+    y_train, y_val, y_test = (p[d.target].to_numpy(dtype=float) for p in (parts.train, parts.validation, parts.test))
+    log.info("training on %d rows, validating on %d, testing on %d", len(x_train), len(x_val), len(x_test))
+    fitted = fit(spec, x_train, y_train, x_val, y_val)
+
+    predicted = predict(fitted.model, x_test)
+    metrics = {"model": scores(y_test, predicted)}
+    baseline = baselines.baseline_predictions(parts.train, parts.test, spec.baselines, d.target)
+    metrics.update({name: scores(y_test, values) for name, values in baseline.items()})
+
+    registry.use_experiment(facts.scenario)
+    champion, champion_version = registry.champion_model(spec.registered_model)
+    if champion is not None:
+        metrics["champion"] = scores(y_test, predict(champion, x_test))
+    gate = spec.gate
+    decision = registry.decide(gate.metric, metrics["model"][gate.metric], metrics["linear_autoregression"][gate.metric],
+                               metrics.get("champion", {}).get(gate.metric), gate.min_improvement_over_linear,
+                               gate.champion_tolerance)
+
+    tags = {
+        "scenario": facts.scenario, "dag_id": facts.dag_id, "airflow_run_id": facts.airflow_run_id,
+        "data_interval": facts.data_interval, "code_version": registry.code_version(),
+        "features_sha256": facts.features_sha256,
+    }
+    with mlflow.start_run(run_name=f"{facts.scenario} {facts.airflow_run_id}", tags=tags) as run:
+        mlflow.log_params({
+            "model_name": spec.name, "architecture": spec.architecture.type, "hidden": spec.architecture.hidden,
+            "residual_of": spec.architecture.residual_of, **spec.training.model_dump(),
+            "n_features": len(d.feature_names), "train_rows": len(x_train), "validation_rows": len(x_val),
+            "test_rows": len(x_test), "test_start": str(parts.test_start.date()), "test_days": spec.split.test_days,
+            "best_epoch": fitted.best_epoch,
+        })
+        for h in fitted.history:
+            mlflow.log_metrics({"train_loss": h["train_loss"], "validation_rmse": h["validation_rmse"]}, step=h["epoch"])
+        for name, values in metrics.items():
+            prefix = "test" if name == "model" else f"{name}_test"
+            mlflow.log_metrics({f"{prefix}_{k}": v for k, v in values.items()})
+        dataset = mlflow.data.from_pandas(gold, source=facts.features_uri, name=f"{facts.scenario}_features", targets=d.target)
+        mlflow.log_input(dataset, context="training", tags={"sha256": facts.features_sha256})
+        mlflow.log_figure(report.forecast_week_figure(parts.test[d.time_column], y_test, predicted,
+                                                      baseline["linear_autoregression"],
+                                                      f"{facts.scenario}: last test week"), "plots/forecast_test_week.png")
+        mlflow.log_figure(report.loss_figure(fitted.history, fitted.best_epoch), "plots/loss_curve.png")
+        mlflow.log_dict({"feature_names": d.feature_names, "target": d.target, "metrics": metrics,
+                         "split": {"train": _span(parts.train, d.time_column), "validation": _span(parts.validation, d.time_column),
+                                   "test": _span(parts.test, d.time_column)}}, "model_summary.json")
+        signature = infer_signature(x_test[:5], predicted[:5])
+        info = mlflow.pytorch.log_model(fitted.model, name="model", signature=signature, input_example=x_test[:5],
+                                        registered_model_name=spec.registered_model)
+        version = str(info.registered_model_version)
+        card = report.model_card(
+            spec.card_template, name=spec.name, version=version, description=spec.description.strip(),
+            scenario=facts.scenario, registered_model=spec.registered_model, run_id=run.info.run_id,
+            data_interval=facts.data_interval, features_uri=facts.features_uri, features_sha256=facts.features_sha256,
+            code_version=registry.code_version(), risk_level=facts.risk_level, owners=", ".join(facts.owners),
+            train_rows=len(x_train), train_span=_span(parts.train, d.time_column), validation_rows=len(x_val),
+            validation_span=_span(parts.validation, d.time_column), test_rows=len(x_test),
+            test_span=_span(parts.test, d.time_column), test_days=spec.split.test_days,
+            metrics_table=report.metrics_table(metrics),
+            gate_decision=f"{decision.alias or 'no alias'}: {decision.reason}",
+        )
+        mlflow.log_text(card, "model_card.md")
+        mlflow.set_tag("gate_decision", decision.alias or "rejected")
+
+    client = mlflow.MlflowClient()
+    version_tags = {
+        "data_interval": facts.data_interval, "feature_digest": facts.features_sha256, "code_version": registry.code_version(),
+        "airflow_run_id": facts.airflow_run_id, "gate_decision": decision.alias or "rejected", "gate_reason": decision.reason,
+        **{f"test_{k}": f"{v:.3f}" for k, v in metrics["model"].items()},
+    }
+    for key, value in version_tags.items():
+        client.set_model_version_tag(spec.registered_model, version, key, value)
+    client.update_registered_model(spec.registered_model, description=spec.description.strip())
+    if decision.alias:
+        client.set_registered_model_alias(spec.registered_model, decision.alias, version)
+    log.info("registered %s version %s: %s", spec.registered_model, version, decision.reason)
+    return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, champion_version)

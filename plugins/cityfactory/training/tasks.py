@@ -1,0 +1,36 @@
+"""The train stage as Airflow tasks see it."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow.parquet as pq
+
+from cityfactory.governance.ledger import Artifact
+from cityfactory.runs import RunContext
+from cityfactory.training.spec import load_model_spec
+from cityfactory.training.stage import RunFacts, train_and_register
+
+
+def train(ctx: RunContext, gold: dict, batches: list[list[str]]) -> dict:
+    """Train on the gold features, track in MLflow, register, and decide the alias."""
+    scenario = ctx.scenario
+    spec = load_model_spec(scenario.model_spec)
+    with ctx.entry() as entry:
+        frame = pq.read_table(io.BytesIO(ctx.lake.get_bytes(gold["key"]))).to_pandas()
+        entry.inputs.append(Artifact(gold["uri"], gold["sha256"], gold["rows"], "gold"))
+        facts = RunFacts(
+            scenario=scenario.name, dag_id=scenario.dag_id, airflow_run_id=ctx.run_id,
+            data_interval=f"{batches[0][0]}..{batches[-1][-1]}", features_uri=gold["uri"],
+            features_sha256=gold["sha256"], risk_level=scenario.governance.risk_level, owners=scenario.governance.owners,
+        )
+        outcome = train_and_register(spec, frame, facts)
+        entry.outputs += [
+            Artifact(f"runs:/{outcome.mlflow_run_id}", "", None, "mlflow_run"),
+            Artifact(f"models:/{spec.registered_model}/{outcome.version}", "", None, "model_version"),
+        ]
+        entry.counts = {"version": int(outcome.version)}
+        entry.details.update(metrics=outcome.metrics, alias=outcome.alias, reason=outcome.reason,
+                             champion_version=outcome.champion_version, registered_model=spec.registered_model)
+    return {"version": outcome.version, "alias": outcome.alias, "reason": outcome.reason,
+            "mlflow_run_id": outcome.mlflow_run_id, "test_rmse": outcome.metrics["model"]["rmse"]}
