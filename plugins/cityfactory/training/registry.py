@@ -78,7 +78,7 @@ def decide(metric: str, candidate: float, linear: float, champion: float | None,
 
 
 def champion_model(registered_model: str):
-    """The current champion as a torch module, or None if there is none yet."""
+    """The current champion as an MLflow pyfunc model (and its version), or (None, None)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -87,4 +87,4 @@ def champion_model(registered_model: str):
         version = client.get_model_version_by_alias(registered_model, CHAMPION)
     except MlflowException:
         return None, None
-    return mlflow.pytorch.load_model(f"models:/{registered_model}@{CHAMPION}"), version.version
+    return mlflow.pyfunc.load_model(f"models:/{registered_model}@{CHAMPION}"), str(version.version)

@@ -62,7 +62,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts) -> 
     registry.use_experiment(facts.scenario)
     champion, champion_version = registry.champion_model(spec.registered_model)
     if champion is not None:
-        metrics["champion"] = scores(y_test, predict(champion, x_test))
+        metrics["champion"] = scores(y_test, champion.predict(x_test))
     gate = spec.gate
     decision = registry.decide(gate.metric, metrics["model"][gate.metric], metrics["linear_autoregression"][gate.metric],
                                metrics.get("champion", {}).get(gate.metric), gate.min_improvement_over_linear,

@@ -1,0 +1,127 @@
+"""The train stage on the whole real history: MLflow run, registry, alias gate, determinism."""
+
+from __future__ import annotations
+
+import io
+
+import mlflow
+import pyarrow.parquet as pq
+import pytest
+
+from cityfactory.config.scenarios import get_scenario
+from cityfactory.governance.ledger import RunLedger
+from cityfactory.ingestion import replay
+from cityfactory.storage.lake import open_lake
+from cityfactory.training import data, registry
+from cityfactory.training.spec import load_model_spec
+from cityfactory.training.stage import RunFacts, train_and_register
+from cityfactory.training.train import fit, predict
+from support import REPO
+
+pytestmark = pytest.mark.slow
+TRAFFIC = get_scenario("traffic_flow")
+SPEC = load_model_spec(TRAFFIC.model_spec)
+
+
+@pytest.fixture(scope="module")
+def history_run(airflow_db, tmp_path_factory):
+    """One bulk run over the whole replayed history, every stage, with its own lake and MLflow."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    home = tmp_path_factory.mktemp("training")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CITYFACTORY_LAKE_URI", (home / "lake").as_uri())
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+        start, end = replay.history_interval(TRAFFIC)
+        dag = DagBag(dag_folder=str(REPO / "dags")).get_dag("traffic_flow")
+        run = dag.test(run_conf={"data_interval_start": str(start), "data_interval_end": str(end)})
+        entries = {e["task_id"]: e for e in RunLedger(open_lake(), "traffic_flow", run.run_id).entries()}
+        registry.use_experiment("traffic_flow")
+        yield run, entries, mlflow.MlflowClient()
+
+
+def test_run_trains_logs_and_registers(history_run):
+    run, entries, client = history_run
+    assert run.state == "success"
+    train = entries["train"]
+    [mlflow_run] = [a["uri"].removeprefix("runs:/") for a in train["outputs"] if a["kind"] == "mlflow_run"]
+    logged = client.get_run(mlflow_run)
+    metrics, params, tags = logged.data.metrics, logged.data.params, logged.data.tags
+
+    for name in ("persistence", "same_hour_last_week", "linear_autoregression"):
+        assert {f"{name}_test_mae", f"{name}_test_rmse", f"{name}_test_mape"} <= set(metrics)
+    assert 250 < metrics["linear_autoregression_test_rmse"] < 290, "the reference linear model is ~271"
+    assert metrics["persistence_test_rmse"] > 700
+    assert metrics["test_rmse"] < metrics["linear_autoregression_test_rmse"] * (1 - SPEC.gate.min_improvement_over_linear)
+    assert len(client.get_metric_history(mlflow_run, "validation_rmse")) == int(params["best_epoch"]) + SPEC.training.patience
+    assert int(params["test_rows"]) > 8000 and params["test_days"] == "365"
+
+    assert tags["scenario"] == "traffic_flow" and tags["dag_id"] == "traffic_flow"
+    assert tags["airflow_run_id"] == run.run_id and tags["code_version"]
+    gold = entries["export_gold"]["outputs"][0]
+    assert tags["features_sha256"] == gold["sha256"]
+    assert tags["data_interval"] == f"{entries['plan']['details']['first_day']}..{entries['plan']['details']['last_day']}"
+    [dataset] = logged.inputs.dataset_inputs
+    assert dataset.dataset.source.find(gold["uri"]) >= 0 and dataset.dataset.digest
+
+    artifacts = {a.path for a in client.list_artifacts(mlflow_run)} | {a.path for a in client.list_artifacts(mlflow_run, "plots")}
+    assert {"model_card.md", "model_summary.json", "plots/forecast_test_week.png", "plots/loss_curve.png"} <= artifacts
+    card = mlflow.artifacts.load_text(f"runs:/{mlflow_run}/model_card.md")
+    assert "| linear_autoregression |" in card and "challenger" in card
+
+    version = client.get_model_version(SPEC.registered_model, train["counts"]["version"])
+    assert version.run_id == mlflow_run
+    assert version.tags["feature_digest"] == gold["sha256"] and version.tags["gate_decision"] == "challenger"
+    assert float(version.tags["test_rmse"]) == pytest.approx(metrics["test_rmse"], abs=1e-3)
+    assert client.get_model_version_by_alias(SPEC.registered_model, "challenger").version == version.version
+    assert train["details"]["reason"].endswith("no champion yet")
+    model = mlflow.pyfunc.load_model(f"models:/{SPEC.registered_model}@challenger")
+    assert model.metadata.get_input_schema().inputs[0].shape == (-1, len(SPEC.data.feature_names))
+
+
+def _gold(entries):
+    key = entries["export_gold"]["outputs"][0]["uri"].split("/lake/", 1)[1]
+    return pq.read_table(io.BytesIO(open_lake().get_bytes(key))).to_pandas()
+
+
+def test_gate_refuses_a_worse_model_and_keeps_the_champion(history_run):
+    run, entries, client = history_run
+    first = entries["train"]["counts"]["version"]
+    client.set_registered_model_alias(SPEC.registered_model, "champion", str(first))  # as a rollout would
+    weak = SPEC.model_copy(update={"training": SPEC.training.model_copy(update={"epochs": 1}),
+                                   "architecture": SPEC.architecture.model_copy(update={"hidden": [2]})})
+    gold = entries["export_gold"]["outputs"][0]
+    facts = RunFacts("traffic_flow", "traffic_flow", "manual__forced_worse", "test", gold["uri"], gold["sha256"])
+    outcome = train_and_register(weak, _gold(entries), facts)
+
+    assert outcome.alias is None
+    assert "does not beat the linear baseline" in outcome.reason
+    assert outcome.champion_version == str(first) and "champion" in outcome.metrics
+    assert str(client.get_model_version_by_alias(SPEC.registered_model, "champion").version) == str(first)
+    assert str(client.get_model_version_by_alias(SPEC.registered_model, "challenger").version) == str(first)
+    assert client.get_model_version(SPEC.registered_model, outcome.version).tags["gate_reason"] == outcome.reason
+
+
+def test_same_data_and_spec_give_the_same_model(history_run):
+    _, entries, _ = history_run
+    short = SPEC.model_copy(update={"training": SPEC.training.model_copy(update={"epochs": 3})})
+    parts = data.split_by_time(_gold(entries), short.data, short.split)
+    x_train, x_val = data.features(parts.train, short.data), data.features(parts.validation, short.data)
+    y_train, y_val = parts.train["target_volume"].to_numpy(float), parts.validation["target_volume"].to_numpy(float)
+    one, two = fit(short, x_train, y_train, x_val, y_val), fit(short, x_train, y_train, x_val, y_val)
+    assert one.history == two.history
+    assert (predict(one.model, x_val) == predict(two.model, x_val)).all()
+
+
+@pytest.mark.parametrize(
+    ("candidate", "champion", "alias", "words"),
+    [
+        (230.0, None, "challenger", "no champion yet"),
+        (260.0, None, None, "does not beat the linear baseline"),
+        (230.0, 220.0, None, "worse than the champion's 220.0"),
+        (230.0, 226.0, "challenger", "champion 226.0"),
+    ],
+)
+def test_alias_decision(candidate, champion, alias, words):
+    decision = registry.decide("rmse", candidate, 272.0, champion, 0.05, 0.02)
+    assert decision.alias == alias and words in decision.reason
