@@ -1,0 +1,94 @@
+"""The production tracking path: an MLflow server on PostgreSQL with artifacts on S3 (SeaweedFS)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import boto3
+import mlflow
+import numpy as np
+import pandas as pd
+import psycopg2
+import pytest
+
+from cityfactory import services
+from cityfactory.config.scenarios import get_scenario
+from cityfactory.training.spec import load_model_spec
+from cityfactory.training.stage import RunFacts, train_and_register
+from conftest import S3_BUCKET
+from support import free_ports
+
+pytestmark = pytest.mark.slow
+
+
+def _admin(sql: str) -> None:
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
+
+
+@pytest.fixture
+def mlflow_server(s3_server, tmp_path, monkeypatch):
+    database, prefix = f"cityfactory_mlflow_{uuid.uuid4().hex[:8]}", f"mlflow-{uuid.uuid4().hex[:8]}"
+    _admin(f"CREATE DATABASE {database}")
+    [port] = free_ports(1)
+    env = {**s3_server.env(), "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint}
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1", "--backend-store-uri", f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}",
+               "--artifacts-destination", f"s3://{S3_BUCKET}/{prefix}"]
+    with open(tmp_path / "mlflow.log", "wb") as log:
+        process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        services.wait_for_url(f"http://127.0.0.1:{port}/health", process, timeout=180)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+        yield prefix, s3_server
+    finally:
+        services.stop(process)
+        _admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def _synthetic_gold(days: int = 500) -> pd.DataFrame:
+    """A small feature table of the traffic_flow shape (the real one is exercised elsewhere)."""
+    rng = np.random.default_rng(7)
+    times = pd.date_range("2024-01-01", periods=days * 24, freq="h")
+    level = 3000 + 2000 * np.sin(2 * np.pi * (times.hour - 6) / 24) + rng.normal(0, 150, len(times))
+    volume = pd.Series(np.clip(level, 0, None)).round()
+    frame = pd.DataFrame({"target_at": times, "target_volume": volume})
+    for lag in (1, 2, 3, 24, 168):
+        frame[f"volume_lag_{lag}h"] = volume.shift(lag)
+    frame["volume_mean_24h"] = volume.shift(1).rolling(24).mean()
+    frame["volume_std_24h"] = volume.shift(1).rolling(24).std()
+    frame["observed_hours_24h"] = 24
+    frame["hour_of_day"], frame["day_of_week"], frame["month"] = times.hour, times.dayofweek + 1, times.month
+    frame["is_weekend"], frame["is_holiday"] = frame["day_of_week"] >= 6, False
+    for column in ("temp_c_lag_1h", "rain_mm_lag_1h", "snow_mm_lag_1h", "clouds_pct_lag_1h"):
+        frame[column] = rng.normal(0, 1, len(times))
+    frame["is_complete"] = frame.notna().all(axis=1)
+    return frame
+
+
+def test_training_tracks_to_postgres_and_s3(mlflow_server, tmp_path):
+    prefix, s3 = mlflow_server
+    spec = load_model_spec(get_scenario("traffic_flow").model_spec)
+    spec = spec.model_copy(update={"split": spec.split.model_copy(update={"test_days": 60, "validation_days": 30}),
+                                   "training": spec.training.model_copy(update={"epochs": 2})})
+    gold = _synthetic_gold()
+    source = tmp_path / "gold.parquet"
+    gold.to_parquet(source)
+    outcome = train_and_register(spec, gold, RunFacts("traffic_flow", "traffic_flow", "manual__prod", "2024", source.as_uri(), "f" * 64))
+
+    client = mlflow.MlflowClient()
+    assert client.get_run(outcome.mlflow_run_id).data.metrics["test_rmse"] > 0
+    assert str(client.get_model_version(spec.registered_model, outcome.version).version) == outcome.version
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
+                                           aws_secret_access_key=s3.secret_key, region_name="us-east-1")
+            .list_objects_v2(Bucket=S3_BUCKET, Prefix=prefix)["Contents"]]
+    assert any(k.endswith("model_card.md") for k in keys) and any("/model" in k for k in keys)
+    assert any(k.endswith("forecast_test_week.png") for k in keys)
