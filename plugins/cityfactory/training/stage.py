@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -37,6 +38,8 @@ class Outcome:
     reason: str
     metrics: dict[str, dict[str, float]]
     champion_version: str | None
+    fit_seconds: float
+    train_rows: int
 
 
 def _span(frame: pd.DataFrame, column: str) -> str:
@@ -52,7 +55,9 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts) -> 
     x_train, x_val, x_test = (data.features(p, d) for p in (parts.train, parts.validation, parts.test))
     y_train, y_val, y_test = (p[d.target].to_numpy(dtype=float) for p in (parts.train, parts.validation, parts.test))
     log.info("training on %d rows, validating on %d, testing on %d", len(x_train), len(x_val), len(x_test))
+    started = time.perf_counter()
     fitted = fit(spec, x_train, y_train, x_val, y_val)
+    fit_seconds = time.perf_counter() - started
 
     predicted = predict(fitted.model, x_test)
     metrics = {"model": scores(y_test, predicted)}
@@ -81,6 +86,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts) -> 
             "test_rows": len(x_test), "test_start": str(parts.test_start.date()), "test_days": spec.split.test_days,
             "best_epoch": fitted.best_epoch,
         })
+        mlflow.log_metric("fit_seconds", fit_seconds)
         for h in fitted.history:
             mlflow.log_metrics({"train_loss": h["train_loss"], "validation_rmse": h["validation_rmse"]}, step=h["epoch"])
         for name, values in metrics.items():
@@ -125,4 +131,4 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts) -> 
     if decision.alias:
         client.set_registered_model_alias(spec.registered_model, decision.alias, version)
     log.info("registered %s version %s: %s", spec.registered_model, version, decision.reason)
-    return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, champion_version)
+    return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, champion_version, fit_seconds, len(x_train))

@@ -31,6 +31,7 @@ def train(ctx: RunContext, gold: dict, batches: list[list[str]]) -> dict:
         ]
         entry.counts = {"version": int(outcome.version)}
         entry.details.update(metrics=outcome.metrics, alias=outcome.alias, reason=outcome.reason,
-                             champion_version=outcome.champion_version, registered_model=spec.registered_model)
+                             champion_version=outcome.champion_version, registered_model=spec.registered_model,
+                             fit_seconds=round(outcome.fit_seconds, 2), train_rows=outcome.train_rows)
     return {"version": outcome.version, "alias": outcome.alias, "reason": outcome.reason,
             "mlflow_run_id": outcome.mlflow_run_id, "test_rmse": outcome.metrics["model"]["rmse"]}
