@@ -13,7 +13,9 @@ and choose which stages to run.
   mart exported to `gold/` for training;
 - **train**: a PyTorch model on the gold features, tracked in MLflow (params, curves, metrics
   beside baselines, plots, model card), registered, and given the `challenger` alias if it passes
-  the gate against the linear baseline and the current `champion`.
+  the gate against the linear baseline and the current `champion`;
+- **compress**: the challenger exported to ONNX (parity-checked), int8 / pruned variants measured
+  side by side, the smallest within the accuracy budget signed into an edge bundle in `bundles/`.
 
 A failed gate or dbt test stops the run there. Every task records what it read and wrote in the
 run ledger under `governance/<scenario>/<run_id>/`.
@@ -155,11 +157,21 @@ def build_dag(scenario: Scenario):
 
             return train(RunContext.current(scenario), gold, batches)
 
+        @task.run_if(stage_selected("compress"))
+        @task(task_display_name="Compress and sign bundle")
+        def compress(trained: dict, gold: dict) -> dict:
+            """ONNX fp32 / int8 / pruned variants measured side by side; the smallest within the
+            accuracy budget becomes a signed edge bundle."""
+            from cityfactory.compression.tasks import compress
+            from cityfactory.runs import RunContext
+
+            return compress(RunContext.current(scenario), trained, gold)
+
         batches = plan()
         summary = ingest_summary(ingest.expand(landed=land.expand(days=batches)))
         gold = export_gold()
         summary >> bronze_gate(batches) >> transform() >> features_gate() >> gold
-        train(gold, batches)
+        compress(train(gold, batches), gold)
 
     return scenario_pipeline()
 

@@ -10,7 +10,7 @@ import pytest
 
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import LedgerEntry
-from cityfactory.ingestion import pipeline, replay
+from cityfactory.ingestion import replay
 from cityfactory.ingestion.pipeline import IngestionError, check_acceptable, ingest_days
 from cityfactory.storage.lake import open_lake, sha256_bytes
 from corpus import corpus, first_day

@@ -4,6 +4,7 @@
   (Airflow's ``dag.test``), then the run's summary from its ledger.
 - ``summary SCENARIO RUN_ID``: counts and wall time per task of a past run.
 - ``ui [--port N] [--mlflow-port M]``: Airflow's UI and services, and the MLflow UI, until Ctrl-C.
+- ``verify-bundle PREFIX [--public-key PEM]``: refuse a bundle whose signature or checksums fail.
 - ``fetch-data SCENARIO``: make sure the scenario's dataset is present and verified.
 """
 
@@ -92,6 +93,25 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify_bundle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cityfactory.compression import bundle
+    from cityfactory.security.signing import public_key_pem
+    from cityfactory.storage.lake import open_lake
+
+    lake = open_lake(args.lake)
+    public = Path(args.public_key).read_bytes() if args.public_key else public_key_pem()
+    try:
+        manifest = bundle.verify(bundle.read(lake, args.prefix), public)
+    except bundle.BundleError as exc:
+        print(f"REFUSED {lake.uri_for(args.prefix)}: {exc}", file=sys.stderr)
+        return 1
+    print(f"OK {lake.uri_for(args.prefix)}: {manifest['registered_model']} version {manifest['model_version']} "
+          f"({manifest['variant']}), {len(manifest['files'])} file(s) verified, key {manifest['signing_key_id']}")
+    return 0
+
+
 def cmd_fetch_data(args: argparse.Namespace) -> int:
     from cityfactory.ingestion.datasets import dataset_file
 
@@ -119,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--port", type=int, default=8080)
     ui.add_argument("--mlflow-port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
+    verify = sub.add_parser("verify-bundle", help="check an edge bundle's signature and checksums")
+    verify.add_argument("prefix", help="bundle folder in the lake, e.g. bundles/traffic_flow/3")
+    verify.add_argument("--lake", help="lake URI (default: CITYFACTORY_LAKE_URI)")
+    verify.add_argument("--public-key", help="PEM file (default: the embedded stack's public key)")
+    verify.set_defaults(func=cmd_verify_bundle)
     fetch = sub.add_parser("fetch-data", help="locate or download the scenario's dataset")
     fetch.add_argument("scenario")
     fetch.set_defaults(func=cmd_fetch_data)

@@ -113,6 +113,13 @@ class Quality(_Strict):
     features_suite: str
 
 
+class Compression(_Strict):
+    # A compressed variant may lose at most this fraction of test MAE against the fp32 model.
+    max_mae_increase: float = Field(0.01, ge=-1)
+    # onnxruntime fp32 must match torch within this many target units on every test row.
+    parity_tolerance: float = Field(0.5, gt=0)
+
+
 class Governance(_Strict):
     risk_level: Literal["minimal", "limited", "high"]
     owners: list[str] = Field(min_length=1)
@@ -132,6 +139,7 @@ class Scenario(_Strict):
     transform: Transform
     quality: Quality
     model_spec: str = Field(description="models/<model_spec>.yaml")
+    compression: Compression = Compression()
     governance: Governance
 
     @field_validator("schedule")

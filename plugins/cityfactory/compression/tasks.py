@@ -1,0 +1,36 @@
+"""The compress stage as Airflow tasks see it."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow.parquet as pq
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from cityfactory.compression.gate import CompressionGateError
+from cityfactory.compression.onnx_export import ParityError
+from cityfactory.compression.stage import compress_version
+from cityfactory.governance.ledger import Artifact
+from cityfactory.runs import RunContext
+from cityfactory.training.spec import load_model_spec
+
+
+def compress(ctx: RunContext, trained: dict, gold: dict) -> dict:
+    if trained["alias"] != "challenger":
+        raise AirflowSkipException(f"version {trained['version']} is no challenger: {trained['reason']}")
+    scenario = ctx.scenario
+    spec = load_model_spec(scenario.model_spec)
+    with ctx.entry() as entry:
+        frame = pq.read_table(io.BytesIO(ctx.lake.get_bytes(gold["key"]))).to_pandas()
+        entry.inputs.append(Artifact(f"models:/{spec.registered_model}/{trained['version']}", "", None, "model_version"))
+        try:
+            result = compress_version(spec, trained["version"], trained["mlflow_run_id"], frame, scenario.name, ctx.lake,
+                                      scenario.compression.max_mae_increase, scenario.compression.parity_tolerance)
+        except (CompressionGateError, ParityError) as exc:
+            raise AirflowFailException(str(exc)) from exc
+        entry.outputs = [Artifact.of(s, kind="bundle") for s in result.stored]
+        entry.counts = {"variants": len(result.variants), "bundle_bytes": result.chosen.size_bytes}
+        entry.details.update(variants=[v.row() for v in result.variants], chosen=result.chosen.name,
+                             parity_max_abs=result.parity, table=result.table)
+    prefix = result.stored[0].uri.rsplit("/", 1)[0]
+    return {"version": trained["version"], "bundle_uri": prefix, "variant": result.chosen.name}

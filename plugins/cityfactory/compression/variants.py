@@ -1,0 +1,125 @@
+"""Candidate edge models and their measurements, all taken in one run on the same test rows.
+
+Variants: ONNX fp32; int8 dynamic quantization (with and without ``reduce_range``: on x86 CPUs
+without VNNI, u8*s8 products can saturate, and 7-bit weights avoid it); int8 static quantization
+(QDQ) calibrated on training windows; magnitude pruning (50 % of each layer's weights, a short
+fine-tune with the mask held) followed by int8 dynamic quantization.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cityfactory.compression.onnx_export import check_parity, export, run, session
+from cityfactory.training.metrics import scores
+
+
+@dataclass
+class Variant:
+    name: str
+    path: str
+    size_bytes: int
+    mae: float
+    rmse: float
+    b1_median_ms: float
+    b1_p95_ms: float
+    b256_median_ms: float
+    b256_p95_ms: float
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+def _latency(call, batch: np.ndarray, repeats: int) -> tuple[float, float]:
+    call(batch)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call(batch)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), float(np.percentile(times, 95))
+
+
+def measure(name: str, path: Path | None, predict, x_test: np.ndarray, y_test: np.ndarray) -> Variant:
+    quality = scores(y_test, predict(x_test))
+    b1 = _latency(predict, x_test[:1], 500)
+    b256 = _latency(predict, x_test[:256], 100)
+    return Variant(name, str(path or ""), path.stat().st_size if path else 0, quality["mae"], quality["rmse"], *b1, *b256)
+
+
+class _Calibration:
+    """Feeds training windows to the static quantizer."""
+
+    def __init__(self, features: np.ndarray, batch: int = 256):
+        self.batches = iter(features[i : i + batch] for i in range(0, len(features), batch))
+
+    def get_next(self):
+        batch = next(self.batches, None)
+        return None if batch is None else {"features": batch.astype(np.float32)}
+
+
+def _prune_and_finetune(model, x_train: np.ndarray, y_train: np.ndarray, amount: float, epochs: int, scale: float):
+    import torch
+    from torch.nn.utils import prune
+
+    pruned = copy.deepcopy(model)
+    linears = [m for m in pruned.mlp if isinstance(m, torch.nn.Linear)]
+    for layer in linears:
+        prune.l1_unstructured(layer, "weight", amount=amount)
+    optimiser = torch.optim.Adam(pruned.parameters(), lr=5e-4)
+    inputs, targets = torch.from_numpy(x_train), torch.from_numpy(y_train.astype(np.float32))
+    generator = torch.Generator().manual_seed(0)
+    pruned.train()
+    for _ in range(epochs):
+        for batch in torch.randperm(len(inputs), generator=generator).split(256):
+            optimiser.zero_grad()
+            loss = torch.nn.functional.mse_loss(pruned(inputs[batch]) / scale, targets[batch] / scale)
+            loss.backward()
+            optimiser.step()
+    for layer in linears:
+        prune.remove(layer, "weight")
+    return pruned.eval()
+
+
+def build_and_measure(model, x_train, y_train, x_test, y_test, workdir: Path, parity_tolerance: float,
+                      scale: float) -> tuple[list[Variant], float]:
+    """Every variant measured side by side; returns them (torch eager first) and the fp32 parity."""
+    import torch
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    torch.set_num_threads(1)
+    model.eval()
+
+    def torch_predict(x):
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    fp32 = export(model, x_test.shape[1], workdir / "fp32.onnx")
+    parity = check_parity(run(fp32, x_test), torch_predict(x_test), parity_tolerance)
+    prepared = workdir / "fp32-prepared.onnx"
+    quant_pre_process(str(fp32), str(prepared))
+    paths = {"onnx_fp32": fp32}
+    for reduce_range in (False, True):
+        name = "int8_dynamic_reduce_range" if reduce_range else "int8_dynamic"
+        paths[name] = workdir / f"{name}.onnx"
+        quantize_dynamic(prepared, paths[name], weight_type=QuantType.QInt8, reduce_range=reduce_range)
+    paths["int8_static"] = workdir / "int8_static.onnx"
+    quantize_static(prepared, paths["int8_static"], _Calibration(x_train[-20_000:]), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True)
+    pruned = _prune_and_finetune(model, x_train, y_train, amount=0.5, epochs=2, scale=scale)
+    pruned_fp32 = export(pruned, x_test.shape[1], workdir / "pruned50_fp32.onnx")
+    paths["pruned50_int8_dynamic"] = workdir / "pruned50_int8_dynamic.onnx"
+    quantize_dynamic(pruned_fp32, paths["pruned50_int8_dynamic"], weight_type=QuantType.QInt8)
+
+    variants = [measure("torch_eager_fp32", None, torch_predict, x_test, y_test)]
+    for name, path in paths.items():
+        sess = session(path)
+        variants.append(measure(name, path, lambda x, s=sess: run(s, x), x_test, y_test))
+    return variants, parity
