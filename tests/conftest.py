@@ -69,3 +69,28 @@ def s3_lake_uri(s3_server, monkeypatch) -> str:
     uri = f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:10]}"
     monkeypatch.setenv("CITYFACTORY_LAKE_URI", uri)
     return uri
+
+
+@pytest.fixture(scope="session")
+def history_run(airflow_db, tmp_path_factory):
+    """One bulk run over the whole replayed history, every stage, with its own lake and MLflow
+    (both stay the session's default afterwards; tests that need others patch them)."""
+    import mlflow
+    from airflow.dag_processing.dagbag import DagBag
+
+    from cityfactory.config.scenarios import get_scenario
+    from cityfactory.governance.ledger import RunLedger
+    from cityfactory.ingestion import replay
+    from cityfactory.storage.lake import open_lake
+    from cityfactory.training import registry
+
+    home = tmp_path_factory.mktemp("training")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CITYFACTORY_LAKE_URI", (home / "lake").as_uri())
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+        start, end = replay.history_interval(get_scenario("traffic_flow"))
+        dag = DagBag(dag_folder=str(REPO / "dags")).get_dag("traffic_flow")
+        run = dag.test(run_conf={"data_interval_start": str(start), "data_interval_end": str(end)})
+        entries = {e["task_id"]: e for e in RunLedger(open_lake(), "traffic_flow", run.run_id).entries()}
+        registry.use_experiment("traffic_flow")
+        yield run, entries, mlflow.MlflowClient()

@@ -37,13 +37,15 @@ def test_traffic_flow_dag_shape(dagbag):
     assert dag.catchup is False and dag.max_active_runs == 1
     assert dag.timetable.expression == "30 2 * * *" and dag.timetable.interval == dt.timedelta(days=1)
     assert set(dag.params) == {"data_interval_start", "data_interval_end", "stages"}
-    assert dag.params["stages"] == ["ingest", "quality", "transform"]
+    assert dag.params["stages"] == ["ingest", "quality", "transform", "train", "compress"]
     assert dag.task_dict["land"].downstream_task_ids == {"ingest"}
     assert dag.task_dict["ingest"].downstream_task_ids == {"ingest_summary"}
     chain = ["ingest_summary", "bronze_gate", "transform", "features_gate", "export_gold"]
     for upstream, downstream in zip(chain, chain[1:]):
         assert dag.task_dict[upstream].downstream_task_ids == {downstream}
         assert dag.task_dict[downstream].trigger_rule == "none_failed"  # a deselected stage skips, not blocks
+    assert dag.task_dict["export_gold"].downstream_task_ids == {"train", "compress"}
+    assert dag.task_dict["train"].downstream_task_ids == {"compress"}
     assert {t.task_id for t in dag.tasks if t.is_mapped} == {"land", "ingest"}
 
 

@@ -9,35 +9,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from cityfactory.config.scenarios import get_scenario
-from cityfactory.governance.ledger import RunLedger
-from cityfactory.ingestion import replay
 from cityfactory.storage.lake import open_lake
 from cityfactory.training import data, registry
 from cityfactory.training.spec import load_model_spec
 from cityfactory.training.stage import RunFacts, train_and_register
 from cityfactory.training.train import fit, predict
-from support import REPO
 
 pytestmark = pytest.mark.slow
 TRAFFIC = get_scenario("traffic_flow")
 SPEC = load_model_spec(TRAFFIC.model_spec)
-
-
-@pytest.fixture(scope="module")
-def history_run(airflow_db, tmp_path_factory):
-    """One bulk run over the whole replayed history, every stage, with its own lake and MLflow."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    home = tmp_path_factory.mktemp("training")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CITYFACTORY_LAKE_URI", (home / "lake").as_uri())
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-        start, end = replay.history_interval(TRAFFIC)
-        dag = DagBag(dag_folder=str(REPO / "dags")).get_dag("traffic_flow")
-        run = dag.test(run_conf={"data_interval_start": str(start), "data_interval_end": str(end)})
-        entries = {e["task_id"]: e for e in RunLedger(open_lake(), "traffic_flow", run.run_id).entries()}
-        registry.use_experiment("traffic_flow")
-        yield run, entries, mlflow.MlflowClient()
 
 
 def test_run_trains_logs_and_registers(history_run):

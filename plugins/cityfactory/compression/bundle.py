@@ -65,7 +65,8 @@ def verify(bundle: dict[str, bytes], public_pem: bytes) -> dict:
         expected = key_id(public_pem)
         if manifest.get("signing_key_id") != expected:
             raise BundleError(f"{SIGNATURE}: signed by key {manifest.get('signing_key_id')}, not the trusted key {expected}") from None
-        raise BundleError(f"{SIGNATURE}: signature does not match {MANIFEST} (the manifest was edited)") from None
+        raise BundleError(f"{SIGNATURE}: signature does not verify with the trusted key "
+                          f"({MANIFEST} was edited, or signed by another key)") from None
     for name, expected in manifest["files"].items():
         if name not in bundle:
             raise BundleError(f"{name} is missing (listed in {MANIFEST})")
