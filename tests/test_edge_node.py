@@ -1,0 +1,152 @@
+"""A real edge node process on loopback: deploy, predict, metrics, auth, refusal, hot swap."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from cityfactory.compression import bundle
+from cityfactory.security.signing import public_key_pem
+from cityfactory.storage.lake import open_lake
+from support import REPO, free_ports, wait_for_port
+
+pytestmark = pytest.mark.slow
+TOKEN = "test-token-" + os.urandom(4).hex()
+
+
+@pytest.fixture(scope="module")
+def bundles(history_run, tmp_path_factory):
+    """The run's signed bundle, and a second version of it signed the same way."""
+    _, entries, _ = history_run
+    lake = open_lake()
+    prefix = entries["compress"]["outputs"][0]["uri"].split("/lake/", 1)[1].rsplit("/", 1)[0]
+    files = bundle.read(lake, prefix)
+    manifest = json.loads(files["manifest.json"])
+    facts = {k: v for k, v in manifest.items() if k not in ("files", "created_at", "signing_key_id")}
+    second = bundle.build({"model.onnx": files["model.onnx"]}, {**facts, "model_version": "2000"})
+    bundle.write(lake, "traffic_flow", "2000", second)
+    return lake.uri_for(prefix), lake.uri_for("bundles/traffic_flow/2000"), manifest
+
+
+@pytest.fixture
+def node(tmp_path):
+    [port] = free_ports(1)
+    pem = tmp_path / "public.pem"
+    pem.write_bytes(public_key_pem())
+    log = open(tmp_path / "node.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(port), "--node-id", "n1", "--public-key", str(pem)],
+        env={**os.environ, "CITYFACTORY_EDGE_TOKEN": TOKEN, "PYTHONPATH": str(REPO / "plugins")},
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port)
+    yield f"http://127.0.0.1:{port}", tmp_path / "node.log"
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def _admin(base, path, body=None, token=TOKEN):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.post(f"{base}{path}", json=body, headers=headers, timeout=30)
+
+
+def _rows(manifest, n=3):
+    return [[float(i % 7) * 100 for i in range(len(manifest["feature_order"]))] for _ in range(n)]
+
+
+def test_deploy_predict_metrics(node, bundles):
+    base, _ = node
+    first, _, manifest = bundles
+    assert httpx.get(f"{base}/healthz").status_code == 503
+    deployed = _admin(base, "/admin/deploy", {"uri": first})
+    assert deployed.status_code == 200 and deployed.json()["model_version"] == manifest["model_version"]
+    answer = httpx.post(f"{base}/predict", json={"rows": _rows(manifest)}).json()
+    assert answer["model_version"] == manifest["model_version"] and len(answer["predictions"]) == 3
+    named = [dict(zip(manifest["feature_order"], row)) for row in _rows(manifest, 1)]
+    assert httpx.post(f"{base}/predict", json={"rows": named}).json()["predictions"] == answer["predictions"][:1]
+    text = httpx.get(f"{base}/metrics").text
+    assert 'edge_requests_total{node="n1",status="200"} 2' in text
+    assert f'edge_model_info{{node="n1",version="{manifest["model_version"]}"}} 1' in text
+    assert "edge_latency_seconds_bucket" in text
+
+
+def test_bad_input_names_the_field(node, bundles):
+    base, _ = node
+    first, _, manifest = bundles
+    _admin(base, "/admin/deploy", {"uri": first})
+    row = dict(zip(manifest["feature_order"], _rows(manifest, 1)[0]))
+    del row["volume_lag_24h"]
+    answer = httpx.post(f"{base}/predict", json={"rows": [row]})
+    assert answer.status_code == 422 and "rows[0].volume_lag_24h: missing" in answer.text
+    answer = httpx.post(f"{base}/predict", json={"rows": [[1.0, 2.0]]})
+    assert answer.status_code == 422 and "expected 44 values, got 2" in answer.text
+    answer = httpx.post(f"{base}/predict", json={"rows": [["x"] * 44]})
+    assert answer.status_code == 422 and "rows[0].volume_lag_1h: expected a finite number" in answer.text
+
+
+def test_admin_needs_the_token(node, bundles):
+    base, log = node
+    first, _, _ = bundles
+    assert _admin(base, "/admin/deploy", {"uri": first}, token=None).status_code == 401
+    assert _admin(base, "/admin/deploy", {"uri": first}, token="wrong").status_code == 401
+    assert httpx.get(f"{base}/admin/status", headers={"Authorization": "Bearer nope"}).status_code == 401
+    time.sleep(0.2)
+    assert log.read_text().count("refused admin call") == 3
+
+
+def test_tampered_bundle_is_refused_and_the_old_model_keeps_serving(node, bundles):
+    base, _ = node
+    first, _, manifest = bundles
+    _admin(base, "/admin/deploy", {"uri": first})
+    lake = open_lake()
+    files = bundle.read(lake, first.split("/lake/", 1)[1])
+    model = bytearray(files["model.onnx"])
+    model[100] ^= 0xFF
+    for name, blob in {**files, "model.onnx": bytes(model)}.items():
+        lake.put_bytes(f"bundles/tampered/1/{name}", blob)
+    refused = _admin(base, "/admin/deploy", {"uri": lake.uri_for("bundles/tampered/1")})
+    assert refused.status_code == 422 and "model.onnx: sha256" in refused.text
+    answer = httpx.post(f"{base}/predict", json={"rows": _rows(manifest)})
+    assert answer.status_code == 200 and answer.json()["model_version"] == manifest["model_version"]
+
+
+def test_hot_swaps_under_concurrent_load_drop_nothing(node, bundles):
+    base, _ = node
+    first, second, manifest = bundles
+    _admin(base, "/admin/deploy", {"uri": first})
+    stop, failures, seen, count = threading.Event(), [], set(), [0]
+    payload = {"rows": _rows(manifest, 1)}
+
+    def client():
+        with httpx.Client(timeout=10) as session:
+            while not stop.is_set():
+                try:
+                    response = session.post(f"{base}/predict", json=payload)
+                    if response.status_code != 200:
+                        failures.append(response.status_code)
+                    else:
+                        seen.add(response.json()["model_version"])
+                        count[0] += 1
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    threads = [threading.Thread(target=client) for _ in range(32)]
+    for t in threads:
+        t.start()
+    for uri in (second, first, second):
+        assert _admin(base, "/admin/deploy", {"uri": uri}).status_code == 200
+        time.sleep(0.3)
+    assert _admin(base, "/admin/rollback").json()["model_version"] == manifest["model_version"]
+    time.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert failures == [] and count[0] > 100
+    assert seen == {manifest["model_version"], "2000"}
