@@ -20,16 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from support import REPO, embedded_env
+
 HOME = Path(tempfile.mkdtemp(prefix="cityfactory-bench-"))
-REPO = Path(__file__).resolve().parents[1]
-os.environ.update(
-    CITYFACTORY_HOME=str(HOME),
-    CITYFACTORY_LAKE_URI=(HOME / "lake").as_uri(),
-    AIRFLOW_HOME=str(HOME / "airflow"),
-    AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
-    AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
-    AIRFLOW__CORE__LOAD_EXAMPLES="False",
-)
+os.environ.update(embedded_env(HOME))
 REPEATS = 3
 
 

@@ -15,19 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, S3Server, start_seaweedfs, stop_seaweedfs
+from support import REPO, S3Server, embedded_env, start_seaweedfs, stop_seaweedfs
 
 S3_BUCKET = "cityfactory-lake"
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="cityfactory-tests-"))
-os.environ.update(
-    CITYFACTORY_HOME=str(SESSION_HOME),
-    CITYFACTORY_LAKE_URI=(SESSION_HOME / "lake").as_uri(),
-    AIRFLOW_HOME=str(SESSION_HOME / "airflow"),
-    AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
-    AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
-    AIRFLOW__CORE__LOAD_EXAMPLES="False",
-    AIRFLOW__CORE__UNIT_TEST_MODE="False",
-)
+os.environ.update(embedded_env(SESSION_HOME))
 for key in [k for k in os.environ if k.startswith(("AWS_", "CITYFACTORY_KEY_"))]:
     del os.environ[key]
 

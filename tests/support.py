@@ -17,6 +17,29 @@ REPO = Path(__file__).resolve().parents[1]
 METRO_CSV = REPO.parent / "shared" / "data" / "metro_interstate_traffic_volume" / "Metro_Interstate_Traffic_Volume.csv"
 
 
+def postgres_admin(sql: str) -> None:
+    """Run one statement as the local PostgreSQL superuser (trust auth on our machines)."""
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
+
+
+def embedded_env(home: Path) -> dict[str, str]:
+    """The environment of a private embedded stack (Airflow home, lake, keys) under ``home``."""
+    return {
+        "CITYFACTORY_HOME": str(home),
+        "CITYFACTORY_LAKE_URI": (home / "lake").as_uri(),
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+
+
 def free_ports(n: int) -> list[int]:
     socks = []
     try:

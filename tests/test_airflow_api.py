@@ -9,7 +9,6 @@ import time
 import urllib.request
 import uuid
 
-import psycopg2
 import pytest
 
 from cityfactory import services
@@ -17,23 +16,15 @@ from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import RunLedger
 from cityfactory.ingestion import replay
 from cityfactory.storage.lake import open_lake
-from support import free_ports
+from support import free_ports, postgres_admin
 
 pytestmark = pytest.mark.slow
-
-
-def _admin(sql: str) -> None:
-    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
 
 
 @pytest.fixture
 def airflow_on_postgres(tmp_path, lake_uri):
     database = f"cityfactory_airflow_{uuid.uuid4().hex[:8]}"
-    _admin(f"CREATE DATABASE {database}")
+    postgres_admin(f"CREATE DATABASE {database}")
     [port] = free_ports(1)
     env = {
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
@@ -51,7 +42,7 @@ def airflow_on_postgres(tmp_path, lake_uri):
         yield base, password
     finally:
         services.stop(process)
-        _admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        postgres_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         print((tmp_path / "standalone.log").read_text()[-3000:])
 
 

@@ -12,7 +12,6 @@ import boto3
 import mlflow
 import numpy as np
 import pandas as pd
-import psycopg2
 import pytest
 
 from cityfactory import services
@@ -20,28 +19,21 @@ from cityfactory.config.scenarios import get_scenario
 from cityfactory.training.spec import load_model_spec
 from cityfactory.training.stage import RunFacts, train_and_register
 from conftest import S3_BUCKET
-from support import free_ports
+from support import free_ports, postgres_admin
 
 pytestmark = pytest.mark.slow
-
-
-def _admin(sql: str) -> None:
-    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
 
 
 @pytest.fixture
 def mlflow_server(s3_server, tmp_path, monkeypatch):
     database, prefix = f"cityfactory_mlflow_{uuid.uuid4().hex[:8]}", f"mlflow-{uuid.uuid4().hex[:8]}"
-    _admin(f"CREATE DATABASE {database}")
+    postgres_admin(f"CREATE DATABASE {database}")
     [port] = free_ports(1)
     env = {**s3_server.env(), "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint}
     command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1", "--backend-store-uri", f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}",
                "--artifacts-destination", f"s3://{S3_BUCKET}/{prefix}"]
+    previous = mlflow.get_tracking_uri()
     with open(tmp_path / "mlflow.log", "wb") as log:
         process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
@@ -51,7 +43,8 @@ def mlflow_server(s3_server, tmp_path, monkeypatch):
         yield prefix, s3_server
     finally:
         services.stop(process)
-        _admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        mlflow.set_tracking_uri(previous)  # the client library keeps the last URI process-wide
+        postgres_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
 def _synthetic_gold(days: int = 500) -> pd.DataFrame:

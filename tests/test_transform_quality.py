@@ -41,7 +41,8 @@ def month_run(dagbag, tmp_path_factory):
         _, last = replay.history_interval(TRAFFIC)
         first = last - dt.timedelta(days=29)  # the latest month: few gaps
         run = dagbag.get_dag("traffic_flow").test(
-            run_conf={"data_interval_start": str(first), "data_interval_end": str(last)}
+            run_conf={"data_interval_start": str(first), "data_interval_end": str(last),
+                      "stages": ["ingest", "quality", "transform"]}  # a month is too short to train on
         )
         yield run, lake_uri, _entries(run)
 

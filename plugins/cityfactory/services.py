@@ -61,33 +61,38 @@ def start_mlflow_ui(port: int, log_file: Path) -> subprocess.Popen:
         )
 
 
-def wait_for_url(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+def _poll(ready, process: subprocess.Popen, timeout: float, what: str) -> None:
+    """Call ``ready()`` until it is true; fail early if the process died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{process.args[0]} exited with {process.returncode}; see its log")
         try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"{url} did not answer after {timeout}s")
-
-
-def wait_healthy(base_url: str, process: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"airflow standalone exited with {process.returncode}; see its log")
-        try:
-            with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=5) as response:
-                health = json.loads(response.read())
-            if all(health.get(c, {}).get("status") == "healthy" for c in ("metadatabase", "scheduler")):
+            if ready():
                 return
         except OSError:
             pass
-        time.sleep(2)
-    raise TimeoutError(f"Airflow at {base_url} not healthy after {timeout}s")
+        time.sleep(1)
+    raise TimeoutError(f"{what} not ready after {timeout}s")
+
+
+def wait_for_url(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    def answers() -> bool:
+        with urllib.request.urlopen(url, timeout=5):
+            return True
+
+    _poll(answers, process, timeout, url)
+
+
+def wait_healthy(base_url: str, process: subprocess.Popen, timeout: float = 240) -> None:
+    """Airflow's API answers and reports a healthy metadata DB and scheduler."""
+
+    def healthy() -> bool:
+        with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=5) as response:
+            health = json.loads(response.read())
+        return all(health.get(c, {}).get("status") == "healthy" for c in ("metadatabase", "scheduler"))
+
+    _poll(healthy, process, timeout, f"Airflow at {base_url}")
 
 
 def stop(process: subprocess.Popen) -> None:
