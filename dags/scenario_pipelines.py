@@ -15,7 +15,10 @@ and choose which stages to run.
   beside baselines, plots, model card), registered, and given the `challenger` alias if it passes
   the gate against the linear baseline and the current `champion`;
 - **compress**: the challenger exported to ONNX (parity-checked), int8 / pruned variants measured
-  side by side, the smallest within the accuracy budget signed into an edge bundle in `bundles/`.
+  side by side, the smallest within the accuracy budget signed into an edge bundle in `bundles/`;
+- **rollout**: stage by stage (from the scenario) to the fleet's edge nodes, each stage gated on a
+  bake of recent real rows; a passing last stage makes the version `champion`, any failure rolls
+  every touched node back.
 
 A failed gate or dbt test stops the run there. Every task records what it read and wrote in the
 run ledger under `governance/<scenario>/<run_id>/`.
@@ -167,11 +170,81 @@ def build_dag(scenario: Scenario):
 
             return compress(RunContext.current(scenario), trained, gold)
 
+        @task.run_if(stage_selected("rollout"))
+        @task(task_display_name="Rollout: plan")
+        def rollout_plan(compressed: dict, gold: dict) -> dict:
+            """Stage targets from the fleet file, what every node serves now, the bake rows."""
+            from cityfactory.rollout.tasks import plan
+            from cityfactory.runs import RunContext
+
+            return plan(RunContext.current(scenario), compressed, gold)
+
+        @task
+        def targets(plan: dict, stage: str, approval: dict | None = None) -> list[dict]:
+            """The nodes this stage adds (and, before a human-approved stage, who approved)."""
+            from cityfactory.rollout.tasks import targets
+            from cityfactory.runs import RunContext
+
+            return targets(RunContext.current(scenario), plan, stage, approval)
+
+        @task(retries=0, map_index_template="{{ task.op_kwargs['node']['id'] }}")
+        def deploy(plan: dict, node: dict) -> dict:
+            """Fetch, verify and swap in the bundle on one node."""
+            from cityfactory.rollout.tasks import deploy
+            from cityfactory.runs import RunContext
+
+            return deploy(RunContext.current(scenario), plan, node)
+
+        @task(retries=0, trigger_rule=TriggerRule.NONE_FAILED)
+        def gate(plan: dict, stage: str) -> dict:
+            """Bake: recent real rows through every node; new version vs the old one."""
+            from cityfactory.rollout.tasks import gate
+            from cityfactory.runs import RunContext
+
+            return gate(RunContext.current(scenario), plan, stage)
+
+        @task(task_display_name="Promote to champion")
+        def promote_champion(plan: dict) -> dict:
+            from cityfactory.rollout.tasks import promote
+            from cityfactory.runs import RunContext
+
+            return promote(RunContext.current(scenario), plan)
+
+        @task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Roll back on failure")
+        def rollback(plan: dict | None = None) -> None:
+            """Whatever happened upstream: if any rollout task failed, every touched node goes back."""
+            from cityfactory.rollout.tasks import roll_back_if_failed
+            from cityfactory.runs import RunContext
+
+            return roll_back_if_failed(RunContext.current(scenario), plan)
+
         batches = plan()
         summary = ingest_summary(ingest.expand(landed=land.expand(days=batches)))
         gold = export_gold()
         summary >> bronze_gate(batches) >> transform() >> features_gate() >> gold
-        compress(train(gold, batches), gold)
+        planned = rollout_plan(compress(train(gold, batches), gold), gold)
+        previous, touched = planned, []
+        for index, stage in enumerate(scenario.rollout.stages):
+            approval = None
+            if index == len(scenario.rollout.stages) - 1 and scenario.governance.human_approval_final_stage:
+                from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+                approve = ApprovalOperator(
+                    task_id=f"approve_{stage.name}", subject=f"Roll {scenario.name} out to {stage.name}?",
+                    body="Earlier stages passed their health gates; see their results in the run's ledger.",
+                )
+                previous >> approve
+                approval = approve.output
+            nodes = targets.override(task_id=f"{stage.name}_targets")(planned, stage.name, approval)
+            previous >> nodes
+            deployed = deploy.override(task_id=f"{stage.name}_deploy").partial(plan=planned).expand(node=nodes)
+            checked = gate.override(task_id=f"{stage.name}_gate")(planned, stage.name)
+            deployed >> checked
+            touched += [nodes, deployed, checked]
+            previous = checked
+        promoted = promote_champion(planned)
+        previous >> promoted
+        [*touched, promoted] >> rollback(planned)
 
     return scenario_pipeline()
 

@@ -8,6 +8,8 @@
    processed (ingest, bronze gate, dbt build, features gate, gold export, train), the model-quality
    report (learned model beside three baselines on the same test rows), the training time, and the
    compression variant table (size, accuracy, latency ratios).
+4. One edge node serving the run's bundle: requests/s and p50/p99 latency at batch 1 and 256 with
+   32 concurrent clients, and the errors during hot swaps under load.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def bench_parse() -> None:
           "The dbt project is not rendered at parse time (one dbt build task).")
 
 
-def bench_run() -> None:
+def bench_run() -> list[dict]:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     from airflow.dag_processing.dagbag import DagBag
 
@@ -148,6 +150,89 @@ def bench_run() -> None:
     print(compress["details"]["table"])
     print(f"chosen: {compress['details']['chosen']} (targets: >= 3x smaller than ONNX fp32, batch-1 <= 0.3x torch eager, "
           f"test MAE within 1 % of fp32); ONNX fp32 parity with torch: max |diff| {compress['details']['parity_max_abs']:.4f}")
+    return entries
+
+
+async def _load(url: str, payload: dict, seconds: float, clients: int) -> tuple[list[float], int]:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(session):
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            try:
+                response = await session.post(url, json=payload)
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - start) if ok else None
+            errors += not ok
+
+    import asyncio
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as session:
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+    return latencies, errors
+
+
+def bench_edge(entries: list[dict]) -> None:
+    """One node on loopback: throughput and latency under 32 concurrent clients, and a hot swap."""
+    import asyncio
+    import json as jsonlib
+
+    import httpx
+    import numpy as np
+
+    from cityfactory.compression import bundle
+    from cityfactory.security.signing import public_key_pem
+    from cityfactory.storage.lake import open_lake
+
+    from support import free_ports, wait_for_port
+
+    compress = next(e for e in entries if e["task_id"] == "compress")
+    uri = compress["outputs"][0]["uri"].rsplit("/", 1)[0]
+    lake = open_lake()
+    files = bundle.read(lake, uri.split("/lake/", 1)[1])
+    manifest = jsonlib.loads(files["manifest.json"])
+    facts = {k: v for k, v in manifest.items() if k not in ("files", "created_at", "signing_key_id")}
+    bundle.write(lake, "traffic_flow", "swap", bundle.build({"model.onnx": files["model.onnx"]}, {**facts, "model_version": "swap"}))
+    [port] = free_ports(1)
+    (HOME / "public.pem").write_bytes(public_key_pem())
+    token = "bench-" + os.urandom(4).hex()
+    node = subprocess.Popen([sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(port), "--node-id", "bench",
+                             "--public-key", str(HOME / "public.pem"), "--bundle", uri],
+                            env={**os.environ, "CITYFACTORY_EDGE_TOKEN": token, "PYTHONPATH": str(REPO / "plugins")})
+    try:
+        wait_for_port(port)
+        base = f"http://127.0.0.1:{port}"
+        row = [100.0] * len(manifest["feature_order"])
+        print("\n## Edge node on loopback (uvicorn, 1 process; 32 concurrent clients in one asyncio process on the same 2 cores)")
+        for batch in (1, 256):
+            latencies, errors = asyncio.run(_load(f"{base}/predict", {"rows": [row] * batch}, 8, 32))
+            ms = np.array(latencies) * 1000
+            print(f"batch {batch:>3}: {len(ms) / 8:,.0f} requests/s ({len(ms) * batch / 8:,.0f} predictions/s), "
+                  f"p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms, errors {errors}")
+
+        async def swap_under_load():
+            load = asyncio.create_task(_load(f"{base}/predict", {"rows": [row]}, 6, 32))
+            async with httpx.AsyncClient(timeout=30) as admin:
+                for target in ("bundles/traffic_flow/swap", uri.split("/lake/", 1)[1]) * 3:
+                    await asyncio.sleep(0.5)
+                    answer = await admin.post(f"{base}/admin/deploy", json={"uri": lake.uri_for(target)},
+                                              headers={"Authorization": f"Bearer {token}"})
+                    assert answer.status_code == 200, answer.text
+            return await load
+
+        latencies, errors = asyncio.run(swap_under_load())
+        print(f"hot swap: 6 deploys during 6 s of load, {len(latencies):,} requests served, errors {errors}")
+    finally:
+        node.terminate()
+        node.wait(timeout=20)
 
 
 if __name__ == "__main__":
@@ -156,4 +241,4 @@ if __name__ == "__main__":
     bench_ingestion()
     bench_parse()
     logging.disable(logging.INFO)
-    bench_run()
+    bench_edge(bench_run())

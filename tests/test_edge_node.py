@@ -150,3 +150,14 @@ def test_hot_swaps_under_concurrent_load_drop_nothing(node, bundles):
         t.join()
     assert failures == [] and count[0] > 100
     assert seen == {manifest["model_version"], "2000"}
+
+
+def test_the_node_needs_only_the_edge_requirements():
+    code = ("import sys, cityfactory.edge.service, cityfactory.edge.__main__;"
+            "print([m for m in ('pyarrow', 'pandas', 'airflow', 'yaml', 'mlflow', 'torch', 'duckdb') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "plugins")}).stdout.strip()
+    assert out == "[]"
+    wanted = {line.split("==")[0].lower() for line in (REPO / "requirements-edge.txt").read_text().splitlines()
+              if "==" in line}
+    assert {"onnxruntime", "fastapi", "uvicorn", "cryptography", "numpy"} <= wanted

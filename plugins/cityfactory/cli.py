@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from cityfactory.config.scenarios import get_scenario
@@ -49,8 +50,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if bag.import_errors:
         print(bag.import_errors, file=sys.stderr)
         return 2
-    run = bag.get_dag(scenario.dag_id).test(run_conf=conf)
-    _print_summary(scenario.name, run.run_id)
+    with _local_fleet(scenario) if "rollout" in conf["stages"] else contextlib.nullcontext():
+        run = bag.get_dag(scenario.dag_id).test(run_conf=conf)
+        _print_summary(scenario.name, run.run_id)
+        _print_fleet(scenario)
     lake = get_settings().lake_uri
     print(f"\nState: {run.state}. Where to look:")
     for layer in ("raw", "bronze", "quarantine"):
@@ -59,6 +62,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"  quality     {lake}/governance/{scenario.name}/<run>/quality/ (Great Expectations results)")
     print("  Airflow UI  make ui  (the run is listed under the DAG's runs; MLflow UI beside it)")
     return 0 if run.state == "success" else 1
+
+
+def _local_fleet(scenario):
+    from cityfactory.edge.fleet import LocalFleet, load_fleet
+
+    print(f"Starting the local edge fleet {scenario.rollout.fleet}", flush=True)
+    return LocalFleet(load_fleet(scenario.rollout.fleet))
+
+
+def _print_fleet(scenario) -> None:
+    from cityfactory.edge.fleet import edge_token, load_fleet
+    from cityfactory.rollout.controller import snapshot
+
+    fleet = load_fleet(scenario.rollout.fleet)
+    serving = snapshot(fleet, edge_token())
+    print("\nEdge fleet: " + ", ".join(f"{n.id} ({n.district}) v{serving[n.id]}" for n in fleet.nodes))
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -75,6 +94,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     log_file = settings.home / "logs" / "airflow-standalone.log"
     url = f"http://127.0.0.1:{args.port}"
     mlflow_url = f"http://127.0.0.1:{args.mlflow_port}"
+    fleet = _local_fleet(get_scenario("traffic_flow")).__enter__()
     process = services.start_airflow(args.port, passwords, log_file)
     mlflow = services.start_mlflow_ui(args.mlflow_port, log_file.with_name("mlflow-ui.log"))
     print(f"Starting Airflow (api-server, scheduler, dag-processor, triggerer) and MLflow; logs in {log_file.parent}", flush=True)
@@ -90,6 +110,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     finally:
         services.stop(mlflow)
         services.stop(process)
+        fleet.__exit__(None, None, None)
     return 0
 
 

@@ -120,6 +120,30 @@ class Compression(_Strict):
     parity_tolerance: float = Field(0.5, gt=0)
 
 
+class RolloutStage(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    nodes: int | None = Field(None, ge=1)      # absolute count, or
+    fraction: float | None = Field(None, gt=0, le=1)  # share of the fleet (cumulative)
+
+    @model_validator(mode="after")
+    def _one_size(self) -> RolloutStage:
+        if (self.nodes is None) == (self.fraction is None):
+            raise ValueError("give exactly one of 'nodes' or 'fraction'")
+        return self
+
+
+class Rollout(_Strict):
+    """Staged rollout to the fleet in ``dags/fleets/<fleet>.yaml`` and its health gates."""
+
+    fleet: str
+    stages: list[RolloutStage] = Field(min_length=1)
+    bake_seconds: float = Field(3, ge=0)
+    bake_rows: int = Field(168, ge=1)         # the most recent real feature rows, with actuals
+    max_error_rate: float = Field(0.0, ge=0, le=1)
+    max_p95_ms: float = Field(100, gt=0)
+    max_mae_ratio: float = Field(1.10, ge=1)  # new model vs the model the other nodes serve
+
+
 class Governance(_Strict):
     risk_level: Literal["minimal", "limited", "high"]
     owners: list[str] = Field(min_length=1)
@@ -140,6 +164,7 @@ class Scenario(_Strict):
     quality: Quality
     model_spec: str = Field(description="models/<model_spec>.yaml")
     compression: Compression = Compression()
+    rollout: Rollout
     governance: Governance
 
     @field_validator("schedule")

@@ -73,10 +73,11 @@ class ModelSlots:
         with self._lock:
             self.previous, self.current = self.current, model
 
-    def roll_back(self) -> LoadedModel:
+    def roll_back(self) -> LoadedModel | None:
+        """Back to the previous model; with none (a first deploy), back to serving nothing."""
         with self._lock:
-            if self.previous is None:
-                raise LookupError("no previous model to roll back to")
+            if self.current is None:
+                raise LookupError("no model to roll back from")
             self.current, self.previous = self.previous, self.current
             return self.current
 

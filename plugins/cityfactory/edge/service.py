@@ -84,7 +84,7 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str) -> FastAPI:
             model = slots.roll_back()
         except LookupError as exc:
             raise HTTPException(409, str(exc)) from None
-        log.info("rolled back to version %s", model.version)
+        log.info("rolled back to version %s", model.version if model else "none")
         return status()
 
     @app.get("/admin/status", dependencies=[Depends(admin)])

@@ -1,0 +1,98 @@
+"""A scenario's fleet of edge nodes (``dags/fleets/<scenario>.yaml``), and running it locally.
+
+The embedded default runs every node whose URL is on loopback as a local process; ``make run``
+starts them for the run and stops them after, ``make ui`` keeps them up.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from cityfactory.settings import REPO_ROOT, get_settings
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str
+    district: str
+    url: str
+
+
+class Fleet(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    nodes: list[Node] = Field(min_length=1)
+
+
+def fleets_dir() -> Path:
+    return Path(os.environ.get("CITYFACTORY_FLEETS_DIR", REPO_ROOT / "dags" / "fleets"))
+
+
+def load_fleet(name: str) -> Fleet:
+    path = fleets_dir() / f"{name}.yaml"
+    return Fleet.model_validate(yaml.safe_load(path.read_text()))
+
+
+def edge_token() -> str:
+    """The admin token nodes and the controller share: env, Airflow Variable, or generated once."""
+    if token := os.environ.get("CITYFACTORY_EDGE_TOKEN"):
+        return token
+    from cityfactory.security.keys import get_secret
+
+    return base64.urlsafe_b64encode(get_secret("edge-admin")).decode()
+
+
+class LocalFleet:
+    """``with LocalFleet(fleet):`` runs the loopback nodes as processes for the block."""
+
+    def __init__(self, fleet: Fleet):
+        self.fleet = fleet
+        self.processes: list[subprocess.Popen] = []
+
+    def __enter__(self) -> LocalFleet:
+        from cityfactory.security.signing import public_key_pem
+
+        home = get_settings().home
+        public = home / "keys" / "signing-public.pem"
+        public.parent.mkdir(parents=True, exist_ok=True)
+        public.write_bytes(public_key_pem())
+        (home / "logs").mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "CITYFACTORY_EDGE_TOKEN": edge_token(), "PYTHONPATH": str(REPO_ROOT / "plugins")}
+        for node in self.fleet.nodes:
+            address = urlparse(node.url)
+            if address.hostname not in ("127.0.0.1", "localhost"):
+                continue
+            with open(home / "logs" / f"edge-{node.id}.log", "ab") as log:
+                self.processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(address.port),
+                     "--node-id", node.id, "--public-key", str(public)],
+                    env=env, stdout=log, stderr=subprocess.STDOUT))
+        for node in self.fleet.nodes:
+            _wait(urlparse(node.url).port)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=20)
+
+
+def _wait(port: int, timeout: float = 60) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"edge node on port {port} did not start")
