@@ -234,7 +234,7 @@ def build_dag(scenario: Scenario):
                     body="Earlier stages passed their health gates; see their results in the run's ledger.",
                 )
                 previous >> approve
-                approval = approve.output
+                previous, approval = approve, approve.output
             nodes = targets.override(task_id=f"{stage.name}_targets")(planned, stage.name, approval)
             previous >> nodes
             deployed = deploy.override(task_id=f"{stage.name}_deploy").partial(plan=planned).expand(node=nodes)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, S3Server, embedded_env, start_seaweedfs, stop_seaweedfs
+from support import REPO, S3Server, embedded_env, start_seaweedfs, stop_seaweedfs, write_fleet
 
 S3_BUCKET = "cityfactory-lake"
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="cityfactory-tests-"))
@@ -65,12 +65,14 @@ def s3_lake_uri(s3_server, monkeypatch) -> str:
 
 @pytest.fixture(scope="session")
 def history_run(airflow_db, tmp_path_factory):
-    """One bulk run over the whole replayed history, every stage, with its own lake and MLflow
-    (both stay the session's default afterwards; tests that need others patch them)."""
+    """One bulk run over the whole replayed history, every stage, with its own lake, MLflow and a
+    fleet of 6 local edge nodes (all stay the session's default while it lives; tests that need
+    others patch them)."""
     import mlflow
     from airflow.dag_processing.dagbag import DagBag
 
     from cityfactory.config.scenarios import get_scenario
+    from cityfactory.edge.fleet import LocalFleet, load_fleet
     from cityfactory.governance.ledger import RunLedger
     from cityfactory.ingestion import replay
     from cityfactory.storage.lake import open_lake
@@ -80,9 +82,13 @@ def history_run(airflow_db, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CITYFACTORY_LAKE_URI", (home / "lake").as_uri())
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+        mp.setenv("CITYFACTORY_FLEETS_DIR", str(write_fleet(home / "fleets", "traffic_flow", 6)))
         start, end = replay.history_interval(get_scenario("traffic_flow"))
         dag = DagBag(dag_folder=str(REPO / "dags")).get_dag("traffic_flow")
-        run = dag.test(run_conf={"data_interval_start": str(start), "data_interval_end": str(end)})
-        entries = {e["task_id"]: e for e in RunLedger(open_lake(), "traffic_flow", run.run_id).entries()}
-        registry.use_experiment("traffic_flow")
-        yield run, entries, mlflow.MlflowClient()
+        with LocalFleet(load_fleet("traffic_flow")):
+            run = dag.test(run_conf={"data_interval_start": str(start), "data_interval_end": str(end)})
+            entries = {}
+            for entry in RunLedger(open_lake(), "traffic_flow", run.run_id).entries():
+                entries.setdefault(entry["task_id"], entry)  # mapped tasks: the first instance
+            registry.use_experiment("traffic_flow")
+            yield run, entries, mlflow.MlflowClient()

@@ -40,6 +40,17 @@ def embedded_env(home: Path) -> dict[str, str]:
     }
 
 
+def write_fleet(directory: Path, name: str, size: int) -> Path:
+    """A fleet file of ``size`` loopback nodes on free ports; returns the fleets folder."""
+    import yaml
+
+    directory.mkdir(parents=True, exist_ok=True)
+    nodes = [{"id": f"{name}-{i + 1}", "district": f"d{i % 3}", "url": f"http://127.0.0.1:{port}"}
+             for i, port in enumerate(free_ports(size))]
+    (directory / f"{name}.yaml").write_text(yaml.safe_dump({"nodes": nodes}))
+    return directory
+
+
 def free_ports(n: int) -> list[int]:
     socks = []
     try:

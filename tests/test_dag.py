@@ -37,16 +37,18 @@ def test_traffic_flow_dag_shape(dagbag):
     assert dag.catchup is False and dag.max_active_runs == 1
     assert dag.timetable.expression == "30 2 * * *" and dag.timetable.interval == dt.timedelta(days=1)
     assert set(dag.params) == {"data_interval_start", "data_interval_end", "stages"}
-    assert dag.params["stages"] == ["ingest", "quality", "transform", "train", "compress"]
+    assert dag.params["stages"] == ["ingest", "quality", "transform", "train", "compress", "rollout"]
     assert dag.task_dict["land"].downstream_task_ids == {"ingest"}
     assert dag.task_dict["ingest"].downstream_task_ids == {"ingest_summary"}
     chain = ["ingest_summary", "bronze_gate", "transform", "features_gate", "export_gold"]
     for upstream, downstream in zip(chain, chain[1:]):
         assert dag.task_dict[upstream].downstream_task_ids == {downstream}
         assert dag.task_dict[downstream].trigger_rule == "none_failed"  # a deselected stage skips, not blocks
-    assert dag.task_dict["export_gold"].downstream_task_ids == {"train", "compress"}
+    assert dag.task_dict["export_gold"].downstream_task_ids == {"train", "compress", "rollout_plan"}
     assert dag.task_dict["train"].downstream_task_ids == {"compress"}
-    assert {t.task_id for t in dag.tasks if t.is_mapped} == {"land", "ingest"}
+    assert dag.task_dict["canary_deploy"].is_mapped and dag.task_dict["city_gate"].downstream_task_ids == {"promote_champion", "rollback"}
+    assert dag.task_dict["rollback"].trigger_rule == "all_done"
+    assert {t.task_id for t in dag.tasks if t.is_mapped} == {"land", "ingest", "canary_deploy", "district_deploy", "city_deploy"}
 
 
 def test_parsing_imports_nothing_heavy():
@@ -114,3 +116,23 @@ def test_bad_params_fail_clearly(airflow_db, dagbag, lake_uri):
     [plan] = RunLedger(open_lake(), "traffic_flow", run.run_id).entries()
     assert plan["task_id"] == "plan" and plan["status"] == "failed"
     assert "data_interval_end 2026-02-01 is before data_interval_start 2026-02-10" in plan["details"]["error"]
+
+
+def test_human_oversight_pauses_before_the_final_stage(airflow_db):
+    import runpy
+
+    scenario = get_scenario("traffic_flow")
+    governance = scenario.governance.model_copy(update={"human_approval_final_stage": True})
+    variant = scenario.model_copy(update={"governance": governance, "name": "traffic_flow_overseen"})
+    dag = runpy.run_path(str(DAG_FILE))["build_dag"](variant)
+    approve = dag.task_dict["approve_city"]
+    assert type(approve).__name__ == "ApprovalOperator"
+    assert approve.upstream_task_ids == {"district_gate"}
+    assert dag.task_dict["city_targets"].upstream_task_ids == {"approve_city", "rollout_plan"}
+    assert "approve_city" not in dagbag_ids()
+
+
+def dagbag_ids() -> set[str]:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return {t for d in DagBag(dag_folder=str(REPO / "dags")).dags.values() for t in d.task_dict}
