@@ -195,7 +195,7 @@ def build_dag(scenario: Scenario):
 
             return deploy(RunContext.current(scenario), plan, node)
 
-        @task(retries=0, trigger_rule=TriggerRule.NONE_FAILED)
+        @task(retries=0)
         def gate(plan: dict, stage: str) -> dict:
             """Bake: recent real rows through every node; new version vs the old one."""
             from cityfactory.rollout.tasks import gate
@@ -210,7 +210,7 @@ def build_dag(scenario: Scenario):
 
             return promote(RunContext.current(scenario), plan)
 
-        @task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Roll back on failure")
+        @task(task_display_name="Roll back on failure")
         def rollback(plan: dict | None = None) -> None:
             """Whatever happened upstream: if any rollout task failed, every touched node goes back."""
             from cityfactory.rollout.tasks import roll_back_if_failed
@@ -244,7 +244,8 @@ def build_dag(scenario: Scenario):
             previous = checked
         promoted = promote_champion(planned)
         previous >> promoted
-        [*touched, promoted] >> rollback(planned)
+        # a teardown: runs whatever happened in the rollout, and does not decide the run's state
+        [*touched, promoted] >> rollback(planned).as_teardown(setups=planned)
 
     return scenario_pipeline()
 

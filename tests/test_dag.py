@@ -47,7 +47,7 @@ def test_traffic_flow_dag_shape(dagbag):
     assert dag.task_dict["export_gold"].downstream_task_ids == {"train", "compress", "rollout_plan"}
     assert dag.task_dict["train"].downstream_task_ids == {"compress"}
     assert dag.task_dict["canary_deploy"].is_mapped and dag.task_dict["city_gate"].downstream_task_ids == {"promote_champion", "rollback"}
-    assert dag.task_dict["rollback"].trigger_rule == "all_done"
+    assert dag.task_dict["rollback"].is_teardown and dag.task_dict["rollout_plan"].is_setup
     assert {t.task_id for t in dag.tasks if t.is_mapped} == {"land", "ingest", "canary_deploy", "district_deploy", "city_deploy"}
 
 

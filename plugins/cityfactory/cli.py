@@ -53,7 +53,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _local_fleet(scenario) if "rollout" in conf["stages"] else contextlib.nullcontext():
         run = bag.get_dag(scenario.dag_id).test(run_conf=conf)
         _print_summary(scenario.name, run.run_id)
-        _print_fleet(scenario)
+        if "rollout" in conf["stages"]:
+            _print_fleet(scenario)
     lake = get_settings().lake_uri
     print(f"\nState: {run.state}. Where to look:")
     for layer in ("raw", "bronze", "quarantine"):

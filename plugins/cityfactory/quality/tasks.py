@@ -35,5 +35,7 @@ def bronze_gate(ctx: RunContext, batches: list[list[str]]) -> dict:
 
 def features_gate(ctx: RunContext) -> dict:
     model = ctx.scenario.transform.features_model
+    if not duckdb_path(ctx.scenario).exists():
+        raise AirflowFailException(f"no feature mart {model} has been built yet: run the transform stage")
     frame = read_model(ctx.scenario, model)
     return _gate(ctx, frame, ctx.scenario.quality.features_suite, f"duckdb://{duckdb_path(ctx.scenario)}/{model}")
