@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -130,11 +131,17 @@ def bench_run() -> list[dict]:
     from cityfactory.ingestion import replay
     from cityfactory.storage.lake import open_lake
 
+    from cityfactory.edge.fleet import LocalFleet, load_fleet
+
+    from support import write_fleet
+
     start, end = replay.history_interval(get_scenario("traffic_flow"))
     dag = DagBag(dag_folder=str(REPO / "dags")).get_dag("traffic_flow")
-    t = time.perf_counter()
-    run = dag.test(run_conf={"data_interval_start": str(start), "data_interval_end": str(end)})
-    wall = time.perf_counter() - t
+    os.environ["CITYFACTORY_FLEETS_DIR"] = str(write_fleet(HOME / "fleets", "traffic_flow", 6))
+    with LocalFleet(load_fleet("traffic_flow")):
+        t = time.perf_counter()
+        run = dag.test(run_conf={"data_interval_start": str(start), "data_interval_end": str(end)})
+        wall = time.perf_counter() - t
     print(f"\n## One DAG run over the whole history ({start} .. {end}): {run.state}, {wall:.1f} s wall")
     entries = RunLedger(open_lake(), "traffic_flow", run.run_id).entries()
     print(format_summary(task_summary(entries)))
@@ -154,8 +161,12 @@ def bench_run() -> list[dict]:
 
 
 async def _load(url: str, payload: dict, seconds: float, clients: int) -> tuple[list[float], int]:
-    import httpx
+    """``clients`` concurrent keep-alive connections (aiohttp), each posting back to back."""
+    import asyncio
 
+    import aiohttp
+
+    body = json.dumps(payload).encode()
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -165,17 +176,16 @@ async def _load(url: str, payload: dict, seconds: float, clients: int) -> tuple[
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             try:
-                response = await session.post(url, json=payload)
-                ok = response.status_code == 200
-            except httpx.HTTPError:
+                async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+                    await response.read()
+                    ok = response.status == 200
+            except aiohttp.ClientError:
                 ok = False
-            latencies.append(time.perf_counter() - start) if ok else None
+            if ok:
+                latencies.append(time.perf_counter() - start)
             errors += not ok
 
-    import asyncio
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=10) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
         await asyncio.gather(*(client(session) for _ in range(clients)))
     return latencies, errors
 
@@ -183,8 +193,6 @@ async def _load(url: str, payload: dict, seconds: float, clients: int) -> tuple[
 def bench_edge(entries: list[dict]) -> None:
     """One node on loopback: throughput and latency under 32 concurrent clients, and a hot swap."""
     import asyncio
-    import json as jsonlib
-
     import httpx
     import numpy as np
 
@@ -198,7 +206,7 @@ def bench_edge(entries: list[dict]) -> None:
     uri = compress["outputs"][0]["uri"].rsplit("/", 1)[0]
     lake = open_lake()
     files = bundle.read(lake, uri.split("/lake/", 1)[1])
-    manifest = jsonlib.loads(files["manifest.json"])
+    manifest = json.loads(files["manifest.json"])
     facts = {k: v for k, v in manifest.items() if k not in ("files", "created_at", "signing_key_id")}
     bundle.write(lake, "traffic_flow", "swap", bundle.build({"model.onnx": files["model.onnx"]}, {**facts, "model_version": "swap"}))
     [port] = free_ports(1)

@@ -95,7 +95,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     log_file = settings.home / "logs" / "airflow-standalone.log"
     url = f"http://127.0.0.1:{args.port}"
     mlflow_url = f"http://127.0.0.1:{args.mlflow_port}"
-    fleet = _local_fleet(get_scenario("traffic_flow")).__enter__()
+    from cityfactory.config.scenarios import load_scenarios
+
+    fleets = contextlib.ExitStack()
+    for scenario in load_scenarios(settings.scenarios_dir):
+        fleets.enter_context(_local_fleet(scenario))
     process = services.start_airflow(args.port, passwords, log_file)
     mlflow = services.start_mlflow_ui(args.mlflow_port, log_file.with_name("mlflow-ui.log"))
     print(f"Starting Airflow (api-server, scheduler, dag-processor, triggerer) and MLflow; logs in {log_file.parent}", flush=True)
@@ -111,7 +115,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     finally:
         services.stop(mlflow)
         services.stop(process)
-        fleet.__exit__(None, None, None)
+        fleets.close()
     return 0
 
 

@@ -87,6 +87,14 @@ def parse_rows(payload: dict, features: list[str]) -> np.ndarray:
     rows = payload.get("rows")
     if not isinstance(rows, list) or not rows:
         raise InputError("rows: expected a non-empty list of feature rows")
+    if isinstance(rows[0], list):  # fast path: a well-formed numeric matrix converts in one call
+        try:
+            matrix = np.asarray(rows, dtype=np.float32)
+            if matrix.shape == (len(rows), len(features)) and np.isfinite(matrix).all() and \
+                    not any(isinstance(v, bool) for v in rows[0]):
+                return matrix
+        except (TypeError, ValueError):
+            pass  # the row-by-row check below names the offending field
     matrix = np.empty((len(rows), len(features)), dtype=np.float32)
     for i, row in enumerate(rows):
         if isinstance(row, dict):
