@@ -120,13 +120,12 @@ class LocalLake(Lake):
 
     def list(self, prefix: str) -> list[str]:
         base = self._path(prefix)
-        if not base.exists():
-            return []
-        return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not any(part.startswith(".tmp-") for part in p.parts)
-        )
+        root = str(self.root) + os.sep
+        keys = []
+        for folder, dirs, files in os.walk(base):  # os.walk: far cheaper than pathlib on many small folders
+            dirs[:] = [d for d in dirs if not d.startswith(".tmp-")]
+            keys += [os.path.join(folder, f)[len(root):].replace(os.sep, "/") for f in files if not f.startswith(".tmp-")]
+        return sorted(keys)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
