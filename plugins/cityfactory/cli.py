@@ -95,8 +95,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
     log_file = settings.home / "logs" / "airflow-standalone.log"
     url = f"http://127.0.0.1:{args.port}"
     mlflow_url = f"http://127.0.0.1:{args.mlflow_port}"
+    import signal
+
     from cityfactory.config.scenarios import load_scenarios
 
+    def stop_on_term(*_):  # `kill` or a supervisor's TERM stops the services like Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_term)
     fleets = contextlib.ExitStack()
     for scenario in load_scenarios(settings.scenarios_dir):
         fleets.enter_context(_local_fleet(scenario))
