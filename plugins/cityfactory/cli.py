@@ -5,6 +5,7 @@
 - ``summary SCENARIO RUN_ID``: counts and wall time per task of a past run.
 - ``ui [--port N] [--mlflow-port M]``: Airflow's UI and services, and the MLflow UI, until Ctrl-C.
 - ``verify-bundle PREFIX [--public-key PEM]``: refuse a bundle whose signature or checksums fail.
+- ``verify-audit``: report the first broken entry of the audit trail, if any.
 - ``fetch-data SCENARIO``: make sure the scenario's dataset is present and verified.
 """
 
@@ -144,6 +145,24 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify_audit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cityfactory.governance import audit
+    from cityfactory.security.signing import public_key_pem
+    from cityfactory.storage.lake import open_lake
+
+    lake = open_lake(args.lake)
+    public = Path(args.public_key).read_bytes() if args.public_key else public_key_pem()
+    try:
+        result = audit.verify(lake, public)
+    except audit.AuditError as exc:
+        print(f"BROKEN {lake.uri_for('audit')}: {exc}", file=sys.stderr)
+        return 1
+    print(f"OK {lake.uri_for('audit')}: {result.entries} entries, sealed through entry {result.sealed_through}")
+    return 0
+
+
 def cmd_fetch_data(args: argparse.Namespace) -> int:
     from cityfactory.ingestion.datasets import dataset_file
 
@@ -176,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("--lake", help="lake URI (default: CITYFACTORY_LAKE_URI)")
     verify.add_argument("--public-key", help="PEM file (default: the embedded stack's public key)")
     verify.set_defaults(func=cmd_verify_bundle)
+    audit = sub.add_parser("verify-audit", help="check the audit trail's hash chain and signed checkpoints")
+    audit.add_argument("--lake", help="lake URI (default: CITYFACTORY_LAKE_URI)")
+    audit.add_argument("--public-key", help="PEM file (default: the embedded stack's public key)")
+    audit.set_defaults(func=cmd_verify_audit)
     fetch = sub.add_parser("fetch-data", help="locate or download the scenario's dataset")
     fetch.add_argument("scenario")
     fetch.set_defaults(func=cmd_fetch_data)

@@ -58,6 +58,10 @@ class Lake:
     def put_file(self, key: str, path: Path) -> StoredObject:
         raise NotImplementedError
 
+    def put_new(self, key: str, data: bytes) -> bool:
+        """Write only if ``key`` does not exist yet (atomically); False if it already did."""
+        raise NotImplementedError
+
     def get_bytes(self, key: str) -> bytes:
         raise NotImplementedError
 
@@ -111,6 +115,20 @@ class LocalLake(Lake):
 
     def put_file(self, key: str, path: Path) -> StoredObject:
         return self.put_bytes(key, Path(path).read_bytes())
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        try:
+            os.link(tmp, path)  # atomic, and fails if the name is taken
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -195,6 +213,17 @@ class S3Lake(Lake):
 
     def put_file(self, key: str, path: Path) -> StoredObject:
         return self.put_bytes(key, Path(path).read_bytes())
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise self._fail("write", key, exc) from exc
 
     def get_bytes(self, key: str) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
