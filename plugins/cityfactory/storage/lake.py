@@ -104,12 +104,17 @@ class LocalLake(Lake):
     def path_of(self, key: str) -> Path:
         return self._path(key)
 
-    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+    def _staged(self, key: str, data: bytes) -> tuple[Path, str]:
+        """The target path, and a temp file beside it already holding ``data``."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        return path, tmp
+
+    def put_bytes(self, key: str, data: bytes) -> StoredObject:
+        path, tmp = self._staged(key, data)
         os.replace(tmp, path)
         return StoredObject(self.uri_for(key), sha256_bytes(data), len(data))
 
@@ -117,11 +122,7 @@ class LocalLake(Lake):
         return self.put_bytes(key, Path(path).read_bytes())
 
     def put_new(self, key: str, data: bytes) -> bool:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        path, tmp = self._staged(key, data)
         try:
             os.link(tmp, path)  # atomic, and fails if the name is taken
             return True
