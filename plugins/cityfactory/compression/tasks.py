@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
-import pyarrow.parquet as pq
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from cityfactory.compression.gate import CompressionGateError
@@ -12,6 +9,7 @@ from cityfactory.compression.onnx_export import ParityError
 from cityfactory.compression.stage import compress_version
 from cityfactory.governance.ledger import Artifact
 from cityfactory.runs import RunContext
+from cityfactory.storage.parquet import read_table
 from cityfactory.training.spec import load_model_spec
 
 
@@ -21,7 +19,7 @@ def compress(ctx: RunContext, trained: dict, gold: dict) -> dict:
     scenario = ctx.scenario
     spec = load_model_spec(scenario.model_spec)
     with ctx.entry() as entry:
-        frame = pq.read_table(io.BytesIO(ctx.lake.get_bytes(gold["key"]))).to_pandas()
+        frame = read_table(ctx.lake, gold["key"]).to_pandas()
         entry.inputs.append(Artifact(f"models:/{spec.registered_model}/{trained['version']}", "", None, "model_version"))
         try:
             result = compress_version(spec, trained["version"], trained["mlflow_run_id"], frame, scenario.name, ctx.lake,

@@ -3,12 +3,10 @@ stage, promote to ``champion``, and roll back everything touched if anything fai
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict
 
 import numpy as np
-import pyarrow.parquet as pq
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from cityfactory.edge.fleet import Node, edge_token, load_fleet
@@ -16,6 +14,7 @@ from cityfactory.governance.ledger import Artifact
 from cityfactory.rollout import controller
 from cityfactory.runs import RunContext
 from cityfactory.storage.lake import join_key
+from cityfactory.storage.parquet import read_table
 from cityfactory.training import data, registry
 from cityfactory.training.spec import load_model_spec
 
@@ -28,7 +27,7 @@ def plan(ctx: RunContext, compressed: dict, gold: dict) -> dict:
     spec = load_model_spec(scenario.model_spec)
     fleet = load_fleet(rollout.fleet)
     with ctx.entry() as entry:
-        frame = pq.read_table(io.BytesIO(ctx.lake.get_bytes(gold["key"]))).to_pandas()
+        frame = read_table(ctx.lake, gold["key"]).to_pandas()
         recent = frame[frame[spec.data.usable].astype(bool)].tail(rollout.bake_rows)
         bake = {"features": data.features(recent, spec.data).tolist(), "actuals": recent[spec.data.target].tolist(),
                 "from": str(recent[spec.data.time_column].min()), "to": str(recent[spec.data.time_column].max())}

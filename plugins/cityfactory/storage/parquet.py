@@ -12,12 +12,17 @@ from cityfactory.security.encryption import parquet_decryption
 from cityfactory.storage.lake import Lake, join_key
 
 
+def read_table(lake: Lake, key: str) -> pa.Table:
+    """One Parquet object of the lake (encrypted columns decrypted for key holders)."""
+    return pq.read_table(io.BytesIO(lake.get_bytes(key)), decryption_properties=parquet_decryption())
+
+
 def read_partitions(lake: Lake, layer: str, scenario: str, days: list[dt.date]) -> pa.Table | None:
     """All Parquet files of ``<layer>/<scenario>/dt=<day>/`` for ``days``, with a ``dt`` column."""
     tables = []
     for day in days:
         for key in lake.list(join_key(layer, scenario, f"dt={day.isoformat()}")):
             if key.endswith(".parquet"):
-                table = pq.read_table(io.BytesIO(lake.get_bytes(key)), decryption_properties=parquet_decryption())
+                table = read_table(lake, key)
                 tables.append(table.append_column("dt", pa.repeat(pa.scalar(day, pa.date32()), table.num_rows)))
     return pa.concat_tables(tables) if tables else None

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
-
-import pyarrow.parquet as pq
-
 from cityfactory.governance.ledger import Artifact
 from cityfactory.runs import RunContext
+from cityfactory.storage.parquet import read_table
 from cityfactory.training.spec import load_model_spec
 from cityfactory.training.stage import RunFacts, train_and_register
 
@@ -17,7 +14,7 @@ def train(ctx: RunContext, gold: dict, batches: list[list[str]]) -> dict:
     scenario = ctx.scenario
     spec = load_model_spec(scenario.model_spec)
     with ctx.entry() as entry:
-        frame = pq.read_table(io.BytesIO(ctx.lake.get_bytes(gold["key"]))).to_pandas()
+        frame = read_table(ctx.lake, gold["key"]).to_pandas()
         entry.inputs.append(Artifact(gold["uri"], gold["sha256"], gold["rows"], "gold"))
         facts = RunFacts(
             scenario=scenario.name, dag_id=scenario.dag_id, airflow_run_id=ctx.run_id,
