@@ -21,7 +21,9 @@ and choose which stages to run.
   every touched node back.
 
 A failed gate or dbt test stops the run there. Every task records what it read and wrote in the
-run ledger under `governance/<scenario>/<run_id>/`.
+run ledger under `governance/<scenario>/<run_id>/`; the **governance** task runs last whatever
+happened upstream and writes the run's audit events, lineage and compliance report there (and a
+`watcher` task keeps a failed run failed).
 
 The library lives in `plugins/cityfactory/`; this file only wires tasks, and imports nothing heavy.
 """
@@ -246,6 +248,26 @@ def build_dag(scenario: Scenario):
         previous >> promoted
         # a teardown: runs whatever happened in the rollout, and does not decide the run's state
         [*touched, promoted] >> rollback(planned).as_teardown(setups=planned)
+
+        @task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Governance: audit, lineage, report")
+        def governance() -> dict:
+            """Every run, whatever happened upstream: audit events, lineage and the compliance report."""
+            from cityfactory.governance.tasks import govern
+            from cityfactory.runs import RunContext
+
+            return govern(RunContext.current(scenario))
+
+        @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+        def watcher() -> None:
+            """Fails the run if any task failed (governance, which always succeeds, is a leaf too)."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException("an upstream task failed: see the run's compliance report")
+
+        report, watch = governance(), watcher()
+        # after every task (a setup may only lead to all-success tasks; its followers are here)
+        for upstream in [t for t in report.operator.dag.tasks if t.task_id not in ("governance", "watcher") and not t.is_setup]:
+            upstream >> [report.operator, watch.operator]
 
     return scenario_pipeline()
 

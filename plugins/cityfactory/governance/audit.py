@@ -36,7 +36,7 @@ def _key(folder: str, seq: int) -> str:
     return f"{folder}/{seq:012d}.json"
 
 
-def _entries(lake: Lake) -> list[dict]:
+def entries(lake: Lake) -> list[dict]:
     return [json.loads(lake.get_bytes(k)) for k in lake.list(ENTRIES)]
 
 
@@ -79,9 +79,9 @@ class Verified:
 def verify(lake: Lake, public_pem: bytes) -> Verified:
     """Walk the chain and the checkpoints; raise :class:`AuditError` at the first problem."""
     public = load_public_key(public_pem)
-    entries = _entries(lake)
+    chain = entries(lake)
     previous, by_seq = GENESIS, {}
-    for position, entry in enumerate(entries, 1):
+    for position, entry in enumerate(chain, 1):
         where = f"entry {entry.get('seq')} ({_key(ENTRIES, entry.get('seq', 0))})"
         if entry.get("seq") != position:
             raise AuditError(f"{where}: expected sequence number {position} (an entry was removed or reordered)")
@@ -100,6 +100,6 @@ def verify(lake: Lake, public_pem: bytes) -> Verified:
         if by_seq.get(checkpoint["seq"]) != checkpoint["hash"]:
             raise AuditError(f"checkpoint {key}: seals entry {checkpoint['seq']} with a hash the chain does not have")
         sealed = max(sealed, checkpoint["seq"])
-    if sealed < len(entries):
+    if sealed < len(chain):
         raise AuditError(f"entry {sealed + 1} ({_key(ENTRIES, sealed + 1)}): appended without a valid checkpoint")
-    return Verified(len(entries), sealed)
+    return Verified(len(chain), sealed)

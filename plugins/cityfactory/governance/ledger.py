@@ -22,6 +22,8 @@ class Artifact:
     sha256: str
     rows: int | None = None
     kind: str = "file"
+    # lineage ids this output was made from, when not simply from all of the task's inputs
+    derived_from: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, stored: StoredObject, rows: int | None = None, kind: str = "file") -> Artifact:

@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from cityfactory.governance.ledger import Artifact
 from cityfactory.ingestion import pipeline, replay
+from cityfactory.ingestion.datasets import dataset_file
 from cityfactory.runs import RunContext
 
 
@@ -24,6 +25,8 @@ def land_batch(ctx: RunContext, days: list[str]) -> dict:
     """Replay the scenario's dataset into landing/ for these days (the gateway's job)."""
     with ctx.entry() as entry:
         landed = replay.replay(ctx.scenario, ctx.lake, _dates(days))
+        source = ctx.scenario.source
+        entry.inputs = [Artifact(dataset_file(source.dataset, f).as_uri(), f.sha256, kind="source") for f in source.files]
         entry.outputs = [Artifact.of(obj, rows, "landing") for obj, rows in landed]
         entry.counts = {"files": len(landed), "rows": sum(rows for _, rows in landed)}
         entry.details["time_shift_days"] = replay.time_shift(ctx.scenario).days

@@ -83,12 +83,13 @@ def validate(frame, suite_name: str) -> GateResult:
     return GateResult(suite_name, bool(raw["success"]), checks, raw)
 
 
-def run_gate(frame, suite_name: str, ledger: RunLedger, entry: LedgerEntry, dataset_uri: str) -> GateResult:
+def run_gate(frame, suite_name: str, ledger: RunLedger, entry: LedgerEntry, dataset_uri: str,
+             dataset_kind: str = "dataset") -> GateResult:
     """Validate, store the result in the lake, record it, and raise if the suite failed."""
     result = validate(frame, suite_name)
     key = join_key(ledger.prefix, "quality", f"{suite_name}.json")
     stored = ledger.lake.put_bytes(key, json.dumps(result.raw, indent=1, default=str).encode())
-    entry.inputs.append(Artifact(dataset_uri, "", len(frame), kind="dataset"))
+    entry.inputs.append(Artifact(dataset_uri, "", len(frame), kind=dataset_kind))
     entry.outputs.append(Artifact.of(stored, kind="validation"))
     entry.counts.update(rows=len(frame), expectations=len(result.checks), failed=len(result.failures))
     entry.details.update(suite=suite_name, success=result.success, checks=result.checks)

@@ -11,13 +11,13 @@ from cityfactory.quality.gates import QualityGateError, run_gate
 from cityfactory.runs import RunContext
 from cityfactory.storage.lake import join_key
 from cityfactory.storage.parquet import read_partitions
-from cityfactory.transform.dbt import duckdb_path, read_model
+from cityfactory.transform.dbt import duckdb_path, model_uri, read_model
 
 
-def _gate(ctx: RunContext, frame, suite: str, dataset_uri: str) -> dict:
+def _gate(ctx: RunContext, frame, suite: str, dataset_uri: str, dataset_kind: str) -> dict:
     with ctx.entry() as entry:
         try:
-            run_gate(frame, suite, ctx.ledger, entry, dataset_uri)
+            run_gate(frame, suite, ctx.ledger, entry, dataset_uri, dataset_kind)
         except QualityGateError as exc:
             raise AirflowFailException(str(exc)) from exc  # bad data: a retry will not fix it
     return entry.counts
@@ -30,7 +30,7 @@ def bronze_gate(ctx: RunContext, batches: list[list[str]]) -> dict:
     if table is None:
         table = empty_bronze(ctx.scenario.schema_)
     uri = ctx.lake.uri_for(join_key("bronze", ctx.scenario.name))
-    return _gate(ctx, table.to_pandas(), ctx.scenario.quality.bronze_suite, uri)
+    return _gate(ctx, table.to_pandas(), ctx.scenario.quality.bronze_suite, uri, "bronze")
 
 
 def features_gate(ctx: RunContext) -> dict:
@@ -38,4 +38,4 @@ def features_gate(ctx: RunContext) -> dict:
     if not duckdb_path(ctx.scenario).exists():
         raise AirflowFailException(f"no feature mart {model} has been built yet: run the transform stage")
     frame = read_model(ctx.scenario, model)
-    return _gate(ctx, frame, ctx.scenario.quality.features_suite, f"duckdb://{duckdb_path(ctx.scenario)}/{model}")
+    return _gate(ctx, frame, ctx.scenario.quality.features_suite, model_uri(duckdb_path(ctx.scenario), model), "dbt_model")

@@ -55,6 +55,7 @@ def deploy(ctx: RunContext, plan: dict, node: dict) -> dict:
     target = Node(**node)
     with ctx.entry() as entry:
         entry.details.update(node=target.id, url=target.url, version=plan["version"])
+        entry.inputs.append(Artifact(plan["bundle_uri"], "", None, "bundle"))
         try:
             controller.NodeClient(target, edge_token()).deploy(plan["bundle_uri"])
             serving = controller.NodeClient(target, edge_token()).status()["model_version"]
@@ -93,10 +94,12 @@ def promote(ctx: RunContext, plan: dict) -> dict:
     registry.use_experiment(ctx.scenario.name)
     client = mlflow.MlflowClient()
     with ctx.entry() as entry:
+        previous = registry.alias_version(spec.registered_model, registry.CHAMPION)
         client.set_registered_model_alias(spec.registered_model, registry.CHAMPION, plan["version"])
         client.set_model_version_tag(spec.registered_model, plan["version"], "rollout_state", "complete")
+        entry.inputs.append(Artifact(f"models:/{spec.registered_model}/{plan['version']}", "", None, "model_version"))
         entry.outputs.append(Artifact(f"models:/{spec.registered_model}@{registry.CHAMPION}", "", None, "model_alias"))
-        entry.details.update(champion=plan["version"])
+        entry.details.update(champion=plan["version"], previous_champion=previous)
     return {"champion": plan["version"]}
 
 

@@ -9,9 +9,12 @@ default generates on first use (mode 0600, in the git-ignored home). Keys never 
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import logging
 import os
 import secrets
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
@@ -70,8 +73,32 @@ def _stored_secret(name: str, nbytes: int, keys_dir: Path) -> bytes:
         try:
             os.link(tmp, path)  # first writer wins if two processes race
             log.warning("generated new key %s at %s", name, path)
+            note_generated(keys_dir, name, base64.b64decode(path.read_text()))
         except FileExistsError:
             pass
         finally:
             tmp.unlink(missing_ok=True)
     return _decode(path.read_text().strip(), str(path), nbytes)
+
+
+GENERATED_LOG = "generated.jsonl"
+
+
+def key_id(material: bytes) -> str:
+    """A short, non-secret id for a key (a hash; public material for key pairs)."""
+    return hashlib.sha256(b"cityfactory-key-id:" + material).hexdigest()[:16]
+
+
+def note_generated(keys_dir: Path, name: str, material: bytes) -> None:
+    """Log a key generation beside the keys; governance turns each line into an audit event."""
+    line = json.dumps({"name": name, "key_id": key_id(material), "at": datetime.now(timezone.utc).isoformat(),
+                       "where": str(keys_dir)})
+    with open(keys_dir / GENERATED_LOG, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+
+
+def generated_keys(keys_dir: Path) -> list[dict]:
+    path = keys_dir / GENERATED_LOG
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

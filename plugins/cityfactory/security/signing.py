@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from cityfactory.security.keys import _from_airflow
+from cityfactory.security.keys import _from_airflow, note_generated
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ def signing_key() -> Ed25519PrivateKey:
             fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()))
         log.warning("generated a new bundle signing key at %s", path)
+        note_generated(path.parent, "signing", public_key_pem(key))
     return serialization.load_pem_private_key(path.read_bytes(), password=None)
 
 

@@ -77,14 +77,22 @@ def decide(metric: str, candidate: float, linear: float, champion: float | None,
                                     f"by {1 - candidate / linear:.1%}; {against}")
 
 
-def champion_model(registered_model: str):
-    """The current champion as an MLflow pyfunc model (and its version), or (None, None)."""
+def alias_version(registered_model: str, alias: str) -> str | None:
+    """The version an alias points at now, or None."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient()
     try:
-        version = client.get_model_version_by_alias(registered_model, CHAMPION)
+        return str(mlflow.MlflowClient().get_model_version_by_alias(registered_model, alias).version)
     except MlflowException:
+        return None
+
+
+def champion_model(registered_model: str):
+    """The current champion as an MLflow pyfunc model (and its version), or (None, None)."""
+    import mlflow
+
+    version = alias_version(registered_model, CHAMPION)
+    if version is None:
         return None, None
-    return mlflow.pyfunc.load_model(f"models:/{registered_model}@{CHAMPION}"), str(version.version)
+    return mlflow.pyfunc.load_model(f"models:/{registered_model}@{CHAMPION}"), version

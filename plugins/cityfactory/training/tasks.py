@@ -22,9 +22,10 @@ def train(ctx: RunContext, gold: dict, batches: list[list[str]]) -> dict:
             features_sha256=gold["sha256"], risk_level=scenario.governance.risk_level, owners=scenario.governance.owners,
         )
         outcome = train_and_register(spec, frame, facts)
+        run_uri = f"runs:/{outcome.mlflow_run_id}"
         entry.outputs += [
-            Artifact(f"runs:/{outcome.mlflow_run_id}", "", None, "mlflow_run"),
-            Artifact(f"models:/{spec.registered_model}/{outcome.version}", "", None, "model_version"),
+            Artifact(run_uri, "", None, "mlflow_run"),
+            Artifact(f"models:/{spec.registered_model}/{outcome.version}", "", None, "model_version", (run_uri,)),
         ]
         entry.counts = {"version": int(outcome.version)}
         entry.details.update(metrics=outcome.metrics, alias=outcome.alias, reason=outcome.reason,

@@ -46,6 +46,11 @@ def duckdb_path(scenario: Scenario) -> Path:
     return get_settings().home / "duckdb" / f"{scenario.name}.duckdb"
 
 
+def model_uri(database: Path, model: str) -> str:
+    """How ledgers and lineage name a dbt model's relation."""
+    return f"duckdb://{database}/{model}"
+
+
 def local_lake_root(lake: Lake, scenario: Scenario) -> Path:
     """A local folder with the lake's layout holding this scenario's bronze (a mirror for S3)."""
     if isinstance(lake, LocalLake):
@@ -101,7 +106,8 @@ def run_dbt(scenario: Scenario, lake_root: Path) -> DbtReport:
         if node["resource_type"] == "test":
             report.tests.append({**row, "failures": result["failures"]})
         else:
-            report.models.append({**row, "relation": node["relation_name"]})
+            upstream = [nodes[u]["name"] for u in node["depends_on"]["nodes"] if u in nodes]
+            report.models.append({**row, "relation": node["relation_name"], "depends_on": upstream})
     if report.failures or process.returncode != 0:
         lines = [f"{r['name']}: {r['status']} ({r['message']})" for r in report.failures]
         raise TransformError(f"dbt build for {scenario.name} failed: " + "; ".join(lines or [process.stdout[-1000:]]), report)

@@ -7,13 +7,15 @@ from airflow.sdk.exceptions import AirflowFailException
 from cityfactory.governance.ledger import Artifact
 from cityfactory.runs import RunContext
 from cityfactory.storage.lake import join_key
-from cityfactory.transform.dbt import TransformError, duckdb_path, export_model, local_lake_root, model_rows, run_dbt
+from cityfactory.transform.dbt import (
+    TransformError, duckdb_path, export_model, local_lake_root, model_rows, model_uri, run_dbt,
+)
 
 
 def transform(ctx: RunContext) -> dict:
     scenario = ctx.scenario
     with ctx.entry() as entry:
-        entry.inputs.append(Artifact(ctx.lake.uri_for(join_key("bronze", scenario.name)), "", kind="dataset"))
+        entry.inputs.append(Artifact(ctx.lake.uri_for(join_key("bronze", scenario.name)), "", kind="bronze"))
         try:
             report = run_dbt(scenario, local_lake_root(ctx.lake, scenario))
         except TransformError as exc:
@@ -22,7 +24,8 @@ def transform(ctx: RunContext) -> dict:
             raise AirflowFailException(str(exc)) from exc
         rows = model_rows(scenario, report)
         database = duckdb_path(scenario)
-        entry.outputs = [Artifact(f"duckdb://{database}/{m['name']}", "", rows[m["name"]], "dbt_model") for m in report.models]
+        entry.outputs = [Artifact(model_uri(database, m["name"]), "", rows[m["name"]], "dbt_model",
+                                  tuple(model_uri(database, up) for up in m["depends_on"])) for m in report.models]
         entry.details.update(models=report.models, tests=report.tests)
         entry.counts = {"models": len(report.models), "tests": len(report.tests), **{f"rows_{k}": v for k, v in rows.items()}}
     return entry.counts
@@ -35,7 +38,7 @@ def export_gold(ctx: RunContext) -> dict:
     with ctx.entry() as entry:
         key = join_key("gold", scenario.name, f"{model}.parquet")
         stored, rows = export_model(scenario, model, ctx.lake, key, scenario.transform.order_by)
-        entry.inputs.append(Artifact(f"duckdb://{duckdb_path(scenario)}/{model}", "", rows, "dbt_model"))
+        entry.inputs.append(Artifact(model_uri(duckdb_path(scenario), model), "", rows, "dbt_model"))
         entry.outputs.append(Artifact.of(stored, rows, "gold"))
         entry.counts = {"rows": rows}
     return {"key": key, "uri": stored.uri, "sha256": stored.sha256, "rows": rows}

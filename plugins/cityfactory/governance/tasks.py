@@ -1,0 +1,142 @@
+"""The governance task: runs at the end of every DAG run, whatever happened upstream.
+
+It turns the run's ledger into audit events (sealed), a lineage graph and picture, and the
+compliance report (JSON + HTML) under ``governance/<scenario>/<run_id>/``; when the run trained a
+model, the report is attached to that MLflow run too.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import tempfile
+from pathlib import Path
+
+from cityfactory.governance import audit, lineage, report
+from cityfactory.governance.events import ledger_events
+from cityfactory.governance.ledger import Artifact
+from cityfactory.runs import RunContext
+from cityfactory.security.keys import generated_keys
+from cityfactory.security.signing import public_key_pem
+from cityfactory.settings import get_settings
+from cityfactory.storage.lake import join_key
+from cityfactory.training import registry
+
+log = logging.getLogger(__name__)
+
+# worst first: the state a mapped task shows is the worst of its instances
+_SEVERITY = ["failed", "upstream_failed", "up_for_retry", "running", "queued", "scheduled", None, "skipped", "removed", "success"]
+
+
+def fold_task_states(states: dict[str, str | None], task_ids: list[str]) -> dict[str, str | None]:
+    """Airflow names mapped instances ``<task>_<index>``; fold them to one state per task."""
+    folded: dict[str, str | None] = {}
+    for key, state in states.items():
+        task = key if key in task_ids else re.sub(r"_\d+$", "", key)
+        if task not in folded or _SEVERITY.index(state if state in _SEVERITY else None) < _SEVERITY.index(folded[task]):
+            folded[task] = state if state in _SEVERITY else None
+    return {t: folded.get(t) for t in task_ids}
+
+
+def airflow_run_facts() -> tuple[dict, dict[str, str | None]]:
+    """What Airflow knows of the running DAG run: trigger, who, conf, and every task's state."""
+    from airflow.sdk import get_current_context
+
+    context = get_current_context()
+    dag_run, ti = context["dag_run"], context["ti"]
+    task_ids = list(context["dag"].task_ids)
+    states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
+    facts = {
+        "run_id": dag_run.run_id, "run_type": str(getattr(dag_run.run_type, "value", dag_run.run_type)),
+        "triggered_by": getattr(dag_run, "triggering_user_name", None), "conf": dict(dag_run.conf or {}),
+        "logical_date": dag_run.logical_date.isoformat() if dag_run.logical_date else None,
+        "started_at": dag_run.start_date.isoformat() if dag_run.start_date else None,
+        "code_version": registry.code_version(),
+    }
+    return facts, fold_task_states({k: str(v) if v else None for k, v in states.items()}, task_ids)
+
+
+def append_run_events(ctx: RunContext, entries: list[dict]) -> tuple[int | None, int | None]:
+    """Audit events for this run not yet in the trail (and keys generated since); their seq range."""
+    present = audit.entries(ctx.lake)
+    done = {e["details"].get("source") for e in present if e["details"].get("run_id") == ctx.run_id}
+    known_keys = {e["details"].get("key_id") for e in present if e["event"] == "key_generated"}
+    appended = []
+    stages = [s.name for s in ctx.scenario.rollout.stages]
+    for event, details in ledger_events(entries, stages):
+        if details["source"] not in done:
+            appended.append(audit.append(ctx.lake, event, {"scenario": ctx.scenario.name, "run_id": ctx.run_id, **details}))
+    for key in generated_keys(get_settings().keys_dir):
+        if key["key_id"] not in known_keys:
+            appended.append(audit.append(ctx.lake, "key_generated", {"run_id": ctx.run_id, **key}))
+            known_keys.add(key["key_id"])
+    return (appended[0]["seq"], appended[-1]["seq"]) if appended else (None, None)
+
+
+def _audit_state(ctx: RunContext, first: int | None, last: int | None) -> dict:
+    audit.seal(ctx.lake)
+    try:
+        verified = audit.verify(ctx.lake, public_key_pem())
+        return {"first_seq": first, "last_seq": last, "verified": True, "verified_entries": verified.entries, "error": None}
+    except audit.AuditError as exc:  # the report says so; the maintenance DAG and verify-audit fail on it
+        log.error("audit trail does not verify: %s", exc)
+        return {"first_seq": first, "last_seq": last, "verified": False, "verified_entries": 0, "error": str(exc)}
+
+
+def _mlflow_extras(model: dict | None) -> tuple[str | None, str | None]:
+    """The model card text and the forecast picture (base64) of the run's MLflow run."""
+    if model is None:
+        return None, None
+    import mlflow
+
+    mlflow.set_tracking_uri(registry.tracking_uri())
+    run = f"runs:/{model['mlflow_run_id']}"
+    card = mlflow.artifacts.load_text(f"{run}/model_card.md")
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(mlflow.artifacts.download_artifacts(f"{run}/plots/forecast_test_week.png", dst_path=tmp)).read_bytes()
+    return card, base64.b64encode(png).decode()
+
+
+def govern(ctx: RunContext) -> dict:
+    run_facts, task_states = airflow_run_facts()
+    entries = ctx.ledger.entries()
+    with ctx.entry() as entry:
+        first, last = append_run_events(ctx, entries)
+        audit_state = _audit_state(ctx, first, last)
+        model = report.model_of(entries)
+        card, forecast = _mlflow_extras(model)
+        facts = report.assemble(ctx.scenario, entries, run_facts, task_states, audit_state, card)
+        graph = lineage.build(entries)
+        picture = lineage.svg(graph)
+        files = {
+            "report.json": json.dumps(facts, indent=1, default=str).encode(),
+            "report.html": report.render_html(facts, picture, forecast).encode(),
+            "lineage.svg": picture.encode(),
+        }
+        stored = {name: ctx.lake.put_bytes(join_key(ctx.ledger.prefix, name), data) for name, data in files.items()}
+        entry.outputs = [Artifact.of(s, kind="report") for s in stored.values()]
+        audit.append(ctx.lake, "run_report", {
+            "scenario": ctx.scenario.name, "run_id": ctx.run_id, "source": "governance", "state": facts["outcome"]["state"],
+            "stopped_at": facts["outcome"]["stopped_at"], "report_sha256": stored["report.json"].sha256,
+            "html_sha256": stored["report.html"].sha256,
+        })
+        audit.seal(ctx.lake)
+        if model is not None:
+            _attach_to_mlflow(model["mlflow_run_id"], files)
+        entry.counts = {"controls_failed": facts["controls_summary"].get("failed", 0), "lineage_nodes": len(graph.nodes)}
+        entry.details.update(state=facts["outcome"]["state"], stopped_at=facts["outcome"]["stopped_at"],
+                             report=stored["report.html"].uri)
+    log.info("compliance report: %s (run %s%s)", stored["report.html"].uri, facts["outcome"]["state"],
+             f", stopped at {facts['outcome']['stopped_at']}" if facts["outcome"]["stopped_at"] else "")
+    return {"report": stored["report.html"].uri, "state": facts["outcome"]["state"], "controls": facts["controls_summary"]}
+
+
+def _attach_to_mlflow(run_id: str, files: dict[str, bytes]) -> None:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            (Path(tmp) / name).write_bytes(data)
+        mlflow.MlflowClient(registry.tracking_uri()).log_artifacts(run_id, tmp, artifact_path="governance")
