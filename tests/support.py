@@ -29,8 +29,13 @@ def postgres_admin(sql: str) -> None:
 
 
 def embedded_env(home: Path) -> dict[str, str]:
-    """The environment of a private embedded stack (Airflow home, lake, keys) under ``home``."""
+    """The environment of a private embedded stack (Airflow home, lake, keys, OpenLineage file
+    transport) under ``home``."""
+    events = openlineage_events(home)
+    events.parent.mkdir(parents=True, exist_ok=True)
     return {
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(events), "append": True}),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "cityfactory",
         "CITYFACTORY_HOME": str(home),
         "CITYFACTORY_LAKE_URI": (home / "lake").as_uri(),
         "AIRFLOW_HOME": str(home / "airflow"),
@@ -38,6 +43,10 @@ def embedded_env(home: Path) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     }
+
+
+def openlineage_events(home: Path) -> Path:
+    return home / "lake" / "governance" / "openlineage" / "events.jsonl"
 
 
 def write_fleet(directory: Path, name: str, size: int) -> Path:

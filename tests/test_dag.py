@@ -29,7 +29,13 @@ def dagbag(airflow_db):
 
 def test_one_dag_per_scenario(dagbag):
     assert dagbag.import_errors == {}
-    assert sorted(dagbag.dag_ids) == sorted(s.dag_id for s in load_scenarios(REPO / "dags" / "scenarios"))
+    scenarios = [s.dag_id for s in load_scenarios(REPO / "dags" / "scenarios")]
+    assert sorted(dagbag.dag_ids) == sorted([*scenarios, "governance_maintenance"])
+
+
+def _next(dag, task_id: str) -> set[str]:
+    """Downstream tasks other than the two every task leads to."""
+    return dag.task_dict[task_id].downstream_task_ids - {"governance", "watcher"}
 
 
 def test_traffic_flow_dag_shape(dagbag):
@@ -38,17 +44,23 @@ def test_traffic_flow_dag_shape(dagbag):
     assert dag.timetable.expression == "30 2 * * *" and dag.timetable.interval == dt.timedelta(days=1)
     assert set(dag.params) == {"data_interval_start", "data_interval_end", "stages"}
     assert dag.params["stages"] == ["ingest", "quality", "transform", "train", "compress", "rollout"]
-    assert dag.task_dict["land"].downstream_task_ids == {"ingest"}
-    assert dag.task_dict["ingest"].downstream_task_ids == {"ingest_summary"}
+    assert _next(dag, "land") == {"ingest"}
+    assert _next(dag, "ingest") == {"ingest_summary"}
     chain = ["ingest_summary", "bronze_gate", "transform", "features_gate", "export_gold"]
     for upstream, downstream in zip(chain, chain[1:]):
-        assert dag.task_dict[upstream].downstream_task_ids == {downstream}
+        assert _next(dag, upstream) == {downstream}
         assert dag.task_dict[downstream].trigger_rule == "none_failed"  # a deselected stage skips, not blocks
-    assert dag.task_dict["export_gold"].downstream_task_ids == {"train", "compress", "rollout_plan"}
-    assert dag.task_dict["train"].downstream_task_ids == {"compress"}
-    assert dag.task_dict["canary_deploy"].is_mapped and dag.task_dict["city_gate"].downstream_task_ids == {"promote_champion", "rollback"}
+    assert _next(dag, "export_gold") == {"train", "compress", "rollout_plan"}
+    assert _next(dag, "train") == {"compress"}
+    assert dag.task_dict["canary_deploy"].is_mapped and _next(dag, "city_gate") == {"promote_champion", "rollback"}
     assert dag.task_dict["rollback"].is_teardown and dag.task_dict["rollout_plan"].is_setup
     assert {t.task_id for t in dag.tasks if t.is_mapped} == {"land", "ingest", "canary_deploy", "district_deploy", "city_deploy"}
+    # governance after everything, whatever happened; the watcher keeps a failed run failed
+    governance, watcher = dag.task_dict["governance"], dag.task_dict["watcher"]
+    assert governance.trigger_rule == "all_done" and watcher.trigger_rule == "one_failed"
+    others = {t.task_id for t in dag.tasks} - {"governance", "watcher", "rollout_plan"}
+    assert governance.upstream_task_ids == watcher.upstream_task_ids == others
+    assert {t.task_id for t in dag.tasks if not t.downstream_task_ids} == {"governance", "watcher"}
 
 
 def test_parsing_imports_nothing_heavy():
@@ -77,7 +89,7 @@ def test_bulk_run_over_real_data(airflow_db, dagbag, lake_uri):
     by_task = {}
     for e in entries:
         by_task.setdefault(e["task_id"], []).append(e)
-    assert set(by_task) == {"plan", "land", "ingest", "ingest_summary"}
+    assert set(by_task) == {"plan", "land", "ingest", "ingest_summary", "governance"}
     [summary] = by_task["ingest_summary"]
     counts = summary["counts"]
     assert counts["days"] == 21
@@ -113,8 +125,9 @@ def test_bad_input_fails_the_run_and_says_where(airflow_db, dagbag, lake_uri):
 def test_bad_params_fail_clearly(airflow_db, dagbag, lake_uri):
     run = _run(dagbag, data_interval_start="2026-02-10", data_interval_end="2026-02-01")
     assert run.state == "failed"
-    [plan] = RunLedger(open_lake(), "traffic_flow", run.run_id).entries()
+    [plan, governance] = RunLedger(open_lake(), "traffic_flow", run.run_id).entries()
     assert plan["task_id"] == "plan" and plan["status"] == "failed"
+    assert governance["task_id"] == "governance" and governance["details"]["stopped_at"] == "plan"
     assert "data_interval_end 2026-02-01 is before data_interval_start 2026-02-10" in plan["details"]["error"]
 
 

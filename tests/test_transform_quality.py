@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import json
 
+import jsonschema
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -16,6 +17,8 @@ from cityfactory.ingestion import replay
 from cityfactory.storage.lake import open_lake
 from corpus import first_day
 from support import METRO_CSV, REPO
+
+REPORT_SCHEMA = REPO / "plugins" / "cityfactory" / "governance" / "report.schema.json"
 
 pytestmark = pytest.mark.slow
 TRAFFIC = get_scenario("traffic_flow")
@@ -121,7 +124,17 @@ def test_bronze_gate_failure_stops_before_dbt(dagbag, lake_uri):
     assert "transform" not in entries and "export_gold" not in entries, "nothing downstream ran"
     lake = open_lake()
     assert lake.list(f"bronze/traffic_flow/dt={day}") and lake.list(f"raw/traffic_flow/dt={day}")
-    assert lake.exists(f"governance/traffic_flow/{RunLedger(lake, 'traffic_flow', run.run_id).prefix.split('/')[-1]}/quality/traffic_flow_bronze.json")
+    prefix = RunLedger(lake, "traffic_flow", run.run_id).prefix
+    assert lake.exists(f"{prefix}/quality/traffic_flow_bronze.json")
+    # the run still has its compliance report, and it says where and why the run stopped
+    report, html = json.loads(lake.get_bytes(f"{prefix}/report.json")), lake.get_bytes(f"{prefix}/report.html").decode()
+    jsonschema.Draft202012Validator(json.loads(REPORT_SCHEMA.read_text())).validate(report)
+    assert report["outcome"]["state"] == "failed" and report["outcome"]["stopped_at"] == "bronze_gate"
+    assert "expect_column_mean_to_be_between(traffic_volume): observed 9500.0" in report["outcome"]["reason"]
+    assert "Run FAILED at <code>bronze_gate</code>" in html and "expect_column_mean_to_be_between" in html
+    controls = {c["id"]: c["status"] for c in report["controls"]}
+    assert controls["QUAL-1"] == "failed" and controls["DATA-3"] == "passed" and controls["MODEL-1"] == "not_applicable"
+    assert report["outcome"]["task_states"]["transform"] == "upstream_failed"
 
 
 def test_failing_dbt_test_stops_the_run(dagbag, lake_uri):

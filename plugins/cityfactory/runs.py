@@ -67,8 +67,11 @@ class RunContext:
         return RunLedger(self.lake, self.scenario.name, self.run_id)
 
     def entry(self) -> timed_entry:
-        """``with ctx.entry() as e:`` records this task's ledger entry on exit, even on failure."""
-        return timed_entry(self.ledger, self.task_id, self.map_index)
+        """``with ctx.entry() as e:`` records this task's ledger entry on exit, even on failure, and
+        attaches its inputs and outputs to the task's OpenLineage run."""
+        from cityfactory.governance.openlineage import emit_task_lineage
+
+        return timed_entry(self.ledger, self.task_id, self.map_index, on_record=emit_task_lineage)
 
 
 def plan_run(ctx: RunContext, params: dict, interval_start, interval_end) -> list[list[str]]:

@@ -73,8 +73,8 @@ class RunLedger:
 class timed_entry:
     """``with timed_entry(ledger, task_id) as entry:`` records the entry on exit, failed or not."""
 
-    def __init__(self, ledger: RunLedger, task_id: str, map_index: int = -1):
-        self.ledger = ledger
+    def __init__(self, ledger: RunLedger, task_id: str, map_index: int = -1, on_record=None):
+        self.ledger, self.on_record = ledger, on_record
         self.entry = LedgerEntry(task_id=task_id, map_index=map_index, started_at=_now())
 
     def __enter__(self) -> LedgerEntry:
@@ -85,3 +85,5 @@ class timed_entry:
             self.entry.status = "failed"
             self.entry.details.setdefault("error", f"{type(exc).__name__}: {exc}")
         self.ledger.record(self.entry)
+        if self.on_record is not None:
+            self.on_record(asdict(self.entry))

@@ -1,0 +1,62 @@
+"""
+### City AI Factory: daily governance maintenance
+
+- **verify_audit**: walks the whole hash-chained audit trail and its signed checkpoints; fails
+  naming the first broken entry if anything was edited, removed, reordered or appended unsealed.
+- **retention** (one mapped task per scenario): deletes `raw/`, `quarantine/` and `bronze/` day
+  partitions older than the scenario's `governance.retention_days`, and records every deleted
+  partition in the audit trail. Tick *dry run* in the trigger form to list without deleting.
+- **summary**: whatever happened above, writes `governance/_maintenance/<run_id>/summary.json`,
+  then fails the run if the trail is broken or a scenario's retention did not run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, task
+from cityfactory.config.scenarios import load_scenarios
+
+SCENARIOS_DIR = Path(__file__).parent / "scenarios"
+
+
+@dag(
+    dag_id="governance_maintenance",
+    dag_display_name="Governance: audit check and retention",
+    doc_md=__doc__,
+    schedule=CronTriggerTimetable("0 5 * * *", timezone="UTC"),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    tags=["cityfactory", "governance"],
+    params={"dry_run": Param(False, type="boolean", title="Dry run", description="List what retention would delete; delete nothing.")},
+)
+def governance_maintenance():
+    @task(retries=0)
+    def verify_audit() -> dict:
+        from cityfactory.governance.maintenance import verify_trail
+
+        return verify_trail()
+
+    @task(map_index_template="{{ task.op_kwargs['scenario'] }}")
+    def retention(scenario: str, params=None, dag_run=None) -> dict:
+        from cityfactory.governance.maintenance import enforce_retention
+
+        return enforce_retention(scenario, dag_run.run_after.date(), dag_run.run_id, bool(params["dry_run"]))
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+    def summary(scenarios: list[str], dag_run=None) -> dict:
+        """Written whatever happened; fails the run if the trail is broken or a retention failed."""
+        from cityfactory.governance.maintenance import write_summary
+
+        return write_summary(dag_run.run_id, scenarios)
+
+    names = [s.name for s in load_scenarios(SCENARIOS_DIR)]
+    checked = verify_audit()
+    cleaned = retention.expand(scenario=names)
+    checked >> cleaned  # delete nothing while the trail does not verify
+    [checked, cleaned] >> summary(names)
+
+
+governance_maintenance()
