@@ -14,6 +14,10 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS ?= admin:admin
 export PYTHONPATH := $(CURDIR)/plugins
+# OpenLineage events from Airflow's provider, one JSON line each, beside the runs' reports
+OPENLINEAGE_EVENTS := $(CITYFACTORY_HOME)/lake/governance/openlineage/events.jsonl
+export AIRFLOW__OPENLINEAGE__NAMESPACE ?= cityfactory
+export AIRFLOW__OPENLINEAGE__TRANSPORT ?= {"type": "file", "log_file_path": "$(OPENLINEAGE_EVENTS)", "append": true}
 
 .PHONY: install init run ui test bench lint clean
 
@@ -26,7 +30,7 @@ $(BIN)/.installed: requirements.txt
 install: $(BIN)/.installed
 
 $(AIRFLOW_HOME)/airflow.db: $(BIN)/.installed
-	mkdir -p $(AIRFLOW_HOME)
+	mkdir -p $(AIRFLOW_HOME) $(dir $(OPENLINEAGE_EVENTS))
 	$(BIN)/airflow db migrate > $(CITYFACTORY_HOME)/db-migrate.log
 
 init: $(AIRFLOW_HOME)/airflow.db

@@ -13,6 +13,7 @@ from cityfactory.compression.onnx_export import export
 from cityfactory.compression.stage import load_torch_model
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.edge.fleet import LocalFleet, edge_token, load_fleet
+from cityfactory.governance import report
 from cityfactory.governance.ledger import RunLedger
 from cityfactory.rollout import controller, tasks
 from cityfactory.runs import RunContext
@@ -94,6 +95,17 @@ def test_a_bad_model_fails_at_canary_and_is_rolled_back_everywhere(history_run, 
     tags = client.get_model_version(SPEC.registered_model, bad).tags
     assert tags["rollout_state"] == "rolled_back" and "canary_gate" in tags["rollout_failure"]
     assert str(client.get_model_version_by_alias(SPEC.registered_model, "champion").version) == good
+    # the compliance report of such a run tells the story
+    entries = RunLedger(open_lake(), "traffic_flow", "manual__bad_model").entries()
+    run = {"run_id": "manual__bad_model", "run_type": "manual", "triggered_by": "test", "conf": {}, "code_version": "test"}
+    audit_state = {"first_seq": None, "last_seq": None, "verified": True, "verified_entries": 0, "error": None}
+    facts = report.assemble(TRAFFIC, entries, run, {e["task_id"]: e["status"] for e in entries}, audit_state)
+    assert facts["outcome"]["stopped_at"] == "canary_gate" and "MAE" in facts["outcome"]["reason"]
+    assert [g["passed"] for g in facts["rollout"]["gates"]] == [False] and facts["rollout"]["champion"] is None
+    assert len(facts["rollout"]["rollback"]["nodes"]) == 6
+    edge = next(c for c in facts["controls"] if c["id"] == "EDGE-2")
+    assert edge["status"] == "passed" and "rolled back, every touched node restored" in edge["evidence"]
+    assert "rolled back" in report.render_html(facts, "<svg></svg>")
 
 
 def test_a_node_killed_mid_rollout_rolls_everything_back(history_run, tmp_path, monkeypatch):

@@ -62,8 +62,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  {layer:<11} {lake}/{layer}/{scenario.name}/dt=<day>/")
     print(f"  gold        {lake}/gold/{scenario.name}/")
     print(f"  quality     {lake}/governance/{scenario.name}/<run>/quality/ (Great Expectations results)")
+    _print_governance(scenario.name, run.run_id)
     print("  Airflow UI  make ui  (the run is listed under the DAG's runs; MLflow UI beside it)")
     return 0 if run.state == "success" else 1
+
+
+def _print_governance(scenario: str, run_id: str) -> None:
+    """Where the run's compliance report is, and whether the audit trail verifies."""
+    from cityfactory.governance import audit
+    from cityfactory.governance.ledger import RunLedger
+    from cityfactory.security.signing import public_key_pem
+    from cityfactory.storage.lake import open_lake
+
+    lake = open_lake()
+    ledger = RunLedger(lake, scenario, run_id)
+    governed = [e for e in ledger.entries() if e["task_id"] == "governance" and e["status"] == "success"]
+    if not governed:
+        print("  report      none: the governance task did not finish (see its log)")
+        return
+    print(f"  report      {governed[-1]['details']['report']}  (and report.json, lineage.svg beside it)")
+    try:
+        verified = audit.verify(lake, public_key_pem())
+        print(f"  audit       {lake.uri_for('audit')}: {verified.entries} entries, chain and checkpoints verify")
+    except audit.AuditError as exc:
+        print(f"  audit       DOES NOT VERIFY: {exc}")
 
 
 def _local_fleet(scenario):

@@ -53,11 +53,18 @@ def node_id(artifact: dict) -> str:
 
 def _label(artifact: dict) -> str:
     kind, uri = artifact["kind"], artifact["uri"].rstrip("/")
-    if kind in FOLDED_KINDS:
-        return kind
-    if kind == "edge_node":
-        return uri.split("//", 1)[-1].replace("#model=", " v")
-    return f"{kind.replace('_', ' ')}: {uri.rsplit('/', 1)[-1]}" if kind != "model_version" else uri.removeprefix("models:/")
+    name = uri.rsplit("/", 1)[-1]
+    labels = {
+        "edge_node": uri.split("//", 1)[-1].replace("#model=", " v"),
+        "model_version": uri.removeprefix("models:/").replace("/", " v"),
+        "model_alias": "alias @" + uri.rsplit("@", 1)[-1],
+        "mlflow_run": f"MLflow run {name[:12]}",
+        "validation": f"GX {name.removesuffix('.json')}",
+        "dbt_model": name,
+        "gold": f"gold {name.removesuffix('.parquet')}",
+        "bake_rows": "bake rows",
+    }
+    return kind if kind in FOLDED_KINDS else labels.get(kind, name)
 
 
 def _edges(entry: dict) -> list[tuple[str, str]]:
@@ -101,9 +108,12 @@ def build(entries: list[dict]) -> Lineage:
     edges: dict[tuple[str, str], set[str]] = defaultdict(set)
     for entry in entries:
         for artifact in entry["inputs"] + entry["outputs"]:
+            if artifact["kind"] == "report":  # governance's own output: about the run, not its data
+                continue
             nid = node_id(artifact)
             node = nodes.setdefault(nid, Node(nid, artifact["kind"], _label(artifact)))
-            if artifact["uri"] not in seen_objects[nid]:
+            whole_layer = nid in FOLDED_KINDS and not artifact["sha256"]  # a reference to the layer, no object
+            if not whole_layer and artifact["uri"] not in seen_objects[nid]:
                 seen_objects[nid].add(artifact["uri"])
                 node.objects += 1
                 node.checksums.append(artifact["sha256"])
@@ -127,41 +137,46 @@ def _layers(lineage: Lineage) -> list[list[str]]:
         if not changed:
             break
     layers: dict[int, list[str]] = defaultdict(list)
-    for nid in lineage.nodes:  # ledger order within a layer
+    for nid in sorted(lineage.nodes, key=lambda n: (lineage.nodes[n].kind, n)):
         layers[depth[nid]].append(nid)
     return [layers[d] for d in sorted(layers)]
 
 
-def svg(lineage: Lineage, box_w: int = 190, box_h: int = 44, gap_x: int = 18, gap_y: int = 34) -> str:
-    """Top-down picture of the graph: one row per layer, boxes coloured by stage."""
-    layers = _layers(lineage)
-    width = max((len(row) for row in layers), default=1) * (box_w + gap_x) + gap_x
-    height = len(layers) * (box_h + gap_y) + gap_y
-    where: dict[str, tuple[float, float]] = {}
-    for r, row in enumerate(layers):
+def svg(lineage: Lineage, width: int = 1040, box_h: int = 44, gap_x: int = 14, gap_y: int = 34) -> str:
+    """Top-down picture of the graph: one row per layer, boxes coloured by stage, a legend on top."""
+    legend_h = 28
+    height = legend_h + len(_layers(lineage)) * (box_h + gap_y) + gap_y
+    where: dict[str, tuple[float, float, float]] = {}  # x, y, box width
+    for r, row in enumerate(_layers(lineage)):
+        box_w = min(210, int((width - gap_x) / len(row) - gap_x))
         left = (width - len(row) * (box_w + gap_x) + gap_x) / 2
         for c, nid in enumerate(row):
-            where[nid] = (left + c * (box_w + gap_x), gap_y / 2 + r * (box_h + gap_y))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-             f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="11" role="img" '
+            where[nid] = (left + c * (box_w + gap_x), legend_h + gap_y / 2 + r * (box_h + gap_y), box_w)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0f}" '
+             f'viewBox="0 0 {width} {height:.0f}" font-family="sans-serif" font-size="11" role="img" '
              f'aria-label="lineage graph">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
              'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#6b7280"/></marker></defs>']
+    for i, (stage, fill) in enumerate(STAGE_COLOURS.items()):
+        if stage != "other":
+            parts.append(f'<rect x="{10 + i * 110}" y="6" width="14" height="14" rx="3" fill="{fill}" stroke="#6b7280"/>'
+                         f'<text x="{30 + i * 110}" y="17">{stage}</text>')
     for e in lineage.edges:
-        (x1, y1), (x2, y2) = where[e["source"]], where[e["target"]]
-        x1, y1, x2, y2 = x1 + box_w / 2, y1 + box_h, x2 + box_w / 2, y2
+        (x1, y1, w1), (x2, y2, w2) = where[e["source"]], where[e["target"]]
+        x1, y1, x2 = x1 + w1 / 2, y1 + box_h, x2 + w2 / 2
         mid = (y1 + y2) / 2
         parts.append(f'<path d="M {x1:.0f} {y1:.0f} C {x1:.0f} {mid:.0f}, {x2:.0f} {mid:.0f}, {x2:.0f} {y2:.0f}" '
                      f'fill="none" stroke="#9ca3af" stroke-width="1.2" marker-end="url(#arrow)">'
                      f'<title>{escape(", ".join(e["tasks"]))}</title></path>')
     for nid, node in lineage.nodes.items():
-        x, y = where[nid]
+        x, y, box_w = where[nid]
+        chars = int(box_w / 6.4)
         fill = STAGE_COLOURS.get(STAGE_OF_KIND.get(node.kind, "other"), STAGE_COLOURS["other"])
         facts = [f"{node.objects} objects" if node.objects > 1 else "",
                  f"{node.rows:,} rows" if node.rows is not None else "", node.digest[:10]]
         parts.append(f'<g><title>{escape(nid)}\nsha256 {node.digest or "n/a"}</title>'
                      f'<rect x="{x:.0f}" y="{y:.0f}" width="{box_w}" height="{box_h}" rx="6" fill="{fill}" stroke="#6b7280"/>'
-                     f'<text x="{x + 8:.0f}" y="{y + 17:.0f}" font-weight="bold">{escape(node.label[:30])}</text>'
-                     f'<text x="{x + 8:.0f}" y="{y + 34:.0f}" fill="#374151">{escape(" · ".join(f for f in facts if f))}</text></g>')
+                     f'<text x="{x + 8:.0f}" y="{y + 17:.0f}" font-weight="bold">{escape(node.label[:chars])}</text>'
+                     f'<text x="{x + 8:.0f}" y="{y + 34:.0f}" fill="#374151">{escape(" · ".join(f for f in facts if f)[:chars + 6])}</text></g>')
     parts.append("</svg>")
     return "\n".join(parts)
