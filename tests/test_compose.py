@@ -38,3 +38,14 @@ def test_every_secret_is_in_env_example_and_mounts_exist():
         source = volume.split(":")[0]
         if source.startswith("./"):
             assert (REPO / source).is_dir(), source
+
+
+def test_openlineage_goes_to_marquez_over_http():
+    import json
+
+    env = SERVICES["airflow-worker"]["environment"]
+    transport = json.loads(env["AIRFLOW__OPENLINEAGE__TRANSPORT"])
+    assert transport == {"type": "http", "url": "http://marquez:5000", "endpoint": "api/v1/lineage"}
+    marquez = SERVICES["marquez"]
+    assert marquez["environment"]["MARQUEZ_PORT"] == 5000 and marquez["environment"]["POSTGRES_HOST"] == "postgres"
+    assert "marquez" in SERVICES["service-databases"]["command"][0]
