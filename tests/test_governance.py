@@ -228,3 +228,27 @@ def test_maintenance_dag_verifies_enforces_and_refuses_on_a_broken_trail(airflow
     assert lake.list(f"quarantine/traffic_flow/dt={old}"), "nothing is deleted while the trail does not verify"
     summary = json.loads(lake.get_bytes(f"governance/_maintenance/{RunLedger(lake, 'x', run.run_id).prefix.rsplit('/', 1)[1]}/summary.json"))
     assert not summary["audit"]["verified"] and "entry 1" in summary["audit"]["error"]
+
+
+def test_mapped_task_states_fold_to_the_worst_instance():
+    from cityfactory.governance.tasks import fold_task_states
+
+    states = {"plan": "success", "land_0": "success", "land_1": "failed", "land_2": "success", "canary_deploy_0": "skipped"}
+    assert fold_task_states(states, ["plan", "land", "canary_deploy", "train"]) == {
+        "plan": "success", "land": "failed", "canary_deploy": "skipped", "train": None}
+
+
+def test_a_retried_governance_task_adds_no_event_twice(lake_uri):
+    from cityfactory.governance.tasks import append_run_events
+    from cityfactory.runs import RunContext
+
+    scenario = get_scenario("traffic_flow")
+    ctx = RunContext(scenario, open_lake(), "manual__retry", "governance")
+    gate = {"task_id": "bronze_gate", "map_index": -1, "ended_at": "2026-11-22T01:00:00", "status": "failed",
+            "inputs": [], "outputs": [], "counts": {"rows": 5, "expectations": 9, "failed": 2},
+            "details": {"suite": "traffic_flow_bronze", "success": False}}
+    first, last = append_run_events(ctx, [gate])
+    assert first == 1 and last >= 1
+    assert append_run_events(ctx, [gate]) == (None, None)
+    [event] = [e for e in audit.entries(ctx.lake) if e["event"] == "quality_gate"]
+    assert event["details"]["passed"] is False and event["details"]["run_id"] == "manual__retry"
