@@ -243,10 +243,39 @@ def bench_edge(entries: list[dict]) -> None:
         node.wait(timeout=20)
 
 
+def bench_governance(entries: list[dict]) -> None:
+    """What governance costs a run: the report from its ledger, and verifying the whole trail."""
+    from cityfactory.config.scenarios import get_scenario
+    from cityfactory.governance import audit, lineage, report
+    from cityfactory.governance.summary import task_summary
+    from cityfactory.security.signing import public_key_pem
+    from cityfactory.storage.lake import open_lake
+
+    run = {"run_id": entries[0]["run_id"], "run_type": "manual", "triggered_by": None, "conf": {}, "code_version": "bench"}
+    states = {e["task_id"]: e["status"] for e in entries}
+    trail = {"first_seq": None, "last_seq": None, "verified": True, "verified_entries": 0, "error": None}
+    sizes = {}
+
+    def build():
+        facts = report.assemble(get_scenario("traffic_flow"), entries, run, states, trail)
+        sizes.update(json=len(json.dumps(facts, default=str)), html=len(report.render_html(facts, lineage.svg(lineage.build(entries)))))
+
+    t_report = median_time(build)
+    lake = open_lake()
+    t_verify = median_time(lambda: audit.verify(lake, public_key_pem()))
+    [governance] = [r for r in task_summary(entries) if r["task"] == "governance"]
+    print(f"\n## Governance of that run ({len(entries):,} ledger entries), median of {REPEATS}")
+    print(f"report (assemble + schema check + lineage + HTML) {t_report * 1000:.0f} ms: JSON {sizes['json']:,} bytes, "
+          f"HTML {sizes['html']:,} bytes; whole governance task {governance['wall_s']} s (incl. MLflow artifacts, audit, seal)")
+    print(f"audit verify over {len(audit.entries(lake))} entries (local lake): {t_verify * 1000:.0f} ms")
+
+
 if __name__ == "__main__":
     import logging
 
     bench_ingestion()
     bench_parse()
     logging.disable(logging.INFO)
-    bench_edge(bench_run())
+    entries = bench_run()
+    bench_governance(entries)
+    bench_edge(entries)

@@ -143,9 +143,11 @@ def test_audit_trail_holds_the_runs_decisions(full_report):
 def test_openlineage_events_carry_the_ledgers_datasets(full_report):
     run, _, _ = full_report
     events = [json.loads(line) for line in openlineage_events(Path(os.environ["CITYFACTORY_HOME"])).read_text().splitlines()]
-    starts = {(e["job"]["name"], e["run"]["runId"]) for e in events if e["eventType"] == "START"}
-    ours = [e for e in events if e["eventType"] == "RUNNING" and e["job"]["name"].startswith("traffic_flow.")]
-    assert ours and all((e["job"]["name"], e["run"]["runId"]) in starts for e in ours), "attached to the listener's runs"
+    starts = {(e["job"]["name"], e["run"]["runId"]) for e in events if e["eventType"] == "START"
+              and e["run"]["facets"].get("airflow", {}).get("dagRun", {}).get("run_id") == run.run_id}
+    ours = [e for e in events if e["eventType"] == "RUNNING" and (e["job"]["name"], e["run"]["runId"]) in starts]
+    assert len(starts) > 20 and {e["job"]["name"] for e in ours} >= {f"traffic_flow.{t}" for t in ("land", "ingest", "transform",
+        "export_gold", "train", "compress", "canary_deploy", "governance")}, "attached to the listener's task runs"
     by_job = {}
     for e in ours:
         by_job.setdefault(e["job"]["name"].removeprefix("traffic_flow."), []).append(e)

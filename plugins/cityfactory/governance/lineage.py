@@ -37,7 +37,7 @@ class Node:
     @property
     def digest(self) -> str:
         """The object's sha256, or a sha256 over the sorted checksums of a folded layer."""
-        known = sorted(set(c for c in self.checksums if c))
+        known = sorted({c for c in self.checksums if c})
         if len(known) == 1 and self.objects == 1:
             return known[0]
         return hashlib.sha256("\n".join(known).encode()).hexdigest() if known else ""
