@@ -254,3 +254,21 @@ def test_a_retried_governance_task_adds_no_event_twice(lake_uri):
     assert append_run_events(ctx, [gate]) == (None, None)
     [event] = [e for e in audit.entries(ctx.lake) if e["event"] == "quality_gate"]
     assert event["details"]["passed"] is False and event["details"]["run_id"] == "manual__retry"
+
+
+def test_a_try_that_failed_before_a_successful_retry_does_not_fail_the_report():
+    from cityfactory.governance import report
+
+    def entry(task, status, at, error=None):
+        return {"task_id": task, "map_index": -1, "status": status, "started_at": at, "ended_at": at, "inputs": [],
+                "outputs": [], "counts": {}, "details": {"error": error} if error else {}}
+
+    entries = [entry("plan", "success", "2026-11-22T01:00:00+00:00"),
+               entry("transform", "failed", "2026-11-22T01:01:00+00:00", "dbt: connection reset"),
+               entry("transform", "success", "2026-11-22T01:02:00+00:00")]
+    run = {"run_id": "r", "run_type": "scheduled", "triggered_by": None, "conf": {}, "code_version": "test"}
+    trail = {"first_seq": None, "last_seq": None, "verified": True, "verified_entries": 0, "error": None}
+    retried = report.assemble(get_scenario("traffic_flow"), entries, run, {"plan": "success", "transform": "success"}, trail)
+    assert retried["outcome"]["state"] == "success" and retried["outcome"]["stopped_at"] is None
+    failed = report.assemble(get_scenario("traffic_flow"), entries[:2], run, {"plan": "success", "transform": "failed"}, trail)
+    assert failed["outcome"]["stopped_at"] == "transform" and failed["outcome"]["reason"] == "dbt: connection reset"

@@ -84,3 +84,20 @@ def test_raw_is_sealed_and_recoverable(ingested):
     tampered[-1] ^= 1
     with pytest.raises(encryption.DecryptionError, match="tampered"):
         encryption.unseal(bytes(tampered), key)
+
+
+def test_the_report_says_how_personal_data_was_protected_and_shows_none(ingested):
+    import json
+
+    from cityfactory.governance import report
+
+    lake, _ = ingested
+    entries = RunLedger(lake, PARKING.name, "manual__test").entries()
+    run = {"run_id": "manual__test", "run_type": "manual", "triggered_by": "test", "conf": {}, "code_version": "test"}
+    trail = {"first_seq": None, "last_seq": None, "verified": True, "verified_entries": 0, "error": None}
+    facts = report.assemble(PARKING, entries, run, {"ingest": "success"}, trail)
+    columns = {c["column"]: (c["protection"], c["applied_batches"], c["batches"]) for c in facts["personal_data"]["columns"]}
+    assert columns == {"plate": ("encrypt", 1, 1), "card": ("pseudonymise", 1, 1)}
+    assert next(c for c in facts["controls"] if c["id"] == "DATA-4")["status"] == "passed"
+    text = json.dumps(facts) + report.render_html(facts, "<svg></svg>")
+    assert not [v for v in PLATES + CARDS if v in text], "the report shows no personal data"

@@ -67,9 +67,11 @@ def _personal(f: dict) -> tuple[str, str]:
     columns = f["personal_data"]["columns"]
     if not columns:
         return NOT_APPLICABLE, "the scenario's schema declares no personal-data column"
-    if _task(f, "ingest") != "success":
+    if not columns[0]["batches"]:
         return _not_run(f, "ingest")
-    return PASSED, "; ".join(f"{c['column']}: {c['how']}" for c in columns)
+    missing = [c["column"] for c in columns if c["applied_batches"] < c["batches"]]
+    evidence = "; ".join(f"{c['column']}: {c['how']} ({c['applied_batches']}/{c['batches']} batches)" for c in columns)
+    return (FAILED if missing else PASSED), evidence
 
 
 def _gate(task_id: str) -> Callable[[dict], tuple[str, str]]:

@@ -45,7 +45,11 @@ def _last(grouped: dict, task_id: str) -> dict | None:
 
 
 def _outcome(entries: list[dict], task_states: dict[str, str]) -> dict:
-    failed = [e for e in entries if e["status"] == "failed"]
+    """Where and why the run stopped: the first task instance whose last try failed (a retry that
+    succeeded does not count), or a task Airflow saw fail before it could record anything."""
+    latest = {(e["task_id"], e["map_index"]): e for e in entries}
+    failed = [e for e in latest.values() if e["status"] == "failed"
+              and task_states.get(e["task_id"], "failed") not in ("success", "skipped")]
     failed_tasks = [t for t, s in task_states.items() if s == "failed" and t not in ("watcher", "governance")]
     first = failed[0] if failed else None
     stopped_at = first["task_id"] if first else (failed_tasks[0] if failed_tasks else None)
@@ -79,6 +83,15 @@ def _quarantine(grouped: dict) -> dict:
     return {"rows_in": counts.get("rows_in"), "rows_bronze": counts.get("rows_bronze"),
             "rows": counts.get("rows_quarantined"), "reasons": summary["details"].get("reasons", {}),
             "file_errors": summary["details"].get("file_errors", [])}
+
+
+def _personal_data(scenario: Scenario, grouped: dict) -> dict:
+    """Declared personal-data columns, and whether every ingest batch of this run applied the protection."""
+    batches = [e for e in grouped.get("ingest", []) if e["status"] == "success"]
+    return {"columns": [{"column": c, "protection": how, "how": PROTECTION[how],
+                         "applied_batches": sum(e["details"].get("protected", {}).get(c) == how for e in batches),
+                         "batches": len(batches)}
+                        for c, how in scenario.schema_.personal_columns.items()]}
 
 
 def _gates(grouped: dict) -> list[dict]:
@@ -169,10 +182,10 @@ def _approvals(grouped: dict) -> list[dict]:
 
 
 def assemble(scenario: Scenario, entries: list[dict], run: dict, task_states: dict[str, str], audit: dict,
-             model_card: str | None = None) -> dict:
+             model_card: str | None = None, graph: lineage.Lineage | None = None) -> dict:
     """The report's facts; ``run`` holds the Airflow run facts (id, type, who, conf, times)."""
     grouped = _by_task(entries)
-    graph = lineage.build(entries)
+    graph = graph if graph is not None else lineage.build(entries)
     plan = _last(grouped, "plan")
     facts = {
         "schema_version": SCHEMA_VERSION,
@@ -189,8 +202,7 @@ def assemble(scenario: Scenario, entries: list[dict], run: dict, task_states: di
         "sources": _sources(scenario, grouped),
         "layers": [{"name": n, "rows": r} for n, r in layer_rows(entries)],
         "quarantine": _quarantine(grouped),
-        "personal_data": {"columns": [{"column": c, "protection": how, "how": PROTECTION[how]}
-                                      for c, how in scenario.schema_.personal_columns.items()]},
+        "personal_data": _personal_data(scenario, grouped),
         "quality_gates": _gates(grouped),
         "dbt": _dbt(grouped),
         "model": model_of(entries),

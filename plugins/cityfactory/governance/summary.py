@@ -17,7 +17,7 @@ def task_summary(entries: list[dict]) -> list[dict]:
         for entry in group:
             for name, value in entry["counts"].items():
                 counts[name] += value
-        start = min(datetime.fromisoformat(e["started_at"]) for e in group if e["started_at"])
+        start = min(datetime.fromisoformat(e["started_at"] or e["ended_at"]) for e in group)
         end = max(datetime.fromisoformat(e["ended_at"]) for e in group)
         rows.append(
             {

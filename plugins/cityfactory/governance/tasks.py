@@ -86,16 +86,21 @@ def _audit_state(ctx: RunContext, first: int | None, last: int | None) -> dict:
 
 
 def _mlflow_extras(model: dict | None) -> tuple[str | None, str | None]:
-    """The model card text and the forecast picture (base64) of the run's MLflow run."""
+    """The model card text and the forecast picture (base64) of the run's MLflow run; (None, None)
+    if MLflow cannot give them (the report then shows the model card control failed)."""
     if model is None:
         return None, None
     import mlflow
 
     mlflow.set_tracking_uri(registry.tracking_uri())
     run = f"runs:/{model['mlflow_run_id']}"
-    card = mlflow.artifacts.load_text(f"{run}/model_card.md")
-    with tempfile.TemporaryDirectory() as tmp:
-        png = Path(mlflow.artifacts.download_artifacts(f"{run}/plots/forecast_test_week.png", dst_path=tmp)).read_bytes()
+    try:
+        card = mlflow.artifacts.load_text(f"{run}/model_card.md")
+        with tempfile.TemporaryDirectory() as tmp:
+            png = Path(mlflow.artifacts.download_artifacts(f"{run}/plots/forecast_test_week.png", dst_path=tmp)).read_bytes()
+    except Exception as exc:  # MLflow down or artifacts gone: the report must still be written
+        log.error("model card and forecast plot of %s not available: %s", run, exc)
+        return None, None
     return card, base64.b64encode(png).decode()
 
 
@@ -107,8 +112,8 @@ def govern(ctx: RunContext) -> dict:
         audit_state = _audit_state(ctx, first, last)
         model = report.model_of(entries)
         card, forecast = _mlflow_extras(model)
-        facts = report.assemble(ctx.scenario, entries, run_facts, task_states, audit_state, card)
         graph = lineage.build(entries)
+        facts = report.assemble(ctx.scenario, entries, run_facts, task_states, audit_state, card, graph)
         picture = lineage.svg(graph)
         files = {
             "report.json": json.dumps(facts, indent=1, default=str).encode(),
@@ -124,7 +129,11 @@ def govern(ctx: RunContext) -> dict:
         })
         audit.seal(ctx.lake)
         if model is not None:
-            _attach_to_mlflow(model["mlflow_run_id"], files)
+            try:
+                _attach_to_mlflow(model["mlflow_run_id"], files)
+            except Exception as exc:  # the report is in the lake either way; say where it is missing
+                log.error("report not attached to MLflow run %s: %s", model["mlflow_run_id"], exc)
+                entry.details["mlflow_error"] = str(exc)
         entry.counts = {"controls_failed": facts["controls_summary"].get("failed", 0), "lineage_nodes": len(graph.nodes)}
         entry.details.update(state=facts["outcome"]["state"], stopped_at=facts["outcome"]["stopped_at"],
                              report=stored["report.html"].uri)

@@ -202,7 +202,8 @@ def ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Ledg
             entry.outputs += [Artifact.of(o, rejects_per_day[day], "quarantine") for o in quarantine_files[day]]
     entry.counts.update(result.counts())
     entry.details.update(
-        reasons=dict(result.reasons.most_common(20)), file_errors=result.file_errors, warnings=result.warnings
+        reasons=dict(result.reasons.most_common(20)), file_errors=result.file_errors, warnings=result.warnings,
+        protected=dict(scenario.schema_.personal_columns),  # what this run applied, for the compliance report
     )
     for warning in result.warnings:
         log.warning(warning)
