@@ -163,9 +163,10 @@ def test_openlineage_events_carry_the_ledgers_datasets(full_report):
     assert gold["facets"]["version"]["datasetVersion"] and gold["outputFacets"]["outputStatistics"]["rowCount"] > 10_000
 
 
-@pytest.fixture
-def aged_lake(lake_uri):
+@pytest.fixture(params=["local", "s3"])
+def aged_lake(request):
     """Partitions at known ages in every layer, another scenario's, and a folder that is no partition."""
+    request.getfixturevalue("lake_uri" if request.param == "local" else "s3_lake_uri")
     lake = open_lake()
     today = dt.date(2026, 11, 22)
     for layer in ("raw", "quarantine", "bronze", "landing"):
@@ -272,3 +273,18 @@ def test_a_try_that_failed_before_a_successful_retry_does_not_fail_the_report():
     assert retried["outcome"]["state"] == "success" and retried["outcome"]["stopped_at"] is None
     failed = report.assemble(get_scenario("traffic_flow"), entries[:2], run, {"plan": "success", "transform": "failed"}, trail)
     assert failed["outcome"]["stopped_at"] == "transform" and failed["outcome"]["reason"] == "dbt: connection reset"
+
+
+@pytest.mark.parametrize(("artifact", "expected"), [
+    ({"uri": "file:///lake/bronze/traffic_flow/dt=2026-01-02/part-0.parquet", "kind": "bronze"}, ("file", "/lake/bronze/traffic_flow")),
+    ({"uri": "s3://city-lake/prod/raw/traffic_flow/dt=2026-01-02/a.csv", "kind": "raw"}, ("s3://city-lake", "prod/raw/traffic_flow")),
+    ({"uri": "s3://city-lake/prod/gold/traffic_flow/features.parquet", "kind": "gold"}, ("s3://city-lake", "prod/gold/traffic_flow/features.parquet")),
+    ({"uri": "duckdb:///home/x/traffic_flow.duckdb/traffic_flow_features", "kind": "dbt_model"},
+     ("duckdb:///home/x/traffic_flow.duckdb", "traffic_flow_features")),
+    ({"uri": "models:/cityfactory.traffic_flow/3", "kind": "model_version"}, ("mlflow", "models:/cityfactory.traffic_flow/3")),
+    ({"uri": "http://10.0.0.7:9101#model=3", "kind": "edge_node"}, ("http://10.0.0.7:9101", "serving/model=3")),
+])
+def test_openlineage_dataset_names_follow_the_naming_conventions(artifact, expected):
+    from cityfactory.governance.openlineage import dataset_name
+
+    assert dataset_name({**artifact, "sha256": ""}) == expected

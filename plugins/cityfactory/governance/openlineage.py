@@ -39,7 +39,7 @@ def dataset_name(artifact: dict) -> tuple[str, str]:
         database, _, relation = uri.removeprefix("duckdb://").rpartition("/")
         return f"duckdb://{database}", relation
     if parts.scheme in ("http", "https"):
-        return f"{parts.scheme}://{parts.netloc}", f"model{('@' + parts.fragment) if parts.fragment else ''}"
+        return f"{parts.scheme}://{parts.netloc}", f"serving/{parts.fragment or 'model'}"  # what the node serves
     if parts.scheme in ("models", "runs"):
         return "mlflow", uri
     return parts.scheme or "unknown", uri
