@@ -93,3 +93,9 @@ def test_trigger_with_params_through_the_rest_api(airflow_on_postgres):
     assert summary["counts"]["days"] == 4 and summary["counts"]["rows_bronze"] > 4 * 20
     [plan] = [e for e in entries if e["task_id"] == "plan"]
     assert plan["details"]["first_day"] == str(first) and plan["details"]["last_day"] == str(last)
+    # governance ran under the real scheduler too: who triggered, how, and which stages were not run
+    report = json.loads(open_lake().get_bytes(f"{RunLedger(open_lake(), 'traffic_flow', run_id).prefix}/report.json"))
+    assert report["run"]["triggered_by"] == "admin" and report["run"]["run_type"] == "manual"
+    assert report["run"]["conf"]["stages"] == ["ingest"] and report["outcome"]["state"] == "success"
+    states = report["outcome"]["task_states"]
+    assert states["ingest"] == "success" and states["train"] == "skipped"
