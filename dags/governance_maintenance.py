@@ -26,7 +26,7 @@ SCENARIOS_DIR = Path(__file__).parent / "scenarios"
     dag_display_name="Governance: audit check and retention",
     doc_md=__doc__,
     schedule=CronTriggerTimetable("0 5 * * *", timezone="UTC"),
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["cityfactory", "governance"],

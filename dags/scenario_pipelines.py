@@ -33,7 +33,15 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from airflow.sdk import Asset, CronTriggerTimetable, Param, TriggerRule, dag, get_parsing_context, task
+from airflow.sdk import (
+    Asset,
+    CronTriggerTimetable,
+    Param,
+    TriggerRule,
+    dag,
+    get_parsing_context,
+    task,
+)
 from cityfactory.config.scenarios import Scenario, load_scenarios
 from cityfactory.stages import STAGES
 
@@ -52,7 +60,7 @@ def build_dag(scenario: Scenario):
         description=scenario.description.strip(),
         doc_md=__doc__,
         schedule=CronTriggerTimetable(scenario.schedule, timezone="UTC", interval=dt.timedelta(days=1)),
-        start_date=dt.datetime.combine(scenario.start_date, dt.time(), tzinfo=dt.timezone.utc),
+        start_date=dt.datetime.combine(scenario.start_date, dt.time(), tzinfo=dt.UTC),
         catchup=False,
         max_active_runs=1,  # partitions are rewritten whole; one writer per scenario
         tags=["cityfactory", *scenario.tags],

@@ -48,7 +48,6 @@ def bench_ingestion() -> None:
     import pyarrow.csv as pv
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
-
     from cityfactory.config.scenarios import get_scenario
     from cityfactory.governance.ledger import LedgerEntry
     from cityfactory.ingestion import replay
@@ -124,15 +123,16 @@ def bench_parse() -> None:
 def bench_run() -> list[dict]:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     from airflow.dag_processing.dagbag import DagBag
-
     from cityfactory.config.scenarios import get_scenario
+    from cityfactory.edge.fleet import LocalFleet, load_fleet
     from cityfactory.governance.ledger import RunLedger
-    from cityfactory.governance.summary import format_summary, format_training, task_summary
+    from cityfactory.governance.summary import (
+        format_summary,
+        format_training,
+        task_summary,
+    )
     from cityfactory.ingestion import replay
     from cityfactory.storage.lake import open_lake
-
-    from cityfactory.edge.fleet import LocalFleet, load_fleet
-
     from support import write_fleet
 
     start, end = replay.history_interval(get_scenario("traffic_flow"))
@@ -193,13 +193,12 @@ async def _load(url: str, payload: dict, seconds: float, clients: int) -> tuple[
 def bench_edge(entries: list[dict]) -> None:
     """One node on loopback: throughput and latency under 32 concurrent clients, and a hot swap."""
     import asyncio
+
     import httpx
     import numpy as np
-
     from cityfactory.compression import bundle
     from cityfactory.security.signing import public_key_pem
     from cityfactory.storage.lake import open_lake
-
     from support import free_ports, wait_for_port
 
     compress = next(e for e in entries if e["task_id"] == "compress")

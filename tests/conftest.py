@@ -14,8 +14,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from support import REPO, S3Server, embedded_env, start_seaweedfs, stop_seaweedfs, write_fleet
+from support import (
+    REPO,
+    S3Server,
+    embedded_env,
+    start_seaweedfs,
+    stop_seaweedfs,
+    write_fleet,
+)
 
 S3_BUCKET = "cityfactory-lake"
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="cityfactory-tests-"))
@@ -70,7 +76,6 @@ def history_run(airflow_db, tmp_path_factory):
     others patch them)."""
     import mlflow
     from airflow.dag_processing.dagbag import DagBag
-
     from cityfactory.config.scenarios import get_scenario
     from cityfactory.edge.fleet import LocalFleet, load_fleet
     from cityfactory.governance.ledger import RunLedger

@@ -116,8 +116,8 @@ def start_seaweedfs(workdir: Path) -> S3Server:
         "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={workdir / 's3.json'}", "-s3.iam=false",
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false", "-volume.max=50", "-master.volumeSizeLimitMB=64", "-iam=false",
     ]
-    log = open(workdir / "weed.log", "wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    with open(workdir / "weed.log", "wb") as log:  # the child keeps its own handle
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     server = S3Server(f"http://127.0.0.1:{s3}", access, secret, process)
     wait_for_port(s3)
     _wait_until_writable(server)

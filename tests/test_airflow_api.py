@@ -10,7 +10,6 @@ import urllib.request
 import uuid
 
 import pytest
-
 from cityfactory import services
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import RunLedger

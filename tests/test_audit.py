@@ -6,11 +6,10 @@ import json
 import threading
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from cityfactory.governance import audit
 from cityfactory.security.signing import public_key_pem
 from cityfactory.storage.lake import open_lake
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import yaml
-
 from support import REPO
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())

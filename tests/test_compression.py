@@ -8,9 +8,6 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from cityfactory.cli import main as cli
 from cityfactory.compression import bundle, gate
 from cityfactory.compression.onnx_export import ParityError, check_parity, export
@@ -23,6 +20,8 @@ from cityfactory.storage.lake import open_lake
 from cityfactory.training import data
 from cityfactory.training.spec import load_model_spec
 from cityfactory.training.train import predict
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 pytestmark = pytest.mark.slow
 SPEC = load_model_spec(get_scenario("traffic_flow").model_spec)
@@ -34,7 +33,7 @@ def _bundle_prefix(entries) -> str:
 
 
 def test_dag_writes_a_verified_bundle(history_run):
-    run, entries, client = history_run
+    _, entries, client = history_run
     compress = entries["compress"]
     assert compress["status"] == "success"
     version = str(entries["train"]["counts"]["version"])

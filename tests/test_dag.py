@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import subprocess
 import sys
 
 import pyarrow.dataset as ds
 import pytest
-
 from cityfactory.config.scenarios import get_scenario, load_scenarios
 from cityfactory.governance.ledger import RunLedger
 from cityfactory.ingestion import replay
@@ -47,7 +47,7 @@ def test_traffic_flow_dag_shape(dagbag):
     assert _next(dag, "land") == {"ingest"}
     assert _next(dag, "ingest") == {"ingest_summary"}
     chain = ["ingest_summary", "bronze_gate", "transform", "features_gate", "export_gold"]
-    for upstream, downstream in zip(chain, chain[1:]):
+    for upstream, downstream in itertools.pairwise(chain):
         assert _next(dag, upstream) == {downstream}
         assert dag.task_dict[downstream].trigger_rule == "none_failed"  # a deselected stage skips, not blocks
     assert _next(dag, "export_gold") == {"train", "compress", "rollout_plan"}

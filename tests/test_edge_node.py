@@ -11,7 +11,6 @@ import time
 
 import httpx
 import pytest
-
 from cityfactory.compression import bundle
 from cityfactory.security.signing import public_key_pem
 from cityfactory.storage.lake import open_lake
@@ -40,12 +39,12 @@ def node(tmp_path):
     [port] = free_ports(1)
     pem = tmp_path / "public.pem"
     pem.write_bytes(public_key_pem())
-    log = open(tmp_path / "node.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(port), "--node-id", "n1", "--public-key", str(pem)],
-        env={**os.environ, "CITYFACTORY_EDGE_TOKEN": TOKEN, "PYTHONPATH": str(REPO / "plugins")},
-        stdout=log, stderr=subprocess.STDOUT,
-    )
+    with open(tmp_path / "node.log", "wb") as log:  # the child keeps its own handle
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(port), "--node-id", "n1", "--public-key", str(pem)],
+            env={**os.environ, "CITYFACTORY_EDGE_TOKEN": TOKEN, "PYTHONPATH": str(REPO / "plugins")},
+            stdout=log, stderr=subprocess.STDOUT,
+        )
     wait_for_port(port)
     yield f"http://127.0.0.1:{port}", tmp_path / "node.log"
     process.terminate()

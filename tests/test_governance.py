@@ -15,7 +15,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance import audit, retention
 from cityfactory.governance.ledger import RunLedger
@@ -208,7 +207,7 @@ def test_maintenance_dag_verifies_enforces_and_refuses_on_a_broken_trail(airflow
     from airflow.dag_processing.dagbag import DagBag
 
     lake = open_lake()
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     old = today - dt.timedelta(days=400)  # past the traffic_flow quarantine policy (365 days)
     lake.put_bytes(f"quarantine/traffic_flow/dt={old}/part-0.parquet", b"x")
     lake.put_bytes(f"raw/traffic_flow/dt={old}/gateway.csv", b"x")  # raw keeps 3650 days

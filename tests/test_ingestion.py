@@ -7,7 +7,6 @@ import datetime as dt
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import LedgerEntry
 from cityfactory.ingestion import replay
@@ -74,7 +73,7 @@ def test_corpus_through_the_pipeline(lake_uri):
     cases = corpus()
     for name, (data, _) in cases.items():
         lake.put_bytes(f"landing/traffic_flow/{day}/{name}", data)
-    result, entry = _ingest([day])
+    result, _ = _ingest([day])
 
     assert result.rows_in == result.rows_bronze + result.rows_quarantined
     assert result.rows_bronze == len(rows), "each real hour enters bronze exactly once"

@@ -10,7 +10,6 @@ import stat
 import threading
 
 import pytest
-
 from cityfactory.config.scenarios import DatasetFile
 from cityfactory.ingestion.datasets import DatasetError, dataset_file
 from cityfactory.security.keys import KeyConfigError, get_secret

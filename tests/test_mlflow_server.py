@@ -13,7 +13,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-
 from cityfactory import services
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.training.spec import load_model_spec

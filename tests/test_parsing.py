@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.ingestion.parsing import parse_file
 from corpus import corpus, first_day

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from cityfactory.config.scenarios import load_scenario
 from cityfactory.governance.ledger import LedgerEntry, RunLedger
 from cityfactory.ingestion.pipeline import ingest_days

@@ -7,7 +7,6 @@ import mlflow
 import numpy as np
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
-
 from cityfactory.compression import bundle
 from cityfactory.compression.onnx_export import export
 from cityfactory.compression.stage import load_torch_model
@@ -28,7 +27,7 @@ SPEC = load_model_spec(TRAFFIC.model_spec)
 
 
 def test_full_rollout_in_the_dag(history_run):
-    run, entries, client = history_run
+    _, entries, client = history_run
     version = str(entries["train"]["counts"]["version"])
     for stage in ("canary", "district", "city"):
         assert entries[f"{stage}_gate"]["status"] == "success"
@@ -83,7 +82,7 @@ def test_a_bad_model_fails_at_canary_and_is_rolled_back_everywhere(history_run, 
     _, entries, client = history_run
     good = str(entries["train"]["counts"]["version"])
     bad = _new_version(tmp_path, entries, bias=0.5)  # 500 vehicles/hour off: fails the accuracy gate
-    plan, roll_back = _rollout(TRAFFIC, bad, "manual__bad_model")
+    _, roll_back = _rollout(TRAFFIC, bad, "manual__bad_model")
     with pytest.raises(AirflowFailException, match=f"rollout of version {bad} failed and was rolled back \\(6 of 6"):
         roll_back()
     ledger = {e["task_id"]: e for e in RunLedger(open_lake(), "traffic_flow", "manual__bad_model").entries()}

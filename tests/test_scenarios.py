@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from cityfactory.config.scenarios import ScenarioError, load_scenario, load_scenarios
 from support import REPO
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import LedgerEntry, RunLedger
 from cityfactory.ingestion import replay

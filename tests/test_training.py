@@ -7,7 +7,6 @@ import io
 import mlflow
 import pyarrow.parquet as pq
 import pytest
-
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.storage.lake import open_lake
 from cityfactory.training import data, registry
@@ -65,7 +64,7 @@ def _gold(entries):
 
 
 def test_gate_refuses_a_worse_model_and_keeps_the_champion(history_run):
-    run, entries, client = history_run
+    _, entries, client = history_run
     first = entries["train"]["counts"]["version"]
     client.set_registered_model_alias(SPEC.registered_model, "champion", str(first))  # as a rollout would
     weak = SPEC.model_copy(update={"training": SPEC.training.model_copy(update={"epochs": 1}),

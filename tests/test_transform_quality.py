@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from pathlib import Path
 
 import jsonschema
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import RunLedger
 from cityfactory.ingestion import replay
@@ -61,7 +61,7 @@ def test_every_stage_ran_and_recorded(month_run):
     models = [m["name"] for m in entries["transform"]["details"]["models"]]
     assert models == ["stg_traffic_flow__observations", "int_traffic_flow__hourly", "traffic_flow_features"]
     [validation] = [a for a in entries["features_gate"]["outputs"] if a["kind"] == "validation"]
-    assert json.loads(open(validation["uri"].removeprefix("file://")).read())["success"] is True
+    assert json.loads(Path(validation["uri"].removeprefix("file://")).read_text())["success"] is True
     [gold] = entries["export_gold"]["outputs"]
     assert gold["uri"] == f"{lake_uri}/gold/traffic_flow/traffic_flow_features.parquet"
     assert pq.read_metadata(gold["uri"].removeprefix("file://")).num_rows == gold["rows"] > 24 * 29

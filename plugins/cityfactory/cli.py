@@ -21,7 +21,13 @@ from cityfactory.settings import REPO_ROOT, get_settings
 
 def _print_summary(scenario: str, run_id: str) -> None:
     from cityfactory.governance.ledger import RunLedger
-    from cityfactory.governance.summary import format_layers, format_summary, format_training, layer_rows, task_summary
+    from cityfactory.governance.summary import (
+        format_layers,
+        format_summary,
+        format_training,
+        layer_rows,
+        task_summary,
+    )
     from cityfactory.storage.lake import open_lake
 
     ledger = RunLedger(open_lake(), scenario, run_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidSignature
 
@@ -33,7 +33,7 @@ def build(files: dict[str, bytes], facts: dict) -> dict[str, bytes]:
     key = signing_key()
     manifest = {
         **facts,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": {name: {"sha256": sha256_bytes(data), "bytes": len(data)} for name, data in sorted(files.items())},
         "signing_key_id": key_id(public_key_pem(key)),
     }

@@ -12,8 +12,8 @@ class CompressionGateError(RuntimeError):
 def table(variants: list[Variant]) -> str:
     reference = next(v for v in variants if v.name == "onnx_fp32")
     eager = next(v for v in variants if v.name == "torch_eager_fp32")
-    lines = [f"{'variant':<26} {'bytes':>8} {'x smaller':>9} {'MAE':>7} {'dMAE%':>6} {'RMSE':>7} "
-             f"{'b1 med ms':>9} {'b1 p95':>7} {'vs eager':>8} {'b256 med':>8} {'b256 p95':>8}"]
+    lines = [(f"{'variant':<26} {'bytes':>8} {'x smaller':>9} {'MAE':>7} {'dMAE%':>6} {'RMSE':>7} "
+              f"{'b1 med ms':>9} {'b1 p95':>7} {'vs eager':>8} {'b256 med':>8} {'b256 p95':>8}")]
     for v in variants:
         smaller = f"{reference.size_bytes / v.size_bytes:.2f}" if v.size_bytes else "-"
         lines.append(

@@ -91,7 +91,12 @@ def build_and_measure(model, x_train, y_train, x_test, y_test, workdir: Path, pa
                       scale: float) -> tuple[list[Variant], float]:
     """Every variant measured side by side; returns them (torch eager first) and the fp32 parity."""
     import torch
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     torch.set_num_threads(1)

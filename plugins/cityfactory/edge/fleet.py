@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Self
 from urllib.parse import urlparse
 
 import yaml
@@ -56,7 +57,7 @@ class LocalFleet:
         self.fleet = fleet
         self.processes: list[subprocess.Popen] = []
 
-    def __enter__(self) -> LocalFleet:
+    def __enter__(self) -> Self:
         from cityfactory.security.signing import public_key_pem
 
         home = get_settings().home

@@ -76,7 +76,7 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str) -> FastAPI:
         except BundleError as exc:
             log.warning("refused bundle %s: %s", uri, exc)
             raise HTTPException(422, f"bundle refused: {exc}") from None
-        except Exception as exc:  # unreadable or unloadable: refuse, keep serving
+        except Exception as exc:  # noqa: BLE001 - unreadable or unloadable: refuse, keep serving
             log.warning("could not load bundle %s: %s", uri, exc)
             raise HTTPException(422, f"bundle refused: {type(exc).__name__}: {exc}") from None
         slots.swap_in(model)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidSignature
 
@@ -47,7 +47,7 @@ def append(lake: Lake, event: str, details: dict, attempts: int = 50) -> dict:
         head = json.loads(lake.get_bytes(keys[-1])) if keys else None
         entry = {
             "seq": head["seq"] + 1 if head else 1,
-            "at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+            "at": datetime.now(UTC).isoformat(timespec="microseconds"),
             "event": event,
             "details": details,
             "prev_hash": head["hash"] if head else GENESIS,

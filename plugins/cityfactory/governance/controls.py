@@ -79,9 +79,9 @@ def _gate(task_id: str) -> Callable[[dict], tuple[str, str]]:
         gate = next((g for g in f["quality_gates"] if g["task"] == task_id), None)
         if gate is None:
             return _not_run(f, task_id)
+        met = gate["expectations"] - gate["failed"]
         return (PASSED if gate["success"] else FAILED,
-                f"suite {gate['suite']}: {gate['expectations'] - gate['failed']}/{gate['expectations']} expectations "
-                f"met on {gate['rows']:,} rows")
+                f"suite {gate['suite']}: {met}/{gate['expectations']} expectations met on {gate['rows']:,} rows")
     return check
 
 

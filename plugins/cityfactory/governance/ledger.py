@@ -11,7 +11,7 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cityfactory.storage.lake import Lake, StoredObject, join_key
 
@@ -49,7 +49,7 @@ def safe_run_id(run_id: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class RunLedger:

@@ -152,11 +152,11 @@ def svg(lineage: Lineage, width: int = 1040, box_h: int = 44, gap_x: int = 14, g
         left = (width - len(row) * (box_w + gap_x) + gap_x) / 2
         for c, nid in enumerate(row):
             where[nid] = (left + c * (box_w + gap_x), legend_h + gap_y / 2 + r * (box_h + gap_y), box_w)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0f}" '
-             f'viewBox="0 0 {width} {height:.0f}" font-family="sans-serif" font-size="11" role="img" '
-             f'aria-label="lineage graph">',
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
-             'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#6b7280"/></marker></defs>']
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0f}" '
+              f'viewBox="0 0 {width} {height:.0f}" font-family="sans-serif" font-size="11" role="img" '
+              f'aria-label="lineage graph">'),
+             ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+              'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#6b7280"/></marker></defs>')]
     for i, (stage, fill) in enumerate(STAGE_COLOURS.items()):
         if stage != "other":
             parts.append(f'<rect x="{10 + i * 110}" y="6" width="14" height="14" rx="3" fill="{fill}" stroke="#6b7280"/>'

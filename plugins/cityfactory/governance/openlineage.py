@@ -10,7 +10,7 @@ under the governance folder in the embedded default, HTTP to Marquez in docker-c
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from cityfactory.governance.lineage import FOLDED_KINDS, node_id
@@ -46,8 +46,11 @@ def dataset_name(artifact: dict) -> tuple[str, str]:
 
 
 def _datasets(artifacts: list[dict], cls, output: bool) -> list:
-    from openlineage.client.facet_v2 import datasource_dataset, output_statistics_output_dataset
     from openlineage.client.facet_v2 import dataset_version_dataset as version
+    from openlineage.client.facet_v2 import (
+        datasource_dataset,
+        output_statistics_output_dataset,
+    )
 
     merged: dict[tuple[str, str], dict] = {}
     for a in artifacts:
@@ -77,7 +80,14 @@ def emit_task_lineage(entry: dict) -> None:
         return
     from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
     from airflow.sdk import get_current_context
-    from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
+    from openlineage.client.event_v2 import (
+        InputDataset,
+        Job,
+        OutputDataset,
+        Run,
+        RunEvent,
+        RunState,
+    )
 
     try:
         context = get_current_context()
@@ -89,12 +99,12 @@ def emit_task_lineage(entry: dict) -> None:
         logical_date=dag_run.logical_date or dag_run.run_after, map_index=ti.map_index,
     )
     event = RunEvent(
-        eventType=RunState.RUNNING, eventTime=datetime.now(timezone.utc).isoformat(), producer=PRODUCER,
+        eventType=RunState.RUNNING, eventTime=datetime.now(UTC).isoformat(), producer=PRODUCER,
         run=Run(runId=run_id), job=Job(namespace=conf.namespace(), name=f"{ti.dag_id}.{ti.task_id}"),
         inputs=_datasets(entry["inputs"], InputDataset, output=False),
         outputs=_datasets(entry["outputs"], OutputDataset, output=True),
     )
     try:
         OpenLineageAdapter().emit(event)
-    except Exception as exc:  # lineage must never fail the pipeline; the ledger has the facts
+    except Exception as exc:  # noqa: BLE001 - lineage must never fail the pipeline; the ledger has the facts
         log.warning("OpenLineage event for %s not sent: %s", ti.task_id, exc)

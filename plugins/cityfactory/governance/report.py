@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cityfactory.config.scenarios import Scenario
@@ -189,7 +189,7 @@ def assemble(scenario: Scenario, entries: list[dict], run: dict, task_states: di
     plan = _last(grouped, "plan")
     facts = {
         "schema_version": SCHEMA_VERSION,
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "run": {**run, "scenario": scenario.name, "dag_id": scenario.dag_id,
                 "first_day": plan["details"].get("first_day") if plan else None,
                 "last_day": plan["details"].get("last_day") if plan else None},

@@ -74,8 +74,8 @@ def format_training(entries: list[dict]) -> str:
     if train is None:
         return ""
     details = train["details"]
-    lines = [f"Model {details['registered_model']} version {train['counts']['version']}: "
-             f"{details['alias'] or 'no alias'} ({details['reason']})",
+    lines = [(f"Model {details['registered_model']} version {train['counts']['version']}: "
+              f"{details['alias'] or 'no alias'} ({details['reason']})"),
              f"  {'test rows, same for all':<26} {'MAE':>8} {'RMSE':>8} {'MAPE %':>8}"]
     for name, m in details["metrics"].items():
         lines.append(f"  {name:<26} {m['mae']:>8.1f} {m['rmse']:>8.1f} {m['mape']:>8.2f}")

@@ -98,7 +98,7 @@ def _mlflow_extras(model: dict | None) -> tuple[str | None, str | None]:
         card = mlflow.artifacts.load_text(f"{run}/model_card.md")
         with tempfile.TemporaryDirectory() as tmp:
             png = Path(mlflow.artifacts.download_artifacts(f"{run}/plots/forecast_test_week.png", dst_path=tmp)).read_bytes()
-    except Exception as exc:  # MLflow down or artifacts gone: the report must still be written
+    except Exception as exc:  # noqa: BLE001 - MLflow down or artifacts gone: the report must still be written
         log.error("model card and forecast plot of %s not available: %s", run, exc)
         return None, None
     return card, base64.b64encode(png).decode()
@@ -131,7 +131,7 @@ def govern(ctx: RunContext) -> dict:
         if model is not None:
             try:
                 _attach_to_mlflow(model["mlflow_run_id"], files)
-            except Exception as exc:  # the report is in the lake either way; say where it is missing
+            except Exception as exc:  # noqa: BLE001 - the report is in the lake either way; say where it is missing
                 log.error("report not attached to MLflow run %s: %s", model["mlflow_run_id"], exc)
                 entry.details["mlflow_error"] = str(exc)
         entry.counts = {"controls_failed": facts["controls_summary"].get("failed", 0), "lineage_nodes": len(graph.nodes)}

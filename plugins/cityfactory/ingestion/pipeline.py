@@ -23,7 +23,13 @@ import pyarrow.dataset as ds
 
 from cityfactory.config.scenarios import Scenario
 from cityfactory.governance.ledger import Artifact, LedgerEntry
-from cityfactory.ingestion.parsing import REJECT_SCHEMA, convert, empty_bronze, empty_strings, read_file
+from cityfactory.ingestion.parsing import (
+    REJECT_SCHEMA,
+    convert,
+    empty_bronze,
+    empty_strings,
+    read_file,
+)
 from cityfactory.ingestion.replay import landing_prefix
 from cityfactory.security import encryption
 from cityfactory.storage.lake import Lake, join_key, sha256_bytes

@@ -65,7 +65,7 @@ def time_shift(scenario: Scenario, today: dt.date | None = None) -> dt.timedelta
         return dt.timedelta(0)
     if isinstance(shift, int):
         return dt.timedelta(weeks=shift)
-    yesterday = (today or dt.datetime.now(dt.timezone.utc).date()) - dt.timedelta(days=1)
+    yesterday = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=1)
     weeks = math.ceil((yesterday - load_dataset(scenario).last_day).days / 7)
     return dt.timedelta(weeks=max(weeks, 0))
 
@@ -73,7 +73,7 @@ def time_shift(scenario: Scenario, today: dt.date | None = None) -> dt.timedelta
 def history_interval(scenario: Scenario, today: dt.date | None = None) -> tuple[dt.date, dt.date]:
     """The dataset's whole span in play time, clipped to yesterday (nothing lands in the future)."""
     data, shift = load_dataset(scenario), time_shift(scenario, today)
-    yesterday = (today or dt.datetime.now(dt.timezone.utc).date()) - dt.timedelta(days=1)
+    yesterday = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=1)
     return data.first_day + shift, min(data.last_day + shift, yesterday)
 
 

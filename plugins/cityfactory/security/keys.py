@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,7 +40,7 @@ def _from_airflow(var_name: str) -> str | None:
         from airflow.sdk import Variable
 
         return Variable.get(var_name, default=None)
-    except Exception:  # not inside an Airflow task, or no metadata DB: fall through
+    except Exception:  # noqa: BLE001 - not inside an Airflow task, or no metadata DB: fall through
         return None
 
 
@@ -91,7 +91,7 @@ def key_id(material: bytes) -> str:
 
 def note_generated(keys_dir: Path, name: str, material: bytes) -> None:
     """Log a key generation beside the keys; governance turns each line into an audit event."""
-    line = json.dumps({"name": name, "key_id": key_id(material), "at": datetime.now(timezone.utc).isoformat(),
+    line = json.dumps({"name": name, "key_id": key_id(material), "at": datetime.now(UTC).isoformat(),
                        "where": str(keys_dir)})
     with open(keys_dir / GENERATED_LOG, "a", encoding="utf-8") as fh:
         fh.write(line + "\n")

@@ -8,7 +8,13 @@ from cityfactory.governance.ledger import Artifact
 from cityfactory.runs import RunContext
 from cityfactory.storage.lake import join_key
 from cityfactory.transform.dbt import (
-    TransformError, duckdb_path, export_model, local_lake_root, model_rows, model_uri, run_dbt,
+    TransformError,
+    duckdb_path,
+    export_model,
+    local_lake_root,
+    model_rows,
+    model_uri,
+    run_dbt,
 )
 
 
