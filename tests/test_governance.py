@@ -139,6 +139,10 @@ def test_audit_trail_holds_the_runs_decisions(full_report):
     assert any(e["event"] == "key_generated" and e["details"]["name"] == "signing" for e in audit.entries(lake))
 
 
+def report_version(run) -> str:
+    return _report(open_lake(), run.run_id)[0]["model"]["version"]
+
+
 def test_openlineage_events_carry_the_ledgers_datasets(full_report):
     run, _, _ = full_report
     events = [json.loads(line) for line in openlineage_events(Path(os.environ["CITYFACTORY_HOME"])).read_text().splitlines()]
@@ -156,6 +160,9 @@ def test_openlineage_events_carry_the_ledgers_datasets(full_report):
     assert all(d["namespace"].startswith("duckdb://") for d in transform["outputs"])
     [trained] = by_job["train"][-1:]
     assert {d["namespace"] for d in trained["outputs"]} == {"mlflow"}
+    [bundle] = by_job["compress"][-1]["outputs"]
+    assert bundle["name"].endswith("/bundles/traffic_flow/" + str(report_version(run)))
+    assert {d["name"] for e in by_job["city_deploy"] for d in e["inputs"]} == {bundle["name"]}, "the same dataset"
     deployed = {d["namespace"] for e in by_job["canary_deploy"] + by_job["city_deploy"] for d in e["outputs"]}
     assert deployed and all(n.startswith("http://127.0.0.1:") for n in deployed)
     gold = by_job["export_gold"][-1]["outputs"][0]
@@ -280,6 +287,9 @@ def test_a_try_that_failed_before_a_successful_retry_does_not_fail_the_report():
     ({"uri": "s3://city-lake/prod/gold/traffic_flow/features.parquet", "kind": "gold"}, ("s3://city-lake", "prod/gold/traffic_flow/features.parquet")),
     ({"uri": "duckdb:///home/x/traffic_flow.duckdb/traffic_flow_features", "kind": "dbt_model"},
      ("duckdb:///home/x/traffic_flow.duckdb", "traffic_flow_features")),
+    ({"uri": "file:///lake/bundles/traffic_flow/3/manifest.sig", "kind": "bundle"}, ("file", "/lake/bundles/traffic_flow/3")),
+    ({"uri": "s3://city-lake/prod/bundles/traffic_flow/3", "kind": "bundle"}, ("s3://city-lake", "prod/bundles/traffic_flow/3")),
+    ({"uri": "file:///lake/bronze/traffic_flow", "kind": "bronze"}, ("file", "/lake/bronze/traffic_flow")),
     ({"uri": "models:/cityfactory.traffic_flow/3", "kind": "model_version"}, ("mlflow", "models:/cityfactory.traffic_flow/3")),
     ({"uri": "http://10.0.0.7:9101#model=3", "kind": "edge_node"}, ("http://10.0.0.7:9101", "serving/model=3")),
 ])
