@@ -40,30 +40,47 @@ def entries(lake: Lake) -> list[dict]:
     return [json.loads(lake.get_bytes(k)) for k in lake.list(ENTRIES)]
 
 
+def _head(lake: Lake) -> dict | None:
+    keys = lake.list(ENTRIES)
+    return json.loads(lake.get_bytes(keys[-1])) if keys else None
+
+
 def append(lake: Lake, event: str, details: dict, attempts: int = 50) -> dict:
     """Add one entry at the head of the chain (retrying if another writer got there first)."""
-    for _ in range(attempts):
-        keys = lake.list(ENTRIES)
-        head = json.loads(lake.get_bytes(keys[-1])) if keys else None
-        entry = {
-            "seq": head["seq"] + 1 if head else 1,
-            "at": datetime.now(UTC).isoformat(timespec="microseconds"),
-            "event": event,
-            "details": details,
-            "prev_hash": head["hash"] if head else GENESIS,
-        }
-        entry["hash"] = _digest(entry)
-        if lake.put_new(_key(ENTRIES, entry["seq"]), json.dumps(entry, sort_keys=True).encode()):
-            return entry
-    raise AuditError(f"could not append {event!r}: the head kept moving ({attempts} attempts)")
+    return append_all(lake, [(event, details)], attempts)[0]
+
+
+def append_all(lake: Lake, events: list[tuple[str, dict]], attempts: int = 50) -> list[dict]:
+    """Add entries in order; the head is looked up once and again only when another writer took
+    the next sequence number first (so a run's events cost one listing, not one each)."""
+    written: list[dict] = []
+    head, conflicts = _head(lake), 0
+    for event, details in events:
+        while True:
+            entry = {
+                "seq": head["seq"] + 1 if head else 1,
+                "at": datetime.now(UTC).isoformat(timespec="microseconds"),
+                "event": event,
+                "details": details,
+                "prev_hash": head["hash"] if head else GENESIS,
+            }
+            entry["hash"] = _digest(entry)
+            if lake.put_new(_key(ENTRIES, entry["seq"]), json.dumps(entry, sort_keys=True).encode()):
+                written.append(entry)
+                head = entry
+                break
+            conflicts += 1
+            if conflicts >= attempts:
+                raise AuditError(f"could not append {event!r}: the head kept moving ({attempts} attempts)")
+            head = _head(lake)
+    return written
 
 
 def seal(lake: Lake) -> dict | None:
     """Sign the current head; returns the checkpoint (None for an empty trail)."""
-    keys = lake.list(ENTRIES)
-    if not keys:
+    head = _head(lake)
+    if head is None:
         return None
-    head = json.loads(lake.get_bytes(keys[-1]))
     key = signing_key()
     checkpoint = {"seq": head["seq"], "hash": head["hash"], "signature": key.sign(head["hash"].encode()).hex()}
     lake.put_bytes(_key(CHECKPOINTS, head["seq"]), json.dumps(checkpoint).encode())

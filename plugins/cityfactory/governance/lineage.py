@@ -88,17 +88,6 @@ class Lineage:
     def as_dict(self) -> dict:
         return {"nodes": [n.as_dict() for n in self.nodes.values()], "edges": self.edges}
 
-    def reachable(self, start: str) -> set[str]:
-        following = defaultdict(set)
-        for e in self.edges:
-            following[e["source"]].add(e["target"])
-        seen, todo = set(), [start]
-        while todo:
-            for nxt in following[todo.pop()] - seen:
-                seen.add(nxt)
-                todo.append(nxt)
-        return seen
-
 
 def build(entries: list[dict]) -> Lineage:
     """The graph of one run's ledger (only entries that succeeded add edges; failed ones add the

@@ -35,8 +35,9 @@ def fold_task_states(states: dict[str, str | None], task_ids: list[str]) -> dict
     folded: dict[str, str | None] = {}
     for key, state in states.items():
         task = key if key in task_ids else re.sub(r"_\d+$", "", key)
-        if task not in folded or _SEVERITY.index(state if state in _SEVERITY else None) < _SEVERITY.index(folded[task]):
-            folded[task] = state if state in _SEVERITY else None
+        state = state if state in _SEVERITY else None
+        if task not in folded or _SEVERITY.index(state) < _SEVERITY.index(folded[task]):
+            folded[task] = state
     return {t: folded.get(t) for t in task_ids}
 
 
@@ -63,15 +64,14 @@ def append_run_events(ctx: RunContext, entries: list[dict]) -> tuple[int | None,
     present = audit.entries(ctx.lake)
     done = {e["details"].get("source") for e in present if e["details"].get("run_id") == ctx.run_id}
     known_keys = {e["details"].get("key_id") for e in present if e["event"] == "key_generated"}
-    appended = []
     stages = [s.name for s in ctx.scenario.rollout.stages]
-    for event, details in ledger_events(entries, stages):
-        if details["source"] not in done:
-            appended.append(audit.append(ctx.lake, event, {"scenario": ctx.scenario.name, "run_id": ctx.run_id, **details}))
+    pending = [(event, {"scenario": ctx.scenario.name, "run_id": ctx.run_id, **details})
+               for event, details in ledger_events(entries, stages) if details["source"] not in done]
     for key in generated_keys(get_settings().keys_dir):
         if key["key_id"] not in known_keys:
-            appended.append(audit.append(ctx.lake, "key_generated", {"run_id": ctx.run_id, **key}))
+            pending.append(("key_generated", {"run_id": ctx.run_id, **key}))
             known_keys.add(key["key_id"])
+    appended = audit.append_all(ctx.lake, pending)
     return (appended[0]["seq"], appended[-1]["seq"]) if appended else (None, None)
 
 
