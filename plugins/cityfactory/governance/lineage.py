@@ -12,8 +12,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from html import escape
 
-# Layers made of many objects: one node each.
-FOLDED_KINDS = ("landing", "raw", "bronze", "quarantine", "bundle")
+# Layers made of many objects: one node each (and, for OpenLineage, one dataset: the lake folder
+# and this many levels below it).
+FOLDED_LAYERS = {"landing": ("landing", 1), "raw": ("raw", 1), "bronze": ("bronze", 1),
+                 "quarantine": ("quarantine", 1), "bundle": ("bundles", 2)}
+FOLDED_KINDS = tuple(FOLDED_LAYERS)
 
 STAGE_OF_KIND = {
     "source": "ingest", "landing": "ingest", "raw": "ingest", "bronze": "ingest", "quarantine": "ingest",

@@ -14,12 +14,11 @@ import re
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+from cityfactory.governance.lineage import FOLDED_LAYERS
+
 log = logging.getLogger(__name__)
 
 PRODUCER = "https://github.com/city-ai-factory/cityfactory"
-# Objects of one folded layer are one dataset: its lake folder and this many levels below it.
-FOLDED_DATASETS = {"landing": ("landing", 1), "raw": ("raw", 1), "bronze": ("bronze", 1),
-                   "quarantine": ("quarantine", 1), "bundle": ("bundles", 2)}
 
 
 def dataset_name(artifact: dict) -> tuple[str, str]:
@@ -27,8 +26,8 @@ def dataset_name(artifact: dict) -> tuple[str, str]:
     ``file`` + path, ``s3://bucket`` + key, ``duckdb://<file>`` + relation, the MLflow URI, the
     node's base URL. The objects of a folded layer become one dataset: the layer's prefix."""
     uri = artifact["uri"]
-    if artifact["kind"] in FOLDED_DATASETS:
-        folder, depth = FOLDED_DATASETS[artifact["kind"]]
+    if artifact["kind"] in FOLDED_LAYERS:
+        folder, depth = FOLDED_LAYERS[artifact["kind"]]
         uri = re.sub(rf"/({folder}(?:/[^/]+){{{depth}}})(/.*)?$", r"/\1", uri)
     parts = urlsplit(uri)
     if parts.scheme == "file":
