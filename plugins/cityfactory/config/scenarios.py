@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -37,18 +38,56 @@ class DatasetFile(_Strict):
     url: str | None = None
 
 
-class ReplaySource(_Strict):
-    """Replays a public dataset into ``landing/`` one day per file, as a gateway would.
+class CsvDialect(_Strict):
+    """How a source spells its CSV: separators, quoting, missing values, header quirks."""
 
-    ``time_shift`` moves the dataset forward by whole weeks (weekdays keep their meaning):
-    ``auto`` makes the dataset's last week play as the week just past, ``none`` keeps its own time,
-    an integer shifts by that many weeks.
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    decimal: Literal[".", ","] = "."
+    quote_char: str = Field('"', min_length=1, max_length=1)
+    null_values: list[str] = ["", "NA", "NaN", "null"]
+    # Blank column names in the header (e.g. a trailing ";;") name no data and are dropped.
+    blank_header_columns: Literal["drop", "error"] = "drop"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CsvDialect:
+        if self.decimal == self.delimiter:
+            raise ValueError(f"decimal mark {self.decimal!r} cannot also be the delimiter")
+        return self
+
+
+class JsonLines(_Strict):
+    """Gateway messages, one JSON object per line; ``fields`` maps a column to a dotted path."""
+
+    fields: dict[str, str] = Field(min_length=1)
+
+
+class Source(_Strict):
+    """Where a scenario's files come from and how they are written.
+
+    ``csv_replay`` replays a pinned public dataset into ``landing/``, one file per source file per
+    day, as the gateways would; ``gateway`` means the city's gateways drop files into landing
+    themselves. ``time_shift`` moves a replay forward by whole weeks (weekdays keep their
+    meaning): ``auto`` makes the dataset's last week play as the week just past, ``none`` keeps its
+    own time, an integer shifts by that many weeks.
     """
 
-    kind: Literal["csv_replay"] = "csv_replay"
-    dataset: str
-    files: list[DatasetFile] = Field(min_length=1)
+    kind: Literal["csv_replay", "gateway"] = "csv_replay"
+    format: Literal["csv", "jsonl"] = "csv"
+    dataset: str | None = None
+    files: list[DatasetFile] = []
     time_shift: Literal["auto", "none"] | int = "none"
+    csv: CsvDialect = CsvDialect()
+    jsonl: JsonLines | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Source:
+        if self.kind == "csv_replay" and (not self.dataset or not self.files):
+            raise ValueError("a csv_replay source needs 'dataset' and at least one of 'files'")
+        if self.kind == "csv_replay" and self.format != "csv":
+            raise ValueError("a csv_replay source replays CSV files: format must be csv")
+        if self.format == "jsonl" and self.jsonl is None:
+            raise ValueError("format jsonl needs 'jsonl.fields' (column: dotted.path)")
+        return self
 
 
 Personal = Literal["encrypt", "pseudonymise"]
@@ -75,23 +114,67 @@ class Column(_Strict):
         return self
 
 
+class ComposedTime(_Strict):
+    """An event time built from several columns (e.g. year, month, day, hour; or date and time):
+    their texts joined by single spaces must match ``format`` (strptime)."""
+
+    name: str
+    from_: list[str] = Field(alias="from", min_length=1)
+    format: str
+
+    @model_validator(mode="after")
+    def _one_part_each(self) -> ComposedTime:
+        if len(self.format.split(" ")) != len(self.from_):
+            raise ValueError(f"format {self.format!r} needs one space-separated part per column of 'from' "
+                             f"({len(self.from_)})")
+        return self
+
+
 class Schema(_Strict):
-    """What a landed row must look like to enter bronze."""
+    """What a landed row must look like to enter bronze.
+
+    Event times are wall-clock times in ``timezone``; bronze stores them as UTC instants. A
+    repeated fall-back hour gives two instants (first occurrence the earlier one), a skipped
+    spring-forward hour is rejected with a reason. ``series`` names the column that tells the
+    series (station, sensor, intersection) apart, if the scenario has more than one.
+    """
 
     columns: dict[str, Column] = Field(min_length=1)
-    event_time: str
+    event_time: str | ComposedTime
     key: list[str] = Field(min_length=1)
-    null_values: list[str] = ["", "NA", "NaN", "null"]
+    series: str | None = None
     timezone: str = "UTC"
+    # Columns files carry that bronze does not need (kept in raw, not warned about).
+    ignored_columns: list[str] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Rome)") from None
+        return value
 
     @model_validator(mode="after")
     def _names_exist(self) -> Schema:
-        for name in [self.event_time, *self.key]:
-            if name not in self.columns:
+        if isinstance(self.event_time, ComposedTime):
+            if self.event_time.name in self.columns:
+                raise ValueError(f"composed event_time {self.event_time.name!r} must not also be a declared column")
+            for part in self.event_time.from_:
+                if part not in self.columns:
+                    raise ValueError(f"event_time.from: {part!r} is not a declared column")
+        elif self.event_time not in self.columns or self.columns[self.event_time].type != "timestamp":
+            raise ValueError(f"event_time {self.event_time!r} must be a declared timestamp column")
+        for name in [*self.key, *([self.series] if self.series else [])]:
+            if name not in self.columns and name != self.time_column:
                 raise ValueError(f"{name!r} is not a declared column")
-        if self.columns[self.event_time].type != "timestamp":
-            raise ValueError(f"event_time {self.event_time!r} must be a timestamp column")
         return self
+
+    @property
+    def time_column(self) -> str:
+        """The bronze column holding the event time (a UTC instant)."""
+        return self.event_time if isinstance(self.event_time, str) else self.event_time.name
 
     @property
     def personal_columns(self) -> dict[str, Personal]:
@@ -110,7 +193,12 @@ class Transform(_Strict):
 
     dbt_select: str
     features_model: str
-    order_by: str
+    order_by: list[str] = Field(min_length=1)  # a total order (e.g. time, series): gold's sha256 is stable
+
+    @field_validator("order_by", mode="before")
+    @classmethod
+    def _listed(cls, value):
+        return [value] if isinstance(value, str) else value
 
 
 class Quality(_Strict):
@@ -164,7 +252,7 @@ class Scenario(_Strict):
     schedule: str
     start_date: dt.date
     tags: list[str] = []
-    source: ReplaySource
+    source: Source
     schema_: Schema = Field(alias="schema")
     ingestion: Ingestion = Ingestion()
     transform: Transform
@@ -184,6 +272,11 @@ class Scenario(_Strict):
     @property
     def dag_id(self) -> str:
         return self.name
+
+    @property
+    def timezone(self) -> str:
+        """The scenario's zone: its data's wall clock, its nightly schedule and its days."""
+        return self.schema_.timezone
 
 
 def _location(loc: tuple) -> str:

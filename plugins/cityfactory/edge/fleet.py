@@ -25,6 +25,7 @@ class Node(BaseModel):
     id: str
     district: str
     url: str
+    series: str | None = None  # the series (station, sensor) this node serves, if it serves one
 
 
 class Fleet(BaseModel):

@@ -1,9 +1,12 @@
-"""Parse one landed CSV file to the scenario's schema, keeping every row accounted for.
+"""Parse one landed file to the scenario's schema, keeping every record accounted for.
 
-Each data line ends up either as a typed row or as a rejected row with a reason naming the column,
+Each record ends up either as a typed row or as a rejected row with a reason naming the column,
 the value and the rule it broke. Problems with the file as a whole (empty, missing columns) are
 reported as file errors and their rows are rejected too, so ``rows_in == accepted + rejected``.
-The work is vectorised in pyarrow; Python loops touch only the rejected rows.
+The file's dialect (delimiter, decimal mark, quoting, missing-value spellings, blank header
+columns) and format (CSV or JSON lines) come from the scenario. Event times are the scenario's
+wall clock and become UTC instants. The work is vectorised in pyarrow; Python loops touch only
+the rejected rows.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
 
-from cityfactory.config.scenarios import Column, Schema
+from cityfactory.config.scenarios import Column, ComposedTime, Scenario, Schema, Source
 
 PATTERNS = {
     "int": r"^\s*[+-]?\d+\s*$",
     "float": r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$",
 }
-ARROW_TYPES = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "timestamp": pa.timestamp("s")}
+INSTANT = pa.timestamp("s", tz="UTC")
+ARROW_TYPES = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "timestamp": INSTANT}
 REJECT_SCHEMA = pa.schema(
     [("source_file", pa.string()), ("line", pa.int64()), ("record", pa.string()), ("reason", pa.string())]
 )
@@ -36,14 +40,14 @@ LANDING_DAY = "_landing_day"
 @dataclass
 class ReadFile:
     """One file split into string rows (with ``_line``, ``_source_file``, ``_landing_day``) and
-    the lines that could not even be split into fields."""
+    the records that could not even be split into fields."""
 
     source_file: str
     rows_in: int
     strings: pa.Table | None
     rejected: list[dict] = field(default_factory=list)  # REJECT_SCHEMA rows
     file_errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    extra_columns: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -57,6 +61,10 @@ def bronze_schema(schema: Schema) -> pa.Schema:
         pa.field(name, ARROW_TYPES[col.type], nullable=col.nullable, metadata=_field_metadata(col))
         for name, col in schema.columns.items()
     ]
+    if isinstance(schema.event_time, ComposedTime):
+        composed = schema.event_time
+        fields.append(pa.field(composed.name, INSTANT, nullable=False, metadata={
+            "description": f"event time from {', '.join(composed.from_)} ({schema.timezone}), as UTC"}))
     return pa.schema([*fields, pa.field(SOURCE, pa.string()), pa.field(LINE, pa.int64())])
 
 
@@ -74,111 +82,181 @@ def _field_metadata(col: Column) -> dict[str, str]:
     return meta
 
 
-def _decode(data: bytes) -> tuple[list[str], dict[int, tuple[str, str]]]:
-    """Lines of the file, and the 1-based numbers of lines that are not valid UTF-8 with
-    (reason, text with the bad bytes replaced)."""
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    try:
-        raw_lines: list[str] | list[bytes] = data.decode("utf-8").split("\n")
-        bad: dict[int, tuple[str, str]] = {}
-    except UnicodeDecodeError:
-        raw_lines, bad = [], {}
-        for number, line in enumerate(data.split(b"\n"), 1):
-            try:
-                raw_lines.append(line.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                reason = f"invalid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
-                bad[number] = (reason, line.decode("utf-8", "replace").removesuffix("\r"))
-                raw_lines.append("")
-    lines = [line.removesuffix("\r") for line in raw_lines]
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines, bad
-
-
 def _reject(source: str, line: int, record: str, reason: str) -> dict:
     return {"source_file": source, "line": line, "record": record, "reason": reason}
 
 
-def read_file(data: bytes, source_file: str, schema: Schema, landing_day: dt.date) -> ReadFile:
+def _invalid_utf8_lines(data: bytes) -> tuple[bytes, dict[int, tuple[str, str]]]:
+    """The data with lines that are not UTF-8 repaired (to be rejected after the split), and those
+    lines' numbers with reasons."""
+    try:
+        data.decode("utf-8")
+        return data, {}
+    except UnicodeDecodeError:
+        pass
+    lines, bad = data.split(b"\n"), {}
+    for number, line in enumerate(lines, 1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            reason = f"invalid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
+            bad[number] = (reason, line.decode("utf-8", "replace").removesuffix("\r"))
+            lines[number - 1] = line.decode("utf-8", "replace").encode()
+    return b"\n".join(lines), bad
+
+
+def _header(data: bytes, source: Source) -> list[str]:
+    first = data.split(b"\n", 1)[0].decode("utf-8", "replace").removesuffix("\r")
+    dialect = source.csv
+    return next(csv.reader([first], delimiter=dialect.delimiter, quotechar=dialect.quote_char), [])
+
+
+def read_file(data: bytes, source_file: str, scenario: Scenario, landing_day: dt.date) -> ReadFile:
     """Split a landed file into string rows; structural problems are rejected here."""
-    lines, bad_utf8 = _decode(data)
-    if not lines or not lines[0].strip():
+    if scenario.source.format == "jsonl":
+        return _read_jsonl(data, source_file, scenario, landing_day)
+    schema, dialect = scenario.schema_, scenario.source.csv
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    cleaned, bad_utf8 = _invalid_utf8_lines(data)
+    header = [] if 1 in bad_utf8 else _header(cleaned, scenario.source)
+    if not header or not any(h.strip() for h in header):
+        lines = cleaned.splitlines()
         rows = max(len(lines) - 1, 0)
         result = ReadFile(source_file, rows, None, file_errors=[f"{source_file}: empty file (no header)"])
-        result.rejected = [_reject(source_file, n, lines[n - 1], "file has no header") for n in range(2, rows + 2)]
+        result.rejected = [_reject(source_file, n, lines[n - 1].decode("utf-8", "replace"), "file has no header")
+                           for n in range(2, rows + 2)]
         return result
 
-    header = [] if 1 in bad_utf8 else next(csv.reader([lines[0]]))
-    result = ReadFile(source_file, len(lines) - 1, None)
-    declared = list(schema.columns)
-    missing = [c for c in declared if c not in header]
-    if missing or len(set(header)) != len(header):
-        problem = f"header lacks column(s) {', '.join(missing)}" if missing else "header repeats a column name"
-        if len(header) == 1 and any(d in lines[0] for d in ";\t|"):
-            problem += " (wrong delimiter? the header has no commas)"
-        result.file_errors.append(f"{source_file}: {problem}; header was {lines[0][:200]!r}")
-        result.rejected = [_reject(source_file, n, lines[n - 1], problem) for n in range(2, len(lines) + 1)]
+    names = [h if h.strip() else f"_blank_{i}" for i, h in enumerate(header)]
+    blank = [n for n in names if n.startswith("_blank_")]
+    needed = source_columns(schema)
+    missing = [c for c in needed if c not in names]
+    problem = None
+    if missing:
+        problem = f"header lacks column(s) {', '.join(missing)}"
+        if len(header) == 1 and any(d in header[0] for d in ";\t|,".replace(dialect.delimiter, "")):
+            problem += f" (wrong delimiter? the scenario declares {dialect.delimiter!r})"
+    elif len(set(names)) != len(names):
+        problem = "header repeats a column name"
+    elif blank and dialect.blank_header_columns == "error":
+        problem = f"header has {len(blank)} blank column name(s)"
+    if problem:
+        lines = cleaned.splitlines()
+        first = lines[0].decode("utf-8", "replace")
+        result = ReadFile(source_file, len(lines) - 1, None, file_errors=[f"{source_file}: {problem}; header was {first[:200]!r}"])
+        result.rejected = [_reject(source_file, n, lines[n - 1].decode("utf-8", "replace"), problem)
+                           for n in range(2, len(lines) + 1)]
         return result
-    extra = [c for c in header if c not in schema.columns]
-    if extra:
-        result.warnings.append(f"{source_file}: extra column(s) {', '.join(extra)} ignored (kept in raw)")
 
-    result.rejected = [_reject(source_file, n, text, reason) for n, (reason, text) in sorted(bad_utf8.items()) if n > 1]
+    result = ReadFile(source_file, 0, None)
+    result.extra_columns = [c for c in names if c not in needed and c not in schema.ignored_columns and c not in blank]
+    invalid: list[int] = []
 
     def on_invalid_row(row) -> str:
-        number_text, _, text = row.text.partition(",")
-        number = int(number_text)
-        if number not in bad_utf8:
-            reason = "empty line" if not text else f"wrong number of fields (expected {len(header)}, got {row.actual_columns - 1})"
-            result.rejected.append(_reject(source_file, number, text, reason))
+        invalid.append(row.number)
+        if row.number not in bad_utf8:  # rejected below for its bytes
+            reason = f"wrong number of fields (expected {len(names)}, got {row.actual_columns})"
+            result.rejected.append(_reject(source_file, row.number, row.text, reason))
         return "skip"
 
-    numbered = "\n".join([f"{LINE},{lines[0]}", *(f"{n},{line}" for n, line in enumerate(lines[1:], 2))])
     table = pv.read_csv(
-        pa.py_buffer(numbered.encode("utf-8")),
-        parse_options=pv.ParseOptions(invalid_row_handler=on_invalid_row, ignore_empty_lines=False),
-        convert_options=pv.ConvertOptions(
-            column_types={LINE: pa.int64(), **{h: pa.string() for h in header}},
-            include_columns=[*declared, LINE],
-            null_values=schema.null_values,
-            strings_can_be_null=True,
-        ),
-        read_options=pv.ReadOptions(use_threads=False),
+        pa.py_buffer(cleaned),
+        read_options=pv.ReadOptions(column_names=names, skip_rows=1, use_threads=False, block_size=1 << 26),
+        parse_options=pv.ParseOptions(delimiter=dialect.delimiter, quote_char=dialect.quote_char,
+                                      newlines_in_values=True, ignore_empty_lines=False,
+                                      invalid_row_handler=on_invalid_row),
+        convert_options=pv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), include_columns=needed,
+                                          null_values=dialect.null_values, strings_can_be_null=True),
     )
     n = table.num_rows
-    result.strings = table.append_column(SOURCE, pa.repeat(pa.scalar(source_file), n)).append_column(
-        LANDING_DAY, pa.repeat(pa.scalar(landing_day, pa.date32()), n)
-    )
+    result.rows_in = n + len(invalid)
+    lines = np.arange(2, result.rows_in + 2)
+    if invalid:
+        lines = np.setdiff1d(lines, np.asarray(invalid), assume_unique=True)[:n]
+    if bad_utf8:
+        result.rejected += [_reject(source_file, n, text, reason) for n, (reason, text) in sorted(bad_utf8.items()) if n > 1]
+        keep = ~np.isin(lines, np.fromiter(bad_utf8, dtype=np.int64))
+        table, lines = table.filter(pa.array(keep)), lines[keep]
+    result.strings = _with_provenance(table, lines, source_file, landing_day)
     return result
 
 
-def convert(strings: pa.Table, schema: Schema) -> Converted:
+def _with_provenance(table: pa.Table, lines: np.ndarray, source_file: str, landing_day: dt.date) -> pa.Table:
+    n = table.num_rows
+    return (table.append_column(LINE, pa.array(lines, pa.int64()))
+            .append_column(SOURCE, pa.repeat(pa.scalar(source_file), n))
+            .append_column(LANDING_DAY, pa.repeat(pa.scalar(landing_day, pa.date32()), n)))
+
+
+def _dig(message: dict, path: str):
+    value = message
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return None if value is None or isinstance(value, (dict, list)) else str(value)
+
+
+def _read_jsonl(data: bytes, source_file: str, scenario: Scenario, landing_day: dt.date) -> ReadFile:
+    """One JSON object per line; each column taken from its declared dotted path."""
+    paths = scenario.source.jsonl.fields
+    columns = source_columns(scenario.schema_)
+    result = ReadFile(source_file, 0, None)
+    values: dict[str, list] = {c: [] for c in columns}
+    lines: list[int] = []
+    for number, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").splitlines(), 1):
+        if not raw.strip():
+            continue
+        result.rows_in += 1
+        text = raw.decode("utf-8", "replace")
+        try:
+            message = json.loads(raw)
+            if not isinstance(message, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            result.rejected.append(_reject(source_file, number, text[:10_000], f"not a JSON object: {exc}"))
+            continue
+        for column in columns:
+            values[column].append(_dig(message, paths.get(column, column)))
+        lines.append(number)
+    table = pa.table({c: pa.array(v, pa.string()) for c, v in values.items()})
+    result.strings = _with_provenance(table, np.asarray(lines, dtype=np.int64), source_file, landing_day)
+    return result
+
+
+def source_columns(schema: Schema) -> list[str]:
+    """The columns a landed file must carry (a composed event time is built from its parts)."""
+    return list(schema.columns)
+
+
+def convert(strings: pa.Table, scenario: Scenario) -> Converted:
     """Type and check the string rows of many files at once (vectorised over the whole batch)."""
-    typed, problems = _convert(strings, schema)
+    schema = scenario.schema_
+    typed, problems = _convert(strings, scenario)
     bad = np.zeros(strings.num_rows, dtype=bool)
     for mask, _ in problems:
         bad |= mask
     keep = pa.array(~bad)
-    columns = [typed[name].filter(keep) for name in schema.columns]
+    names = [f.name for f in bronze_schema(schema)][:-2]
+    columns = [typed[name].filter(keep) for name in names]
     accepted = pa.Table.from_arrays(
         [*columns, strings[SOURCE].filter(keep), strings[LINE].filter(keep)], schema=bronze_schema(schema)
     )
     return Converted(
         accepted.append_column(LANDING_DAY, strings[LANDING_DAY].filter(keep)),
-        _value_rejects(strings, list(schema.columns), problems, bad),
+        _value_rejects(strings, source_columns(schema), problems, bad),
     )
 
 
-def parse_file(data: bytes, source_file: str, schema: Schema, landing_day: dt.date) -> tuple[ReadFile, Converted]:
+def parse_file(data: bytes, source_file: str, scenario: Scenario, landing_day: dt.date) -> tuple[ReadFile, Converted]:
     """One file end to end (the pipeline reads many files, then converts them together)."""
-    read = read_file(data, source_file, schema, landing_day)
-    strings = read.strings if read.strings is not None else empty_strings(schema)
-    return read, convert(strings, schema)
+    read = read_file(data, source_file, scenario, landing_day)
+    strings = read.strings if read.strings is not None else empty_strings(scenario.schema_)
+    return read, convert(strings, scenario)
 
 
 def empty_strings(schema: Schema) -> pa.Table:
-    fields = [(n, pa.string()) for n in schema.columns]
+    fields = [(n, pa.string()) for n in source_columns(schema)]
     return pa.schema([*fields, (LINE, pa.int64()), (SOURCE, pa.string()), (LANDING_DAY, pa.date32())]).empty_table()
 
 
@@ -189,38 +267,86 @@ def _mask(array) -> np.ndarray:
     return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _convert(table: pa.Table, schema: Schema) -> tuple[dict[str, pa.Array], list[Problem]]:
+def _number(raw: pa.Array, col: Column, decimal: str, name: str, problems: list[Problem]) -> pa.Array:
+    text = pc.replace_substring(raw, ",", ".") if decimal == "," and col.type == "float" else raw
+    missing = _mask(pc.is_null(raw))
+    valid = _mask(pc.match_substring_regex(text, PATTERNS[col.type]))
+    unparsable = ~valid & ~missing
+    cleaned = pc.utf8_trim_whitespace(pc.if_else(pa.array(valid), text, pa.scalar(None, pa.string())))
+    values = pc.cast(cleaned, ARROW_TYPES[col.type])
+    noun = "an integer" if col.type == "int" else "a number"
+    problems.append((unparsable, lambda i, n=name, r=raw, w=noun: f"{n}={r[i].as_py()!r} is not {w}"))
+    unit = f" {col.unit}" if col.unit else ""
+    if col.min is not None:
+        low = _mask(pc.less(values, col.min))
+        problems.append((low, lambda i, n=name, v=values, m=col.min, u=unit: f"{n}={v[i].as_py()} is below the minimum {m:g}{u}"))
+    if col.max is not None:
+        high = _mask(pc.greater(values, col.max))
+        problems.append((high, lambda i, n=name, v=values, m=col.max, u=unit: f"{n}={v[i].as_py()} is above the maximum {m:g}{u}"))
+    return values
+
+
+def _wall_clock(raw: pa.Array, fmt: str, name: str, missing: np.ndarray, problems: list[Problem]) -> pa.Array:
+    values = pc.strptime(raw, format=fmt, unit="s", error_is_null=True)
+    unparsable = _mask(pc.is_null(values)) & ~missing
+    problems.append((unparsable, lambda i, n=name, r=raw, f=fmt: f"{n}={r[i].as_py()!r} does not match {f}"))
+    return values
+
+
+def _instants(wall: pa.Array, zone: str, table: pa.Table, schema: Schema, name: str, problems: list[Problem]) -> pa.Array:
+    """Wall-clock times in ``zone`` as UTC instants. A repeated (fall-back) hour: the first record
+    of a key at that wall time is the earlier instant, the next one the later; a skipped
+    (spring-forward) wall time is rejected."""
+    if zone == "UTC":
+        return pc.assume_timezone(wall, "UTC")
+    earliest = pc.assume_timezone(wall, zone, ambiguous="earliest", nonexistent="earliest")
+    latest = pc.assume_timezone(wall, zone, ambiguous="latest", nonexistent="latest")
+    skipped = _mask(pc.not_equal(pc.local_timestamp(earliest), wall))
+    problems.append((skipped, lambda i, n=name, w=wall: f"{n}={w[i].as_py()} does not exist in {zone} "
+                                                       "(skipped by the daylight-saving change)"))
+    ambiguous = np.flatnonzero(_mask(pc.not_equal(earliest, latest)) & ~skipped)
+    if not len(ambiguous):
+        return earliest
+    others = [k for k in schema.key if k != name]
+    seen: set[tuple] = set()
+    later = np.zeros(len(wall), dtype=bool)
+    for i in ambiguous:  # one hour a year per series: few rows
+        ident = (wall[int(i)].as_py(), *(table[k][int(i)].as_py() for k in others))
+        later[i] = ident in seen
+        seen.add(ident)
+    return pc.if_else(pa.array(later), latest, earliest)
+
+
+def _convert(table: pa.Table, scenario: Scenario) -> tuple[dict[str, pa.Array], list[Problem]]:
+    schema, decimal = scenario.schema_, scenario.source.csv.decimal
     typed: dict[str, pa.Array] = {}
     problems: list[Problem] = []
+    raw_columns = {name: table[name].combine_chunks() for name in source_columns(schema)}
     for name, col in schema.columns.items():
-        raw = table[name].combine_chunks()
+        raw = raw_columns[name]
         missing = _mask(pc.is_null(raw))
         if not col.nullable:
             problems.append((missing, lambda i, n=name: f"{n} is missing"))
         if col.type == "string":
             typed[name] = raw
-            continue
-        if col.type == "timestamp":
-            values = pc.strptime(raw, format=col.format, unit="s", error_is_null=True)
-            unparsable = _mask(pc.is_null(values)) & ~missing
-            problems.append((unparsable, lambda i, n=name, r=raw, f=col.format: f"{n}={r[i].as_py()!r} does not match {f}"))
+        elif col.type == "timestamp":
+            typed[name] = _wall_clock(raw, col.format, name, missing, problems)
         else:
-            valid = _mask(pc.match_substring_regex(raw, PATTERNS[col.type]))
-            unparsable = ~valid & ~missing
-            cleaned = pc.utf8_trim_whitespace(pc.if_else(pa.array(valid), raw, pa.scalar(None, pa.string())))
-            values = pc.cast(cleaned, ARROW_TYPES[col.type])
-            noun = "an integer" if col.type == "int" else "a number"
-            problems.append((unparsable, lambda i, n=name, r=raw, w=noun: f"{n}={r[i].as_py()!r} is not {w}"))
-            unit = f" {col.unit}" if col.unit else ""
-            if col.min is not None:
-                low = _mask(pc.less(values, col.min))
-                problems.append((low, lambda i, n=name, v=values, m=col.min, u=unit: f"{n}={v[i].as_py()} is below the minimum {m:g}{u}"))
-            if col.max is not None:
-                high = _mask(pc.greater(values, col.max))
-                problems.append((high, lambda i, n=name, v=values, m=col.max, u=unit: f"{n}={v[i].as_py()} is above the maximum {m:g}{u}"))
-        typed[name] = values
-    event = typed[schema.event_time]
-    days = pc.cast(event, pa.date32())
+            typed[name] = _number(raw, col, decimal, name, problems)
+    time_name = schema.time_column
+    if isinstance(schema.event_time, ComposedTime):
+        parts = [raw_columns[c] for c in schema.event_time.from_]
+        joined = pc.binary_join_element_wise(*[pc.utf8_trim_whitespace(p) for p in parts], " ")
+        missing = _mask(pc.is_null(joined))
+        problems.append((missing, lambda i, n=time_name, f=schema.event_time.from_: f"{n}: one of {', '.join(f)} is missing"))
+        wall = _wall_clock(joined, schema.event_time.format, time_name, missing, problems)
+    else:
+        wall = typed[time_name]
+    typed[time_name] = _instants(wall, schema.timezone, table, schema, time_name, problems)
+    for name, col in schema.columns.items():
+        if col.type == "timestamp" and name != time_name:
+            typed[name] = pc.assume_timezone(typed[name], schema.timezone, ambiguous="earliest", nonexistent="earliest")
+    days = pc.cast(wall, pa.date32())
     landing = table[LANDING_DAY].combine_chunks()
     elsewhere = _mask(pc.not_equal(days, landing))
     problems.append(
@@ -234,8 +360,11 @@ def _value_rejects(table: pa.Table, declared: list[str], problems: list[Problem]
     lines, sources = table[LINE].combine_chunks(), table[SOURCE].combine_chunks()
     days = table[LANDING_DAY].combine_chunks()
     strings = {name: table[name].combine_chunks() for name in declared}
+    empty = np.ones(len(bad), dtype=bool)
+    for name in declared:
+        empty &= _mask(pc.is_null(strings[name]))
     for i in np.flatnonzero(bad):
-        reasons = "; ".join(describe(int(i)) for mask, describe in problems if mask[i])
+        reasons = "empty line" if empty[i] else "; ".join(describe(int(i)) for mask, describe in problems if mask[i])
         record = json.dumps({n: strings[n][int(i)].as_py() for n in declared})
         reject = _reject(sources[int(i)].as_py(), lines[int(i)].as_py(), record, reasons)
         rejected.append({**reject, "dt": days[int(i)].as_py()})

@@ -161,6 +161,7 @@ def ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Ledg
     strings: list[pa.Table] = []
     rejected: list[dict] = []
     touched: list[dt.date] = []
+    extra: Counter = Counter()
     for day in days:
         moved = land_to_raw(scenario, lake, day, entry)
         raw_keys = lake.list(partition_key("raw", scenario.name, day))
@@ -168,7 +169,7 @@ def ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Ledg
             touched.append(day)
         for key in raw_keys:
             data = moved[key] if key in moved else _read_raw(lake, key)
-            read = read_file(data, key.rsplit("/", 1)[1].removesuffix(SEALED_SUFFIX), schema, day)
+            read = read_file(data, key.rsplit("/", 1)[1].removesuffix(SEALED_SUFFIX), scenario, day)
             entry.inputs.append(Artifact(lake.uri_for(key), sha256_bytes(data), read.rows_in, kind="raw"))
             if read.strings is not None:
                 strings.append(read.strings)
@@ -176,9 +177,11 @@ def ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Ledg
             result.files += 1
             result.rows_in += read.rows_in
             result.file_errors += read.file_errors
-            result.warnings += read.warnings
+            extra.update({tuple(read.extra_columns): 1} if read.extra_columns else {})
 
-    converted = convert(pa.concat_tables(strings) if strings else empty_strings(schema), schema)
+    result.warnings = [f"{files} file(s) have undeclared column(s) {', '.join(cols)}: ignored, kept in raw "
+                       "(declare them in schema.ignored_columns to silence this)" for cols, files in extra.items()]
+    converted = convert(pa.concat_tables(strings) if strings else empty_strings(schema), scenario)
     good, duplicates = _deduplicate(converted.accepted, schema.key, set(personal))
     rejected += converted.rejected + duplicates
     accepted = [good.rename_columns([*good.column_names[:-1], "dt"])] if good.num_rows else []

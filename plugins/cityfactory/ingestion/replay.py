@@ -1,12 +1,15 @@
-"""Replay a public dataset into ``landing/`` as a sensor gateway would: one CSV file per day.
+"""Replay a public dataset into ``landing/`` as the gateways would: one file per source file per day.
 
-The dataset can play shifted by whole weeks (see ``ReplaySource.time_shift``) so that a deployment
-looks live: with ``auto``, the dataset's last week plays as the week just past and the nightly run
-finds yesterday's drop. Files keep the source's own columns and formatting.
+One landed file per source file (a station, a sensor) and day, named after that source file, so a
+scenario's sensors can be added or retired without touching history. The dataset can play
+shifted by whole weeks (see ``Source.time_shift``) so that a deployment looks live: with ``auto``,
+the dataset's last week plays as the week just past and the nightly run finds yesterday's drop.
+Files keep the source's own columns, dialect and formatting; only the event-time fields move.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
 import math
@@ -18,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
 
-from cityfactory.config.scenarios import DatasetFile, Scenario
+from cityfactory.config.scenarios import ComposedTime, DatasetFile, Scenario
 from cityfactory.ingestion.datasets import dataset_file
 from cityfactory.storage.lake import Lake, StoredObject, join_key
 
@@ -27,11 +30,13 @@ EPOCH = dt.date(1970, 1, 1)
 
 @dataclass(frozen=True)
 class Replayable:
-    """The dataset as strings, with each row's event time, sorted by day (stable)."""
+    """One source file as strings, with each row's wall-clock event time, sorted by day (stable)."""
 
+    name: str
+    header: list[str]
     table: pa.Table
-    event_time: pa.Array  # timestamp[s], dataset time
-    days: np.ndarray  # days since epoch, dataset time, ascending
+    event_time: pa.Array  # timestamp[s], dataset wall clock
+    days: np.ndarray  # days since epoch, ascending
 
     @property
     def first_day(self) -> dt.date:
@@ -42,65 +47,101 @@ class Replayable:
         return EPOCH + dt.timedelta(days=int(self.days[-1]))
 
 
-@lru_cache(maxsize=4)
-def _load(dataset: str, files: tuple[DatasetFile, ...], columns: tuple[str, ...], event: str, fmt: str) -> Replayable:
-    options = pv.ConvertOptions(column_types={n: pa.string() for n in columns}, strings_can_be_null=False)
-    table = pa.concat_tables([pv.read_csv(dataset_file(dataset, f), convert_options=options) for f in files])
-    event_time = pc.strptime(table[event], format=fmt, unit="s")
+def _time_parts(scenario: Scenario) -> tuple[list[str], str]:
+    event = scenario.schema_.event_time
+    if isinstance(event, ComposedTime):
+        return event.from_, event.format
+    return [event], scenario.schema_.columns[event].format
+
+
+@lru_cache(maxsize=32)
+def _load(dataset: str, spec: DatasetFile, delimiter: str, quote_char: str, parts: tuple[str, ...], fmt: str) -> Replayable:
+    path = dataset_file(dataset, spec)
+    with open(path, "rb") as handle:
+        first = handle.readline().decode("utf-8-sig").rstrip("\r\n")
+    header = next(csv.reader([first], delimiter=delimiter, quotechar=quote_char))
+    names = [h if h.strip() else f"_blank_{i}" for i, h in enumerate(header)]
+    table = pv.read_csv(
+        path,
+        read_options=pv.ReadOptions(column_names=names, skip_rows=1),
+        parse_options=pv.ParseOptions(delimiter=delimiter, quote_char=quote_char),
+        convert_options=pv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False),
+    )
+    joined = pc.binary_join_element_wise(*[pc.utf8_trim_whitespace(table[p]) for p in parts], " ")
+    event_time = pc.strptime(joined, format=fmt, unit="s", error_is_null=True)
+    known = pc.is_valid(event_time)
+    table, event_time = table.filter(known), event_time.filter(known)
     days = pc.cast(pc.cast(event_time, pa.date32()), pa.int32()).to_numpy()
     order = np.argsort(days, kind="stable")
-    return Replayable(table.take(order), pc.take(event_time, order).combine_chunks(), days[order])
+    return Replayable(spec.name, header, table.take(order), pc.take(event_time, order).combine_chunks(), days[order])
 
 
-def load_dataset(scenario: Scenario) -> Replayable:
-    schema = scenario.schema_
-    fmt = schema.columns[schema.event_time].format
-    return _load(scenario.source.dataset, tuple(scenario.source.files), tuple(schema.columns), schema.event_time, fmt)
+def load_dataset(scenario: Scenario) -> list[Replayable]:
+    """Every source file of the scenario's dataset, verified against its pin."""
+    parts, fmt = _time_parts(scenario)
+    source = scenario.source
+    dialect = source.csv
+    return [_load(source.dataset, f, dialect.delimiter, dialect.quote_char, tuple(parts), fmt) for f in source.files]
+
+
+def _span(scenario: Scenario) -> tuple[dt.date, dt.date]:
+    files = load_dataset(scenario)
+    return min(f.first_day for f in files), max(f.last_day for f in files)
 
 
 def time_shift(scenario: Scenario, today: dt.date | None = None) -> dt.timedelta:
     """How far the dataset moves forward: whole weeks, so weekdays keep their meaning."""
     shift = scenario.source.time_shift
-    if shift == "none":
+    if scenario.source.kind != "csv_replay" or shift == "none":
         return dt.timedelta(0)
     if isinstance(shift, int):
         return dt.timedelta(weeks=shift)
     yesterday = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=1)
-    weeks = math.ceil((yesterday - load_dataset(scenario).last_day).days / 7)
+    weeks = math.ceil((yesterday - _span(scenario)[1]).days / 7)
     return dt.timedelta(weeks=max(weeks, 0))
 
 
 def history_interval(scenario: Scenario, today: dt.date | None = None) -> tuple[dt.date, dt.date]:
     """The dataset's whole span in play time, clipped to yesterday (nothing lands in the future)."""
-    data, shift = load_dataset(scenario), time_shift(scenario, today)
+    (first, last), shift = _span(scenario), time_shift(scenario, today)
     yesterday = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=1)
-    return data.first_day + shift, min(data.last_day + shift, yesterday)
+    return first + shift, min(last + shift, yesterday)
 
 
 def landing_prefix(scenario: str, day: dt.date) -> str:
     return join_key("landing", scenario, day.isoformat())
 
 
+def _shifted(rows: pa.Table, times: pa.Array, shift: dt.timedelta, parts: list[str], fmt: str) -> pa.Table:
+    if not shift:
+        return rows
+    texts = pc.strftime(pc.add(times, pa.scalar(shift, pa.duration("s"))), format=fmt)
+    pieces = pc.split_pattern(texts, " ")
+    for index, name in enumerate(parts):
+        value = pc.list_element(pieces, index)
+        rows = rows.set_column(rows.schema.get_field_index(name), name, value)
+    return rows
+
+
 def replay(scenario: Scenario, lake: Lake, days: list[dt.date], today: dt.date | None = None) -> list[tuple[StoredObject, int]]:
-    """Write each play-time day's rows to ``landing/<scenario>/<day>/``; days with no data land nothing."""
-    data, shift = load_dataset(scenario), time_shift(scenario, today)
-    column = scenario.schema_.columns[scenario.schema_.event_time]
-    stem = scenario.source.files[0].name.rsplit(".", 1)[0]
+    """Write each play-time day's rows of every source file to ``landing/<scenario>/<day>/``."""
+    if scenario.source.kind != "csv_replay":
+        return []  # the gateways land files themselves
+    shift = time_shift(scenario, today)
+    parts, fmt = _time_parts(scenario)
+    dialect = scenario.source.csv
     landed = []
-    for day in days:
-        source_day = (day - shift - EPOCH).days
-        lo, hi = np.searchsorted(data.days, [source_day, source_day + 1])
-        if lo == hi:
-            continue
-        rows = data.table.slice(lo, hi - lo)
-        shifted = pc.add(data.event_time.slice(lo, hi - lo), pa.scalar(shift, pa.duration("s")))
-        rows = rows.set_column(
-            rows.schema.get_field_index(scenario.schema_.event_time),
-            scenario.schema_.event_time,
-            pc.strftime(shifted, format=column.format),
-        )
-        buffer = io.BytesIO()
-        pv.write_csv(rows, buffer, pv.WriteOptions(quoting_style="needed"))
-        key = join_key(landing_prefix(scenario.name, day), f"{stem}_{day.isoformat()}.csv")
-        landed.append((lake.put_bytes(key, buffer.getvalue()), rows.num_rows))
+    for data in load_dataset(scenario):
+        stem = data.name.rsplit(".", 1)[0]
+        for day in days:
+            source_day = (day - shift - EPOCH).days
+            lo, hi = np.searchsorted(data.days, [source_day, source_day + 1])
+            if lo == hi:
+                continue
+            rows = _shifted(data.table.slice(lo, hi - lo), data.event_time.slice(lo, hi - lo), shift, parts, fmt)
+            buffer = io.BytesIO()
+            pv.write_csv(rows.rename_columns(data.header), buffer,
+                         pv.WriteOptions(quoting_style="needed", delimiter=dialect.delimiter))
+            key = join_key(landing_prefix(scenario.name, day), f"{stem}_{day.isoformat()}.csv")
+            landed.append((lake.put_bytes(key, buffer.getvalue()), rows.num_rows))
     return landed

@@ -1,4 +1,4 @@
-"""Baselines scored on the same test rows as the learned model."""
+"""Baselines scored on the same test rows as the learned model, pooled or per series."""
 
 from __future__ import annotations
 
@@ -8,23 +8,41 @@ import pandas as pd
 from cityfactory.training.spec import BaselineSpec, LinearBaseline
 
 
-def _linear_design(frame: pd.DataFrame, spec: LinearBaseline) -> np.ndarray:
+def _season(frame: pd.DataFrame, spec: LinearBaseline) -> pd.Series:
+    return frame[spec.seasonal].astype(str).agg("|".join, axis=1) if spec.seasonal else pd.Series("", index=frame.index)
+
+
+def _design(frame: pd.DataFrame, spec: LinearBaseline, seasons: list[str]) -> np.ndarray:
+    from cityfactory.training.data import one_hot
+
     columns = [frame[spec.lags].to_numpy(dtype=float)]
-    if spec.hour_of_week:
-        hour_of_week = (frame["day_of_week"].to_numpy() - 1) * 24 + frame["hour_of_day"].to_numpy()
-        dummies = np.zeros((len(frame), 168))
-        dummies[np.arange(len(frame)), hour_of_week] = 1.0
-        columns.append(dummies)
+    if spec.seasonal:
+        columns.append(one_hot(_season(frame, spec), seasons))
+    else:
+        columns.append(np.ones((len(frame), 1)))
     return np.hstack(columns)
 
 
-def baseline_predictions(train: pd.DataFrame, test: pd.DataFrame, spec: BaselineSpec, target: str) -> dict[str, np.ndarray]:
-    """Persistence, same hour last week, and a least-squares autoregression (lags plus, if asked,
-    hour-of-week dummies from ``hour_of_day``/``day_of_week``) fitted on the training rows."""
-    design = _linear_design(train, spec.linear_autoregression)
-    weights, *_ = np.linalg.lstsq(design, train[target].to_numpy(dtype=float), rcond=None)
-    return {
-        "persistence": test[spec.persistence].to_numpy(dtype=float),
-        "same_hour_last_week": test[spec.same_hour_last_week].to_numpy(dtype=float),
-        "linear_autoregression": _linear_design(test, spec.linear_autoregression) @ weights,
-    }
+def _linear(train: pd.DataFrame, test: pd.DataFrame, spec: LinearBaseline, target: str) -> np.ndarray:
+    seasons = sorted(set(_season(train, spec))) if spec.seasonal else []
+    weights, *_ = np.linalg.lstsq(_design(train, spec, seasons), train[target].to_numpy(dtype=float), rcond=None)
+    return _design(test, spec, seasons) @ weights
+
+
+def baseline_predictions(train: pd.DataFrame, test: pd.DataFrame, spec: BaselineSpec, target: str,
+                         series: str | None = None) -> dict[str, np.ndarray]:
+    """Persistence and the other naive columns, and a least-squares autoregression fitted on the
+    training rows (one fit per series, or one over all of them, as the spec says)."""
+    out = {"persistence": test[spec.persistence].to_numpy(dtype=float)}
+    out.update({name: test[column].to_numpy(dtype=float) for name, column in spec.naive.items()})
+    linear = spec.linear_autoregression
+    if series is None or spec.fit == "pooled":
+        out["linear_autoregression"] = _linear(train, test, linear, target)
+    else:
+        predicted = np.full(len(test), np.nan)
+        for value, rows in test.groupby(series, sort=False).indices.items():
+            history = train[train[series] == value]
+            source = history if len(history) > len(linear.lags) + 1 else train  # too little history: pooled
+            predicted[rows] = _linear(source, test.iloc[rows], linear, target)
+        out["linear_autoregression"] = predicted
+    return out

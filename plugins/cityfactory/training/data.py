@@ -39,13 +39,28 @@ def split_by_time(frame: pd.DataFrame, data: DataSpec, split: SplitSpec) -> Spli
     return parts
 
 
+def one_hot(values: pd.Series, categories: list) -> np.ndarray:
+    """One indicator column per category; a value outside them is all zeros."""
+    index = pd.Index(categories)
+    positions = index.get_indexer(values.to_numpy())
+    block = np.zeros((len(values), len(categories)), dtype=np.float32)
+    known = positions >= 0
+    block[np.flatnonzero(known), positions[known]] = 1.0
+    return block
+
+
 def features(frame: pd.DataFrame, data: DataSpec) -> np.ndarray:
     """Raw (unscaled) model inputs in ``data.feature_names`` order; scaling lives in the model."""
     blocks = [frame[data.numeric].to_numpy(dtype=np.float32)]
-    for column, (first, last) in data.one_hot.items():
-        values = frame[column].to_numpy(dtype=np.int64) - first
-        block = np.zeros((len(frame), last - first + 1), dtype=np.float32)
-        block[np.arange(len(frame)), values] = 1.0
-        blocks.append(block)
+    for column, encoding in data.one_hot.items():
+        blocks.append(one_hot(frame[column], encoding.categories))
     blocks.append(frame[data.flags].to_numpy(dtype=np.float32).reshape(len(frame), -1))
     return np.hstack(blocks)
+
+
+def latest_rows(frame: pd.DataFrame, data: DataSpec, per_series: int) -> pd.DataFrame:
+    """The most recent usable rows of every series (or of the one series), in (time, series) order."""
+    usable = frame[frame[data.usable].astype(bool)].sort_values(
+        [data.time_column, *([data.series] if data.series else [])], kind="stable")
+    recent = usable.groupby(data.series, sort=False).tail(per_series) if data.series else usable.tail(per_series)
+    return recent

@@ -62,9 +62,15 @@ class GateDecision:
 
 
 def decide(metric: str, candidate: float, linear: float, champion: float | None,
-           min_improvement: float, tolerance: float) -> GateDecision:
-    """``challenger`` if the candidate beats the linear baseline by the margin and is not worse
-    than the champion (scored on the same rows) by more than the tolerance."""
+           min_improvement: float, tolerance: float, worse_series: list[str] | None = None,
+           series_count: int = 0, max_worse_share: float = 0.0) -> GateDecision:
+    """``challenger`` if the candidate beats the linear baseline by the margin, is worse than
+    persistence on no more than ``max_worse_share`` of the series, and is not worse than the
+    champion (scored on the same rows) by more than the tolerance."""
+    worse_series = worse_series or []
+    if series_count and len(worse_series) > max_worse_share * series_count:
+        return GateDecision(None, f"test {metric} is worse than persistence on {len(worse_series)} of {series_count} "
+                                  f"series ({', '.join(worse_series[:5])}); at most {max_worse_share:.0%} allowed")
     needed = linear * (1 - min_improvement)
     if candidate > needed:
         return GateDecision(None, f"test {metric} {candidate:.1f} does not beat the linear baseline "

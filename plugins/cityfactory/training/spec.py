@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cityfactory.config.scenarios import ScenarioError, _location
 from cityfactory.settings import REPO_ROOT
@@ -18,21 +18,54 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Encoding(_Strict):
+    """A categorical input as one indicator per value: ``values`` listed (strings or numbers), or
+    an integer ``range`` [first, last]. A value outside them encodes as all zeros."""
+
+    values: list[str | int] | None = None
+    range: tuple[int, int] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value):
+        return {"range": value} if isinstance(value, (list, tuple)) else value
+
+    @model_validator(mode="after")
+    def _one(self) -> Encoding:
+        if (self.values is None) == (self.range is None):
+            raise ValueError("give exactly one of 'values' (a list) or 'range' ([first, last])")
+        if self.range and self.range[1] < self.range[0]:
+            raise ValueError(f"range {list(self.range)} ends before it starts")
+        return self
+
+    @property
+    def categories(self) -> list:
+        return list(self.values) if self.values is not None else list(range(self.range[0], self.range[1] + 1))
+
+
 class DataSpec(_Strict):
     target: str
+    target_label: str = Field(description="what the model predicts, in words (plots, bundle manifest)")
+    unit: str = Field(description="the target's unit (plots, bundle manifest, metrics)")
     time_column: str
+    series: str | None = None  # the column that tells series apart (station, sensor), if several
     usable: str
     numeric: list[str] = Field(min_length=1)
-    one_hot: dict[str, tuple[int, int]] = {}
+    one_hot: dict[str, Encoding] = {}
     flags: list[str] = []
 
     @property
     def feature_names(self) -> list[str]:
         """Model input order: numeric, then one-hot blocks, then flags."""
         names = list(self.numeric)
-        for column, (first, last) in self.one_hot.items():
-            names += [f"{column}={v}" for v in range(first, last + 1)]
+        for column, encoding in self.one_hot.items():
+            names += [f"{column}={v}" for v in encoding.categories]
         return names + list(self.flags)
+
+    @property
+    def columns(self) -> list[str]:
+        """Every gold column the model reads (before encoding)."""
+        return [*self.numeric, *self.one_hot, *self.flags]
 
 
 class SplitSpec(_Strict):
@@ -57,26 +90,42 @@ class TrainingSpec(_Strict):
 
 
 class LinearBaseline(_Strict):
-    lags: list[str]
-    hour_of_week: bool
+    """Least squares on ``lags`` plus one indicator per combination of the ``seasonal`` columns'
+    values (e.g. hour_of_day x day_of_week = hour of the week)."""
+
+    lags: list[str] = Field(min_length=1)
+    seasonal: list[str] = []
 
 
 class BaselineSpec(_Strict):
+    """Naive baselines (a column carried forward, e.g. the last value: ``persistence``) and a linear
+    autoregression, fitted per series or pooled over all series."""
+
     persistence: str
-    same_hour_last_week: str
+    naive: dict[str, str] = {}  # more carried-forward columns by name, e.g. same_hour_last_week
     linear_autoregression: LinearBaseline
+    fit: Literal["per_series", "pooled"] = "pooled"
 
 
 class GateSpec(_Strict):
     metric: Literal["rmse", "mae"]
     min_improvement_over_linear: float = Field(ge=0, lt=1)
     champion_tolerance: float = Field(ge=0)
+    # Refuse a model worse than persistence on more than this share of the series.
+    max_series_worse_than_persistence: float = Field(0.0, ge=0, le=1)
+
+
+class MetricSpec(_Strict):
+    # MAPE divides by max(|actual|, floor): near-zero actuals do not explode it.
+    mape_floor: float = Field(1.0, gt=0)
 
 
 class ModelSpec(_Strict):
     name: str
     registered_model: str
     description: str
+    intended_use: str
+    limitations: str
     card_template: str
     data: DataSpec
     split: SplitSpec
@@ -84,6 +133,7 @@ class ModelSpec(_Strict):
     training: TrainingSpec
     baselines: BaselineSpec
     gate: GateSpec
+    metrics: MetricSpec = MetricSpec()
 
 
 def load_model_spec(name: str, directory: Path = MODELS_DIR) -> ModelSpec:

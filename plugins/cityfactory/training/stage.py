@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from cityfactory.training import baselines, data, registry, report
-from cityfactory.training.metrics import scores
+from cityfactory.training.metrics import scores, scores_by_series
 from cityfactory.training.spec import ModelSpec
 from cityfactory.training.train import fit, predict
 
@@ -37,6 +37,7 @@ class Outcome:
     alias: str | None
     reason: str
     metrics: dict[str, dict[str, float]]
+    metrics_by_series: dict[str, dict[str, dict[str, float]]]
     champion_version: str | None
     fit_seconds: float
     train_rows: int
@@ -60,18 +61,22 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts) -> 
     fit_seconds = time.perf_counter() - started
 
     predicted = predict(fitted.model, x_test)
-    metrics = {"model": scores(y_test, predicted)}
-    baseline = baselines.baseline_predictions(parts.train, parts.test, spec.baselines, d.target)
-    metrics.update({name: scores(y_test, values) for name, values in baseline.items()})
+    floor = spec.metrics.mape_floor
+    baseline = baselines.baseline_predictions(parts.train, parts.test, spec.baselines, d.target, d.series)
+    predictions = {"model": predicted, **baseline}
 
     registry.use_experiment(facts.scenario)
     champion, champion_version = registry.champion_model(spec.registered_model)
     if champion is not None:
-        metrics["champion"] = scores(y_test, champion.predict(x_test))
+        predictions["champion"] = champion.predict(x_test)
+    metrics = {name: scores(y_test, values, floor) for name, values in predictions.items()}
+    by_series = scores_by_series(parts.test[d.series] if d.series else [""] * len(y_test), y_test, predictions, floor)
     gate = spec.gate
+    worse = [name for name, m in by_series.items() if m["model"][gate.metric] > m["persistence"][gate.metric]]
     decision = registry.decide(gate.metric, metrics["model"][gate.metric], metrics["linear_autoregression"][gate.metric],
                                metrics.get("champion", {}).get(gate.metric), gate.min_improvement_over_linear,
-                               gate.champion_tolerance)
+                               gate.champion_tolerance, worse, len(by_series) if d.series else 0,
+                               gate.max_series_worse_than_persistence)
 
     tags = {
         "scenario": facts.scenario, "dag_id": facts.dag_id, "airflow_run_id": facts.airflow_run_id,
@@ -94,11 +99,16 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts) -> 
             mlflow.log_metrics({f"{prefix}_{k}": v for k, v in values.items()})
         dataset = mlflow.data.from_pandas(gold, source=facts.features_uri, name=f"{facts.scenario}_features", targets=d.target)
         mlflow.log_input(dataset, context="training", tags={"sha256": facts.features_sha256})
-        mlflow.log_figure(report.forecast_week_figure(parts.test[d.time_column], y_test, predicted,
+        mlflow.log_figure(report.forecast_week_figure(parts.test, d.time_column, d.series, y_test, predicted,
                                                       baseline["linear_autoregression"],
-                                                      f"{facts.scenario}: last test week"), "plots/forecast_test_week.png")
+                                                      f"{facts.scenario}: {d.target_label}, last test week",
+                                                      f"{d.target_label} ({d.unit})"), "plots/forecast_test_week.png")
         mlflow.log_figure(report.loss_figure(fitted.history, fitted.best_epoch), "plots/loss_curve.png")
-        mlflow.log_dict({"feature_names": d.feature_names, "target": d.target, "metrics": metrics,
+        if d.series:
+            for name, m in by_series.items():
+                mlflow.log_metrics({f"series_{name}_test_{k}": v for k, v in m["model"].items()})
+        mlflow.log_dict({"feature_names": d.feature_names, "target": d.target, "unit": d.unit, "metrics": metrics,
+                         "metrics_by_series": by_series,
                          "split": {"train": _span(parts.train, d.time_column), "validation": _span(parts.validation, d.time_column),
                                    "test": _span(parts.test, d.time_column)}}, "model_summary.json")
         signature = infer_signature(x_test[:5], predicted[:5])
@@ -113,7 +123,9 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts) -> 
             train_rows=len(x_train), train_span=_span(parts.train, d.time_column), validation_rows=len(x_val),
             validation_span=_span(parts.validation, d.time_column), test_rows=len(x_test),
             test_span=_span(parts.test, d.time_column), test_days=spec.split.test_days,
-            metrics_table=report.metrics_table(metrics),
+            metrics_table=report.metrics_table(metrics), series_table=report.series_table(by_series, gate.metric),
+            target_label=d.target_label, unit=d.unit, intended_use=spec.intended_use.strip(),
+            limitations=spec.limitations.strip(),
             gate_decision=f"{decision.alias or 'no alias'}: {decision.reason}",
         )
         mlflow.log_text(card, "model_card.md")
@@ -131,4 +143,5 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts) -> 
     if decision.alias:
         client.set_registered_model_alias(spec.registered_model, decision.alias, version)
     log.info("registered %s version %s: %s", spec.registered_model, version, decision.reason)
-    return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, champion_version, fit_seconds, len(x_train))
+    return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, by_series if d.series else {},
+                   champion_version, fit_seconds, len(x_train))

@@ -82,7 +82,7 @@ def run_dbt(scenario: Scenario, lake_root: Path) -> DbtReport:
         "--target-path", str(target),
         "--log-path", str(target.parent / "logs"),
         "--select", scenario.transform.dbt_select,
-        "--vars", json.dumps({"lake_root": str(lake_root)}),
+        "--vars", json.dumps({"lake_root": str(lake_root), "scenario": scenario.name, "timezone": scenario.timezone}),
     ]
     env = {**os.environ, "CITYFACTORY_DUCKDB_PATH": str(database), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     (target / "run_results.json").unlink(missing_ok=True)
@@ -130,8 +130,9 @@ def read_model(scenario: Scenario, model: str):
         return connection.sql(f'select * from "{model}"').df()
 
 
-def export_model(scenario: Scenario, model: str, lake: Lake, target_key: str, order_by: str):
-    """Write a built model to the lake as one Parquet file (atomic put); returns (stored, rows)."""
+def export_model(scenario: Scenario, model: str, lake: Lake, target_key: str, order_by: list[str]):
+    """Write a built model to the lake as one Parquet file (atomic put) in a total order, so equal
+    data gives equal bytes; returns (stored, rows)."""
     import tempfile
 
     import duckdb
@@ -141,5 +142,6 @@ def export_model(scenario: Scenario, model: str, lake: Lake, target_key: str, or
     ) as connection:
         path = Path(tmp) / "export.parquet"
         rows = connection.execute(f'select count(*) from "{model}"').fetchone()[0]
-        connection.execute(f"copy (select * from \"{model}\" order by {order_by}) to '{path}' (format parquet)")
+        order = ", ".join(f'"{column}"' for column in order_by)
+        connection.execute(f"copy (select * from \"{model}\" order by {order}) to '{path}' (format parquet)")
         return lake.put_file(target_key, path), rows

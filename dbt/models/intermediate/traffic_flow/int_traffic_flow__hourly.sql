@@ -1,4 +1,5 @@
--- A regular hourly series from the first to the last observed hour: missing hours become rows
+-- A regular hourly series (UTC hours, so daylight-saving changes leave no gap or repeat) from the
+-- first to the last observed hour: missing hours become rows
 -- with is_observed = false and null measurements, so lags and windows count real hours.
 with
 
@@ -21,8 +22,9 @@ joined as (
         observations.snow_mm,
         observations.clouds_pct,
         observations.weather_main,
-        -- the dataset flags a holiday on its midnight hour only; the whole day is the holiday
-        max(observations.holiday_name) over (partition by cast(spine.hour_at as date)) as holiday_name
+        {{ local_time('spine.hour_at') }} as local_at,
+        -- the dataset flags a holiday on its midnight hour only; the whole (local) day is the holiday
+        max(observations.holiday_name) over (partition by cast({{ local_time('spine.hour_at') }} as date)) as holiday_name
     from spine
     left join observations on observations.observed_at = spine.hour_at
 )

@@ -20,10 +20,10 @@ features as (
         stddev_samp(traffic_volume) over last_day as volume_std_24h,
         count(traffic_volume) over last_day as observed_hours_24h,
 
-        extract(hour from hour_at)::integer as hour_of_day,
-        isodow(hour_at)::integer as day_of_week,
-        extract(month from hour_at)::integer as month,
-        isodow(hour_at) >= 6 as is_weekend,
+        extract(hour from local_at)::integer as hour_of_day,
+        isodow(local_at)::integer as day_of_week,
+        extract(month from local_at)::integer as month,
+        isodow(local_at) >= 6 as is_weekend,
         holiday_name is not null as is_holiday,
 
         lag(temp_c, 1) over by_hour as temp_c_lag_1h,

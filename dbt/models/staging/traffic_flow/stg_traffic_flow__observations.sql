@@ -8,7 +8,7 @@ source as (
 
 renamed as (
     select
-        date_time as observed_at,
+        date_time::timestamp as observed_at,  -- UTC
         traffic_volume,
         temp - 273.15 as temp_c,
         rain_1h as rain_mm,
