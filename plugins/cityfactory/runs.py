@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from cityfactory.config.scenarios import Scenario
 from cityfactory.governance.ledger import RunLedger, timed_entry
@@ -19,7 +20,9 @@ class ParamsError(ValueError):
     """Trigger-form values that do not make a valid run; the message names the field."""
 
 
-def resolve_days(params: dict, interval_start: dt.datetime | None, interval_end: dt.datetime | None) -> list[dt.date]:
+def resolve_days(params: dict, interval_start: dt.datetime | None, interval_end: dt.datetime | None,
+                 zone: str = "UTC") -> list[dt.date]:
+    """The run's days: the form's dates, or the data interval's days on the scenario's clock."""
     start, end = params.get("data_interval_start"), params.get("data_interval_end")
     if start or end:
         if not (start and end):
@@ -33,8 +36,8 @@ def resolve_days(params: dict, interval_start: dt.datetime | None, interval_end:
     else:
         if interval_start is None or interval_end is None:
             raise ParamsError("this run has no data interval; give data_interval_start and data_interval_end")
-        first = interval_start.date()
-        last = max(interval_end.date() - dt.timedelta(days=1), first)
+        first = interval_start.astimezone(ZoneInfo(zone)).date()
+        last = max(interval_end.astimezone(ZoneInfo(zone)).date() - dt.timedelta(days=1), first)
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
@@ -81,7 +84,7 @@ def plan_run(ctx: RunContext, params: dict, interval_start, interval_end) -> lis
     with ctx.entry() as entry:
         entry.details["params"] = dict(params)
         try:
-            days = resolve_days(params, interval_start, interval_end)
+            days = resolve_days(params, interval_start, interval_end, ctx.scenario.timezone)
         except ParamsError as exc:
             raise AirflowFailException(str(exc)) from exc
         entry.counts["days"] = len(days)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-INPUT, OUTPUT = "features", "volume"
+INPUT, OUTPUT = "features", "prediction"
 
 
 class ParityError(RuntimeError):
@@ -42,7 +42,7 @@ def run(path_or_session, features: np.ndarray) -> np.ndarray:
 
 
 def check_parity(onnx_out: np.ndarray, torch_out: np.ndarray, tolerance: float) -> float:
-    """Largest absolute difference (vehicles/hour); raises if it exceeds ``tolerance``."""
+    """Largest absolute difference (in the target's unit); raises if it exceeds ``tolerance``."""
     worst = float(np.max(np.abs(onnx_out - torch_out)))
     if worst > tolerance:
         raise ParityError(f"onnxruntime fp32 differs from torch by up to {worst:.4f} (tolerance {tolerance})")

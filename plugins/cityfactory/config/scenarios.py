@@ -233,7 +233,7 @@ class Rollout(_Strict):
     fleet: str
     stages: list[RolloutStage] = Field(min_length=1)
     bake_seconds: float = Field(3, ge=0)
-    bake_rows: int = Field(168, ge=1)         # the most recent real feature rows, with actuals
+    bake_rows: int = Field(168, ge=1)         # the most recent real feature rows of every series, with actuals
     max_error_rate: float = Field(0.0, ge=0, le=1)
     max_p95_ms: float = Field(100, gt=0)
     max_mae_ratio: float = Field(1.10, ge=1)  # new model vs the model the other nodes serve
@@ -304,6 +304,18 @@ def load_scenario(path: Path) -> Scenario:
 def load_scenarios(directory: Path) -> list[Scenario]:
     """All scenarios in a folder, sorted by name so DAGs are generated in a stable order."""
     return [load_scenario(p) for p in sorted(directory.glob("*.yaml"))]
+
+
+def scan_scenarios(directory: Path) -> tuple[list[Scenario], dict[str, str]]:
+    """The scenarios that validate, and file name -> error for those that do not (one broken file
+    must not take the others down)."""
+    valid, broken = [], {}
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            valid.append(load_scenario(path))
+        except ScenarioError as exc:
+            broken[path.name] = str(exc)
+    return valid, broken
 
 
 def get_scenario(name: str, directory: Path | None = None) -> Scenario:

@@ -28,7 +28,7 @@ def plan(ctx: RunContext, compressed: dict, gold: dict) -> dict:
     fleet = load_fleet(rollout.fleet)
     with ctx.entry() as entry:
         frame = read_table(ctx.lake, gold["key"]).to_pandas()
-        recent = frame[frame[spec.data.usable].astype(bool)].tail(rollout.bake_rows)
+        recent = data.latest_rows(frame, spec.data, rollout.bake_rows)  # the latest rows of every series
         bake = {"features": data.features(recent, spec.data).tolist(), "actuals": recent[spec.data.target].tolist(),
                 "from": str(recent[spec.data.time_column].min()), "to": str(recent[spec.data.time_column].max())}
         stored = ctx.lake.put_bytes(join_key(ctx.ledger.prefix, "rollout", "bake_rows.json"), json.dumps(bake).encode())

@@ -1,0 +1,17 @@
+"""
+### Broken scenario files, shown where people look: Airflow's import errors
+
+`scenario_pipelines.py` builds the scenarios that validate; this file raises an import error
+naming every scenario file that does not (file and key), so a typo is seen at once in the UI
+instead of hours into a run, while the valid scenarios keep their DAGs. No DAG is defined here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cityfactory.config.scenarios import ScenarioError, scan_scenarios
+
+_, _broken = scan_scenarios(Path(__file__).parent / "scenarios")
+if _broken:
+    raise ScenarioError(f"{len(_broken)} scenario file(s) not loaded: " + " | ".join(_broken.values()))

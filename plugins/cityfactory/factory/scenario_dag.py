@@ -1,0 +1,290 @@
+"""Build one scenario's pipeline DAG from its typed configuration (the DAG file stays thin)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from airflow.sdk import (
+    Asset,
+    CronTriggerTimetable,
+    Param,
+    TaskGroup,
+    TriggerRule,
+    dag,
+    task,
+)
+
+from cityfactory.config.scenarios import Scenario
+from cityfactory.stages import STAGES
+
+PIPELINE_DOC = """
+### City AI Factory: one pipeline DAG per scenario
+
+Each YAML file in `dags/scenarios/` becomes a DAG with the same id. The scheduled nightly run
+ingests the previous day; a manual run from the trigger form can name a date range (bulk history)
+and choose which stages to run.
+
+- **ingest**, per batch of days (dynamic task mapping): the source lands gateway files in
+  `landing/`, ingestion copies them unchanged to `raw/`, parses them to the scenario's schema and
+  writes `bronze/` Parquet partitions and `quarantine/` rows with reasons;
+- **quality**: a Great Expectations gate on the run's bronze rows, and one on the feature mart;
+- **transform**: `dbt build` (staging -> intermediate -> marts, with tests) on DuckDB, then the
+  mart exported to `gold/` for training;
+- **train**: a PyTorch model on the gold features, tracked in MLflow (params, curves, metrics
+  beside baselines, plots, model card), registered, and given the `challenger` alias if it passes
+  the gate against the linear baseline and the current `champion`;
+- **compress**: the challenger exported to ONNX (parity-checked), int8 / pruned variants measured
+  side by side, the smallest within the accuracy budget signed into an edge bundle in `bundles/`;
+- **rollout**: stage by stage (from the scenario) to the fleet's edge nodes, each stage gated on a
+  bake of recent real rows; a passing last stage makes the version `champion`, any failure rolls
+  every touched node back.
+
+A failed gate or dbt test stops the run there. Every task records what it read and wrote in the
+run ledger under `governance/<scenario>/<run_id>/`; the **governance** task runs last whatever
+happened upstream and writes the run's audit events, lineage and compliance report there (and a
+`watcher` task keeps a failed run failed).
+
+Built by `cityfactory.factory.scenario_dag` from `dags/scenarios/<name>.yaml`; task bodies call the
+library and import heavy modules only when they run.
+"""
+
+
+def stage_selected(stage: str):
+    """A ``run_if`` condition: the run's ``stages`` param includes ``stage``."""
+    return lambda context: stage in context["params"]["stages"]
+
+
+def build_scenario_dag(scenario: Scenario):
+    """One scenario's pipeline DAG: stages grouped (ingest, quality and transform, train and
+    compress, one group per rollout stage, governance) so the graph reads as the chain."""
+    @dag(
+        dag_id=scenario.dag_id,
+        dag_display_name=f"Scenario: {scenario.name}",
+        description=scenario.description.strip(),
+        doc_md=PIPELINE_DOC,
+        schedule=CronTriggerTimetable(scenario.schedule, timezone=scenario.timezone, interval=dt.timedelta(days=1)),
+        start_date=dt.datetime.combine(scenario.start_date, dt.time(), tzinfo=ZoneInfo(scenario.timezone)),
+        catchup=False,
+        max_active_runs=1,  # partitions are rewritten whole; one writer per scenario
+        tags=["cityfactory", *scenario.tags],
+        default_args={"retries": 1, "retry_delay": dt.timedelta(seconds=30), "owner": ", ".join(scenario.governance.owners)},
+        params={
+            "data_interval_start": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                title="First day (optional)",
+                description="For a bulk run of history: the first day to ingest. Empty = the run's data interval (yesterday).",
+            ),
+            "data_interval_end": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                title="Last day (optional, inclusive)",
+                description="The last day to ingest, inclusive. Give both days or neither.",
+            ),
+            "stages": Param(
+                list(STAGES),
+                type="array",
+                items={"type": "string", "enum": list(STAGES)},
+                title="Stages to run",
+                description="Untick a stage to skip it in this run.",
+            ),
+        },
+    )
+    def scenario_pipeline():
+        @task
+        def plan(params=None, data_interval_start=None, data_interval_end=None) -> list[list[str]]:
+            """Days this run covers, in batches for the mapped ingest tasks."""
+            from cityfactory.runs import RunContext, plan_run
+
+            return plan_run(RunContext.current(scenario), params, data_interval_start, data_interval_end)
+
+        @task.run_if(stage_selected("ingest"))
+        @task(task_display_name="Land gateway files")
+        def land(days: list[str]) -> dict:
+            """The source's job: one file per day into landing/ (here: the dataset replayed)."""
+            from cityfactory.ingestion.tasks import land_batch
+            from cityfactory.runs import RunContext
+
+            return land_batch(RunContext.current(scenario), days)
+
+        @task.run_if(stage_selected("ingest"))
+        @task(task_display_name="Ingest to bronze")
+        def ingest(landed: dict) -> dict:
+            from cityfactory.ingestion.tasks import ingest_batch
+            from cityfactory.runs import RunContext
+
+            return ingest_batch(RunContext.current(scenario), landed["days"])
+
+        @task.run_if(stage_selected("ingest"))
+        @task(outlets=[Asset(name=f"{scenario.name}_bronze", uri=f"cityfactory://lake/bronze/{scenario.name}")])
+        def ingest_summary(results: list[dict]) -> dict:
+            """Totals over all batches; fails on unacceptable input once everything is recorded."""
+            from cityfactory.ingestion.tasks import summarize
+            from cityfactory.runs import RunContext
+
+            return summarize(RunContext.current(scenario), list(results[:]))  # one slice fetch
+
+        @task.run_if(stage_selected("quality"))
+        @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Gate: bronze")
+        def bronze_gate(batches: list[list[str]]) -> dict:
+            """Great Expectations on the run's bronze rows; a failure stops the run before dbt."""
+            from cityfactory.quality.tasks import bronze_gate
+            from cityfactory.runs import RunContext
+
+            return bronze_gate(RunContext.current(scenario), batches)
+
+        @task.run_if(stage_selected("transform"))
+        @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="dbt build")
+        def transform() -> dict:
+            """staging -> intermediate -> marts and their dbt tests, in one dbt invocation."""
+            from cityfactory.runs import RunContext
+            from cityfactory.transform.tasks import transform
+
+            return transform(RunContext.current(scenario))
+
+        @task.run_if(stage_selected("quality"))
+        @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Gate: features")
+        def features_gate() -> dict:
+            from cityfactory.quality.tasks import features_gate
+            from cityfactory.runs import RunContext
+
+            return features_gate(RunContext.current(scenario))
+
+        @task.run_if(stage_selected("transform"))
+        @task(
+            trigger_rule=TriggerRule.NONE_FAILED,
+            task_display_name="Export gold features",
+            outlets=[Asset(name=f"{scenario.name}_features", uri=f"cityfactory://lake/gold/{scenario.name}")],
+        )
+        def export_gold() -> dict:
+            from cityfactory.runs import RunContext
+            from cityfactory.transform.tasks import export_gold
+
+            return export_gold(RunContext.current(scenario))
+
+        @task.run_if(stage_selected("train"))
+        @task(task_display_name="Train, track, register")
+        def train(gold: dict, batches: list[list[str]]) -> dict:
+            """PyTorch on the gold features; an MLflow run, a registered version, the alias gate."""
+            from cityfactory.runs import RunContext
+            from cityfactory.training.tasks import train
+
+            return train(RunContext.current(scenario), gold, batches)
+
+        @task.run_if(stage_selected("compress"))
+        @task(task_display_name="Compress and sign bundle")
+        def compress(trained: dict, gold: dict) -> dict:
+            """ONNX fp32 / int8 / pruned variants measured side by side; the smallest within the
+            accuracy budget becomes a signed edge bundle."""
+            from cityfactory.compression.tasks import compress
+            from cityfactory.runs import RunContext
+
+            return compress(RunContext.current(scenario), trained, gold)
+
+        @task.run_if(stage_selected("rollout"))
+        @task(task_display_name="Rollout: plan")
+        def rollout_plan(compressed: dict, gold: dict) -> dict:
+            """Stage targets from the fleet file, what every node serves now, the bake rows."""
+            from cityfactory.rollout.tasks import plan
+            from cityfactory.runs import RunContext
+
+            return plan(RunContext.current(scenario), compressed, gold)
+
+        @task
+        def targets(plan: dict, stage: str, approval: dict | None = None) -> list[dict]:
+            """The nodes this stage adds (and, before a human-approved stage, who approved)."""
+            from cityfactory.rollout.tasks import targets
+            from cityfactory.runs import RunContext
+
+            return targets(RunContext.current(scenario), plan, stage, approval)
+
+        @task(retries=0, map_index_template="{{ task.op_kwargs['node']['id'] }}")
+        def deploy(plan: dict, node: dict) -> dict:
+            """Fetch, verify and swap in the bundle on one node."""
+            from cityfactory.rollout.tasks import deploy
+            from cityfactory.runs import RunContext
+
+            return deploy(RunContext.current(scenario), plan, node)
+
+        @task(retries=0)
+        def gate(plan: dict, stage: str) -> dict:
+            """Bake: recent real rows through every node; new version vs the old one."""
+            from cityfactory.rollout.tasks import gate
+            from cityfactory.runs import RunContext
+
+            return gate(RunContext.current(scenario), plan, stage)
+
+        @task(task_display_name="Promote to champion")
+        def promote_champion(plan: dict) -> dict:
+            from cityfactory.rollout.tasks import promote
+            from cityfactory.runs import RunContext
+
+            return promote(RunContext.current(scenario), plan)
+
+        @task(task_display_name="Roll back on failure")
+        def rollback(plan: dict | None = None) -> None:
+            """Whatever happened upstream: if any rollout task failed, every touched node goes back."""
+            from cityfactory.rollout.tasks import roll_back_if_failed
+            from cityfactory.runs import RunContext
+
+            return roll_back_if_failed(RunContext.current(scenario), plan)
+
+        batches = plan()
+        with TaskGroup("ingest_stage", tooltip="land, parse, bronze + quarantine", prefix_group_id=False):
+            summary = ingest_summary(ingest.expand(landed=land.expand(days=batches)))
+        with TaskGroup("quality_and_transform", tooltip="gates around dbt, gold export", prefix_group_id=False):
+            gold = export_gold()
+            summary >> bronze_gate(batches) >> transform() >> features_gate() >> gold
+        with TaskGroup("train_and_compress", tooltip="MLflow run, registry gate, signed bundle", prefix_group_id=False):
+            compressed = compress(train(gold, batches), gold)
+        planned = rollout_plan(compressed, gold)
+        previous, touched = planned, []
+        for index, stage in enumerate(scenario.rollout.stages):
+            with TaskGroup(f"rollout_{stage.name}", tooltip=f"deploy to {stage.name}, bake, gate", prefix_group_id=False):
+                approval = None
+                if index == len(scenario.rollout.stages) - 1 and scenario.governance.human_approval_final_stage:
+                    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+                    approve = ApprovalOperator(
+                        task_id=f"approve_{stage.name}", subject=f"Roll {scenario.name} out to {stage.name}?",
+                        body="Earlier stages passed their health gates; see their results in the run's ledger.",
+                    )
+                    previous >> approve
+                    previous, approval = approve, approve.output
+                nodes = targets.override(task_id=f"{stage.name}_targets")(planned, stage.name, approval)
+                previous >> nodes
+                deployed = deploy.override(task_id=f"{stage.name}_deploy").partial(plan=planned).expand(node=nodes)
+                checked = gate.override(task_id=f"{stage.name}_gate")(planned, stage.name)
+                deployed >> checked
+            touched += [nodes, deployed, checked]
+            previous = checked
+        promoted = promote_champion(planned)
+        previous >> promoted
+        # a teardown: runs whatever happened in the rollout, and does not decide the run's state
+        [*touched, promoted] >> rollback(planned).as_teardown(setups=planned)
+
+        @task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Governance: audit, lineage, report")
+        def governance() -> dict:
+            """Every run, whatever happened upstream: audit events, lineage and the compliance report."""
+            from cityfactory.governance.tasks import govern
+            from cityfactory.runs import RunContext
+
+            return govern(RunContext.current(scenario))
+
+        @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+        def watcher() -> None:
+            """Fails the run if any task failed (governance, which always succeeds, is a leaf too)."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException("an upstream task failed: see the run's compliance report")
+
+        with TaskGroup("governance_stage", tooltip="audit, lineage, compliance report", prefix_group_id=False):
+            report, watch = governance(), watcher()
+        # after every task (a setup may only lead to all-success tasks; its followers are here)
+        for upstream in [t for t in report.operator.dag.tasks if t.task_id not in ("governance", "watcher") and not t.is_setup]:
+            upstream >> [report.operator, watch.operator]
+
+    return scenario_pipeline()
