@@ -7,6 +7,8 @@
 - ``verify-bundle PREFIX [--public-key PEM]``: refuse a bundle whose signature or checksums fail.
 - ``verify-audit``: report the first broken entry of the audit trail, if any.
 - ``fetch-data SCENARIO``: make sure the scenario's dataset is present and verified.
+- ``validate [SCENARIO ...]``: check scenarios whole (YAML, model spec, fleet, suites, dbt
+  selection, dataset pins) before any run; every problem names its file and key.
 """
 
 from __future__ import annotations
@@ -200,6 +202,19 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from cityfactory.config.validation import validate_scenario
+
+    directory = get_settings().scenarios_dir
+    paths = [directory / f"{name}.yaml" for name in args.scenarios] or sorted(directory.glob("*.yaml"))
+    failed = 0
+    for path in paths:
+        problems = validate_scenario(path, check_dbt=not args.no_dbt) if path.exists() else [f"{path}: no such scenario file"]
+        failed += bool(problems)
+        print(f"{'OK  ' if not problems else 'FAIL'} {path.stem}" + "".join(f"\n     - {p}" for p in problems))
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cityfactory", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -230,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     fetch = sub.add_parser("fetch-data", help="locate or download the scenario's dataset")
     fetch.add_argument("scenario")
     fetch.set_defaults(func=cmd_fetch_data)
+    validate = sub.add_parser("validate", help="check scenarios whole before any run")
+    validate.add_argument("scenarios", nargs="*", help="scenario names (default: every file in dags/scenarios/)")
+    validate.add_argument("--no-dbt", action="store_true", help="skip the dbt selection check (needs dbt)")
+    validate.set_defaults(func=cmd_validate)
     args = parser.parse_args(argv)
     return args.func(args)
 

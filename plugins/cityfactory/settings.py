@@ -19,6 +19,9 @@ class Settings:
     lake_uri: str
     data_dir: Path
     scenarios_dir: Path
+    models_dir: Path
+    expectations_dir: Path
+    fleets_dir: Path
 
     @property
     def keys_dir(self) -> Path:
@@ -37,4 +40,7 @@ def get_settings() -> Settings:
         lake_uri=os.environ.get("CITYFACTORY_LAKE_URI", (home / "lake").as_uri()),
         data_dir=Path(os.environ.get("CITYFACTORY_DATA_DIR", REPO_ROOT.parent / "shared" / "data")),
         scenarios_dir=Path(os.environ.get("CITYFACTORY_SCENARIOS_DIR", REPO_ROOT / "dags" / "scenarios")),
+        models_dir=Path(os.environ.get("CITYFACTORY_MODELS_DIR", REPO_ROOT / "models")),
+        expectations_dir=Path(os.environ.get("CITYFACTORY_EXPECTATIONS_DIR", REPO_ROOT / "expectations")),
+        fleets_dir=Path(os.environ.get("CITYFACTORY_FLEETS_DIR", REPO_ROOT / "dags" / "fleets")),
     )

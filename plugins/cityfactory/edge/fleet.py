@@ -33,13 +33,23 @@ class Fleet(BaseModel):
     nodes: list[Node] = Field(min_length=1)
 
 
-def fleets_dir() -> Path:
-    return Path(os.environ.get("CITYFACTORY_FLEETS_DIR", REPO_ROOT / "dags" / "fleets"))
-
-
 def load_fleet(name: str) -> Fleet:
-    path = fleets_dir() / f"{name}.yaml"
-    return Fleet.model_validate(yaml.safe_load(path.read_text()))
+    """``dags/fleets/<name>.yaml`` (or ``$CITYFACTORY_FLEETS_DIR``); errors name the file and key."""
+    from pydantic import ValidationError
+
+    from cityfactory.config.scenarios import ScenarioError, _location
+
+    path = get_settings().fleets_dir / f"{name}.yaml"
+    try:
+        fleet = Fleet.model_validate(yaml.safe_load(path.read_text()))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc}") from None
+    except ValidationError as exc:
+        raise ScenarioError(f"{path}: " + "; ".join(f"key '{_location(e['loc'])}': {e['msg']}" for e in exc.errors())) from None
+    ids = [n.id for n in fleet.nodes]
+    if len(set(ids)) != len(ids):
+        raise ScenarioError(f"{path}: key 'nodes': node ids repeat")
+    return fleet
 
 
 def edge_token() -> str:

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cityfactory.governance.ledger import Artifact, LedgerEntry, RunLedger
-from cityfactory.settings import REPO_ROOT
+from cityfactory.settings import get_settings
 from cityfactory.storage.lake import join_key
 
-EXPECTATIONS_DIR = REPO_ROOT / "expectations"
 log = logging.getLogger(__name__)
 
 
@@ -36,8 +35,8 @@ class GateResult:
         return [c for c in self.checks if not c["success"]]
 
 
-def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> dict:
-    path = directory / f"{name}.json"
+def load_suite(name: str, directory: Path | None = None) -> dict:
+    path = (directory or get_settings().expectations_dir) / f"{name}.json"
     try:
         suite = json.loads(path.read_text())
     except (OSError, ValueError) as exc:

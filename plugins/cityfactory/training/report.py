@@ -6,7 +6,7 @@ import string
 
 import pandas as pd
 
-from cityfactory.training.spec import MODELS_DIR
+from cityfactory.settings import get_settings
 
 
 def forecast_week_figure(frame: pd.DataFrame, time_column: str, series: str | None, actual, predicted, baseline,
@@ -81,4 +81,4 @@ def series_table(by_series: dict[str, dict[str, dict[str, float]]], metric: str)
 
 
 def model_card(template: str, **values) -> str:
-    return string.Template((MODELS_DIR / template).read_text()).safe_substitute(values)
+    return string.Template((get_settings().models_dir / template).read_text()).safe_substitute(values)

@@ -9,9 +9,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cityfactory.config.scenarios import ScenarioError, _location
-from cityfactory.settings import REPO_ROOT
+from cityfactory.settings import get_settings
 
-MODELS_DIR = REPO_ROOT / "models"
 
 
 class _Strict(BaseModel):
@@ -136,8 +135,9 @@ class ModelSpec(_Strict):
     metrics: MetricSpec = MetricSpec()
 
 
-def load_model_spec(name: str, directory: Path = MODELS_DIR) -> ModelSpec:
-    path = directory / f"{name}.yaml"
+def load_model_spec(name: str, directory: Path | None = None) -> ModelSpec:
+    """``models/<name>.yaml`` (or ``$CITYFACTORY_MODELS_DIR``), validated; errors name file and key."""
+    path = (directory or get_settings().models_dir) / f"{name}.yaml"
     try:
         raw = yaml.safe_load(path.read_text())
         return ModelSpec.model_validate(raw)

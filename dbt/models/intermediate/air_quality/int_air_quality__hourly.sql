@@ -1,5 +1,6 @@
 -- A regular hourly series per station from its first to its last reading (missing hours become
--- rows with null readings), and the city-wide mean of every hour across stations.
+-- rows with null readings), the city-wide mean of every hour across stations, and how many hours
+-- in a row a station has reported the same PM2.5 (a stuck sensor).
 with
 
 observations as (
@@ -35,9 +36,21 @@ joined as (
     left join observations
         on observations.station = spine.station
         and observations.observed_at = spine.hour_at
+),
+
+runs as (
+    -- islands of one unchanged PM2.5 value per station (gaps and islands)
+    select
+        *,
+        row_number() over (partition by station order by hour_at)
+            - row_number() over (partition by station, pm25_ugm3 order by hour_at) as value_run
+    from joined
 )
 
 select
-    *,
-    avg(pm25_ugm3) over (partition by hour_at) as city_pm25_ugm3
-from joined
+    * exclude (value_run),
+    avg(pm25_ugm3) over (partition by hour_at) as city_pm25_ugm3,
+    case when pm25_ugm3 is not null
+        then count(*) over (partition by station, pm25_ugm3, value_run order by hour_at)
+    end as pm25_repeat_hours
+from runs

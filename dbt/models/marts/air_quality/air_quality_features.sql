@@ -20,6 +20,7 @@ features as (
         avg(pm25_ugm3) over last_day as pm25_mean_24h,
         stddev_samp(pm25_ugm3) over last_day as pm25_std_24h,
         count(pm25_ugm3) over last_day as observed_hours_24h,
+        lag(pm25_repeat_hours, 1) over by_hour as pm25_repeat_hours,
         lag(city_pm25_ugm3, 1) over by_hour as city_pm25_lag_1h,
         lag(city_pm25_ugm3, 2) over by_hour as city_pm25_lag_2h,
 
