@@ -8,10 +8,9 @@ instead of hours into a run, while the valid scenarios keep their DAGs. No DAG i
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from cityfactory.config.scenarios import ScenarioError, scan_scenarios
+from cityfactory.settings import get_settings
 
-_, _broken = scan_scenarios(Path(__file__).parent / "scenarios")
+_, _broken = scan_scenarios(get_settings().scenarios_dir)
 if _broken:
     raise ScenarioError(f"{len(_broken)} scenario file(s) not loaded: " + " | ".join(_broken.values()))

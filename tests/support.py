@@ -147,3 +147,35 @@ def stop_seaweedfs(server: S3Server) -> None:
         server.process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         server.process.kill()
+
+
+BEIJING = REPO.parent / "shared" / "data" / "beijing_multisite_air_quality"
+
+
+def harbour_dataset(directory: Path, stations: dict[str, str], first: str, last: str) -> dict[str, str]:
+    """The harbour_air fixture's files, written from real Beijing station files (renamed, another
+    dialect: ';' separated, decimal commas, -200 for missing, a blank trailing header column,
+    date and time in two columns, CRLF), rows from ``first`` to ``last`` (YYYY-MM-DD);
+    returns file name -> sha256."""
+    import csv
+    import hashlib
+
+    directory.mkdir(parents=True, exist_ok=True)
+    pins = {}
+    for source, (name, renamed) in stations.items():
+        out = ["date;time;station;PM2.5;PM10;SO2;NO2;CO;O3;TEMP;PRES;DEWP;RAIN;wd;WSPM;"]
+        with open(next(BEIJING.glob(f"PRSA_Data_{source}_*.csv")), newline="") as handle:
+            for row in csv.DictReader(handle):
+                day = f"{row['year']}-{int(row['month']):02d}-{int(row['day']):02d}"
+                if not first <= day <= last:
+                    continue
+                values = [row[c] for c in ("PM2.5", "PM10", "SO2", "NO2", "CO", "O3", "TEMP", "PRES", "DEWP", "RAIN")]
+                values = ["-200" if v == "NA" else v.replace(".", ",") for v in values]
+                wd = "" if row["wd"] == "NA" else row["wd"]
+                wspm = "-200" if row["WSPM"] == "NA" else row["WSPM"].replace(".", ",")
+                date = f"{int(row['day']):02d}/{int(row['month']):02d}/{row['year']}"
+                out.append(";".join([date, f"{int(row['hour']):02d}.00.00", renamed, *values, wd, wspm, ""]))
+        data = ("\r\n".join(out) + "\r\n").encode()
+        (directory / name).write_bytes(data)
+        pins[name] = hashlib.sha256(data).hexdigest()
+    return pins

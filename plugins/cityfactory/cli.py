@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--mlflow-port", type=int, default=5000)
     ui.set_defaults(func=cmd_ui)
     verify = sub.add_parser("verify-bundle", help="check an edge bundle's signature and checksums")
-    verify.add_argument("prefix", help="bundle folder in the lake, e.g. bundles/traffic_flow/3")
+    verify.add_argument("prefix", help="bundle folder in the lake, e.g. bundles/<scenario>/<version>")
     verify.add_argument("--lake", help="lake URI (default: CITYFACTORY_LAKE_URI)")
     verify.add_argument("--public-key", help="PEM file (default: the embedded stack's public key)")
     verify.set_defaults(func=cmd_verify_bundle)

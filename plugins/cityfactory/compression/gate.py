@@ -17,8 +17,8 @@ def table(variants: list[Variant]) -> str:
     for v in variants:
         smaller = f"{reference.size_bytes / v.size_bytes:.2f}" if v.size_bytes else "-"
         lines.append(
-            f"{v.name:<26} {v.size_bytes:>8} {smaller:>9} {v.mae:>7.1f} {100 * (v.mae / reference.mae - 1):>6.2f} "
-            f"{v.rmse:>7.1f} {v.b1_median_ms:>9.4f} {v.b1_p95_ms:>7.4f} {v.b1_median_ms / eager.b1_median_ms:>8.2f} "
+            f"{v.name:<26} {v.size_bytes:>8} {smaller:>9} {v.mae:>7.2f} {100 * (v.mae / reference.mae - 1):>6.2f} "
+            f"{v.rmse:>7.2f} {v.b1_median_ms:>9.4f} {v.b1_p95_ms:>7.4f} {v.b1_median_ms / eager.b1_median_ms:>8.2f} "
             f"{v.b256_median_ms:>8.3f} {v.b256_p95_ms:>8.3f}"
         )
     return "\n".join(lines)

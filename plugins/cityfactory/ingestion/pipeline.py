@@ -35,7 +35,7 @@ from cityfactory.security import encryption
 from cityfactory.storage.lake import Lake, join_key, sha256_bytes
 
 log = logging.getLogger(__name__)
-RULE = re.compile(r" (is below the minimum|is above the maximum|is not|does not match)")
+RULE = re.compile(r" (is below the minimum|is above the maximum|is not|does not match|does not exist in \S+)")
 SEALED_SUFFIX = ".sealed"
 
 

@@ -90,7 +90,7 @@ class TrainingSpec(_Strict):
 
 class LinearBaseline(_Strict):
     """Least squares on ``lags`` plus one indicator per combination of the ``seasonal`` columns'
-    values (e.g. hour_of_day x day_of_week = hour of the week)."""
+    values (two calendar columns, say hour and weekday, give one indicator per hour of the week)."""
 
     lags: list[str] = Field(min_length=1)
     seasonal: list[str] = []

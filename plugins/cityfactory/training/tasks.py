@@ -28,7 +28,7 @@ def train(ctx: RunContext, gold: dict, batches: list[list[str]]) -> dict:
             Artifact(f"models:/{spec.registered_model}/{outcome.version}", "", None, "model_version", (run_uri,)),
         ]
         entry.counts = {"version": int(outcome.version)}
-        entry.details.update(metrics=outcome.metrics, alias=outcome.alias, reason=outcome.reason,
+        entry.details.update(metrics=outcome.metrics, metrics_by_series=outcome.metrics_by_series, alias=outcome.alias, reason=outcome.reason,
                              champion_version=outcome.champion_version, registered_model=spec.registered_model,
                              fit_seconds=round(outcome.fit_seconds, 2), train_rows=outcome.train_rows)
     return {"version": outcome.version, "alias": outcome.alias, "reason": outcome.reason,

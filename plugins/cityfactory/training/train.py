@@ -55,7 +55,7 @@ def fit(spec: ModelSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.nda
         for start in range(0, len(inputs), hyper.batch_size):
             batch = order[start : start + hyper.batch_size]
             optimiser.zero_grad()
-            # loss on the scaled change, so its size does not depend on the traffic level
+            # loss on the scaled change, so its size does not depend on the level of the series
             loss = torch.nn.functional.mse_loss(
                 model(inputs[batch]) / arch.output_scale, targets[batch] / arch.output_scale
             )

@@ -1,0 +1,71 @@
+"""The library holds no scenario's words: names, columns, units, datasets, series or node ids from
+the scenario files (and their model specs and fleets) must not appear in plugins/ or dags/ Python.
+A scenario is configuration; code that knows one by name would not work for the next."""
+
+from __future__ import annotations
+
+import io
+import re
+import tokenize
+from pathlib import Path
+
+import yaml
+from support import REPO
+
+CODE = [*sorted((REPO / "plugins").rglob("*.py")), *sorted((REPO / "dags").glob("*.py"))]
+SCENARIO_FILES = [*sorted((REPO / "dags" / "scenarios").glob("*.yaml")),
+                  *sorted((REPO / "tests" / "fixtures" / "scenarios").glob("*.yaml"))]
+
+
+# The library's own field names that a scenario may also use for a column (the run ledger's times).
+LIBRARY_WORDS = {"started_at", "ended_at"}
+
+
+def _words(scenario: dict) -> set[str]:
+    words = {scenario["name"], scenario["source"].get("dataset") or "", *scenario.get("tags", [])}
+    schema = scenario["schema"]
+    for name, column in schema["columns"].items():
+        words |= {name, column.get("unit") or ""}
+    event = schema["event_time"]
+    words.add(event["name"] if isinstance(event, dict) else event)
+    words |= {schema.get("series") or "", *schema["key"]}
+    words |= {f["name"] for f in scenario["source"].get("files", [])}
+    spec_path = REPO / "models" / f"{scenario['model_spec']}.yaml"
+    if spec_path.exists():
+        spec = yaml.safe_load(spec_path.read_text())
+        data = spec["data"]
+        words |= {spec["name"], spec["registered_model"], data["target"], data["unit"], data["time_column"],
+                  *data["numeric"], *data.get("one_hot", {}), *data.get("flags", [])}
+        for encoding in data.get("one_hot", {}).values():
+            words |= {str(v) for v in encoding.get("values", []) if isinstance(v, str)}
+    fleet_path = REPO / "dags" / "fleets" / f"{scenario['rollout']['fleet']}.yaml"
+    if fleet_path.exists():
+        words |= {node["id"] for node in yaml.safe_load(fleet_path.read_text())["nodes"]}
+    return {w for w in words if w and w not in LIBRARY_WORDS}
+
+
+def _distinctive(word: str) -> bool:
+    """Words a library would only write because it knows the scenario (not 'day', 'hour' or 'N')."""
+    return len(word) >= 4 and (any(c in word for c in "_./") or len(word) >= 8 or word[:1].isupper())
+
+
+def _mentions(text: str, word: str) -> bool:
+    return re.search(rf"(?<![A-Za-z0-9_]){re.escape(word)}(?![A-Za-z0-9_])", text) is not None
+
+
+def _literals(path: Path) -> list[tuple[int, str]]:
+    tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+    return [(t.start[0], t.string) for t in tokens if t.type == tokenize.STRING]
+
+
+def test_no_scenario_vocabulary_in_library_or_dags():
+    vocabulary = set().union(*(_words(yaml.safe_load(p.read_text())) for p in SCENARIO_FILES))
+    distinctive = sorted(w for w in vocabulary if _distinctive(w))
+    assert "PM2.5" in vocabulary and "hour_of_day" in vocabulary and "vehicles/h" in vocabulary  # the test sees them
+    found = []
+    for path in CODE:
+        for line, text in _literals(path):
+            body = text.strip("\"'rbfRBF")
+            hits = [w for w in vocabulary if body == w] + [w for w in distinctive if body != w and _mentions(body, w)]
+            found += [f"{path.relative_to(REPO)}:{line}: {w!r}" for w in hits]
+    assert not found, "scenario words in code:\n" + "\n".join(found)
