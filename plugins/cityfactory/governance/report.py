@@ -123,7 +123,8 @@ def model_of(entries: list[dict]) -> dict | None:
     run = next(a["uri"] for a in entry["outputs"] if a["kind"] == "mlflow_run")
     return {"registered_model": d["registered_model"], "version": str(entry["counts"]["version"]), "alias": d["alias"],
             "reason": d["reason"], "champion_version": d["champion_version"], "mlflow_run_id": run.removeprefix("runs:/"),
-            "metrics": d["metrics"], "train_rows": d["train_rows"], "fit_seconds": d["fit_seconds"]}
+            "metrics": d["metrics"], "metrics_by_series": d.get("metrics_by_series", {}),
+            "train_rows": d["train_rows"], "fit_seconds": d["fit_seconds"]}
 
 
 def _compression(grouped: dict) -> dict | None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from cityfactory.storage.lake import Lake, join_key, sha256_bytes
 log = logging.getLogger(__name__)
 RULE = re.compile(r" (is below the minimum|is above the maximum|is not|does not match|does not exist in \S+)")
 SEALED_SUFFIX = ".sealed"
+PARSE_THREADS = min(4, os.cpu_count() or 1)
 
 
 class IngestionError(RuntimeError):
@@ -89,10 +92,10 @@ def land_to_raw(scenario: Scenario, lake: Lake, day: dt.date, entry: LedgerEntry
         data = lake.get_bytes(key)
         name = key.rsplit("/", 1)[1]
         raw_key = join_key(raw_prefix, name + (SEALED_SUFFIX if sealed else ""))
-        if lake.exists(raw_key) and sha256_bytes(_read_raw(lake, raw_key)) != sha256_bytes(data):
-            raw_key = join_key(raw_prefix, _raw_name(name, data, sealed))
-        if not lake.exists(raw_key):
-            lake.put_bytes(raw_key, encryption.seal(data) if sealed else data)
+        created = lake.put_new(raw_key, encryption.seal(data)) if sealed else lake.move_new(key, raw_key, data)
+        if not created and sha256_bytes(_read_raw(lake, raw_key)) != sha256_bytes(data):
+            raw_key = join_key(raw_prefix, _raw_name(name, data, sealed))  # a different file, same name
+            lake.put_new(raw_key, encryption.seal(data) if sealed else data)
         entry.inputs.append(Artifact(lake.uri_for(key), sha256_bytes(data), kind="landing"))
         moved[raw_key] = data
         lake.delete([key])
@@ -138,11 +141,10 @@ def _write_partitions(
                 file_options=options,
                 existing_data_behavior="overwrite_or_ignore",
                 max_rows_per_group=1 << 20,
+                max_partitions=max(len(days), 1),
             )
-        for day in days:
-            local = Path(tmp) / f"dt={day.isoformat()}"
-            local.mkdir(exist_ok=True)
-            written[day] = lake.replace_prefix(partition_key(layer, scenario, day), local)
+        for day in days:  # a day with no rows: its partition is emptied
+            written[day] = lake.replace_prefix(partition_key(layer, scenario, day), Path(tmp) / f"dt={day.isoformat()}")
     return written
 
 
@@ -162,22 +164,29 @@ def ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Ledg
     rejected: list[dict] = []
     touched: list[dt.date] = []
     extra: Counter = Counter()
+    files: list[tuple[dt.date, str, bytes]] = []
     for day in days:
         moved = land_to_raw(scenario, lake, day, entry)
         raw_keys = lake.list(partition_key("raw", scenario.name, day))
         if raw_keys:
             touched.append(day)
-        for key in raw_keys:
-            data = moved[key] if key in moved else _read_raw(lake, key)
-            read = read_file(data, key.rsplit("/", 1)[1].removesuffix(SEALED_SUFFIX), scenario, day)
-            entry.inputs.append(Artifact(lake.uri_for(key), sha256_bytes(data), read.rows_in, kind="raw"))
-            if read.strings is not None:
-                strings.append(read.strings)
-            rejected.extend({**r, "dt": day} for r in read.rejected)
-            result.files += 1
-            result.rows_in += read.rows_in
-            result.file_errors += read.file_errors
-            extra.update({tuple(read.extra_columns): 1} if read.extra_columns else {})
+        files += [(day, key, moved[key] if key in moved else _read_raw(lake, key)) for key in raw_keys]
+
+    def parse(item: tuple[dt.date, str, bytes]):
+        day, key, data = item
+        return read_file(data, key.rsplit("/", 1)[1].removesuffix(SEALED_SUFFIX), scenario, day)
+
+    with ThreadPoolExecutor(max_workers=PARSE_THREADS) as pool:  # pyarrow parses with the GIL released
+        reads = list(pool.map(parse, files))
+    for (day, key, data), read in zip(files, reads):
+        entry.inputs.append(Artifact(lake.uri_for(key), sha256_bytes(data), read.rows_in, kind="raw"))
+        if read.strings is not None:
+            strings.append(read.strings)
+        rejected.extend({**r, "dt": day} for r in read.rejected)
+        result.files += 1
+        result.rows_in += read.rows_in
+        result.file_errors += read.file_errors
+        extra.update({tuple(read.extra_columns): 1} if read.extra_columns else {})
 
     result.warnings = [f"{files} file(s) have undeclared column(s) {', '.join(cols)}: ignored, kept in raw "
                        "(declare them in schema.ignored_columns to silence this)" for cols, files in extra.items()]

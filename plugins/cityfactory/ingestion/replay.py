@@ -116,10 +116,11 @@ def _shifted(rows: pa.Table, times: pa.Array, shift: dt.timedelta, parts: list[s
     if not shift:
         return rows
     texts = pc.strftime(pc.add(times, pa.scalar(shift, pa.duration("s"))), format=fmt)
-    pieces = pc.split_pattern(texts, " ")
+    if len(parts) == 1:
+        return rows.set_column(rows.schema.get_field_index(parts[0]), parts[0], texts)
+    pieces = pc.split_pattern(texts, " ")  # a composed time: one space-separated part per column
     for index, name in enumerate(parts):
-        value = pc.list_element(pieces, index)
-        rows = rows.set_column(rows.schema.get_field_index(name), name, value)
+        rows = rows.set_column(rows.schema.get_field_index(name), name, pc.list_element(pieces, index))
     return rows
 
 

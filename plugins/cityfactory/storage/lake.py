@@ -62,6 +62,14 @@ class Lake:
         """Write only if ``key`` does not exist yet (atomically); False if it already did."""
         raise NotImplementedError
 
+    def move_new(self, source: str, key: str, data: bytes) -> bool:
+        """Move ``source`` (holding ``data``) to ``key`` unless ``key`` exists (then False, and
+        ``source`` stays)."""
+        created = self.put_new(key, data)
+        if created:
+            self.delete([source])
+        return created
+
     def get_bytes(self, key: str) -> bytes:
         raise NotImplementedError
 
@@ -131,6 +139,16 @@ class LocalLake(Lake):
         finally:
             os.unlink(tmp)
 
+    def move_new(self, source: str, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(self._path(source), path)  # atomic, fails if the name is taken; no bytes copied
+        except FileExistsError:
+            return False
+        self._path(source).unlink()
+        return True
+
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
@@ -159,11 +177,12 @@ class LocalLake(Lake):
 
     def replace_prefix(self, prefix: str, local_dir: Path) -> list[StoredObject]:
         target = self._path(prefix)
-        if not target.exists() and not any(Path(local_dir).iterdir()):
+        if not Path(local_dir).is_dir() or not any(Path(local_dir).iterdir()):  # the new set is empty
+            shutil.rmtree(target, ignore_errors=True)
             return []
         target.parent.mkdir(parents=True, exist_ok=True)
         staged = target.parent / f".tmp-{uuid.uuid4().hex}"
-        if Path(local_dir).resolve().is_relative_to(self.root):
+        if Path(local_dir).is_relative_to(self.root):  # staged inside the lake: a rename
             os.replace(local_dir, staged)
         else:
             shutil.copytree(local_dir, staged)
@@ -267,8 +286,9 @@ class S3Lake(Lake):
     def replace_prefix(self, prefix: str, local_dir: Path) -> list[StoredObject]:
         # New objects first (each put is atomic), then remove what the new set no longer has.
         old = set(self.list(prefix))
-        written = [self.put_file(join_key(prefix, f.name), f) for f in sorted(Path(local_dir).iterdir())]
-        keep = {join_key(prefix, f.name) for f in Path(local_dir).iterdir()}
+        files = sorted(Path(local_dir).iterdir()) if Path(local_dir).is_dir() else []
+        written = [self.put_file(join_key(prefix, f.name), f) for f in files]
+        keep = {join_key(prefix, f.name) for f in files}
         self.delete(sorted(old - keep))
         return written
 
