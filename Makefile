@@ -19,7 +19,7 @@ OPENLINEAGE_EVENTS := $(CITYFACTORY_HOME)/lake/governance/openlineage/events.jso
 export AIRFLOW__OPENLINEAGE__NAMESPACE ?= cityfactory
 export AIRFLOW__OPENLINEAGE__TRANSPORT ?= {"type": "file", "log_file_path": "$(OPENLINEAGE_EVENTS)", "append": true}
 
-.PHONY: install init run ui test bench lint clean
+.PHONY: install init run validate ui test bench lint clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,13 +35,19 @@ $(AIRFLOW_HOME)/airflow.db: $(BIN)/.installed
 
 init: $(AIRFLOW_HOME)/airflow.db
 
-run: init  ## one full run of traffic_flow over the whole replayed history
+run: init  ## every scenario validated, then one full run of each over its whole replayed history
+	$(BIN)/python -m cityfactory.cli validate
 	$(BIN)/python -m cityfactory.cli run traffic_flow --history
+	$(BIN)/python -m cityfactory.cli run air_quality --history
+
+validate: install  ## check every scenario whole (YAML, spec, fleet, suites, dbt selection, pins)
+	$(BIN)/python -m cityfactory.cli validate
 
 ui: init  ## Airflow UI (api-server, scheduler, dag-processor, triggerer) on the embedded stack
 	$(BIN)/python -m cityfactory.cli ui
 
-test: install  ## the whole suite (starts its own S3 server; uses the local PostgreSQL)
+test: install  ## scenarios validated, then the whole suite (starts its own S3 server; uses the local PostgreSQL)
+	$(BIN)/python -m cityfactory.cli validate
 	$(BIN)/python -m pytest
 
 bench: init  ## figures and ratios, printed

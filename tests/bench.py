@@ -110,8 +110,7 @@ def bench_parse() -> None:
           "The dbt project is not rendered at parse time (one dbt build task).")
 
 
-def bench_run() -> list[dict]:
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+def bench_run(name: str) -> list[dict]:
     from airflow.dag_processing.dagbag import DagBag
     from cityfactory.config.scenarios import get_scenario
     from cityfactory.edge.fleet import LocalFleet, load_fleet
@@ -125,19 +124,30 @@ def bench_run() -> list[dict]:
     from cityfactory.storage.lake import open_lake
     from support import write_fleet
 
-    start, end = replay.history_interval(get_scenario("traffic_flow"))
-    dag = DagBag(dag_folder=str(REPO / "dags")).get_dag("traffic_flow")
-    os.environ["CITYFACTORY_FLEETS_DIR"] = str(write_fleet(HOME / "fleets", "traffic_flow", 6))
-    with LocalFleet(load_fleet("traffic_flow")):
+    from cityfactory.training.report import series_table
+
+    scenario = get_scenario(name)
+    start, end = replay.history_interval(scenario)
+    dag = DagBag(dag_folder=str(REPO / "dags")).get_dag(name)
+    size = len(load_fleet(scenario.rollout.fleet).nodes)
+    os.environ["CITYFACTORY_FLEETS_DIR"] = str(write_fleet(HOME / "fleets", scenario.rollout.fleet, size))
+    with LocalFleet(load_fleet(scenario.rollout.fleet)):
         t = time.perf_counter()
         run = dag.test(run_conf={"data_interval_start": str(start), "data_interval_end": str(end)})
         wall = time.perf_counter() - t
-    print(f"\n## One DAG run over the whole history ({start} .. {end}): {run.state}, {wall:.1f} s wall")
-    entries = RunLedger(open_lake(), "traffic_flow", run.run_id).entries()
+    print(f"\n## {name}: one DAG run over the whole history ({start} .. {end}): {run.state}, {wall:.1f} s wall")
+    entries = RunLedger(open_lake(), name, run.run_id).entries()
     print(format_summary(task_summary(entries)))
     print("\n## Model quality (test = the last 365 days of the history; same rows for every model)")
     print(format_training(entries))
     train = next(e for e in entries if e["task_id"] == "train")
+    if by_series := train["details"].get("metrics_by_series"):
+        models = {k: [m[k]["rmse"] for m in by_series.values()] for k in ("model", "persistence", "linear_autoregression")}
+        mean = {k: statistics.mean(v) for k, v in models.items()}
+        print(f"\nPer series (test RMSE, same rows):\n{series_table(by_series, 'rmse')}")
+        print(f"mean over series: model {mean['model']:.2f}, persistence {mean['persistence']:.2f}, linear "
+              f"{mean['linear_autoregression']:.2f}; model / persistence = {mean['model'] / mean['persistence']:.3f}; "
+              f"below linear on {sum(a < b for a, b in zip(models['model'], models['linear_autoregression']))} of {len(by_series)}")
     print(f"Training on the full history, 2-core machine: fit {train['details']['fit_seconds']} s on "
           f"{train['details']['train_rows']:,} rows; whole train task (MLflow logging, registry) "
           f"{task_summary([train])[0]['wall_s']} s")
@@ -266,6 +276,8 @@ if __name__ == "__main__":
         bench_ingestion(scenario)
     bench_parse()
     logging.disable(logging.INFO)
-    entries = bench_run()
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    bench_run("air_quality")
+    entries = bench_run("traffic_flow")
     bench_governance(entries)
     bench_edge(entries)

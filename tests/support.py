@@ -50,10 +50,14 @@ def openlineage_events(home: Path) -> Path:
 
 
 def write_fleet(directory: Path, name: str, size: int) -> Path:
-    """A fleet file of ``size`` loopback nodes on free ports; returns the fleets folder."""
+    """A fleet file of ``size`` loopback nodes on free ports, beside copies of the repo's other
+    fleets (so every scenario still loads); returns the fleets folder."""
     import yaml
 
     directory.mkdir(parents=True, exist_ok=True)
+    for other in (REPO / "dags" / "fleets").glob("*.yaml"):
+        if not (directory / other.name).exists():
+            shutil.copy(other, directory)
     nodes = [{"id": f"{name}-{i + 1}", "district": f"d{i % 3}", "url": f"http://127.0.0.1:{port}"}
              for i, port in enumerate(free_ports(size))]
     (directory / f"{name}.yaml").write_text(yaml.safe_dump({"nodes": nodes}))

@@ -132,12 +132,12 @@ def test_bad_params_fail_clearly(airflow_db, dagbag, lake_uri):
 
 
 def test_human_oversight_pauses_before_the_final_stage(airflow_db):
-    import runpy
+    from cityfactory.factory.scenario_dag import build_scenario_dag
 
     scenario = get_scenario("traffic_flow")
     governance = scenario.governance.model_copy(update={"human_approval_final_stage": True})
     variant = scenario.model_copy(update={"governance": governance, "name": "traffic_flow_overseen"})
-    dag = runpy.run_path(str(DAG_FILE))["build_dag"](variant)
+    dag = build_scenario_dag(variant)
     approve = dag.task_dict["approve_city"]
     assert type(approve).__name__ == "ApprovalOperator"
     assert approve.upstream_task_ids == {"district_gate"}

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cityfactory.config.scenarios import Scenario, ScenarioError, load_scenario
+from cityfactory.config.scenarios import Scenario, ScenarioError, load_scenario, scan_scenarios
 from cityfactory.settings import REPO_ROOT, get_settings
 
 BRONZE_EXTRAS = {"_source_file", "_line", "dt"}
@@ -27,6 +27,30 @@ def validate_scenario(path: Path, check_dbt: bool = True) -> list[str]:
     if check_dbt:
         problems += _dbt_problems(scenario, path)
     return problems
+
+
+def usable_scenarios(directory: Path) -> tuple[list[Scenario], dict[str, str]]:
+    """What the DAG files build: scenarios whose YAML, model spec and fleet load (cheap checks, no
+    heavy imports, fit for parse time), and file name -> problems for the others."""
+    valid, broken = scan_scenarios(directory)
+    usable = []
+    for scenario in valid:
+        problems = _spec_problems(scenario) + _fleet_file_problems(scenario)
+        if problems:
+            broken[f"{scenario.name}.yaml"] = "; ".join(problems)
+        else:
+            usable.append(scenario)
+    return usable, broken
+
+
+def _fleet_file_problems(scenario: Scenario) -> list[str]:
+    from cityfactory.edge.fleet import load_fleet
+
+    try:
+        load_fleet(scenario.rollout.fleet)
+    except ScenarioError as exc:
+        return [f"{exc} (scenario key 'rollout.fleet')"]
+    return []
 
 
 def _spec_problems(scenario: Scenario) -> list[str]:

@@ -1,0 +1,71 @@
+"""The factory: a DAG per valid scenario, built from configuration alone; a broken scenario file is
+an import error naming it while the others load; per-series judgement of a model."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import numpy as np
+import pytest
+from cityfactory.training.metrics import scores, scores_by_series
+from cityfactory.training.registry import decide
+from support import REPO
+
+
+@pytest.fixture
+def dagbag_of(airflow_db, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    def load(scenarios_dir):
+        monkeypatch.setenv("CITYFACTORY_SCENARIOS_DIR", str(scenarios_dir))
+        return DagBag(dag_folder=str(REPO / "dags"))
+
+    return load
+
+
+def test_air_quality_dag_reads_as_the_chain(dagbag_of):
+    dag = dagbag_of(REPO / "dags" / "scenarios").get_dag("air_quality")
+    assert dag.timetable.expression == "30 1 * * *" and str(dag.timetable.timezone) in ("Asia/Shanghai", "Timezone('Asia/Shanghai')")
+    assert dag.owner == "environment-data-team@city.example"
+    groups = set(dag.task_group.children)
+    assert {"ingest_stage", "quality_and_transform", "train_and_compress", "rollout_canary", "rollout_district",
+            "rollout_all", "governance_stage"} <= groups
+    assert dag.task_group.children["rollout_district"].children.keys() == {"district_targets", "district_deploy", "district_gate"}
+
+
+def test_a_broken_scenario_is_an_import_error_naming_it_and_the_others_load(dagbag_of, tmp_path):
+    shutil.copy(REPO / "dags" / "scenarios" / "traffic_flow.yaml", tmp_path)
+    text = (REPO / "dags" / "scenarios" / "air_quality.yaml").read_text()
+    (tmp_path / "air_quality.yaml").write_text(text.replace("timezone: Asia/Shanghai", "timezone: Asia/Atlantis"))
+    bag = dagbag_of(tmp_path)
+    assert "traffic_flow" in bag.dag_ids and "air_quality" not in bag.dag_ids
+    [(path, error)] = bag.import_errors.items()
+    assert path.endswith("scenario_config_errors.py")
+    assert "air_quality.yaml" in error and "schema.timezone" in error and "Asia/Atlantis" in error
+
+
+def test_nightly_days_are_the_scenarios_own_yesterday():
+    from cityfactory.runs import resolve_days
+
+    # 01:30 in Shanghai on the 10th is 17:30 UTC on the 9th: the run covers Shanghai's 9th
+    start = dt.datetime(2026, 3, 8, 17, 30, tzinfo=dt.UTC)
+    end = dt.datetime(2026, 3, 9, 17, 30, tzinfo=dt.UTC)
+    assert resolve_days({}, start, end, "Asia/Shanghai") == [dt.date(2026, 3, 9)]
+    assert resolve_days({}, start, end, "UTC") == [dt.date(2026, 3, 8)]
+
+
+def test_the_gate_refuses_a_model_worse_than_persistence_on_too_many_series():
+    good = decide("rmse", 9.0, 10.0, None, 0.05, 0.02, worse_series=["b"], series_count=4, max_worse_share=0.25)
+    assert good.alias == "challenger"
+    bad = decide("rmse", 9.0, 10.0, None, 0.05, 0.02, worse_series=["b", "c"], series_count=4, max_worse_share=0.25)
+    assert bad.alias is None and "worse than persistence on 2 of 4 series (b, c)" in bad.reason
+
+
+def test_mape_has_a_floor_and_smape_is_bounded():
+    actual, predicted = np.array([0.0, 100.0]), np.array([5.0, 110.0])
+    s = scores(actual, predicted, mape_floor=10.0)
+    assert s["mape"] == pytest.approx((5 / 10 + 10 / 100) / 2 * 100)
+    assert s["smape"] == pytest.approx((2.0 + 20 / 210) / 2 * 100)
+    by = scores_by_series(np.array(["x", "y"]), actual, {"model": predicted})
+    assert by["x"]["model"]["mae"] == 5.0 and by["y"]["model"]["mae"] == 10.0
