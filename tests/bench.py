@@ -122,9 +122,8 @@ def bench_run(name: str) -> list[dict]:
     )
     from cityfactory.ingestion import replay
     from cityfactory.storage.lake import open_lake
-    from support import write_fleet
-
     from cityfactory.training.report import series_table
+    from support import write_fleet
 
     scenario = get_scenario(name)
     start, end = replay.history_interval(scenario)

@@ -47,6 +47,18 @@ def lake_uri(tmp_path, monkeypatch) -> str:
     return uri
 
 
+@pytest.fixture
+def private_mlflow(tmp_path, monkeypatch) -> str:
+    """A tracking store of the test's own; the process-wide URI MLflow keeps is put back after."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    yield uri
+    mlflow.set_tracking_uri(previous)
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> S3Server:
     import boto3

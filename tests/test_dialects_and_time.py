@@ -70,15 +70,18 @@ def test_fall_back_hour_is_two_instants_and_spring_forward_hour_is_rejected():
     assert "observed_at=2016-03-13 02:00:00 does not exist in America/Chicago" in rejected[0]["reason"]
 
 
+MESSAGES = (
+    '{"intersection": {"id": "x-12"}, "at": {"date": "01/06/2026", "time": "08.00.00"}, "counts": {"north": 41}}',
+    '{"intersection": {"id": "x-12"}, "at": {"date": "01/06/2026", "time": "09.00.00"}, "counts": {"south": 3}}',
+    "not json at all",
+    '{"intersection": {"id": "x-12"}, "at": {"date": "01/06/2026", "time": "10.00.00"}, "counts": {"north": -5}}',
+)
+
+
 def test_json_lines_gateway_messages_with_nested_fields():
     s = scenario(source={"format": "jsonl", "jsonl": {"fields": {"date": "at.date", "time": "at.time", "sensor": "intersection.id",
                                                                   "co": "counts.north"}}})
-    text = "\n".join([
-        '{"intersection": {"id": "x-12"}, "at": {"date": "01/06/2026", "time": "08.00.00"}, "counts": {"north": 41}}',
-        '{"intersection": {"id": "x-12"}, "at": {"date": "01/06/2026", "time": "09.00.00"}, "counts": {"south": 3}}',
-        "not json at all",
-        '{"intersection": {"id": "x-12"}, "at": {"date": "01/06/2026", "time": "10.00.00"}, "counts": {"north": -5}}',
-    ])
+    text = "\n".join(MESSAGES)
     read, converted, rejected = _rows(text, s, dt.date(2026, 6, 1))
     assert read.rows_in == 4 == converted.accepted.num_rows + len(rejected)
     assert converted.accepted["co"].to_pylist() == [41.0, None]  # a missing path is a missing value

@@ -73,7 +73,7 @@ def test_adding_a_sensor_to_a_scenario_with_history_keeps_bronze_free_of_duplica
 
 
 @pytest.mark.slow
-def test_a_third_scenario_runs_end_to_end_with_rollout(airflow_db, tmp_path, monkeypatch, lake_uri):
+def test_a_third_scenario_runs_end_to_end_with_rollout(airflow_db, tmp_path, monkeypatch, lake_uri, private_mlflow):
     import mlflow
     from airflow.dag_processing.dagbag import DagBag
     from cityfactory.edge.fleet import LocalFleet, edge_token, load_fleet
@@ -83,7 +83,6 @@ def test_a_third_scenario_runs_end_to_end_with_rollout(airflow_db, tmp_path, mon
     from cityfactory.storage.parquet import read_partitions
 
     configure(tmp_path, monkeypatch)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {} and set(bag.dag_ids) >= {"harbour_air"}
     with LocalFleet(load_fleet("harbour_air")):

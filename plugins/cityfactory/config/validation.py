@@ -10,7 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cityfactory.config.scenarios import Scenario, ScenarioError, load_scenario, scan_scenarios
+from cityfactory.config.scenarios import (
+    Scenario,
+    ScenarioError,
+    load_scenario,
+    scan_scenarios,
+)
 from cityfactory.settings import REPO_ROOT, get_settings
 
 BRONZE_EXTRAS = {"_source_file", "_line", "dt"}
@@ -82,8 +87,8 @@ def _fleet_problems(scenario: Scenario) -> list[str]:
         return [f"{exc} (scenario key 'rollout.fleet')"]
     empty = [s.name for s, nodes in zip(scenario.rollout.stages, stage_targets(fleet, scenario.rollout)) if not nodes]
     if empty:
-        return [f"{get_settings().fleets_dir / scenario.rollout.fleet}.yaml: stage(s) {', '.join(empty)} would add no node "
-                f"({len(fleet.nodes)} nodes in the fleet)"]
+        return [(f"{get_settings().fleets_dir / scenario.rollout.fleet}.yaml: stage(s) {', '.join(empty)} would add no "
+                 f"node ({len(fleet.nodes)} nodes in the fleet)")]
     return []
 
 
@@ -136,13 +141,13 @@ def _dbt_problems(scenario: Scenario, path: Path) -> list[str]:
     process = subprocess.run(command, capture_output=True, text=True, check=False,
                              env={"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "PATH": str(dbt.parent), "HOME": str(Path.home())})
     if process.returncode != 0:
-        return [f"{path}: key 'transform.dbt_select': dbt could not list {scenario.transform.dbt_select!r}: "
-                f"{(process.stdout + process.stderr).strip()[-500:]}"]
+        return [(f"{path}: key 'transform.dbt_select': dbt could not list {scenario.transform.dbt_select!r}: "
+                 f"{(process.stdout + process.stderr).strip()[-500:]}")]
     models = [json.loads(line)["name"] for line in process.stdout.splitlines() if line.startswith("{")]
     if not models:
-        return [f"{path}: key 'transform.dbt_select': {scenario.transform.dbt_select!r} selects no dbt model "
-                "(is the tag on the models?)"]
+        return [(f"{path}: key 'transform.dbt_select': {scenario.transform.dbt_select!r} selects no dbt model "
+                 "(is the tag on the models?)")]
     if scenario.transform.features_model not in models:
-        return [f"{path}: key 'transform.features_model': {scenario.transform.features_model!r} is not among the "
-                f"selected models ({', '.join(models)})"]
+        return [(f"{path}: key 'transform.features_model': {scenario.transform.features_model!r} is not among the "
+                 f"selected models ({', '.join(models)})")]
     return []

@@ -10,7 +10,6 @@ import base64
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Self
 from urllib.parse import urlparse
 

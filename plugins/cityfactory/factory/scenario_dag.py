@@ -246,7 +246,9 @@ def build_scenario_dag(scenario: Scenario):
             with TaskGroup(f"rollout_{stage.name}", tooltip=f"deploy to {stage.name}, bake, gate", prefix_group_id=False):
                 approval = None
                 if index == len(scenario.rollout.stages) - 1 and scenario.governance.human_approval_final_stage:
-                    from airflow.providers.standard.operators.hitl import ApprovalOperator
+                    from airflow.providers.standard.operators.hitl import (
+                        ApprovalOperator,
+                    )
 
                     approve = ApprovalOperator(
                         task_id=f"approve_{stage.name}", subject=f"Roll {scenario.name} out to {stage.name}?",

@@ -211,10 +211,12 @@ def _read_jsonl(data: bytes, source_file: str, scenario: Scenario, landing_day: 
         text = raw.decode("utf-8", "replace")
         try:
             message = json.loads(raw)
-            if not isinstance(message, dict):
-                raise ValueError("not a JSON object")
         except ValueError as exc:
-            result.rejected.append(_reject(source_file, number, text[:10_000], f"not a JSON object: {exc}"))
+            message, problem = None, str(exc)
+        else:
+            problem = f"a JSON {type(message).__name__}"
+        if not isinstance(message, dict):
+            result.rejected.append(_reject(source_file, number, text[:10_000], f"not a JSON object: {problem}"))
             continue
         for column in columns:
             values[column].append(_dig(message, paths.get(column, column)))

@@ -12,7 +12,6 @@ from cityfactory.config.scenarios import ScenarioError, _location
 from cityfactory.settings import get_settings
 
 
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
