@@ -12,7 +12,8 @@ from cityfactory.settings import get_settings
 def forecast_week_figure(frame: pd.DataFrame, time_column: str, series: str | None, actual, predicted, baseline,
                          title: str, ylabel: str, max_panels: int = 12):
     """The last full week of the test rows: actual, model and linear baseline, one small panel per
-    series (the first ``max_panels`` by name) on a shared time axis."""
+    series (the first ``max_panels`` by name) on a shared time axis; hours without a usable row
+    are gaps in the lines, not straight joins."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,7 +27,8 @@ def forecast_week_figure(frame: pd.DataFrame, time_column: str, series: str | No
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(11 if cols == 1 else 12, 3.2 * rows), sharex=True, squeeze=False)
     for ax, name in zip(axes.flat, names):
-        one = week[week["series"] == name].sort_values("time")
+        one = week[week["series"] == name].drop(columns="series").set_index("time").sort_index()
+        one = one.reindex(pd.date_range(one.index.min(), one.index.max(), freq="h")).rename_axis("time").reset_index()
         ax.plot(one["time"], one["actual"], label="actual", color="black", linewidth=1.3)
         ax.plot(one["time"], one["model"], label="model", color="tab:blue", linewidth=1)
         ax.plot(one["time"], one["linear"], label="linear baseline", color="tab:orange", linewidth=0.8, alpha=0.8)
