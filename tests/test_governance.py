@@ -18,7 +18,7 @@ import pytest
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance import audit, retention
 from cityfactory.governance.ledger import RunLedger
-from cityfactory.security.signing import public_key_pem
+from cityfactory.security.signing import audit_public_key_pem
 from cityfactory.storage.lake import open_lake
 from support import REPO, openlineage_events
 
@@ -125,7 +125,7 @@ def test_report_is_attached_to_the_mlflow_run(full_report, history_run):
 def test_audit_trail_holds_the_runs_decisions(full_report):
     run, report, _ = full_report
     lake = open_lake()
-    assert audit.verify(lake, public_key_pem()).entries >= report["audit"]["last_seq"]
+    assert audit.verify(lake, audit_public_key_pem()).entries >= report["audit"]["last_seq"]
     events = [e for e in audit.entries(lake) if e["details"].get("run_id") == run.run_id]
     kinds = [e["event"] for e in events]
     for kind, count in {"ingested": 1, "quality_gate": 2, "dbt_build": 1, "model_registered": 1, "bundle_signed": 1,

@@ -5,7 +5,8 @@
 - ``summary SCENARIO RUN_ID``: counts and wall time per task of a past run.
 - ``ui [--port N] [--mlflow-port M]``: Airflow's UI and services, and the MLflow UI, until Ctrl-C.
 - ``verify-bundle PREFIX [--public-key PEM]``: refuse a bundle whose signature or checksums fail.
-- ``verify-audit``: report the first broken entry of the audit trail, if any.
+- ``verify-audit [--from-witness]``: check the audit log against its checkpoints and the witness.
+- ``audit-proof --entry N | --since-size M``: inclusion or consistency proof (RFC 6962), checked.
 - ``fetch-data SCENARIO``: make sure the scenario's dataset is present and verified.
 - ``validate [SCENARIO ...]``: check scenarios whole (YAML, model spec, fleet, suites, dbt
   selection, dataset pins) before any run; every problem names its file and key.
@@ -79,7 +80,7 @@ def _print_governance(scenario: str, run_id: str) -> None:
     """Where the run's compliance report is, and whether the audit trail verifies."""
     from cityfactory.governance import audit
     from cityfactory.governance.ledger import RunLedger
-    from cityfactory.security.signing import public_key_pem
+    from cityfactory.security.signing import audit_public_key_pem
     from cityfactory.storage.lake import open_lake
 
     lake = open_lake()
@@ -90,9 +91,9 @@ def _print_governance(scenario: str, run_id: str) -> None:
         return
     print(f"  report      {governed[-1]['details']['report']}  (and report.json, lineage.svg beside it)")
     try:
-        verified = audit.verify(lake, public_key_pem())
-        print(f"  audit       {lake.uri_for('audit')}: {verified.entries} entries, chain and checkpoints verify")
-    except audit.AuditError as exc:
+        verified = audit.verify(lake, audit_public_key_pem())
+        print(f"  audit       {lake.uri_for('audit')}: {verified.entries} entries, log, checkpoints and witness verify")
+    except (audit.AuditError, FileNotFoundError) as exc:
         print(f"  audit       DOES NOT VERIFY: {exc}")
 
 
@@ -175,21 +176,45 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_verify_audit(args: argparse.Namespace) -> int:
+def _audit_public_key(args: argparse.Namespace) -> bytes:
     from pathlib import Path
 
+    from cityfactory.security.signing import audit_public_key_pem
+
+    return Path(args.public_key).read_bytes() if args.public_key else audit_public_key_pem()
+
+
+def cmd_verify_audit(args: argparse.Namespace) -> int:
     from cityfactory.governance import audit
-    from cityfactory.security.signing import public_key_pem
     from cityfactory.storage.lake import open_lake
 
     lake = open_lake(args.lake)
-    public = Path(args.public_key).read_bytes() if args.public_key else public_key_pem()
     try:
-        result = audit.verify(lake, public)
-    except audit.AuditError as exc:
+        result = audit.verify(lake, _audit_public_key(args), full=not args.from_witness)
+    except (audit.AuditError, FileNotFoundError) as exc:
         print(f"BROKEN {lake.uri_for('audit')}: {exc}", file=sys.stderr)
         return 1
-    print(f"OK {lake.uri_for('audit')}: {result.entries} entries, sealed through entry {result.sealed_through}")
+    print(f"OK {lake.uri_for('audit')}: {result.entries} entries, sealed through {result.sealed_through} "
+          f"({result.read} entries read; witness {audit.witness_path(lake)})")
+    return 0
+
+
+def cmd_audit_proof(args: argparse.Namespace) -> int:
+    import json
+
+    from cityfactory.governance import audit
+    from cityfactory.storage.lake import open_lake
+
+    lake = open_lake(args.lake)
+    try:
+        if args.entry is not None:
+            proof = audit.prove_inclusion(lake, _audit_public_key(args), args.entry)
+        else:
+            proof = audit.prove_consistency(lake, _audit_public_key(args), args.since_size)
+    except (audit.AuditError, FileNotFoundError) as exc:
+        print(f"NO PROOF: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(proof, indent=1))
     return 0
 
 
@@ -238,10 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("--lake", help="lake URI (default: CITYFACTORY_LAKE_URI)")
     verify.add_argument("--public-key", help="PEM file (default: the embedded stack's public key)")
     verify.set_defaults(func=cmd_verify_bundle)
-    audit = sub.add_parser("verify-audit", help="check the audit trail's hash chain and signed checkpoints")
+    audit = sub.add_parser("verify-audit", help="check the audit log against its signed checkpoints and witness")
     audit.add_argument("--lake", help="lake URI (default: CITYFACTORY_LAKE_URI)")
-    audit.add_argument("--public-key", help="PEM file (default: the embedded stack's public key)")
+    audit.add_argument("--public-key", help="the audit public key, PEM (default: keys/audit-public.pem)")
+    audit.add_argument("--from-witness", action="store_true", help="read only the entries after the witnessed checkpoint")
     audit.set_defaults(func=cmd_verify_audit)
+    proof = sub.add_parser("audit-proof", help="inclusion proof of an entry, or consistency proof of an older size")
+    proof.add_argument("--lake", help="lake URI (default: CITYFACTORY_LAKE_URI)")
+    proof.add_argument("--public-key", help="the audit public key, PEM (default: keys/audit-public.pem)")
+    which = proof.add_mutually_exclusive_group(required=True)
+    which.add_argument("--entry", type=int, help="sequence number of the entry to prove included")
+    which.add_argument("--since-size", type=int, help="an older tree size to prove the latest checkpoint extends")
+    proof.set_defaults(func=cmd_audit_proof)
     fetch = sub.add_parser("fetch-data", help="locate or download the scenario's dataset")
     fetch.add_argument("scenario")
     fetch.set_defaults(func=cmd_fetch_data)
