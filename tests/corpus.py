@@ -85,3 +85,23 @@ def corpus_on(day: dt.date) -> dict[str, tuple[bytes, dict]]:
     real_day, _, _ = first_day()
     return {name: (data.replace(real_day.isoformat().encode(), day.isoformat().encode()), expected)
             for name, (data, expected) in corpus().items()}
+
+
+def hostile_files(day: dt.date) -> dict[str, tuple[bytes, int]]:
+    """Files a careless or hostile gateway drops, each with the records the CSV reader sees in it;
+    none may crash its batch."""
+    _, header, rows = first_day()
+    real = first_day()[0].isoformat()
+    rows = [r.replace(real, day.isoformat()) for r in rows[:5]]
+    head = ",".join(header)
+    quoted = rows[1].split(",")
+    quoted[0] = '"None\nwith a newline"'
+    return {
+        "header_only.csv": (head.encode(), 0),
+        "header_only_newline.csv": ((head + "\r\n").encode(), 0),
+        "bare_cr.csv": ("\r".join([head, *rows]).encode() + b"\r", 5),
+        "stray_cr.csv": (("\n".join([head, rows[0], rows[1].replace(",", ",\r", 1), *rows[2:]]) + "\n").encode(), 6),
+        "embedded_newline.csv": (("\n".join([head, rows[0], ",".join(quoted), *rows[2:]]) + "\n").encode(), 5),
+        "unclosed_quote.csv": (("\n".join([head, rows[0], '"None,' + rows[1].split(",", 1)[1], *rows[2:]]) + "\n").encode(), None),
+        "huge_field.csv": (("\n".join([head, rows[0].replace("None", "x" * 5_000_000, 1), *rows[1:]]) + "\n").encode(), 5),
+    }

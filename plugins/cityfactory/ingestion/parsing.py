@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,9 +107,18 @@ def _invalid_utf8_lines(data: bytes) -> tuple[bytes, dict[int, tuple[str, str]]]
 
 
 def _header(data: bytes, source: Source) -> list[str]:
-    first = data.split(b"\n", 1)[0].decode("utf-8", "replace").removesuffix("\r")
+    first = re.split(rb"\r\n|\r|\n", data, maxsplit=1)[0].decode("utf-8", "replace")  # any line ending
     dialect = source.csv
     return next(csv.reader([first], delimiter=dialect.delimiter, quotechar=dialect.quote_char), [])
+
+
+def unreadable_file(data: bytes, source_file: str, problem: str) -> ReadFile:
+    """A file that cannot be split into records at all: a file error naming it, and every line
+    after the first quarantined with that reason (so nothing is lost and the rest of the batch goes on)."""
+    lines = data.splitlines()
+    rejected = [_reject(source_file, n, line.decode("utf-8", "replace")[:10_000], f"file {problem}")
+                for n, line in enumerate(lines[1:], 2)]
+    return ReadFile(source_file, len(rejected), None, rejected, [f"{source_file}: {problem}"])
 
 
 def read_file(data: bytes, source_file: str, scenario: Scenario, landing_day: dt.date) -> ReadFile:
@@ -159,6 +169,8 @@ def read_file(data: bytes, source_file: str, scenario: Scenario, landing_day: dt
             result.rejected.append(_reject(source_file, row.number, row.text, reason))
         return "skip"
 
+    if not re.search(rb"[\r\n].", cleaned, re.DOTALL):  # a header and nothing after it: no records
+        return result
     table = pv.read_csv(
         pa.py_buffer(cleaned),
         read_options=pv.ReadOptions(column_names=names, skip_rows=1, use_threads=False, block_size=1 << 26),

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,16 +26,19 @@ import pyarrow.dataset as ds
 
 from cityfactory.config.scenarios import Scenario
 from cityfactory.governance.ledger import Artifact, LedgerEntry
+from cityfactory.ingestion.leases import day_leases
 from cityfactory.ingestion.parsing import (
     REJECT_SCHEMA,
+    ReadFile,
     convert,
     empty_bronze,
     empty_strings,
     read_file,
+    unreadable_file,
 )
 from cityfactory.ingestion.replay import landing_prefix
 from cityfactory.security import encryption
-from cityfactory.storage.lake import Lake, join_key, sha256_bytes
+from cityfactory.storage.lake import Lake, LakeError, join_key, sha256_bytes
 
 log = logging.getLogger(__name__)
 RULE = re.compile(r" (is below the minimum|is above the maximum|is not|does not match|does not exist in \S+)")
@@ -83,14 +87,24 @@ def _raw_name(name: str, data: bytes, sealed: bool) -> str:
     return f"{stem}.{sha256_bytes(data)[:12]}{dot}{ext}{suffix}" if dot else f"{name}.{sha256_bytes(data)[:12]}{suffix}"
 
 
-def land_to_raw(scenario: Scenario, lake: Lake, day: dt.date, entry: LedgerEntry) -> dict[str, bytes]:
-    """Move the day's landed files into raw (never overwriting); returns raw key → plain bytes."""
+def land_to_raw(scenario: Scenario, lake: Lake, day: dt.date, entry: LedgerEntry) -> tuple[dict[str, bytes], list[str]]:
+    """Move the day's landed files into raw (never overwriting); returns raw key -> plain bytes, and
+    a problem for each landed name that was not taken (a link, a device, an unfinished write): those
+    stay in landing and are reported, never silently skipped."""
     sealed = bool(scenario.schema_.personal_columns)
     raw_prefix = partition_key("raw", scenario.name, day)
     moved: dict[str, bytes] = {}
-    for key in lake.list(landing_prefix(scenario.name, day)):
-        data = lake.get_bytes(key)
+    problems: list[str] = []
+    for key in lake.list(landing_prefix(scenario.name, day), include_partial=True):
         name = key.rsplit("/", 1)[1]
+        if name.startswith(".tmp-"):
+            problems.append(f"{lake.uri_for(key)}: a name starting with '.tmp-' marks an unfinished write; left in landing")
+            continue
+        try:
+            data = lake.get_bytes(key)
+        except LakeError as exc:
+            problems.append(f"{exc}; left in landing")
+            continue
         raw_key = join_key(raw_prefix, name + (SEALED_SUFFIX if sealed else ""))
         created = lake.put_new(raw_key, encryption.seal(data)) if sealed else lake.move_new(key, raw_key, data)
         if not created and sha256_bytes(_read_raw(lake, raw_key)) != sha256_bytes(data):
@@ -99,7 +113,7 @@ def land_to_raw(scenario: Scenario, lake: Lake, day: dt.date, entry: LedgerEntry
         entry.inputs.append(Artifact(lake.uri_for(key), sha256_bytes(data), kind="landing"))
         moved[raw_key] = data
         lake.delete([key])
-    return moved
+    return moved, problems
 
 
 def _deduplicate(table: pa.Table, key: list[str], personal: set[str]) -> tuple[pa.Table, list[dict]]:
@@ -156,7 +170,12 @@ def _protect(table: pa.Table, personal: dict[str, str]) -> pa.Table:
 
 
 def ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: LedgerEntry) -> IngestResult:
-    """Ingest ``days`` (play-time dates); records inputs and outputs on ``entry``."""
+    """Ingest ``days`` (play-time dates) holding their leases; records inputs and outputs on ``entry``."""
+    with day_leases(lake, scenario.name, days, holder=f"{entry.task_id}[{entry.map_index}]@{uuid.uuid4().hex[:8]}"):
+        return _ingest_days(scenario, lake, days, entry)
+
+
+def _ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: LedgerEntry) -> IngestResult:
     schema = scenario.schema_
     personal = schema.personal_columns
     result = IngestResult(days=len(days))
@@ -166,15 +185,20 @@ def ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Ledg
     extra: Counter = Counter()
     files: list[tuple[dt.date, str, bytes]] = []
     for day in days:
-        moved = land_to_raw(scenario, lake, day, entry)
+        moved, problems = land_to_raw(scenario, lake, day, entry)
+        result.file_errors += problems
         raw_keys = lake.list(partition_key("raw", scenario.name, day))
         if raw_keys:
             touched.append(day)
         files += [(day, key, moved[key] if key in moved else _read_raw(lake, key)) for key in raw_keys]
 
-    def parse(item: tuple[dt.date, str, bytes]):
+    def parse(item: tuple[dt.date, str, bytes]) -> ReadFile:
         day, key, data = item
-        return read_file(data, key.rsplit("/", 1)[1].removesuffix(SEALED_SUFFIX), scenario, day)
+        name = key.rsplit("/", 1)[1].removesuffix(SEALED_SUFFIX)
+        try:
+            return read_file(data, name, scenario, day)
+        except Exception as exc:  # noqa: BLE001 - one unreadable file must not block its batch
+            return unreadable_file(data, name, f"cannot be parsed ({type(exc).__name__}: {exc})")
 
     with ThreadPoolExecutor(max_workers=PARSE_THREADS) as pool:  # pyarrow parses with the GIL released
         reads = list(pool.map(parse, files))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -73,8 +74,10 @@ class Lake:
     def get_bytes(self, key: str) -> bytes:
         raise NotImplementedError
 
-    def list(self, prefix: str) -> list[str]:
-        """All keys under ``prefix`` (recursive), sorted."""
+    def list(self, prefix: str, include_partial: bool = False) -> list[str]:
+        """All keys under ``prefix`` (recursive), sorted; ``include_partial`` also lists names that
+        look like unfinished writes (``.tmp-*``) and, on a folder, links, so that a caller taking
+        files from others can report them instead of silently skipping them."""
         raise NotImplementedError
 
     def exists(self, key: str) -> bool:
@@ -150,18 +153,27 @@ class LocalLake(Lake):
         return True
 
     def get_bytes(self, key: str) -> bytes:
+        """A regular file's bytes; a link, device or folder is refused (opened with O_NOFOLLOW)."""
         try:
-            return self._path(key).read_bytes()
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
         except FileNotFoundError:
             raise LakeError(f"read {self.uri_for(key)}: no such object") from None
+        except OSError as exc:  # ELOOP: a symbolic link
+            raise LakeError(f"read {self.uri_for(key)}: not a regular file ({exc.strerror})") from None
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise LakeError(f"read {self.uri_for(key)}: not a regular file")
+            return handle.read()
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str, include_partial: bool = False) -> list[str]:
         base = self._path(prefix)
         root = str(self.root) + os.sep
         keys = []
         for folder, dirs, files in os.walk(base):  # os.walk: far cheaper than pathlib on many small folders
-            dirs[:] = [d for d in dirs if not d.startswith(".tmp-")]
-            keys += [os.path.join(folder, f)[len(root):].replace(os.sep, "/") for f in files if not f.startswith(".tmp-")]
+            linked = [d for d in dirs if os.path.islink(os.path.join(folder, d))]  # never followed
+            dirs[:] = [d for d in dirs if not d.startswith(".tmp-") and d not in linked]
+            names = files + linked if include_partial else [f for f in files if not f.startswith(".tmp-")]
+            keys += [os.path.join(folder, f)[len(root):].replace(os.sep, "/") for f in names]
         return sorted(keys)
 
     def exists(self, key: str) -> bool:
@@ -253,7 +265,7 @@ class S3Lake(Lake):
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("read", key, exc) from exc
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str, include_partial: bool = False) -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         full = self._key(prefix).rstrip("/") + "/"
