@@ -95,6 +95,35 @@ def bench_ingestion(name: str) -> None:
     print(f"ratio plain / ours (same rows, same partitions) = {t_plain / t_ours:.2f} (target >= 0.8)")
 
 
+LARGE_FILE = """
+import resource, sys, time
+sys.path[:0] = [{plugins!r}, {tests!r}]
+from corpus import first_day
+from cityfactory.config.scenarios import get_scenario
+from cityfactory.ingestion.parsing import parse_file
+day, header, rows = first_day()
+line = rows[0] if {good} else rows[0].rsplit(",", 1)[0] + ",many"
+data = ("\\r\\n".join([",".join(header)] + [line] * {rows}) + "\\r\\n").encode()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+read, converted = parse_file(data, "big.csv", get_scenario("traffic_flow"), day)
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(len(data), converted.accepted.num_rows, converted.rejected_table.num_rows, seconds, (peak - base) * 1024)
+"""
+
+
+def bench_large_files() -> None:
+    """One large landed file, in a fresh interpreter each: time and the memory parsing adds."""
+    print("\n## One large landed file (fresh interpreter; memory = peak RSS growth while parsing)")
+    for rows, good in ((2_800_000, True), (1_000_000, False)):
+        code = LARGE_FILE.format(plugins=str(REPO / "plugins"), tests=str(REPO / "tests"), good=good, rows=rows)
+        size, accepted, rejected, seconds, grown = (float(v) for v in subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+        print(f"{size / 1e6:,.0f} MB, {rows:,} rows: {accepted:,.0f} accepted, {rejected:,.0f} rejected in {seconds:.1f} s; "
+              f"memory {grown / 1e6:,.0f} MB = {grown / size:.1f}x the file")
+
+
 def bench_parse() -> None:
     code = (
         "import time, runpy; t = time.perf_counter(); import airflow.sdk; s = time.perf_counter();"
@@ -275,6 +304,7 @@ if __name__ == "__main__":
 
     for scenario in ("traffic_flow", "air_quality"):
         bench_ingestion(scenario)
+    bench_large_files()
     bench_parse()
     logging.disable(logging.INFO)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)

@@ -128,3 +128,18 @@ def test_a_file_the_reader_cannot_split_is_quarantined_whole_and_the_batch_goes_
     assert error.startswith("zz_broken.csv: cannot be parsed (ValueError: straddling")
     quarantine = read_partitions(lake, "quarantine", "traffic_flow", [DAY])
     assert pc.sum(pc.equal(quarantine["source_file"], "zz_broken.csv")).as_py() == 2
+
+
+def test_rejected_records_are_valid_json_whatever_they_hold():
+    import json
+
+    from cityfactory.ingestion.parsing import parse_file
+
+    data = corpus_on(DAY)["clean.csv"][0].decode()
+    head, first, *rest = data.split("\r\n")
+    hostile = first.replace("None", '"say ""hi"" \\ back\tslash"', 1).rsplit(",", 1)[0] + ",many"
+    _, converted = parse_file("\r\n".join([head, hostile, *rest]).encode(), "quotes.csv", SCENARIO, DAY)
+    [reject] = converted.rejected
+    record = json.loads(reject["record"])
+    assert record["holiday"] == 'say "hi" \\ back\tslash' and record["traffic_volume"] == "many"
+    assert reject["reason"] == "traffic_volume='many' is not an integer" and reject["line"] == 2

@@ -35,6 +35,7 @@ REJECT_SCHEMA = pa.schema(
 )
 LINE = "_line"
 SOURCE = "_source_file"
+CHUNK_ROWS = 1 << 18  # rows typed and checked at a time
 LANDING_DAY = "_landing_day"
 
 
@@ -54,7 +55,11 @@ class ReadFile:
 @dataclass
 class Converted:
     accepted: pa.Table  # bronze_schema plus _landing_day
-    rejected: list[dict]
+    rejected_table: pa.Table  # REJECT_SCHEMA plus dt
+
+    @property
+    def rejected(self) -> list[dict]:
+        return self.rejected_table.to_pylist()
 
 
 def bronze_schema(schema: Schema) -> pa.Schema:
@@ -243,10 +248,18 @@ def source_columns(schema: Schema) -> list[str]:
     return list(schema.columns)
 
 
-def convert(strings: pa.Table, scenario: Scenario) -> Converted:
-    """Type and check the string rows of many files at once (vectorised over the whole batch)."""
+def convert(strings: pa.Table, scenario: Scenario, chunk_rows: int = CHUNK_ROWS) -> Converted:
+    """Type and check the string rows of many files, vectorised, a slice of rows at a time (the
+    intermediate arrays of a slice, not of the whole batch, are what costs memory)."""
+    seen: set[tuple] = set()  # repeated wall-clock hours, across slices
+    parts = [_convert_slice(strings.slice(start, chunk_rows), scenario, seen)
+             for start in range(0, max(strings.num_rows, 1), chunk_rows)]
+    return Converted(pa.concat_tables([p.accepted for p in parts]), pa.concat_tables([p.rejected_table for p in parts]))
+
+
+def _convert_slice(strings: pa.Table, scenario: Scenario, seen: set[tuple]) -> Converted:
     schema = scenario.schema_
-    typed, problems = _convert(strings, scenario)
+    typed, problems = _convert(strings, scenario, seen)
     bad = np.zeros(strings.num_rows, dtype=bool)
     for mask, _ in problems:
         bad |= mask
@@ -274,7 +287,13 @@ def empty_strings(schema: Schema) -> pa.Table:
     return pa.schema([*fields, (LINE, pa.int64()), (SOURCE, pa.string()), (LANDING_DAY, pa.date32())]).empty_table()
 
 
-Problem = tuple[np.ndarray, "callable"]
+# A rule a row can break: the rows that break it, and the parts of its reason (text, or arrays
+# whose value at the row is spliced in), so reasons are built for all rejected rows at once.
+Problem = tuple[np.ndarray, list]
+
+
+def _quoted(values: pa.Array) -> list:
+    return ["'", values, "'"]
 
 
 def _mask(array) -> np.ndarray:
@@ -289,25 +308,27 @@ def _number(raw: pa.Array, col: Column, decimal: str, name: str, problems: list[
     cleaned = pc.utf8_trim_whitespace(pc.if_else(pa.array(valid), text, pa.scalar(None, pa.string())))
     values = pc.cast(cleaned, ARROW_TYPES[col.type])
     noun = "an integer" if col.type == "int" else "a number"
-    problems.append((unparsable, lambda i, n=name, r=raw, w=noun: f"{n}={r[i].as_py()!r} is not {w}"))
+    problems.append((unparsable, [f"{name}=", *_quoted(raw), f" is not {noun}"]))
     unit = f" {col.unit}" if col.unit else ""
+    shown = pc.utf8_trim_whitespace(raw)
     if col.min is not None:
         low = _mask(pc.less(values, col.min))
-        problems.append((low, lambda i, n=name, v=values, m=col.min, u=unit: f"{n}={v[i].as_py()} is below the minimum {m:g}{u}"))
+        problems.append((low, [f"{name}=", shown, f" is below the minimum {col.min:g}{unit}"]))
     if col.max is not None:
         high = _mask(pc.greater(values, col.max))
-        problems.append((high, lambda i, n=name, v=values, m=col.max, u=unit: f"{n}={v[i].as_py()} is above the maximum {m:g}{u}"))
+        problems.append((high, [f"{name}=", shown, f" is above the maximum {col.max:g}{unit}"]))
     return values
 
 
 def _wall_clock(raw: pa.Array, fmt: str, name: str, missing: np.ndarray, problems: list[Problem]) -> pa.Array:
     values = pc.strptime(raw, format=fmt, unit="s", error_is_null=True)
     unparsable = _mask(pc.is_null(values)) & ~missing
-    problems.append((unparsable, lambda i, n=name, r=raw, f=fmt: f"{n}={r[i].as_py()!r} does not match {f}"))
+    problems.append((unparsable, [f"{name}=", *_quoted(raw), f" does not match {fmt}"]))
     return values
 
 
-def _instants(wall: pa.Array, zone: str, table: pa.Table, schema: Schema, name: str, problems: list[Problem]) -> pa.Array:
+def _instants(wall: pa.Array, zone: str, table: pa.Table, schema: Schema, name: str, problems: list[Problem],
+              seen: set[tuple]) -> pa.Array:
     """Wall-clock times in ``zone`` as UTC instants. A repeated (fall-back) hour: the first record
     of a key at that wall time is the earlier instant, the next one the later; a skipped
     (spring-forward) wall time is rejected."""
@@ -316,13 +337,11 @@ def _instants(wall: pa.Array, zone: str, table: pa.Table, schema: Schema, name: 
     earliest = pc.assume_timezone(wall, zone, ambiguous="earliest", nonexistent="earliest")
     latest = pc.assume_timezone(wall, zone, ambiguous="latest", nonexistent="latest")
     skipped = _mask(pc.not_equal(pc.local_timestamp(earliest), wall))
-    problems.append((skipped, lambda i, n=name, w=wall: f"{n}={w[i].as_py()} does not exist in {zone} "
-                                                       "(skipped by the daylight-saving change)"))
+    problems.append((skipped, [f"{name}=", wall, f" does not exist in {zone} (skipped by the daylight-saving change)"]))
     ambiguous = np.flatnonzero(_mask(pc.not_equal(earliest, latest)) & ~skipped)
     if not len(ambiguous):
         return earliest
     others = [k for k in schema.key if k != name]
-    seen: set[tuple] = set()
     later = np.zeros(len(wall), dtype=bool)
     for i in ambiguous:  # one hour a year per series: few rows
         ident = (wall[int(i)].as_py(), *(table[k][int(i)].as_py() for k in others))
@@ -331,7 +350,7 @@ def _instants(wall: pa.Array, zone: str, table: pa.Table, schema: Schema, name: 
     return pc.if_else(pa.array(later), latest, earliest)
 
 
-def _convert(table: pa.Table, scenario: Scenario) -> tuple[dict[str, pa.Array], list[Problem]]:
+def _convert(table: pa.Table, scenario: Scenario, seen: set[tuple]) -> tuple[dict[str, pa.Array], list[Problem]]:
     schema, decimal = scenario.schema_, scenario.source.csv.decimal
     typed: dict[str, pa.Array] = {}
     problems: list[Problem] = []
@@ -340,7 +359,7 @@ def _convert(table: pa.Table, scenario: Scenario) -> tuple[dict[str, pa.Array], 
         raw = raw_columns[name]
         missing = _mask(pc.is_null(raw))
         if not col.nullable:
-            problems.append((missing, lambda i, n=name: f"{n} is missing"))
+            problems.append((missing, [f"{name} is missing"]))
         if col.type == "string":
             typed[name] = raw
         elif col.type == "timestamp":
@@ -352,34 +371,55 @@ def _convert(table: pa.Table, scenario: Scenario) -> tuple[dict[str, pa.Array], 
         parts = [raw_columns[c] for c in schema.event_time.from_]
         joined = pc.binary_join_element_wise(*[pc.utf8_trim_whitespace(p) for p in parts], " ")
         missing = _mask(pc.is_null(joined))
-        problems.append((missing, lambda i, n=time_name, f=schema.event_time.from_: f"{n}: one of {', '.join(f)} is missing"))
+        problems.append((missing, [f"{time_name}: one of {', '.join(schema.event_time.from_)} is missing"]))
         wall = _wall_clock(joined, schema.event_time.format, time_name, missing, problems)
     else:
         wall = typed[time_name]
-    typed[time_name] = _instants(wall, schema.timezone, table, schema, time_name, problems)
+    typed[time_name] = _instants(wall, schema.timezone, table, schema, time_name, problems, seen)
     for name, col in schema.columns.items():
         if col.type == "timestamp" and name != time_name:
             typed[name] = pc.assume_timezone(typed[name], schema.timezone, ambiguous="earliest", nonexistent="earliest")
     days = pc.cast(wall, pa.date32())
     landing = table[LANDING_DAY].combine_chunks()
     elsewhere = _mask(pc.not_equal(days, landing))
-    problems.append(
-        (elsewhere, lambda i, d=days: f"event date {d[i].as_py()} is not the file's landing date {landing[i].as_py()}")
-    )
+    problems.append((elsewhere, ["event date ", days, " is not the file's landing date ", landing]))
     return typed, problems
 
 
-def _value_rejects(table: pa.Table, declared: list[str], problems: list[Problem], bad: np.ndarray) -> list[dict]:
-    rejected = []
-    lines, sources = table[LINE].combine_chunks(), table[SOURCE].combine_chunks()
-    days = table[LANDING_DAY].combine_chunks()
-    strings = {name: table[name].combine_chunks() for name in declared}
-    empty = np.ones(len(bad), dtype=bool)
-    for name in declared:
-        empty &= _mask(pc.is_null(strings[name]))
-    for i in np.flatnonzero(bad):
-        reasons = "empty line" if empty[i] else "; ".join(describe(int(i)) for mask, describe in problems if mask[i])
-        record = json.dumps({n: strings[n][int(i)].as_py() for n in declared})
-        reject = _reject(sources[int(i)].as_py(), lines[int(i)].as_py(), record, reasons)
-        rejected.append({**reject, "dt": days[int(i)].as_py()})
-    return rejected
+def _json_text(values: pa.Array) -> pa.Array:
+    """Strings as JSON string literals (null as null), vectorised."""
+    escaped = values
+    for plain, code in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+        escaped = pc.replace_substring(escaped, plain, code)
+    return pc.fill_null(pc.binary_join_element_wise('"', escaped, '"', ""), "null")
+
+
+def _reasons(problems: list[Problem], rows: np.ndarray) -> pa.Array:
+    """Each selected row's reasons, joined with '; ' in rule order."""
+    texts = []
+    for mask, parts in problems:
+        hit = mask[rows]
+        if not hit.any():
+            continue
+        pieces = [p if isinstance(p, str) else pc.cast(pc.take(p, pa.array(rows)), pa.string()) for p in parts]
+        arrays = [pa.array([p] * len(rows), pa.string()) if isinstance(p, str) else p for p in pieces]
+        text = pc.binary_join_element_wise(*arrays, "")
+        texts.append(pc.if_else(pa.array(hit), text, pa.scalar(None, pa.string())))
+    return pc.binary_join_element_wise(*texts, "; ", null_handling="skip")
+
+
+def _value_rejects(table: pa.Table, declared: list[str], problems: list[Problem], bad: np.ndarray) -> pa.Table:
+    """The rejected rows as a quarantine table (REJECT_SCHEMA plus ``dt``), built column-wise."""
+    rows = np.flatnonzero(bad)
+    index = pa.array(rows)
+    if not len(rows):
+        return REJECT_SCHEMA.append(pa.field("dt", pa.date32())).empty_table()
+    strings = {name: pc.take(table[name], index) for name in declared}
+    empty = np.ones(len(rows), dtype=bool)
+    for values in strings.values():
+        empty &= _mask(pc.is_null(values))
+    reasons = pc.if_else(pa.array(empty), pa.scalar("empty line"), _reasons(problems, rows))
+    fields = [pc.binary_join_element_wise(json.dumps(name) + ": ", _json_text(values), "") for name, values in strings.items()]
+    record = pc.binary_join_element_wise("{", pc.binary_join_element_wise(*fields, ", "), "}", "")
+    return pa.table({"source_file": pc.take(table[SOURCE], index), "line": pc.take(table[LINE], index), "record": record,
+                     "reason": reasons, "dt": pc.take(table[LANDING_DAY], index)})

@@ -216,14 +216,15 @@ def _ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Led
                        "(declare them in schema.ignored_columns to silence this)" for cols, files in extra.items()]
     converted = convert(pa.concat_tables(strings) if strings else empty_strings(schema), scenario)
     good, duplicates = _deduplicate(converted.accepted, schema.key, set(personal))
-    rejected += converted.rejected + duplicates
+    quarantine_schema = REJECT_SCHEMA.append(pa.field("dt", pa.date32()))
+    quarantine = pa.concat_tables([pa.Table.from_pylist(rejected + duplicates, schema=quarantine_schema),
+                                   converted.rejected_table.cast(quarantine_schema)])
     accepted = [good.rename_columns([*good.column_names[:-1], "dt"])] if good.num_rows else []
 
     bronze = _protect(pa.concat_tables(accepted) if accepted else empty_bronze(schema), personal)
-    quarantine = pa.Table.from_pylist(rejected, schema=REJECT_SCHEMA.append(pa.field("dt", pa.date32())))
     result.rows_bronze = bronze.num_rows
     result.rows_quarantined = quarantine.num_rows
-    result.reasons = Counter(_reason_kind(r["reason"]) for r in rejected)
+    result.reasons = reason_kinds(quarantine["reason"])
     if result.rows_in != result.rows_bronze + result.rows_quarantined:
         raise AssertionError(f"row accounting broken: {result.counts()}")
 
@@ -237,8 +238,7 @@ def _ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Led
             lake, "quarantine", scenario.name, quarantine, touched, "rejected",
             encryption.parquet_write_options(["record"]) if personal else None,
         )
-        rows_per_day = Counter(bronze["dt"].to_pylist())
-        rejects_per_day = Counter(r["dt"] for r in rejected)
+        rows_per_day, rejects_per_day = _per_day(bronze["dt"]), _per_day(quarantine["dt"])
         for day in touched:
             entry.outputs += [Artifact.of(o, rows_per_day[day], "bronze") for o in bronze_files[day]]
             entry.outputs += [Artifact.of(o, rejects_per_day[day], "quarantine") for o in quarantine_files[day]]
@@ -253,12 +253,22 @@ def _ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Led
     return result
 
 
-def _reason_kind(reason: str) -> str:
-    """Group reasons for summaries: 'temp=0.0 is below the minimum 200 K' -> 'temp is below the minimum'."""
-    first = reason.split(";")[0]
-    if "=" in first.split(" ")[0] and (rule := RULE.search(first)):
-        return f"{first.split('=')[0]} {rule.group(1)}"
-    return re.sub(r"[\d(].*", "", first).strip()
+def _per_day(days: pa.ChunkedArray) -> Counter:
+    counts = pc.value_counts(days)
+    return Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)))
+
+
+def reason_kinds(reasons: pa.ChunkedArray) -> Counter:
+    """Reasons grouped for summaries, vectorised: 'temp=0.0 is below the minimum 200 K' -> 'temp is
+    below the minimum' (the first reason of a row counts)."""
+    if not len(reasons):
+        return Counter()
+    first = pc.list_element(pc.split_pattern(reasons, "; ", max_splits=1), 0)
+    ruled = pc.replace_substring_regex(first, pattern=r"^([^= ]+)=.*?" + RULE.pattern + r".*$", replacement=r"\1 \2")
+    plain = pc.utf8_trim_whitespace(pc.replace_substring_regex(first, pattern=r"[\d(].*$", replacement=""))
+    kinds = pc.if_else(pc.match_substring_regex(first, r"^[^= ]+=.*?" + RULE.pattern), ruled, plain)
+    counts = pc.value_counts(kinds)
+    return Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)))
 
 
 def check_acceptable(result: IngestResult, scenario: Scenario) -> None:
