@@ -159,7 +159,7 @@ def bench_run(name: str) -> list[dict]:
     dag = DagBag(dag_folder=str(REPO / "dags")).get_dag(name)
     size = len(load_fleet(scenario.rollout.fleet).nodes)
     os.environ["CITYFACTORY_FLEETS_DIR"] = str(write_fleet(HOME / "fleets", scenario.rollout.fleet, size))
-    with LocalFleet(load_fleet(scenario.rollout.fleet)):
+    with LocalFleet.for_scenario(scenario):
         t = time.perf_counter()
         run = dag.test(run_conf={"data_interval_start": str(start), "data_interval_end": str(end)})
         wall = time.perf_counter() - t
@@ -235,12 +235,16 @@ def bench_edge(entries: list[dict]) -> None:
     files = bundle.read(lake, uri.split("/lake/", 1)[1])
     manifest = json.loads(files["manifest.json"])
     facts = {k: v for k, v in manifest.items() if k not in ("files", "created_at", "signing_key_id")}
-    bundle.write(lake, "traffic_flow", "swap", bundle.build({"model.onnx": files["model.onnx"]}, {**facts, "model_version": "swap"}))
+    newer = [str(int(manifest["model_version"]) + 1000 + i) for i in range(6)]  # a node only moves up
+    for version in newer:
+        bundle.write(lake, "traffic_flow", version, bundle.build({"model.onnx": files["model.onnx"]}, {**facts, "model_version": version}))
     [port] = free_ports(1)
     (HOME / "public.pem").write_bytes(public_key_pem())
     token = "bench-" + os.urandom(4).hex()
     node = subprocess.Popen([sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(port), "--node-id", "bench",
-                             "--public-key", str(HOME / "public.pem"), "--bundle", uri],
+                             "--public-key", str(HOME / "public.pem"), "--bundle", uri, "--scenario", "traffic_flow",
+                             "--registered-model", manifest["registered_model"],
+                             "--bundle-base", lake.uri_for("bundles/traffic_flow/")],
                             env={**os.environ, "CITYFACTORY_EDGE_TOKEN": token, "PYTHONPATH": str(REPO / "plugins")})
     try:
         wait_for_port(port)
@@ -256,7 +260,7 @@ def bench_edge(entries: list[dict]) -> None:
         async def swap_under_load():
             load = asyncio.create_task(_load(f"{base}/predict", {"rows": [row]}, 6, 32))
             async with httpx.AsyncClient(timeout=30) as admin:
-                for target in ("bundles/traffic_flow/swap", uri.split("/lake/", 1)[1]) * 3:
+                for target in (f"bundles/traffic_flow/{v}" for v in newer):
                     await asyncio.sleep(0.5)
                     answer = await admin.post(f"{base}/admin/deploy", json={"uri": lake.uri_for(target)},
                                               headers={"Authorization": f"Bearer {token}"})

@@ -89,7 +89,7 @@ def history_run(airflow_db, tmp_path_factory):
     import mlflow
     from airflow.dag_processing.dagbag import DagBag
     from cityfactory.config.scenarios import get_scenario
-    from cityfactory.edge.fleet import LocalFleet, load_fleet
+    from cityfactory.edge.fleet import LocalFleet
     from cityfactory.governance.ledger import RunLedger
     from cityfactory.ingestion import replay
     from cityfactory.storage.lake import open_lake
@@ -102,7 +102,7 @@ def history_run(airflow_db, tmp_path_factory):
         mp.setenv("CITYFACTORY_FLEETS_DIR", str(write_fleet(home / "fleets", "traffic_flow", 6)))
         start, end = replay.history_interval(get_scenario("traffic_flow"))
         dag = DagBag(dag_folder=str(REPO / "dags")).get_dag("traffic_flow")
-        with LocalFleet(load_fleet("traffic_flow")):
+        with LocalFleet.for_scenario(get_scenario("traffic_flow")):
             run = dag.test(run_conf={"data_interval_start": str(start), "data_interval_end": str(end)})
             entries = {}
             for entry in RunLedger(open_lake(), "traffic_flow", run.run_id).entries():

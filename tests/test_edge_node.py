@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 from cityfactory.compression import bundle
+from cityfactory.edge.orders import sign_rollback
 from cityfactory.security.signing import public_key_pem
 from cityfactory.storage.lake import open_lake
 from support import REPO, free_ports, wait_for_port
@@ -34,17 +35,23 @@ def bundles(history_run, tmp_path_factory):
     return lake.uri_for(prefix), lake.uri_for("bundles/traffic_flow/2000"), manifest
 
 
-@pytest.fixture
-def node(tmp_path):
-    [port] = free_ports(1)
+def _serve(tmp_path, port, public: bytes, *extra):
     pem = tmp_path / "public.pem"
-    pem.write_bytes(public_key_pem())
-    with open(tmp_path / "node.log", "wb") as log:  # the child keeps its own handle
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(port), "--node-id", "n1", "--public-key", str(pem)],
+    pem.write_bytes(public)
+    with open(tmp_path / "node.log", "ab") as log:  # the child keeps its own handle
+        return subprocess.Popen(
+            [sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(port), "--node-id", "n1", "--public-key", str(pem),
+             "--scenario", "traffic_flow", "--registered-model", "cityfactory.traffic_flow",
+             "--bundle-base", open_lake().uri_for("bundles/traffic_flow/"), "--state-dir", str(tmp_path / "state"), *extra],
             env={**os.environ, "CITYFACTORY_EDGE_TOKEN": TOKEN, "PYTHONPATH": str(REPO / "plugins")},
             stdout=log, stderr=subprocess.STDOUT,
         )
+
+
+@pytest.fixture
+def node(tmp_path, bundles):
+    [port] = free_ports(1)
+    process = _serve(tmp_path, port, public_key_pem())
     wait_for_port(port)
     yield f"http://127.0.0.1:{port}", tmp_path / "node.log"
     process.terminate()
@@ -109,8 +116,8 @@ def test_tampered_bundle_is_refused_and_the_old_model_keeps_serving(node, bundle
     model = bytearray(files["model.onnx"])
     model[100] ^= 0xFF
     for name, blob in {**files, "model.onnx": bytes(model)}.items():
-        lake.put_bytes(f"bundles/tampered/1/{name}", blob)
-    refused = _admin(base, "/admin/deploy", {"uri": lake.uri_for("bundles/tampered/1")})
+        lake.put_bytes(f"bundles/traffic_flow/tampered-1/{name}", blob)
+    refused = _admin(base, "/admin/deploy", {"uri": lake.uri_for("bundles/traffic_flow/tampered-1")})
     assert refused.status_code == 422 and "model.onnx: sha256" in refused.text
     answer = httpx.post(f"{base}/predict", json={"rows": _rows(manifest)})
     assert answer.status_code == 200 and answer.json()["model_version"] == manifest["model_version"]
@@ -139,10 +146,12 @@ def test_hot_swaps_under_concurrent_load_drop_nothing(node, bundles):
     threads = [threading.Thread(target=client) for _ in range(32)]
     for t in threads:
         t.start()
-    for uri in (second, first, second):
-        assert _admin(base, "/admin/deploy", {"uri": uri}).status_code == 200
-        time.sleep(0.3)
-    assert _admin(base, "/admin/rollback").json()["model_version"] == manifest["model_version"]
+    assert _admin(base, "/admin/deploy", {"uri": second}).status_code == 200
+    time.sleep(0.3)
+    back = _admin(base, "/admin/rollback", {"order": sign_rollback("n1", "traffic_flow", manifest["model_version"])})
+    assert back.json()["model_version"] == manifest["model_version"]
+    time.sleep(0.3)
+    assert _admin(base, "/admin/deploy", {"uri": second}).status_code == 200
     time.sleep(0.3)
     stop.set()
     for t in threads:
@@ -160,3 +169,93 @@ def test_the_node_needs_only_the_edge_requirements():
     wanted = {line.split("==")[0].lower() for line in (REPO / "requirements-edge.txt").read_text().splitlines()
               if "==" in line}
     assert {"onnxruntime", "fastapi", "uvicorn", "cryptography", "numpy"} <= wanted
+
+
+# --- the node under attack (issue: downgrades, foreign bundles, hostile requests, bad keys) ---
+
+def test_downgrades_need_a_signed_rollback_order_and_rollback_is_explicit(node, bundles):
+    base, _ = node
+    first, second, manifest = bundles
+    old = manifest["model_version"]
+    assert _admin(base, "/admin/deploy", {"uri": first}).status_code == 200
+    assert _admin(base, "/admin/deploy", {"uri": second}).json()["model_version"] == "2000"
+    again = _admin(base, "/admin/deploy", {"uri": second})  # a retried deploy: nothing changes
+    assert again.status_code == 200 and again.json()["previous_version"] == old
+    refused = _admin(base, "/admin/deploy", {"uri": first})
+    assert refused.status_code == 409 and "lower than version 2000" in refused.text
+    forged = sign_rollback("n1", "traffic_flow", old) | {"signature": "00" * 64}
+    assert _admin(base, "/admin/rollback", {"order": forged}).status_code == 403
+    assert _admin(base, "/admin/rollback", {}).status_code == 403
+    other_node = sign_rollback("n2", "traffic_flow", old)
+    assert _admin(base, "/admin/rollback", {"order": other_node}).status_code == 403
+    order = {"order": sign_rollback("n1", "traffic_flow", old)}
+    assert _admin(base, "/admin/rollback", order).json()["model_version"] == old
+    assert _admin(base, "/admin/rollback", order).json()["model_version"] == old  # not a toggle
+    status = httpx.get(f"{base}/admin/status", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert status["highest_version"] == 2000 and status["model_version"] == old
+
+
+def test_a_validly_signed_bundle_of_another_scenario_or_place_is_refused(node, bundles, tmp_path):
+    base, _ = node
+    first, _, manifest = bundles
+    lake = open_lake()
+    files = bundle.read(lake, first.split("/lake/", 1)[1])
+    facts = {k: v for k, v in manifest.items() if k not in ("files", "created_at", "signing_key_id")}
+    foreign = bundle.build({"model.onnx": files["model.onnx"]}, {**facts, "scenario": "air_quality", "model_version": "3000"})
+    bundle.write(lake, "traffic_flow", "3000", foreign)  # even inside the right folder
+    refused = _admin(base, "/admin/deploy", {"uri": lake.uri_for("bundles/traffic_flow/3000")})
+    assert refused.status_code == 422 and "this node serves traffic_flow" in refused.text
+    outside = tmp_path / "elsewhere" / "bundles" / "traffic_flow" / "1"
+    refused = _admin(base, "/admin/deploy", {"uri": outside.as_uri()})
+    assert refused.status_code == 422 and "outside this node's bundle folder" in refused.text
+    assert not (tmp_path / "elsewhere").exists()
+    sneaky = _admin(base, "/admin/deploy", {"uri": lake.uri_for("bundles/traffic_flow/../air_quality/1")})
+    assert sneaky.status_code == 422 and "outside" in sneaky.text
+    assert _admin(base, "/admin/deploy", {"uri": "s3://someone-elses-bucket/bundles/traffic_flow/1"}).status_code == 422
+
+
+def test_hostile_requests_get_a_counted_4xx_and_the_node_stays_responsive(node, bundles):
+    base, _ = node
+    first, _, manifest = bundles
+    _admin(base, "/admin/deploy", {"uri": first})
+    n = len(manifest["feature_order"])
+    huge = b'{"rows": [' + b",".join([b"[" + b",".join([b"1.5"] * n) + b"]"] * 60_000) + b"]}"  # ~10 MB
+    deep = b'{"rows": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    with httpx.Client(timeout=30) as client:
+        started = time.perf_counter()
+        assert client.post(f"{base}/predict", content=huge, headers={"Content-Type": "application/json"}).status_code == 413
+        assert client.get(f"{base}/healthz").status_code == 200 and time.perf_counter() - started < 3
+        assert client.post(f"{base}/predict", content=deep).status_code == 422
+        overflow = client.post(f"{base}/predict", json={"rows": [[1e39] * n]})
+        assert overflow.status_code == 422 and "finite number (float32)" in overflow.text
+        text = client.post(f"{base}/predict", json={"rows": [["1"] + [1.0] * (n - 1)]})
+        assert text.status_code == 422 and "got '1'" in text.text
+        assert client.post(f"{base}/predict", json={"rows": [[True] + [1.0] * (n - 1)]}).status_code == 422
+        too_many = client.post(f"{base}/predict", json={"rows": [[1.0] * n] * 5000})
+        assert too_many.status_code == 413
+        metrics = client.get(f"{base}/metrics").text
+    assert 'status="413"} 2' in metrics and 'status="422"} 4' in metrics
+
+
+def test_a_garbage_public_key_stops_the_node_at_start(tmp_path, bundles):
+    [port] = free_ports(1)
+    process = _serve(tmp_path, port, b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    assert process.wait(timeout=60) == 2
+    assert "not a usable Ed25519 public key" in (tmp_path / "node.log").read_text()
+
+
+def test_a_manifest_that_does_not_list_the_model_is_refused(bundles):
+    first, _, _ = bundles
+    files = bundle.read(open_lake(), first.split("/lake/", 1)[1])
+    manifest = json.loads(files["manifest.json"])
+    facts = {k: v for k, v in manifest.items() if k not in ("files", "created_at", "signing_key_id")}
+    unlisted = bundle.build({}, facts) | {"model.onnx": files["model.onnx"]}
+    with pytest.raises(bundle.BundleError, match="does not list model.onnx"):
+        bundle.verify(unlisted, public_key_pem())
+
+
+def test_metric_labels_are_escaped():
+    from cityfactory.edge.metrics import NodeMetrics
+
+    text = NodeMetrics().render('n"1\\x', '7"} evil 1\nfake_metric{a="b')
+    assert 'node="n\\"1\\\\x"' in text and "\nfake_metric" not in text

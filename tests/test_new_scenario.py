@@ -76,6 +76,7 @@ def test_adding_a_sensor_to_a_scenario_with_history_keeps_bronze_free_of_duplica
 def test_a_third_scenario_runs_end_to_end_with_rollout(airflow_db, tmp_path, monkeypatch, lake_uri, private_mlflow):
     import mlflow
     from airflow.dag_processing.dagbag import DagBag
+    from cityfactory.config.scenarios import get_scenario
     from cityfactory.edge.fleet import LocalFleet, edge_token, load_fleet
     from cityfactory.governance.ledger import RunLedger
     from cityfactory.rollout.controller import snapshot
@@ -85,7 +86,7 @@ def test_a_third_scenario_runs_end_to_end_with_rollout(airflow_db, tmp_path, mon
     configure(tmp_path, monkeypatch)
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {} and set(bag.dag_ids) >= {"harbour_air"}
-    with LocalFleet(load_fleet("harbour_air")):
+    with LocalFleet.for_scenario(get_scenario("harbour_air")):
         run = bag.get_dag("harbour_air").test(run_conf={"data_interval_start": "2015-06-01",
                                                         "data_interval_end": "2016-05-31"})
         serving = snapshot(load_fleet("harbour_air"), edge_token())

@@ -114,7 +114,7 @@ def test_a_node_killed_mid_rollout_rolls_everything_back(history_run, tmp_path, 
     rollout = TRAFFIC.rollout.model_copy(update={"fleet": "small"})
     scenario = TRAFFIC.model_copy(update={"rollout": rollout})
     fleet = load_fleet("small")
-    with LocalFleet(fleet) as local:
+    with LocalFleet(fleet, "traffic_flow", "cityfactory.traffic_flow") as local:
         for node in fleet.nodes:  # the fleet serves the good version
             controller.NodeClient(node, edge_token()).deploy(open_lake().uri_for(f"bundles/traffic_flow/{good}"))
         new = _new_version(tmp_path, entries, bias=0.0)  # as good as the old one: only the dead node fails

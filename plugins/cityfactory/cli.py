@@ -98,10 +98,10 @@ def _print_governance(scenario: str, run_id: str) -> None:
 
 
 def _local_fleet(scenario):
-    from cityfactory.edge.fleet import LocalFleet, load_fleet
+    from cityfactory.edge.fleet import LocalFleet
 
     print(f"Starting the local edge fleet {scenario.rollout.fleet}", flush=True)
-    return LocalFleet(load_fleet(scenario.rollout.fleet))
+    return LocalFleet.for_scenario(scenario)
 
 
 def _print_fleet(scenario) -> None:

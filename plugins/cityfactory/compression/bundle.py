@@ -67,7 +67,10 @@ def verify(bundle: dict[str, bytes], public_pem: bytes) -> dict:
             raise BundleError(f"{SIGNATURE}: signed by key {manifest.get('signing_key_id')}, not the trusted key {expected}") from None
         raise BundleError(f"{SIGNATURE}: signature does not verify with the trusted key "
                           f"({MANIFEST} was edited, or signed by another key)") from None
-    for name, expected in manifest["files"].items():
+    listed = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    if MODEL not in listed:
+        raise BundleError(f"{MANIFEST} does not list {MODEL}: nothing it vouches for would be loaded")
+    for name, expected in listed.items():
         if name not in bundle:
             raise BundleError(f"{name} is missing (listed in {MANIFEST})")
         actual = sha256_bytes(bundle[name])

@@ -1,11 +1,14 @@
-"""``python -m cityfactory.edge serve --port 9001 --node-id n1 --public-key signing-public.pem``
+"""``python -m cityfactory.edge serve --port 9001 --node-id n1 --public-key signing-public.pem
+--scenario S --registered-model M --bundle-base s3://lake/bundles/S/``
 
 The admin token comes from ``CITYFACTORY_EDGE_TOKEN`` (never a flag, so it stays out of ``ps``).
+A key that is not an Ed25519 public key stops the node at start (fail closed).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import sys
@@ -20,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--node-id", required=True)
     serve.add_argument("--public-key", required=True, help="PEM of the bundle signing key")
+    serve.add_argument("--scenario", required=True, help="the only scenario whose bundles this node loads")
+    serve.add_argument("--registered-model", required=True, help="the only registered model it serves")
+    serve.add_argument("--bundle-base", required=True, help="the fleet's bundle folder; deploy URIs must be under it")
+    serve.add_argument("--state-dir", help="where the highest accepted version is kept across restarts")
+    serve.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    serve.add_argument("--max-rows", type=int, default=4096)
     serve.add_argument("--bundle", help="bundle URI to load at start")
     args = parser.parse_args(argv)
     token = os.environ.get("CITYFACTORY_EDGE_TOKEN")
@@ -27,15 +36,28 @@ def main(argv: list[str] | None = None) -> int:
         print("CITYFACTORY_EDGE_TOKEN is not set: the admin API needs a token", file=sys.stderr)
         return 2
     import uvicorn
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from cityfactory.edge.models import load
+    from cityfactory.edge.models import ModelSlots, Pin, load
     from cityfactory.edge.service import create_app
+    from cityfactory.security.signing import load_public_key
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.node_id} %(levelname)s %(message)s")
     public = Path(args.public_key).read_bytes()
-    app = create_app(args.node_id, public, token)
+    try:
+        usable = isinstance(load_public_key(public), Ed25519PublicKey)
+        problem = "another kind of key"
+    except ValueError as exc:
+        usable, problem = False, str(exc)
+    if not usable:
+        print(f"--public-key {args.public_key}: not a usable Ed25519 public key ({problem}); refusing to start", file=sys.stderr)
+        return 2
+    pin = Pin(args.scenario, args.registered_model, args.bundle_base)
+    state = hashlib.sha256(f"{args.scenario}|{args.registered_model}|{args.bundle_base}".encode()).hexdigest()[:12]
+    slots = ModelSlots(Path(args.state_dir) / f"{args.node_id}-{state}.json" if args.state_dir else None)
+    app = create_app(args.node_id, public, token, pin, slots, args.max_body_bytes, args.max_rows)
     if args.bundle:
-        app.state.slots.swap_in(load(args.bundle, public))
+        slots.swap_in(load(args.bundle, public, pin))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 

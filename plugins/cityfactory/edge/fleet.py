@@ -60,12 +60,26 @@ def edge_token() -> str:
     return base64.urlsafe_b64encode(get_secret("edge-admin")).decode()
 
 
-class LocalFleet:
-    """``with LocalFleet(fleet):`` runs the loopback nodes as processes for the block."""
+def bundle_base(scenario: str) -> str:
+    """The fleet's bundle folder: the only place its nodes load bundles from."""
+    return get_settings().lake_uri.rstrip("/") + f"/bundles/{scenario}/"
 
-    def __init__(self, fleet: Fleet):
+
+class LocalFleet:
+    """``with LocalFleet(fleet, scenario, registered_model):`` runs the loopback nodes as processes
+    for the block, each pinned to the scenario, its registered model and its bundle folder."""
+
+    def __init__(self, fleet: Fleet, scenario: str, registered_model: str):
         self.fleet = fleet
+        self.pin = ["--scenario", scenario, "--registered-model", registered_model, "--bundle-base", bundle_base(scenario)]
         self.processes: list[subprocess.Popen] = []
+
+    @classmethod
+    def for_scenario(cls, scenario) -> LocalFleet:
+        """The scenario's fleet file, pinned to the scenario and its model spec's registered model."""
+        from cityfactory.training.spec import load_model_spec
+
+        return cls(load_fleet(scenario.rollout.fleet), scenario.name, load_model_spec(scenario.model_spec).registered_model)
 
     def __enter__(self) -> Self:
         from cityfactory.security.signing import public_key_pem
@@ -83,7 +97,7 @@ class LocalFleet:
             with open(home / "logs" / f"edge-{node.id}.log", "ab") as log:
                 self.processes.append(subprocess.Popen(
                     [sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(address.port),
-                     "--node-id", node.id, "--public-key", str(public)],
+                     "--node-id", node.id, "--public-key", str(public), *self.pin, "--state-dir", str(home / "edge-state")],
                     env=env, stdout=log, stderr=subprocess.STDOUT))
         for node in self.fleet.nodes:
             _wait(urlparse(node.url).port)

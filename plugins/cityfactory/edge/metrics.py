@@ -9,6 +9,11 @@ from collections import Counter
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
+def _label(value: str) -> str:
+    """A label value escaped as the Prometheus text format wants (backslash, quote, newline)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 class NodeMetrics:
     def __init__(self):
         self._lock = threading.Lock()
@@ -16,6 +21,11 @@ class NodeMetrics:
         self.rows = 0
         self.buckets = [0] * (len(BUCKETS) + 1)
         self.latency_sum = 0.0
+        self.other: Counter = Counter()  # (path, status) of every other endpoint
+
+    def observe_other(self, path: str, status: int) -> None:
+        with self._lock:
+            self.other[(path, status)] += 1
 
     def observe(self, status: int, seconds: float, rows: int = 0) -> None:
         with self._lock:
@@ -25,6 +35,7 @@ class NodeMetrics:
             self.latency_sum += seconds
 
     def render(self, node_id: str, version: str | None) -> str:
+        node_id, version = _label(node_id), _label(version or "none")
         with self._lock:
             lines = ["# HELP edge_requests_total Prediction requests by HTTP status.", "# TYPE edge_requests_total counter"]
             lines += [f'edge_requests_total{{node="{node_id}",status="{s}"}} {n}' for s, n in sorted(self.requests.items())]
@@ -39,5 +50,9 @@ class NodeMetrics:
             lines += [f'edge_latency_seconds_sum{{node="{node_id}"}} {self.latency_sum:.6f}',
                       f'edge_latency_seconds_count{{node="{node_id}"}} {cumulative}',
                       "# TYPE edge_model_info gauge",
-                      f'edge_model_info{{node="{node_id}",version="{version or "none"}"}} 1']
+                      f'edge_model_info{{node="{node_id}",version="{version}"}} 1',
+                      "# HELP edge_http_responses_total Responses of the other endpoints by path and status.",
+                      "# TYPE edge_http_responses_total counter"]
+            lines += [f'edge_http_responses_total{{node="{node_id}",path="{_label(p)}",status="{s}"}} {n}'
+                      for (p, s), n in sorted(self.other.items())]
             return "\n".join(lines) + "\n"

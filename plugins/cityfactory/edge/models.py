@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +32,10 @@ class LoadedModel:
         return self.manifest["model_version"]
 
     @property
+    def number(self) -> int:
+        return int(self.manifest["model_version"])
+
+    @property
     def features(self) -> list[str]:
         return self.manifest["feature_order"]
 
@@ -38,20 +44,39 @@ class LoadedModel:
         return self.session.run([spec_out["name"]], {spec_in["name"]: rows})[0]
 
 
+@dataclass(frozen=True)
+class Pin:
+    """What a node may serve: bundles under ``bundle_base`` (the fleet's bundle folder) of one
+    scenario and registered model."""
+
+    scenario: str
+    registered_model: str
+    bundle_base: str  # e.g. s3://lake/bundles/<scenario>/ or file:///.../bundles/<scenario>/
+
+    def allows(self, uri: str) -> bool:
+        base = self.bundle_base.rstrip("/") + "/"
+        rest = uri[len(base):] if uri.startswith(base) else None
+        return bool(rest) and all(part not in ("", ".", "..") for part in rest.rstrip("/").split("/"))
+
+
 def fetch_bundle(uri: str) -> dict[str, bytes]:
-    """All files of a bundle folder, local (``file://`` or a path) or on S3."""
-    if "://" not in uri:
-        uri = "file://" + uri
+    """All files of a bundle folder, local (``file://``) or on S3."""
     base, _, prefix = uri.rstrip("/").rpartition("/bundles/")
     return bundle.read(open_lake(base), f"bundles/{prefix}")
 
 
-def load(uri: str, public_pem: bytes) -> LoadedModel:
-    """Fetch, verify (signature and checksums), load and warm up; raises BundleError if refused."""
+def load(uri: str, public_pem: bytes, pin: Pin) -> LoadedModel:
+    """Check the URI against the pin, then fetch, verify (signature, checksums, scenario and
+    model), load and warm up; raises BundleError if refused (before touching any other place)."""
     import onnxruntime as ort
 
+    if not pin.allows(uri):
+        raise bundle.BundleError(f"{uri} is outside this node's bundle folder {pin.bundle_base}")
     files = fetch_bundle(uri)
     manifest = bundle.verify(files, public_pem)
+    if (manifest.get("scenario"), manifest.get("registered_model")) != (pin.scenario, pin.registered_model):
+        raise bundle.BundleError(f"bundle of {manifest.get('scenario')}/{manifest.get('registered_model')}; this node "
+                                 f"serves {pin.scenario}/{pin.registered_model}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(files[bundle.MODEL], options, providers=["CPUExecutionProvider"])
@@ -62,39 +87,74 @@ def load(uri: str, public_pem: bytes) -> LoadedModel:
 
 class ModelSlots:
     """``current`` serves; ``previous`` waits for an instant rollback. Readers take ``current``
-    once per request, so a swap never interrupts a request in flight."""
+    once per request, so a swap never interrupts a request in flight. ``highest`` is the highest
+    version ever accepted (kept in ``state_file`` across restarts): lower ones need a rollback order."""
 
-    def __init__(self):
+    def __init__(self, state_file: Path | None = None):
         self.current: LoadedModel | None = None
         self.previous: LoadedModel | None = None
         self._lock = threading.Lock()
+        self.state_file = state_file
+        self.highest: int | None = None
+        if state_file and state_file.exists():
+            self.highest = json.loads(state_file.read_text()).get("highest")
 
-    def swap_in(self, model: LoadedModel) -> None:
+    def _remember(self, version: int) -> None:
+        self.highest = max(version, self.highest or version)
+        if self.state_file:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"highest": self.highest}))
+            tmp.replace(self.state_file)
+
+    def swap_in(self, model: LoadedModel) -> bool:
+        """Serve ``model``; False (nothing changes) if it is the version already serving. A lower
+        version than the highest accepted is refused with ``Downgrade``."""
+        version = model.number
         with self._lock:
+            if self.current is not None and self.current.version == model.version:
+                return False
+            if self.highest is not None and version < self.highest:
+                raise Downgrade(f"version {version} is lower than version {self.highest} this node already accepted; "
+                                "going back needs a signed rollback order")
             self.previous, self.current = self.current, model
+            self._remember(version)
+            return True
 
-    def roll_back(self) -> LoadedModel | None:
-        """Back to the previous model; with none (a first deploy), back to serving nothing."""
+    def roll_back_to(self, target: str | None) -> LoadedModel | None:
+        """Back to ``target`` (the previous model's version, or None for nothing): explicit, so
+        a repeated order is a no-op, never a toggle."""
         with self._lock:
-            if self.current is None:
-                raise LookupError("no model to roll back from")
-            self.current, self.previous = self.previous, self.current
+            serving = self.current.version if self.current else None
+            if serving == target:
+                return self.current
+            if target is not None and (self.previous is None or self.previous.version != target):
+                have = self.previous.version if self.previous else "none"
+                raise LookupError(f"cannot roll back to version {target}: the kept previous version is {have}")
+            self.current, self.previous = self.previous if target is not None else None, None
             return self.current
 
 
-def parse_rows(payload: dict, features: list[str]) -> np.ndarray:
-    """``{"rows": [[...], ...]}`` or ``{"rows": [{name: value}, ...]}`` -> float32 matrix."""
+class Downgrade(ValueError):
+    """A lower version than the node accepted before, without a rollback order."""
+
+
+NUMBERS = (int, float)
+
+
+def parse_rows(payload: dict, features: list[str], max_rows: int) -> np.ndarray:
+    """``{"rows": [[...], ...]}`` or ``{"rows": [{name: value}, ...]}`` -> float32 matrix. Values
+    must be JSON numbers (not strings, not booleans) that stay finite as float32."""
     rows = payload.get("rows")
     if not isinstance(rows, list) or not rows:
         raise InputError("rows: expected a non-empty list of feature rows")
-    if isinstance(rows[0], list):  # fast path: a well-formed numeric matrix converts in one call
-        try:
-            matrix = np.asarray(rows, dtype=np.float32)
-            if matrix.shape == (len(rows), len(features)) and np.isfinite(matrix).all() and \
-                    not any(isinstance(v, bool) for v in rows[0]):
-                return matrix
-        except (TypeError, ValueError):
-            pass  # the row-by-row check below names the offending field
+    if len(rows) > max_rows:
+        raise InputError(f"rows: {len(rows)} rows, at most {max_rows} per request")
+    if all(type(row) is list and len(row) == len(features) and all(type(v) in NUMBERS for v in row) for row in rows):
+        with np.errstate(over="ignore"):
+            matrix = np.asarray(rows, dtype=np.float32)  # fast path: one conversion
+        if np.isfinite(matrix).all():
+            return matrix
     matrix = np.empty((len(rows), len(features)), dtype=np.float32)
     for i, row in enumerate(rows):
         if isinstance(row, dict):
@@ -109,7 +169,9 @@ def parse_rows(payload: dict, features: list[str]) -> np.ndarray:
         else:
             raise InputError(f"rows[{i}]: expected a list or an object")
         for j, value in enumerate(values):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                raise InputError(f"rows[{i}].{features[j]}: expected a finite number, got {value!r}")
+            with np.errstate(over="ignore"):
+                finite = type(value) in NUMBERS and np.isfinite(np.float32(value))
+            if not finite:
+                raise InputError(f"rows[{i}].{features[j]}: expected a finite number (float32), got {value!r}")
         matrix[i] = values
     return matrix

@@ -1,8 +1,12 @@
 """The node's HTTP API (FastAPI on uvicorn).
 
 Public: ``POST /predict``, ``GET /healthz``, ``GET /metrics``. Admin, behind a bearer token:
-``POST /admin/deploy`` (bundle URI), ``POST /admin/rollback``, ``GET /admin/status``. A bundle
-that fails verification is refused with the reason and the node keeps serving what it had.
+``POST /admin/deploy`` (bundle URI), ``POST /admin/rollback`` (a signed order naming the version),
+``GET /admin/status``. The node is pinned to one scenario and registered model and to the fleet's
+bundle folder; it keeps the highest version it accepted and refuses lower ones without a signed
+rollback order; deploying the version already serving changes nothing. A refused bundle leaves
+the node serving what it had. Request bodies and rows per request are capped (413), every response
+status is counted in ``/metrics``.
 """
 
 from __future__ import annotations
@@ -13,19 +17,74 @@ import logging
 import time
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from cityfactory.compression.bundle import BundleError
 from cityfactory.edge.metrics import NodeMetrics
-from cityfactory.edge.models import InputError, ModelSlots, load, parse_rows
+from cityfactory.edge.models import (
+    Downgrade,
+    InputError,
+    ModelSlots,
+    Pin,
+    load,
+    parse_rows,
+)
+from cityfactory.edge.orders import OrderError, verify_rollback
 
 log = logging.getLogger("cityfactory.edge")
+INLINE_BYTES = 64 * 1024  # bodies up to this are handled on the event loop (microseconds of work)
+KNOWN_PATHS = {"/healthz", "/metrics", "/admin/deploy", "/admin/rollback", "/admin/status"}
 
 
-def create_app(node_id: str, public_pem: bytes, admin_token: str) -> FastAPI:
+class Refused(Exception):
+    """A predict request answered with ``status`` and ``detail`` (and counted)."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def _predict(body: bytes, model, max_rows: int) -> tuple[bytes, int]:
+    try:
+        payload = json.loads(body)
+    except RecursionError:
+        raise Refused(422, "body: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise Refused(422, f"body: not JSON ({exc})") from None
+    try:
+        rows = parse_rows(payload if isinstance(payload, dict) else {}, model.features, max_rows)
+    except InputError as exc:
+        raise Refused(413 if str(exc).startswith("rows: ") and "at most" in str(exc) else 422, str(exc)) from None
+    values = model.predict(rows)
+    try:
+        answer = json.dumps({"model_version": model.version, "predictions": values.tolist()}, allow_nan=False)
+    except ValueError:
+        raise Refused(500, "the model produced a value that is not a finite number") from None
+    return answer.encode(), len(rows)
+
+
+def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slots: ModelSlots | None = None,
+               max_body_bytes: int = 1 << 20, max_rows: int = 4096) -> FastAPI:
+    from cityfactory.security.signing import load_public_key
+
+    public = load_public_key(public_pem)  # the caller validated it; fails closed here too
     app = FastAPI(title=f"City AI Factory edge node {node_id}")
-    slots, metrics = ModelSlots(), NodeMetrics()
+    slots, metrics = slots or ModelSlots(), NodeMetrics()
     app.state.slots = slots
+
+    @app.middleware("http")
+    async def count_everything(request: Request, call_next):
+        if request.url.path == "/predict":
+            return await call_next(request)  # counted inside, with its rows and latency
+        path = request.url.path if request.url.path in KNOWN_PATHS else "other"
+        try:
+            response = await call_next(request)
+        except Exception:
+            metrics.observe_other(path, 500)
+            raise
+        metrics.observe_other(path, response.status_code)
+        return response
 
     def admin(request: Request, authorization: str | None = Header(default=None)) -> None:
         supplied = (authorization or "").removeprefix("Bearer ")
@@ -36,23 +95,34 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str) -> FastAPI:
 
     @app.post("/predict")
     async def predict(request: Request) -> Response:
-        # The hot path: raw JSON in and out, on the event loop (onnxruntime takes microseconds
-        # here), so no thread hand-off or response-model work per request.
         started = time.perf_counter()
-        model = slots.current  # one read: a swap cannot change the model under this request
-        if model is None:
-            metrics.observe(503, time.perf_counter() - started)
-            raise HTTPException(503, "no model loaded")
+        status, rows = 200, 0
         try:
-            payload = json.loads(await request.body())
-            rows = parse_rows(payload if isinstance(payload, dict) else {}, model.features)
-        except ValueError as exc:  # InputError, or a body that is not JSON
-            metrics.observe(422, time.perf_counter() - started)
-            raise HTTPException(422, str(exc) if isinstance(exc, InputError) else f"body: not JSON ({exc})") from None
-        values = model.predict(rows)
-        metrics.observe(200, time.perf_counter() - started, len(rows))
-        body = json.dumps({"model_version": model.version, "predictions": values.tolist()})
-        return Response(body, media_type="application/json")
+            declared = request.headers.get("content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > max_body_bytes):
+                raise Refused(413, f"body: more than {max_body_bytes} bytes")
+            body = bytearray()
+            async for part in request.stream():
+                body += part
+                if len(body) > max_body_bytes:
+                    raise Refused(413, f"body: more than {max_body_bytes} bytes")
+            model = slots.current  # one read: a swap cannot change the model under this request
+            if model is None:
+                raise Refused(503, "no model loaded")
+            if len(body) <= INLINE_BYTES:
+                answer, rows = _predict(bytes(body), model, max_rows)
+            else:  # a big batch: parse and run off the event loop, so health checks stay prompt
+                answer, rows = await run_in_threadpool(_predict, bytes(body), model, max_rows)
+            return Response(answer, media_type="application/json")
+        except Refused as refused:
+            status = refused.status
+            return JSONResponse({"detail": refused.detail}, status_code=status)
+        except Exception:
+            status = 500
+            log.exception("predict failed")
+            return JSONResponse({"detail": "internal error"}, status_code=500)
+        finally:
+            metrics.observe(status, time.perf_counter() - started, rows)
 
     @app.get("/healthz")
     def healthz():
@@ -72,21 +142,27 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str) -> FastAPI:
         if not isinstance(uri, str):
             raise HTTPException(422, "uri: expected the bundle's URI")
         try:
-            model = load(uri, public_pem)
+            model = load(uri, public_pem, pin)
+            changed = slots.swap_in(model)
+        except Downgrade as exc:
+            log.warning("refused bundle %s: %s", uri, exc)
+            raise HTTPException(409, f"bundle refused: {exc}") from None
         except BundleError as exc:
             log.warning("refused bundle %s: %s", uri, exc)
             raise HTTPException(422, f"bundle refused: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - unreadable or unloadable: refuse, keep serving
             log.warning("could not load bundle %s: %s", uri, exc)
             raise HTTPException(422, f"bundle refused: {type(exc).__name__}: {exc}") from None
-        slots.swap_in(model)
-        log.info("now serving version %s from %s", model.version, uri)
+        log.info("%s version %s from %s", "now serving" if changed else "already serving", model.version, uri)
         return status()
 
     @app.post("/admin/rollback", dependencies=[Depends(admin)])
-    def rollback():
+    def rollback(payload: dict):
         try:
-            model = slots.roll_back()
+            target = verify_rollback(payload.get("order"), public, node_id, pin.scenario)
+            model = slots.roll_back_to(target)
+        except OrderError as exc:
+            raise HTTPException(403, str(exc)) from None
         except LookupError as exc:
             raise HTTPException(409, str(exc)) from None
         log.info("rolled back to version %s", model.version if model else "none")
@@ -95,8 +171,9 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str) -> FastAPI:
     @app.get("/admin/status", dependencies=[Depends(admin)])
     def status():
         current, previous = slots.current, slots.previous
-        return {"node": node_id, "model_version": current.version if current else None,
+        return {"node": node_id, "scenario": pin.scenario, "registered_model": pin.registered_model,
+                "model_version": current.version if current else None,
                 "previous_version": previous.version if previous else None,
-                "loaded_at": current.loaded_at if current else None}
+                "highest_version": slots.highest, "loaded_at": current.loaded_at if current else None}
 
     return app

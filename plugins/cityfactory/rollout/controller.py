@@ -53,8 +53,14 @@ class NodeClient:
             raise RolloutError(f"node {self.node.id}: deploy refused ({response.status_code}): {response.text}")
         return response.json()
 
-    def rollback(self) -> dict:
-        response = httpx.post(f"{self.node.url}/admin/rollback", headers=self.headers, timeout=self.timeout)
+    def rollback(self, scenario: str, target_version: str | None) -> dict:
+        """Back to ``target_version`` with an order signed for this node (a node refuses to go to a
+        lower version on anything less)."""
+        from cityfactory.edge.orders import sign_rollback
+
+        order = sign_rollback(self.node.id, scenario, target_version)
+        response = httpx.post(f"{self.node.url}/admin/rollback", json={"order": order}, headers=self.headers,
+                              timeout=self.timeout)
         response.raise_for_status()
         return response.json()
 
@@ -151,15 +157,16 @@ def judge(telemetry: list[Telemetry], version: str, rollout: Rollout, reference_
     return Verdict(not reasons, reasons, [asdict(t) for t in new], [asdict(t) for t in old], reference_mae)
 
 
-def roll_back(fleet: Fleet, token: str, before: dict[str, str | None]) -> list[dict]:
-    """Every node not serving what it served before the rollout goes back; each is re-checked."""
+def roll_back(fleet: Fleet, token: str, before: dict[str, str | None], scenario: str) -> list[dict]:
+    """Every node not serving what it served before the rollout goes back to exactly that version
+    (a signed order); each is re-checked. Repeating it changes nothing."""
     outcome = []
     for node in fleet.nodes:
         client = NodeClient(node, token, timeout=10)
         try:
             current = client.status()["model_version"]
             if current != before.get(node.id):
-                client.rollback()
+                client.rollback(scenario, before.get(node.id))
                 current = client.status()["model_version"]
             outcome.append({"node": node.id, "serving": current, "restored": current == before.get(node.id)})
         except httpx.HTTPError as exc:

@@ -114,7 +114,7 @@ def roll_back_if_failed(ctx: RunContext, plan: dict | None) -> None:
     fleet = load_fleet(ctx.scenario.rollout.fleet)
     reason = "; ".join(f"{e['task_id']}: {e['details'].get('error', 'failed')}" for e in failed)
     with ctx.entry() as entry:
-        outcome = controller.roll_back(fleet, edge_token(), plan["before"])
+        outcome = controller.roll_back(fleet, edge_token(), plan["before"], ctx.scenario.name)
         entry.details.update(reason=reason, nodes=outcome)
         import mlflow
 
