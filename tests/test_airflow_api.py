@@ -38,7 +38,7 @@ def airflow_on_postgres(tmp_path, lake_uri):
     base = f"http://127.0.0.1:{port}"
     try:
         services.wait_healthy(base, process)
-        yield base, password
+        yield base, password, port
     finally:
         services.stop(process)
         postgres_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
@@ -68,7 +68,11 @@ def _wait(predicate, timeout: float, what: str):
 
 
 def test_trigger_with_params_through_the_rest_api(airflow_on_postgres):
-    base, password = airflow_on_postgres
+    import psutil
+
+    base, password, port = airflow_on_postgres
+    listening = {c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port}
+    assert listening == {"127.0.0.1"}, f"the embedded Airflow UI listens on {listening}, not only on loopback"
     token = _call("POST", f"{base}/auth/token", body={"username": "admin", "password": password})["access_token"]
     with pytest.raises(urllib.error.HTTPError) as denied:
         _call("POST", f"{base}/auth/token", body={"username": "admin", "password": "wrong"})

@@ -35,6 +35,7 @@ def start_airflow(port: int, passwords_file: Path, log_file: Path, env: dict[str
         **os.environ,
         **(env or {}),
         "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__HOST": "127.0.0.1",  # loopback by default: the embedded stack is not a server for others
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),

@@ -142,15 +142,18 @@ class Downgrade(ValueError):
 NUMBERS = (int, float)
 
 
-def parse_rows(payload: dict, features: list[str], max_rows: int) -> np.ndarray:
+def parse_rows(payload: dict, features: list[str], max_rows: int, numbers_only: bool = False) -> np.ndarray:
     """``{"rows": [[...], ...]}`` or ``{"rows": [{name: value}, ...]}`` -> float32 matrix. Values
-    must be JSON numbers (not strings, not booleans) that stay finite as float32."""
+    must be JSON numbers (not strings, not booleans) that stay finite as float32. ``numbers_only``:
+    the caller saw no string or literal in the body, so the per-value type check is skipped."""
     rows = payload.get("rows")
     if not isinstance(rows, list) or not rows:
         raise InputError("rows: expected a non-empty list of feature rows")
     if len(rows) > max_rows:
         raise InputError(f"rows: {len(rows)} rows, at most {max_rows} per request")
-    if all(type(row) is list and len(row) == len(features) and all(type(v) in NUMBERS for v in row) for row in rows):
+    width = len(features)
+    if all(type(row) is list and len(row) == width and (numbers_only or all(type(v) in NUMBERS for v in row))
+           for row in rows):
         with np.errstate(over="ignore"):
             matrix = np.asarray(rows, dtype=np.float32)  # fast path: one conversion
         if np.isfinite(matrix).all():
