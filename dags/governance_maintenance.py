@@ -13,12 +13,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, task
-from cityfactory.config.scenarios import load_scenarios
-
-SCENARIOS_DIR = Path(__file__).parent / "scenarios"
+from cityfactory.config.validation import usable_scenarios
+from cityfactory.settings import get_settings
 
 
 @dag(
@@ -34,10 +32,10 @@ SCENARIOS_DIR = Path(__file__).parent / "scenarios"
 )
 def governance_maintenance():
     @task(retries=0)
-    def verify_audit() -> dict:
+    def verify_audit(dag_run=None) -> dict:
         from cityfactory.governance.maintenance import verify_trail
 
-        return verify_trail()
+        return verify_trail(dag_run.run_id)
 
     @task(map_index_template="{{ task.op_kwargs['scenario'] }}")
     def retention(scenario: str, params=None, dag_run=None) -> dict:
@@ -52,7 +50,7 @@ def governance_maintenance():
 
         return write_summary(dag_run.run_id, scenarios)
 
-    names = [s.name for s in load_scenarios(SCENARIOS_DIR)]
+    names = [s.name for s in usable_scenarios(get_settings().scenarios_dir)[0]]
     checked = verify_audit()
     cleaned = retention.expand(scenario=names)
     checked >> cleaned  # delete nothing while the trail does not verify

@@ -93,13 +93,15 @@ def test_an_erased_and_rechained_entry_is_not_laundered_by_the_next_seal(trail):
 
 
 def test_a_forged_approval_at_the_head_is_not_laundered(trail):
-    audit.append(trail, "approved", {"by": "attacker"})  # appended by a lake writer, not the pipeline
-    with pytest.raises(audit.AuditError, match="entry 7 .* appended without a valid checkpoint"):
+    head = json.loads(trail.get_bytes("audit/entries/000000000006.json"))
+    forged = {"seq": 7, "at": head["at"], "event": "approved", "details": {"by": "attacker"}, "prev_hash": head["hash"]}
+    forged["hash"] = audit._digest(forged)  # well-formed and chained, but the attacker has no audit key
+    trail.put_bytes("audit/entries/000000000007.json", json.dumps(forged).encode())
+    with pytest.raises(audit.AuditError, match="entry 7 .* not signed with the audit key"):
+        audit.seal(trail)  # the next pipeline run refuses to sign it
+    with pytest.raises(audit.AuditError, match="entry 7"):
         _verify(trail)
-    # the seal verifies what it signs: the entry is well-formed, so it is logged - and stays visible,
-    # signed as entry 7 forever after; what the seal never does is sign over a rewritten history
-    audit.seal(trail)
-    assert [e["event"] for e in audit.entries(trail, 7)] == ["approved"]
+    assert not trail.exists("audit/checkpoints/000000000007.json")
 
 
 def test_a_forged_or_foreign_checkpoint_is_refused(trail):

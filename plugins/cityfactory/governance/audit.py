@@ -1,7 +1,8 @@
 """The audit trail as a transparency log (the way C2SP checkpoints, Trillian and Rekor do it).
 
 Entries: one object each, ``audit/entries/<seq>.json``, claimed with an exclusive create so
-concurrent runs never fork the log; each also names the hash of the one before. The entries are the
+concurrent runs never fork the log; each names the hash of the one before and is signed with the
+audit key by the pipeline that writes it (an entry a lake writer adds is refused, never sealed). The entries are the
 leaves of an RFC 6962 Merkle tree. A checkpoint is a C2SP signed note over the log's origin, its
 size and the tree's root, signed with the audit key (not the bundle key); it is stored in the lake
 (``audit/checkpoints/<size>.json``, with the tree's frontier) and, the latest one, in a witness file
@@ -41,7 +42,7 @@ class AuditError(RuntimeError):
 
 
 def _digest(entry: dict) -> str:
-    body = {k: v for k, v in entry.items() if k != "hash"}
+    body = {k: v for k, v in entry.items() if k not in ("hash", "signature")}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -81,6 +82,9 @@ def append(lake: Lake, event: str, details: dict, attempts: int = 50) -> dict:
 def append_all(lake: Lake, events: list[tuple[str, dict]], attempts: int = 50) -> list[dict]:
     """Add entries in order; the head is looked up once and again only when another writer took
     the next sequence number first."""
+    from cityfactory.security.signing import audit_key
+
+    key = audit_key()  # entries are signed by the pipeline: a lake writer cannot add one the seal accepts
     written: list[dict] = []
     head, conflicts = _head(lake), 0
     for event, details in events:
@@ -93,6 +97,7 @@ def append_all(lake: Lake, events: list[tuple[str, dict]], attempts: int = 50) -
                 "prev_hash": head["hash"] if head else GENESIS,
             }
             entry["hash"] = _digest(entry)
+            entry["signature"] = key.sign(entry["hash"].encode()).hex()
             if lake.put_new(_key(ENTRIES, entry["seq"]), json.dumps(entry, sort_keys=True).encode()):
                 written.append(entry)
                 head = entry
@@ -205,8 +210,9 @@ def _latest_in_lake(lake: Lake, public) -> Checkpoint | None:
     return checkpoint
 
 
-def _check_run(run: list[dict], first: int, prev_hash: str) -> list[bytes]:
-    """Entries ``first``.. in order, each intact and following the one before; their leaf hashes."""
+def _check_run(run: list[dict], first: int, prev_hash: str, public) -> list[bytes]:
+    """Entries ``first``.. in order, each intact, signed by the audit key and following the one
+    before; their leaf hashes."""
     leaves = []
     for position, entry in enumerate(run, first):
         where = f"entry {entry.get('seq')} ({_key(ENTRIES, entry.get('seq') or 0)})"
@@ -216,14 +222,18 @@ def _check_run(run: list[dict], first: int, prev_hash: str) -> list[bytes]:
             raise AuditError(f"{where}: content does not match its hash (edited)")
         if entry.get("prev_hash") != prev_hash:
             raise AuditError(f"{where}: does not follow entry {position - 1} (reordered or replaced)")
+        try:
+            public.verify(bytes.fromhex(entry.get("signature") or ""), entry["hash"].encode())
+        except (InvalidSignature, ValueError):
+            raise AuditError(f"{where}: not signed with the audit key (written by someone other than the pipeline)") from None
         prev_hash = entry["hash"]
         leaves.append(_leaf(entry))
     return leaves
 
 
-def _extend(trusted: Checkpoint | None, run: list[dict]) -> tuple[tuple[bytes, ...], int, str]:
+def _extend(trusted: Checkpoint | None, run: list[dict], public) -> tuple[tuple[bytes, ...], int, str]:
     size = trusted.size if trusted else 0
-    leaves = _check_run(run, size + 1, trusted.head_hash if trusted else GENESIS)
+    leaves = _check_run(run, size + 1, trusted.head_hash if trusted else GENESIS, public)
     frontier = merkle.extend(list(trusted.frontier) if trusted else [], size, leaves)
     return tuple(frontier), size + len(run), run[-1]["hash"] if run else (trusted.head_hash if trusted else GENESIS)
 
@@ -241,7 +251,7 @@ def seal(lake: Lake) -> Checkpoint | None:
         if trusted:
             _witness(lake, trusted)
         return trusted
-    frontier, size, head_hash = _extend(trusted, run)
+    frontier, size, head_hash = _extend(trusted, run, public)
     root = merkle.frontier_root(list(frontier))
     checkpoint = Checkpoint(origin(lake), size, root, _sign(key, origin(lake), size, root), frontier, head_hash)
     lake.put_new(_key(CHECKPOINTS, size), checkpoint.to_json())
@@ -300,36 +310,37 @@ def verify(lake: Lake, public_pem: bytes, full: bool = True) -> Verified:
     base = None if full else witnessed if witnessed and witnessed.size <= latest.size else None
     run = _since(lake, base)
     signed_part, extra = run[: latest.size - (base.size if base else 0)], run[latest.size - (base.size if base else 0):]
-    frontier, size, _ = _extend(base, signed_part)
+    frontier, size, _ = _extend(base, signed_part, public)
     if size != latest.size or merkle.frontier_root(list(frontier)) != latest.root:
         raise AuditError(f"checkpoint {latest.size}: the entries do not make its root (edited, removed or forked)")
     if full and witnessed and witnessed.size:
-        _consistent(witnessed, run[: witnessed.size])
+        _consistent(witnessed, run[: witnessed.size], public)
     if extra or head > latest.size:
         first = latest.size + 1
         raise AuditError(f"entry {first} ({_key(ENTRIES, first)}): appended without a valid checkpoint")
     return Verified(latest.size, latest.size, len(run))
 
 
-def _consistent(witnessed: Checkpoint, prefix: list[dict]) -> None:
-    frontier, size, _ = _extend(None, prefix)
+def _consistent(witnessed: Checkpoint, prefix: list[dict], public) -> None:
+    frontier, size, _ = _extend(None, prefix, public)
     if size != witnessed.size or merkle.frontier_root(list(frontier)) != witnessed.root:
         raise AuditError(f"the log's first {witnessed.size} entries do not make the witnessed root (history rewritten)")
 
 
-def _leaves(lake: Lake, size: int) -> list[bytes]:
+def _leaves(lake: Lake, size: int, public) -> list[bytes]:
     run = entries(lake)[:size]
-    return _check_run(run, 1, GENESIS)
+    return _check_run(run, 1, GENESIS, public)
 
 
 def prove_inclusion(lake: Lake, public_pem: bytes, seq: int) -> dict:
     """Entry ``seq``'s audit path to the latest checkpoint's root, checked before it is returned."""
     from cityfactory.security.signing import load_public_key
 
-    latest = _latest_in_lake(lake, load_public_key(public_pem))
+    public = load_public_key(public_pem)
+    latest = _latest_in_lake(lake, public)
     if latest is None or not 1 <= seq <= latest.size:
         raise AuditError(f"entry {seq} is not covered by a checkpoint")
-    leaves = _leaves(lake, latest.size)
+    leaves = _leaves(lake, latest.size, public)
     proof = merkle.inclusion_proof(seq - 1, leaves)
     if not merkle.verify_inclusion(seq - 1, latest.size, leaves[seq - 1], proof, latest.root):
         raise AuditError(f"entry {seq}: no inclusion in checkpoint {latest.size}")
@@ -341,10 +352,11 @@ def prove_consistency(lake: Lake, public_pem: bytes, old_size: int) -> dict:
     """Proof that the tree of ``old_size`` entries is a prefix of the latest checkpoint's tree."""
     from cityfactory.security.signing import load_public_key
 
-    latest = _latest_in_lake(lake, load_public_key(public_pem))
+    public = load_public_key(public_pem)
+    latest = _latest_in_lake(lake, public)
     if latest is None or not 1 <= old_size <= latest.size:
         raise AuditError(f"size {old_size} is not within the latest checkpoint")
-    leaves = _leaves(lake, latest.size)
+    leaves = _leaves(lake, latest.size, public)
     old_root = merkle.root(leaves[:old_size])
     proof = merkle.consistency_proof(old_size, leaves)
     if not merkle.verify_consistency(old_size, latest.size, old_root, latest.root, proof):

@@ -10,25 +10,33 @@ from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance import audit, retention
 from cityfactory.governance.ledger import safe_run_id
 from cityfactory.security.signing import audit_public_key_pem
-from cityfactory.storage.lake import join_key, open_lake
+from cityfactory.storage.lake import LakeError, join_key, open_lake
 
 log = logging.getLogger(__name__)
 
 
-def verify_trail() -> dict:
+def _verdict_key(run_id: str) -> str:
+    return join_key("governance", "_maintenance", safe_run_id(run_id), "audit.json")
+
+
+def verify_trail(run_id: str) -> dict:
+    """The one full check of the trail in a maintenance run (every entry re-read, the root rebuilt);
+    its verdict is stored for the summary, which then reads only what came after."""
     from airflow.sdk.exceptions import AirflowFailException
 
     lake = open_lake()
     try:
-        result = audit.verify(lake, audit_public_key_pem())  # full: every entry re-read, once a day
-    except audit.AuditError as exc:
-        raise AirflowFailException(f"audit trail does not verify: {exc}") from exc
-    except FileNotFoundError as exc:  # no audit key yet: fine only while nothing was ever logged
-        if lake.list(audit.ENTRIES):
-            raise AirflowFailException(f"audit trail cannot be verified: {exc}") from exc
-        return {"entries": 0, "sealed_through": 0}
-    log.info("audit trail verified: %d entries, sealed through %d", result.entries, result.sealed_through)
-    return {"entries": result.entries, "sealed_through": result.sealed_through}
+        result = audit.verify(lake, audit_public_key_pem())
+        verdict = {"verified": True, "entries": result.entries, "sealed_through": result.sealed_through,
+                   "read": result.read, "error": None}
+    except (audit.AuditError, FileNotFoundError) as exc:
+        empty = isinstance(exc, FileNotFoundError) and not lake.list(audit.ENTRIES)  # no key, nothing ever logged
+        verdict = {"verified": empty, "entries": 0, "sealed_through": 0, "read": 0, "error": None if empty else str(exc)}
+    lake.put_bytes(_verdict_key(run_id), json.dumps(verdict).encode())
+    if not verdict["verified"]:
+        raise AirflowFailException(f"audit trail does not verify: {verdict['error']}")
+    log.info("audit trail verified: %d entries, sealed through %d", verdict["entries"], verdict["sealed_through"])
+    return verdict
 
 
 def enforce_retention(scenario: str, today: dt.date, run_id: str, dry_run: bool) -> dict:
@@ -39,17 +47,19 @@ def enforce_retention(scenario: str, today: dt.date, run_id: str, dry_run: bool)
 
 
 def write_summary(run_id: str, scenarios: list[str]) -> dict:
-    """What this maintenance run found and did, from the trail itself (so it works after failures);
-    then fails if the trail is broken or a scenario's retention did not run."""
+    """What this maintenance run found and did (the audit check's stored verdict and the trail's
+    newest entries, so it works after failures); then fails if the trail is broken or a scenario's
+    retention did not run."""
     from airflow.sdk.exceptions import AirflowFailException
 
     lake = open_lake()
     try:
-        verified = audit.verify(lake, audit_public_key_pem())
-        trail = {"verified": True, "entries": verified.entries, "sealed_through": verified.sealed_through, "error": None}
-    except (audit.AuditError, FileNotFoundError) as exc:
-        trail = {"verified": False, "error": str(exc)}
-    done = [e for e in audit.entries(lake) if e["details"].get("run_id") == run_id
+        trail = json.loads(lake.get_bytes(_verdict_key(run_id)))
+    except LakeError:
+        trail = {"verified": False, "error": "the audit check did not run"}
+    # only what this run added after its full check: the retention events
+    after = trail.get("sealed_through", 0) + 1 if trail["verified"] else None
+    done = [e for e in (audit.entries(lake, after) if after else []) if e["details"].get("run_id") == run_id
             and e["event"] in ("retention_enforced", "retention_dry_run")]
     summary = {"run_id": run_id, "audit": trail,
                "retention": [{"seq": e["seq"], "event": e["event"], **e["details"]} for e in done]}
