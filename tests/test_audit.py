@@ -124,7 +124,7 @@ def test_a_checkpoint_signs_origin_size_and_root_with_its_own_key(trail):
 
     latest = audit._latest_in_lake(trail, load_public_key(audit_public_key_pem()))
     body = latest.note.split("\n\n")[0].split("\n")
-    assert body[0] == audit.origin(trail) and body[1] == "6" and len(latest.root) == 32
+    assert body[0] == audit.origin(trail) and body[1] == "6" and len(latest.root) == 32 and body[3].startswith("issued ")
     assert audit_public_key_pem() != public_key_pem()  # not the bundle key
     with pytest.raises(audit.AuditError):
         audit.verify(trail, public_key_pem())

@@ -29,7 +29,7 @@ def _land(lake, files: dict[str, bytes]) -> None:
 def test_a_link_to_a_secret_is_not_copied_anywhere(lake_uri, tmp_path):
     lake = open_lake()
     secret = tmp_path / "signing-private.pem"
-    secret.write_bytes(b"-----BEGIN PRIVATE KEY-----\nTOP SECRET\n-----END PRIVATE KEY-----\n")
+    secret.write_bytes(b"key material of the worker: TOP SECRET\n")
     _land(lake, {"clean.csv": corpus_on(DAY)["clean.csv"][0]})
     landing = lake.path_of(f"landing/traffic_flow/{DAY}")
     os.symlink(secret, landing / "gateway.csv")
@@ -38,7 +38,7 @@ def test_a_link_to_a_secret_is_not_copied_anywhere(lake_uri, tmp_path):
 
     assert result.rows_bronze > 0  # the clean file went through
     everything = b"".join(lake.get_bytes(k) for k in lake.list("raw") + lake.list("quarantine"))
-    assert b"TOP SECRET" not in everything and b"PRIVATE KEY" not in everything
+    assert b"TOP SECRET" not in everything
     assert sum("gateway.csv" in e and "not a regular file" in e for e in result.file_errors) == 1
     assert sum("a_folder_link" in e for e in result.file_errors) == 1
     assert os.path.islink(landing / "gateway.csv")  # left where it was, reported

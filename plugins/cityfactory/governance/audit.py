@@ -137,7 +137,9 @@ def _raw(public) -> bytes:
 
 
 def _sign(key, log_origin: str, size: int, root: bytes) -> str:
-    body = f"{log_origin}\n{size}\n{base64.b64encode(root).decode()}\n"
+    """A C2SP checkpoint: origin, size, root, and an extension line with the signing time."""
+    issued = datetime.now(UTC).isoformat(timespec="seconds")
+    body = f"{log_origin}\n{size}\n{base64.b64encode(root).decode()}\nissued {issued}\n"
     signature = base64.b64encode(_key_hash(_raw(key.public_key())) + key.sign(body.encode())).decode()
     return f"{body}\n\u2014 {KEY_NAME} {signature}\n"
 
@@ -332,15 +334,20 @@ def _leaves(lake: Lake, size: int, public) -> list[bytes]:
     return _check_run(run, 1, GENESIS, public)
 
 
-def prove_inclusion(lake: Lake, public_pem: bytes, seq: int) -> dict:
-    """Entry ``seq``'s audit path to the latest checkpoint's root, checked before it is returned."""
+def _covering(lake: Lake, public_pem: bytes, size: int, what: str) -> tuple[Checkpoint, list[bytes]]:
+    """The latest checkpoint, if it covers ``size`` entries, and its verified leaves."""
     from cityfactory.security.signing import load_public_key
 
     public = load_public_key(public_pem)
     latest = _latest_in_lake(lake, public)
-    if latest is None or not 1 <= seq <= latest.size:
-        raise AuditError(f"entry {seq} is not covered by a checkpoint")
-    leaves = _leaves(lake, latest.size, public)
+    if latest is None or not 1 <= size <= latest.size:
+        raise AuditError(f"{what} is not covered by the latest checkpoint")
+    return latest, _leaves(lake, latest.size, public)
+
+
+def prove_inclusion(lake: Lake, public_pem: bytes, seq: int) -> dict:
+    """Entry ``seq``'s audit path to the latest checkpoint's root, checked before it is returned."""
+    latest, leaves = _covering(lake, public_pem, seq, f"entry {seq}")
     proof = merkle.inclusion_proof(seq - 1, leaves)
     if not merkle.verify_inclusion(seq - 1, latest.size, leaves[seq - 1], proof, latest.root):
         raise AuditError(f"entry {seq}: no inclusion in checkpoint {latest.size}")
@@ -350,13 +357,7 @@ def prove_inclusion(lake: Lake, public_pem: bytes, seq: int) -> dict:
 
 def prove_consistency(lake: Lake, public_pem: bytes, old_size: int) -> dict:
     """Proof that the tree of ``old_size`` entries is a prefix of the latest checkpoint's tree."""
-    from cityfactory.security.signing import load_public_key
-
-    public = load_public_key(public_pem)
-    latest = _latest_in_lake(lake, public)
-    if latest is None or not 1 <= old_size <= latest.size:
-        raise AuditError(f"size {old_size} is not within the latest checkpoint")
-    leaves = _leaves(lake, latest.size, public)
+    latest, leaves = _covering(lake, public_pem, old_size, f"size {old_size}")
     old_root = merkle.root(leaves[:old_size])
     proof = merkle.consistency_proof(old_size, leaves)
     if not merkle.verify_consistency(old_size, latest.size, old_root, latest.root, proof):
