@@ -105,7 +105,7 @@ def test_a_lease_held_elsewhere_fails_clearly(lake_uri):
 
     lake = open_lake()
     with (day_leases(lake, "traffic_flow", [DAY], holder="nightly-run"),
-          pytest.raises(LeaseTaken, match=f"traffic_flow {DAY} is being ingested by nightly-run"),
+          pytest.raises(LeaseTaken, match="traffic_flow week 2019-W23 is being ingested by nightly-run"),
           day_leases(lake, "traffic_flow", [DAY], wait_seconds=0.5)):
         pass
 

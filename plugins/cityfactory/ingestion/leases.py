@@ -1,9 +1,10 @@
-"""Leases: one ingestion at a time per scenario and day, claimed with the lake's exclusive create.
+"""Leases: one ingestion at a time per scenario and week, claimed with the lake's exclusive create.
 
 Two runs of the same scenario and days (a retry next to a stuck try, a manual run beside the
 nightly one) would otherwise move and rewrite the same files under each other. A lease names its
 holder and expires (a crashed worker does not block a day forever); a second claimant waits, then
-fails with a message naming the day and the holder.
+fails with a message naming the week and the holder. A lease covers an ISO week (a bulk run of six
+years claims ~300, not ~2,200): runs that touch the same week take turns.
 """
 
 from __future__ import annotations
@@ -21,8 +22,13 @@ class LeaseTaken(RuntimeError):
     """A day is being ingested by another run; the message names it."""
 
 
-def _key(scenario: str, day: dt.date) -> str:
-    return join_key("_leases", "ingest", scenario, f"{day.isoformat()}.json")
+def _week(day: dt.date) -> str:
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _key(scenario: str, week: str) -> str:
+    return join_key("_leases", "ingest", scenario, f"{week}.json")
 
 
 def _claim(lake: Lake, key: str, holder: str, ttl: float) -> dict | None:
@@ -43,16 +49,16 @@ def _claim(lake: Lake, key: str, holder: str, ttl: float) -> dict | None:
 @contextlib.contextmanager
 def day_leases(lake: Lake, scenario: str, days: list[dt.date], holder: str | None = None,
                wait_seconds: float = 300, ttl_seconds: float = 3600):
-    """Hold the leases of ``days`` (claimed in date order, so two claimants cannot deadlock) for the
-    block; waits up to ``wait_seconds`` for each taken one, then raises :class:`LeaseTaken`."""
+    """Hold the leases of the weeks of ``days`` (claimed in order, so two claimants cannot deadlock)
+    for the block; waits up to ``wait_seconds`` for each taken one, then raises :class:`LeaseTaken`."""
     holder = holder or uuid.uuid4().hex
     held: list[str] = []
     try:
-        for day in sorted(set(days)):
-            key, deadline = _key(scenario, day), time.monotonic() + wait_seconds
+        for week in sorted({_week(day) for day in days}):
+            key, deadline = _key(scenario, week), time.monotonic() + wait_seconds
             while (current := _claim(lake, key, holder, ttl_seconds)) is not None:
                 if time.monotonic() > deadline:
-                    raise LeaseTaken(f"{scenario} {day} is being ingested by {current.get('holder')} "
+                    raise LeaseTaken(f"{scenario} week {week} is being ingested by {current.get('holder')} "
                                      f"(lease until {dt.datetime.fromtimestamp(current.get('until', 0), dt.UTC):%H:%M:%S} UTC); "
                                      "try again when that run has finished")
                 time.sleep(0.2)
