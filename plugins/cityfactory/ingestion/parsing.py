@@ -111,17 +111,21 @@ def _invalid_utf8_lines(data: bytes) -> tuple[bytes, dict[int, tuple[str, str]]]
     return b"\n".join(lines), bad
 
 
+def _first_line(data: bytes) -> str:
+    return re.split(rb"\r\n|\r|\n", data, maxsplit=1)[0].decode("utf-8", "replace")  # any line ending
+
+
 def _header(data: bytes, source: Source) -> list[str]:
-    first = re.split(rb"\r\n|\r|\n", data, maxsplit=1)[0].decode("utf-8", "replace")  # any line ending
     dialect = source.csv
-    return next(csv.reader([first], delimiter=dialect.delimiter, quotechar=dialect.quote_char), [])
+    return next(csv.reader([_first_line(data)], delimiter=dialect.delimiter, quotechar=dialect.quote_char), [])
 
 
-def unreadable_file(data: bytes, source_file: str, problem: str) -> ReadFile:
-    """A file that cannot be split into records at all: a file error naming it, and every line
-    after the first quarantined with that reason (so nothing is lost and the rest of the batch goes on)."""
+def unreadable_file(data: bytes, source_file: str, problem: str, reason: str | None = None) -> ReadFile:
+    """A file that cannot be split into records as a whole: a file error naming it (``problem``),
+    and every line after the first quarantined with ``reason`` (so nothing is lost and the rest of
+    the batch goes on)."""
     lines = data.splitlines()
-    rejected = [_reject(source_file, n, line.decode("utf-8", "replace")[:10_000], f"file {problem}")
+    rejected = [_reject(source_file, n, line.decode("utf-8", "replace")[:10_000], reason or f"file {problem}")
                 for n, line in enumerate(lines[1:], 2)]
     return ReadFile(source_file, len(rejected), None, rejected, [f"{source_file}: {problem}"])
 
@@ -135,16 +139,11 @@ def read_file(data: bytes, source_file: str, scenario: Scenario, landing_day: dt
     cleaned, bad_utf8 = _invalid_utf8_lines(data)
     header = [] if 1 in bad_utf8 else _header(cleaned, scenario.source)
     if not header or not any(h.strip() for h in header):
-        lines = cleaned.splitlines()
-        rows = max(len(lines) - 1, 0)
-        result = ReadFile(source_file, rows, None, file_errors=[f"{source_file}: empty file (no header)"])
-        result.rejected = [_reject(source_file, n, lines[n - 1].decode("utf-8", "replace"), "file has no header")
-                           for n in range(2, rows + 2)]
-        return result
+        return unreadable_file(cleaned, source_file, "empty file (no header)", "file has no header")
 
     names = [h if h.strip() else f"_blank_{i}" for i, h in enumerate(header)]
     blank = [n for n in names if n.startswith("_blank_")]
-    needed = source_columns(schema)
+    needed = list(schema.columns)
     missing = [c for c in needed if c not in names]
     problem = None
     if missing:
@@ -156,12 +155,7 @@ def read_file(data: bytes, source_file: str, scenario: Scenario, landing_day: dt
     elif blank and dialect.blank_header_columns == "error":
         problem = f"header has {len(blank)} blank column name(s)"
     if problem:
-        lines = cleaned.splitlines()
-        first = lines[0].decode("utf-8", "replace")
-        result = ReadFile(source_file, len(lines) - 1, None, file_errors=[f"{source_file}: {problem}; header was {first[:200]!r}"])
-        result.rejected = [_reject(source_file, n, lines[n - 1].decode("utf-8", "replace"), problem)
-                           for n in range(2, len(lines) + 1)]
-        return result
+        return unreadable_file(cleaned, source_file, f"{problem}; header was {_first_line(cleaned)[:200]!r}", problem)
 
     result = ReadFile(source_file, 0, None)
     result.extra_columns = [c for c in names if c not in needed and c not in schema.ignored_columns and c not in blank]
@@ -217,7 +211,7 @@ def _dig(message: dict, path: str):
 def _read_jsonl(data: bytes, source_file: str, scenario: Scenario, landing_day: dt.date) -> ReadFile:
     """One JSON object per line; each column taken from its declared dotted path."""
     paths = scenario.source.jsonl.fields
-    columns = source_columns(scenario.schema_)
+    columns = list(scenario.schema_.columns)
     result = ReadFile(source_file, 0, None)
     values: dict[str, list] = {c: [] for c in columns}
     lines: list[int] = []
@@ -243,11 +237,6 @@ def _read_jsonl(data: bytes, source_file: str, scenario: Scenario, landing_day: 
     return result
 
 
-def source_columns(schema: Schema) -> list[str]:
-    """The columns a landed file must carry (a composed event time is built from its parts)."""
-    return list(schema.columns)
-
-
 def convert(strings: pa.Table, scenario: Scenario, chunk_rows: int = CHUNK_ROWS) -> Converted:
     """Type and check the string rows of many files, vectorised, a slice of rows at a time (the
     intermediate arrays of a slice, not of the whole batch, are what costs memory)."""
@@ -271,7 +260,7 @@ def _convert_slice(strings: pa.Table, scenario: Scenario, seen: set[tuple]) -> C
     )
     return Converted(
         accepted.append_column(LANDING_DAY, strings[LANDING_DAY].filter(keep)),
-        _value_rejects(strings, source_columns(schema), problems, bad),
+        _value_rejects(strings, list(schema.columns), problems, bad),
     )
 
 
@@ -283,7 +272,7 @@ def parse_file(data: bytes, source_file: str, scenario: Scenario, landing_day: d
 
 
 def empty_strings(schema: Schema) -> pa.Table:
-    fields = [(n, pa.string()) for n in source_columns(schema)]
+    fields = [(n, pa.string()) for n in list(schema.columns)]
     return pa.schema([*fields, (LINE, pa.int64()), (SOURCE, pa.string()), (LANDING_DAY, pa.date32())]).empty_table()
 
 
@@ -354,7 +343,7 @@ def _convert(table: pa.Table, scenario: Scenario, seen: set[tuple]) -> tuple[dic
     schema, decimal = scenario.schema_, scenario.source.csv.decimal
     typed: dict[str, pa.Array] = {}
     problems: list[Problem] = []
-    raw_columns = {name: table[name].combine_chunks() for name in source_columns(schema)}
+    raw_columns = {name: table[name].combine_chunks() for name in list(schema.columns)}
     for name, col in schema.columns.items():
         raw = raw_columns[name]
         missing = _mask(pc.is_null(raw))
