@@ -50,7 +50,7 @@ def bench_ingestion(name: str) -> None:
     import pyarrow.csv as pv
     import pyarrow.dataset as ds
     from cityfactory.config.scenarios import get_scenario
-    from cityfactory.governance.ledger import LedgerEntry
+    from cityfactory.governance.ledger import Kind, LedgerEntry
     from cityfactory.ingestion import replay
     from cityfactory.ingestion.pipeline import ingest_days
     from cityfactory.storage.lake import LocalLake
@@ -71,7 +71,7 @@ def bench_ingestion(name: str) -> None:
         shutil.copytree(landing.root, work)
 
     def ours():
-        ingest_days(scenario, LocalLake(work), days, LedgerEntry("bench"))
+        ingest_days(scenario, LocalLake(work), days, LedgerEntry("bench", Kind.BATCH_INGESTED))
 
     def plain_partitioned():
         tables = []

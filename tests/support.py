@@ -183,3 +183,57 @@ def harbour_dataset(directory: Path, stations: dict[str, str], first: str, last:
         (directory / name).write_bytes(data)
         pins[name] = hashlib.sha256(data).hexdigest()
     return pins
+
+
+class FaultyProxy:
+    """An HTTP proxy in front of one edge node that drops the connection, without an answer, for
+    the next ``times`` requests to a path: a real transient network fault, on the wire."""
+
+    def __init__(self, target: str):
+        import http.server
+        import threading
+
+        import httpx
+
+        proxy = self
+        self.target, self.faults, self.dropped = target.rstrip("/"), {}, []
+        self.lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                with proxy.lock:
+                    left = proxy.faults.get(self.path, 0)
+                    if left:
+                        proxy.faults[self.path] = left - 1
+                        proxy.dropped.append(self.path)
+                if left:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
+                answer = httpx.request(self.command, proxy.target + self.path, content=body, headers=headers, timeout=60)
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", answer.headers.get("content-type", "application/json"))
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def fail(self, path: str, times: int) -> None:
+        with self.lock:
+            self.faults[path] = times
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

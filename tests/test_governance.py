@@ -241,7 +241,7 @@ def test_maintenance_dag_verifies_enforces_and_refuses_on_a_broken_trail(airflow
 
 
 def test_mapped_task_states_fold_to_the_worst_instance():
-    from cityfactory.governance.tasks import fold_task_states
+    from cityfactory.runs import fold_task_states
 
     states = {"plan": "success", "land_0": "success", "land_1": "failed", "land_2": "success", "canary_deploy_0": "skipped"}
     assert fold_task_states(states, ["plan", "land", "canary_deploy", "train"]) == {
@@ -254,9 +254,10 @@ def test_a_retried_governance_task_adds_no_event_twice(lake_uri):
 
     scenario = get_scenario("traffic_flow")
     ctx = RunContext(scenario, open_lake(), "manual__retry", "governance")
-    gate = {"task_id": "bronze_gate", "map_index": -1, "ended_at": "2026-11-22T01:00:00", "status": "failed",
-            "inputs": [], "outputs": [], "counts": {"rows": 5, "expectations": 9, "failed": 2},
-            "details": {"suite": "traffic_flow_bronze", "success": False}}
+    gate = {"task_id": "bronze_gate", "kind": "quality_gate", "map_index": -1, "try_number": 1,
+            "ended_at": "2026-11-22T01:00:00", "status": "failed", "inputs": [], "outputs": [],
+            "counts": {"rows": 5, "expectations": 9, "failed": 2},
+            "details": {"layer": "bronze", "suite": "traffic_flow_bronze", "success": False}}
     first, last = append_run_events(ctx, [gate])
     assert first == 1 and last >= 1
     assert append_run_events(ctx, [gate]) == (None, None)
@@ -267,13 +268,14 @@ def test_a_retried_governance_task_adds_no_event_twice(lake_uri):
 def test_a_try_that_failed_before_a_successful_retry_does_not_fail_the_report():
     from cityfactory.governance import report
 
-    def entry(task, status, at, error=None):
-        return {"task_id": task, "map_index": -1, "status": status, "started_at": at, "ended_at": at, "inputs": [],
-                "outputs": [], "counts": {}, "details": {"error": error} if error else {}}
+    def entry(task, kind, try_number, status, at, error=None):
+        return {"task_id": task, "kind": kind, "map_index": -1, "try_number": try_number, "status": status,
+                "started_at": at, "ended_at": at, "inputs": [], "outputs": [], "counts": {},
+                "details": {"error": error} if error else {}}
 
-    entries = [entry("plan", "success", "2026-11-22T01:00:00+00:00"),
-               entry("transform", "failed", "2026-11-22T01:01:00+00:00", "dbt: connection reset"),
-               entry("transform", "success", "2026-11-22T01:02:00+00:00")]
+    entries = [entry("plan", "run_planned", 1, "success", "2026-11-22T01:00:00+00:00"),
+               entry("transform", "dbt_build", 1, "failed", "2026-11-22T01:01:00+00:00", "dbt: connection reset"),
+               entry("transform", "dbt_build", 2, "success", "2026-11-22T01:02:00+00:00")]
     run = {"run_id": "r", "run_type": "scheduled", "triggered_by": None, "conf": {}, "code_version": "test"}
     trail = {"first_seq": None, "last_seq": None, "verified": True, "verified_entries": 0, "error": None}
     retried = report.assemble(get_scenario("traffic_flow"), entries, run, {"plan": "success", "transform": "success"}, trail)

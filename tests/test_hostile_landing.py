@@ -11,7 +11,7 @@ import threading
 import pyarrow.compute as pc
 import pytest
 from cityfactory.config.scenarios import get_scenario
-from cityfactory.governance.ledger import LedgerEntry
+from cityfactory.governance.ledger import Kind, LedgerEntry
 from cityfactory.ingestion.pipeline import ingest_days
 from cityfactory.storage.lake import open_lake
 from cityfactory.storage.parquet import read_partitions
@@ -34,7 +34,7 @@ def test_a_link_to_a_secret_is_not_copied_anywhere(lake_uri, tmp_path):
     landing = lake.path_of(f"landing/traffic_flow/{DAY}")
     os.symlink(secret, landing / "gateway.csv")
     os.symlink(tmp_path, landing / "a_folder_link")
-    result = ingest_days(SCENARIO, lake, [DAY], LedgerEntry("ingest"))
+    result = ingest_days(SCENARIO, lake, [DAY], LedgerEntry("ingest", Kind.BATCH_INGESTED))
 
     assert result.rows_bronze > 0  # the clean file went through
     everything = b"".join(lake.get_bytes(k) for k in lake.list("raw") + lake.list("quarantine"))
@@ -48,7 +48,7 @@ def test_hostile_files_never_block_their_batch_and_nothing_is_lost(lake_uri):
     lake = open_lake()
     hostile = hostile_files(DAY)
     _land(lake, {name: data for name, (data, _) in hostile.items()} | {"clean.csv": corpus_on(DAY)["clean.csv"][0]})
-    result = ingest_days(SCENARIO, lake, [DAY], LedgerEntry("ingest"))
+    result = ingest_days(SCENARIO, lake, [DAY], LedgerEntry("ingest", Kind.BATCH_INGESTED))
 
     assert result.rows_in == result.rows_bronze + result.rows_quarantined
     assert len(lake.list(f"raw/traffic_flow/dt={DAY}")) == len(hostile) + 1
@@ -70,7 +70,7 @@ def test_a_reserved_temporary_name_is_reported_not_skipped(lake_uri):
     landing = lake.path_of(f"landing/traffic_flow/{DAY}")
     landing.mkdir(parents=True)
     (landing / ".tmp-upload.csv").write_bytes(corpus_on(DAY)["clean.csv"][0])
-    result = ingest_days(SCENARIO, lake, [DAY], LedgerEntry("ingest"))
+    result = ingest_days(SCENARIO, lake, [DAY], LedgerEntry("ingest", Kind.BATCH_INGESTED))
     assert any(".tmp-upload.csv" in e and "unfinished write" in e for e in result.file_errors)
 
 
@@ -84,7 +84,7 @@ def test_two_runs_of_the_same_days_at_once_do_not_trip_over_each_other(lake_uri)
 
     def run():
         try:
-            results.append(ingest_days(SCENARIO, lake, days, LedgerEntry("ingest")))
+            results.append(ingest_days(SCENARIO, lake, days, LedgerEntry("ingest", Kind.BATCH_INGESTED)))
         except Exception as exc:  # noqa: BLE001 - asserted below
             errors.append(exc)
 
@@ -122,7 +122,7 @@ def test_a_file_the_reader_cannot_split_is_quarantined_whole_and_the_batch_goes_
         return parsing.read_file(data, name, scenario, day)
 
     monkeypatch.setattr(pipeline, "read_file", read_file)
-    result = ingest_days(SCENARIO, lake, [DAY], LedgerEntry("ingest"))
+    result = ingest_days(SCENARIO, lake, [DAY], LedgerEntry("ingest", Kind.BATCH_INGESTED))
     assert result.rows_bronze > 0 and result.rows_in == result.rows_bronze + result.rows_quarantined
     [error] = result.file_errors
     assert error.startswith("zz_broken.csv: cannot be parsed (ValueError: straddling")

@@ -8,7 +8,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from cityfactory.config.scenarios import get_scenario
-from cityfactory.governance.ledger import LedgerEntry
+from cityfactory.governance.ledger import Kind, LedgerEntry
 from cityfactory.ingestion import replay
 from cityfactory.ingestion.pipeline import IngestionError, check_acceptable, ingest_days
 from cityfactory.storage.lake import open_lake, sha256_bytes
@@ -30,7 +30,7 @@ def _bronze(lake_uri: str):
 
 def _ingest(days):
     lake = open_lake()
-    entry = LedgerEntry("ingest")
+    entry = LedgerEntry("ingest", Kind.BATCH_INGESTED)
     return ingest_days(TRAFFIC, lake, days, entry), entry
 
 

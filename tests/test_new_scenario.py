@@ -45,7 +45,7 @@ def test_the_fixture_validates_whole(tmp_path, monkeypatch):
 
 def test_adding_a_sensor_to_a_scenario_with_history_keeps_bronze_free_of_duplicates(tmp_path, monkeypatch, lake_uri):
     from cityfactory.config.scenarios import get_scenario
-    from cityfactory.governance.ledger import LedgerEntry
+    from cityfactory.governance.ledger import Kind, LedgerEntry
     from cityfactory.ingestion import replay
     from cityfactory.ingestion.pipeline import ingest_days
     from cityfactory.storage.lake import open_lake
@@ -57,13 +57,13 @@ def test_adding_a_sensor_to_a_scenario_with_history_keeps_bronze_free_of_duplica
     lake = open_lake()
     before = get_scenario("harbour_air")
     replay.replay(before, lake, days)
-    first = ingest_days(before, lake, days, LedgerEntry("ingest"))
+    first = ingest_days(before, lake, days, LedgerEntry("ingest", Kind.BATCH_INGESTED))
     assert first.rows_bronze == 2 * 24 * 3 and first.rows_quarantined == 0
 
     configure(tmp_path, monkeypatch, "2016-03-01", "2016-03-03")  # a third station joins; the YAML lists it
     after = get_scenario("harbour_air")
     replay.replay(after, lake, days)
-    again = ingest_days(after, lake, days, LedgerEntry("ingest"))
+    again = ingest_days(after, lake, days, LedgerEntry("ingest", Kind.BATCH_INGESTED))
     assert again.rows_quarantined == 0, again.reasons
     bronze = read_partitions(lake, "bronze", "harbour_air", days)
     assert bronze.num_rows == 3 * 24 * 3

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from cityfactory.config.scenarios import load_scenario
-from cityfactory.governance.ledger import LedgerEntry, RunLedger
+from cityfactory.governance.ledger import Kind, LedgerEntry, RunLedger
 from cityfactory.ingestion.pipeline import ingest_days
 from cityfactory.security import encryption
 from cityfactory.security.keys import get_secret
@@ -32,7 +32,7 @@ def _drop() -> bytes:
 def ingested(lake_uri):
     lake = open_lake()
     lake.put_bytes(f"landing/parking_sessions/{DAY}/sessions-{DAY}.csv", _drop())
-    entry = LedgerEntry("ingest")
+    entry = LedgerEntry("ingest", Kind.BATCH_INGESTED)
     result = ingest_days(PARKING, lake, [DAY], entry)
     RunLedger(lake, PARKING.name, "manual__test").record(entry)
     return lake, result

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 from cityfactory.config.scenarios import get_scenario
-from cityfactory.governance.ledger import LedgerEntry, RunLedger
+from cityfactory.governance.ledger import Kind, LedgerEntry, RunLedger
 from cityfactory.ingestion import replay
 from cityfactory.ingestion.pipeline import ingest_days
 from cityfactory.storage.lake import LakeError, open_lake, sha256_bytes
@@ -53,7 +53,7 @@ def test_ingest_and_ledger_on_both_backends(any_lake_uri):
     start, _ = replay.history_interval(scenario)
     days = [start + dt.timedelta(days=i) for i in range(3)]
     landed = replay.replay(scenario, lake, days)
-    entry = LedgerEntry("ingest")
+    entry = LedgerEntry("ingest", Kind.BATCH_INGESTED)
     result = ingest_days(scenario, lake, days, entry)
     assert result.rows_in == sum(r for _, r in landed) == result.rows_bronze + result.rows_quarantined
     assert all(a.uri.startswith(any_lake_uri) for a in entry.outputs)

@@ -79,17 +79,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _print_governance(scenario: str, run_id: str) -> None:
     """Where the run's compliance report is, and whether the audit trail verifies."""
     from cityfactory.governance import audit
-    from cityfactory.governance.ledger import RunLedger
+    from cityfactory.governance.ledger import Kind, RunLedger, last_of
     from cityfactory.security.signing import audit_public_key_pem
     from cityfactory.storage.lake import open_lake
 
     lake = open_lake()
-    ledger = RunLedger(lake, scenario, run_id)
-    governed = [e for e in ledger.entries() if e["task_id"] == "governance" and e["status"] == "success"]
-    if not governed:
+    governed = last_of(RunLedger(lake, scenario, run_id).current(), Kind.GOVERNED)
+    if governed is None or governed["status"] != "success":
         print("  report      none: the governance task did not finish (see its log)")
         return
-    print(f"  report      {governed[-1]['details']['report']}  (and report.json, lineage.svg beside it)")
+    print(f"  report      {governed['details']['report']}  (and report.json, lineage.svg beside it)")
     try:
         verified = audit.verify(lake, audit_public_key_pem())
         print(f"  audit       {lake.uri_for('audit')}: {verified.entries} entries, log, checkpoints and witness verify")

@@ -8,11 +8,12 @@ ingests the previous day).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from cityfactory.config.scenarios import Scenario
-from cityfactory.governance.ledger import RunLedger, timed_entry
+from cityfactory.governance.ledger import Kind, RunLedger, timed_entry
 from cityfactory.storage.lake import Lake, open_lake
 
 
@@ -54,6 +55,7 @@ class RunContext:
     run_id: str
     task_id: str
     map_index: int = -1
+    try_number: int = 1
 
     @classmethod
     def current(cls, scenario: Scenario) -> RunContext:
@@ -63,25 +65,53 @@ class RunContext:
         context = get_current_context()
         ti = context["ti"]
         map_index = getattr(ti, "map_index", None)
-        return cls(scenario, open_lake(), context["run_id"], ti.task_id, -1 if map_index is None else map_index)
+        return cls(scenario, open_lake(), context["run_id"], ti.task_id, -1 if map_index is None else map_index,
+                   ti.try_number or 1)
 
     @property
     def ledger(self) -> RunLedger:
         return RunLedger(self.lake, self.scenario.name, self.run_id)
 
-    def entry(self) -> timed_entry:
-        """``with ctx.entry() as e:`` records this task's ledger entry on exit, even on failure, and
-        attaches its inputs and outputs to the task's OpenLineage run."""
+    def entry(self, kind: Kind) -> timed_entry:
+        """``with ctx.entry(kind) as e:`` records this try's ledger entry on exit, even on failure,
+        and attaches its inputs and outputs to the task's OpenLineage run."""
         from cityfactory.governance.openlineage import emit_task_lineage
 
-        return timed_entry(self.ledger, self.task_id, self.map_index, on_record=emit_task_lineage)
+        return timed_entry(self.ledger, self.task_id, kind, self.map_index, self.try_number, on_record=emit_task_lineage)
+
+
+# worst first: the state a mapped task shows is the worst of its instances
+_SEVERITY = ["failed", "upstream_failed", "up_for_retry", "running", "queued", "scheduled", None, "skipped", "removed", "success"]
+
+
+def fold_task_states(states: dict[str, str | None], task_ids: list[str]) -> dict[str, str | None]:
+    """Airflow names mapped instances ``<task>_<index>``; fold them to one state per task."""
+    folded: dict[str, str | None] = {}
+    for key, state in states.items():
+        task = key if key in task_ids else re.sub(r"_\d+$", "", key)
+        state = state if state in _SEVERITY else None
+        if task not in folded or _SEVERITY.index(state) < _SEVERITY.index(folded[task]):
+            folded[task] = state
+    return {t: folded.get(t) for t in task_ids}
+
+
+def upstream_states() -> dict[str, str | None]:
+    """The state of each direct upstream task of the running task, for the current run (the
+    current try of each instance: a task that failed once and passed on retry is a success)."""
+    from airflow.sdk import get_current_context
+
+    context = get_current_context()
+    ti, dag_run, task = context["ti"], context["dag_run"], context["task"]
+    upstream = sorted(task.upstream_task_ids)
+    states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id], task_ids=upstream).get(dag_run.run_id, {})
+    return fold_task_states({k: str(v) if v else None for k, v in states.items()}, upstream)
 
 
 def plan_run(ctx: RunContext, params: dict, interval_start, interval_end) -> list[list[str]]:
     """Record the run's days and stages in the ledger; bad form values fail without retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    with ctx.entry() as entry:
+    with ctx.entry(Kind.RUN_PLANNED) as entry:
         entry.details["params"] = dict(params)
         try:
             days = resolve_days(params, interval_start, interval_end, ctx.scenario.timezone)

@@ -7,7 +7,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from cityfactory.compression.gate import CompressionGateError
 from cityfactory.compression.onnx_export import ParityError
 from cityfactory.compression.stage import compress_version
-from cityfactory.governance.ledger import Artifact
+from cityfactory.governance.ledger import Artifact, Kind
 from cityfactory.runs import RunContext
 from cityfactory.storage.parquet import read_table
 from cityfactory.training.spec import load_model_spec
@@ -18,7 +18,7 @@ def compress(ctx: RunContext, trained: dict, gold: dict) -> dict:
         raise AirflowSkipException(f"version {trained['version']} is no challenger: {trained['reason']}")
     scenario = ctx.scenario
     spec = load_model_spec(scenario.model_spec)
-    with ctx.entry() as entry:
+    with ctx.entry(Kind.BUNDLE_SIGNED) as entry:
         frame = read_table(ctx.lake, gold["key"]).to_pandas()
         entry.inputs.append(Artifact(f"models:/{spec.registered_model}/{trained['version']}", "", None, "model_version"))
         try:

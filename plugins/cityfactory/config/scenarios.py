@@ -239,6 +239,14 @@ class Rollout(_Strict):
     max_mae_ratio: float = Field(1.10, ge=1)  # new model vs the model the other nodes serve
 
 
+class Retries(_Strict):
+    """How often a task that failed for a passing reason (a node or service unreachable, a worker
+    lost) is tried again; refusals (bad data, a failed gate, a refused bundle) are never retried."""
+
+    retries: int = Field(1, ge=0, le=10)
+    delay_seconds: float = Field(30, ge=0)
+
+
 class Governance(_Strict):
     risk_level: Literal["minimal", "limited", "high"]
     owners: list[str] = Field(min_length=1)
@@ -261,6 +269,7 @@ class Scenario(_Strict):
     compression: Compression = Compression()
     rollout: Rollout
     governance: Governance
+    retries: Retries = Retries()
 
     @field_validator("schedule")
     @classmethod

@@ -68,7 +68,8 @@ def build_scenario_dag(scenario: Scenario):
         catchup=False,
         max_active_runs=1,  # partitions are rewritten whole; one writer per scenario
         tags=["cityfactory", *scenario.tags],
-        default_args={"retries": 1, "retry_delay": dt.timedelta(seconds=30), "owner": ", ".join(scenario.governance.owners)},
+        default_args={"retries": scenario.retries.retries, "retry_delay": dt.timedelta(seconds=scenario.retries.delay_seconds),
+                      "owner": ", ".join(scenario.governance.owners)},
         params={
             "data_interval_start": Param(
                 None,
@@ -185,13 +186,14 @@ def build_scenario_dag(scenario: Scenario):
             return compress(RunContext.current(scenario), trained, gold)
 
         @task.run_if(stage_selected("rollout"))
-        @task(task_display_name="Rollout: plan")
-        def rollout_plan(compressed: dict, gold: dict) -> dict:
-            """Stage targets from the fleet file, what every node serves now, the bake rows."""
+        @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Rollout: plan")
+        def rollout_plan(compressed: dict | None, gold: dict | None, params=None) -> dict:
+            """Stage targets from the fleet file, what every node and the champion alias hold now,
+            the bake rows. A run without the compress stage rolls out the registered challenger."""
             from cityfactory.rollout.tasks import plan
             from cityfactory.runs import RunContext
 
-            return plan(RunContext.current(scenario), compressed, gold)
+            return plan(RunContext.current(scenario), compressed, gold, params["stages"])
 
         @task
         def targets(plan: dict, stage: str, approval: dict | None = None) -> list[dict]:
@@ -201,7 +203,7 @@ def build_scenario_dag(scenario: Scenario):
 
             return targets(RunContext.current(scenario), plan, stage, approval)
 
-        @task(retries=0, map_index_template="{{ task.op_kwargs['node']['id'] }}")
+        @task(map_index_template="{{ task.op_kwargs['node']['id'] }}")
         def deploy(plan: dict, node: dict) -> dict:
             """Fetch, verify and swap in the bundle on one node."""
             from cityfactory.rollout.tasks import deploy
@@ -209,7 +211,7 @@ def build_scenario_dag(scenario: Scenario):
 
             return deploy(RunContext.current(scenario), plan, node)
 
-        @task(retries=0)
+        @task
         def gate(plan: dict, stage: str) -> dict:
             """Bake: recent real rows through every node; new version vs the old one."""
             from cityfactory.rollout.tasks import gate
@@ -224,13 +226,14 @@ def build_scenario_dag(scenario: Scenario):
 
             return promote(RunContext.current(scenario), plan)
 
-        @task(task_display_name="Roll back on failure")
-        def rollback(plan: dict | None = None) -> None:
-            """Whatever happened upstream: if any rollout task failed, every touched node goes back."""
+        @task(task_display_name="Roll back on failure", retries=max(2, scenario.retries.retries))
+        def rollback(plan: dict | None = None) -> dict:
+            """Whatever happened upstream: if a rollout task ended failed, every touched node, the
+            champion alias and the version tags go back to where they were."""
             from cityfactory.rollout.tasks import roll_back_if_failed
-            from cityfactory.runs import RunContext
+            from cityfactory.runs import RunContext, upstream_states
 
-            return roll_back_if_failed(RunContext.current(scenario), plan)
+            return roll_back_if_failed(RunContext.current(scenario), plan, upstream_states())
 
         batches = plan()
         with TaskGroup("ingest_stage", tooltip="land, parse, bronze + quarantine", prefix_group_id=False):

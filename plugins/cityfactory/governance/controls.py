@@ -74,9 +74,9 @@ def _personal(f: dict) -> tuple[str, str]:
     return (FAILED if missing else PASSED), evidence
 
 
-def _gate(task_id: str) -> Callable[[dict], tuple[str, str]]:
+def _gate(layer: str, task_id: str) -> Callable[[dict], tuple[str, str]]:
     def check(f: dict) -> tuple[str, str]:
-        gate = next((g for g in f["quality_gates"] if g["task"] == task_id), None)
+        gate = next((g for g in f["quality_gates"] if g["layer"] == layer), None)
         if gate is None:
             return _not_run(f, task_id)
         met = gate["expectations"] - gate["failed"]
@@ -177,9 +177,9 @@ CONTROLS: tuple[Control, ...] = (
     Control("DATA-2", "Raw data kept unchanged", ("Annex IV 2(d)", "Art. 12(1)"), ("GOVERN", "MANAGE"), _raw_kept),
     Control("DATA-3", "Every rejected row quarantined with its reason", ("Annex IV 2(d)",), ("MEASURE",), _quarantine),
     Control("DATA-4", "Personal data protected at rest", ("Annex IV 2(d)",), ("GOVERN", "MANAGE"), _personal),
-    Control("QUAL-1", "Bronze data quality gate", ("Annex IV 2(d)", "Annex IV 2(g)"), ("MEASURE",), _gate("bronze_gate")),
+    Control("QUAL-1", "Bronze data quality gate", ("Annex IV 2(d)", "Annex IV 2(g)"), ("MEASURE",), _gate("bronze", "bronze_gate")),
     Control("QUAL-2", "Transformation tests (dbt)", ("Annex IV 2(d)", "Annex IV 2(g)"), ("MEASURE",), _dbt),
-    Control("QUAL-3", "Feature quality gate", ("Annex IV 2(d)", "Annex IV 2(g)"), ("MEASURE",), _gate("features_gate")),
+    Control("QUAL-3", "Feature quality gate", ("Annex IV 2(d)", "Annex IV 2(g)"), ("MEASURE",), _gate("features", "features_gate")),
     Control("MODEL-1", "Evaluated against baselines and the champion", ("Annex IV 2(g)", "Annex IV 3", "Annex IV 4"),
             ("MEASURE",), _evaluated),
     Control("MODEL-2", "Registered with provenance (run, data, code)", ("Annex IV 1", "Annex IV 2(b)", "Annex IV 6"),

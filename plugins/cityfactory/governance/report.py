@@ -14,6 +14,13 @@ from pathlib import Path
 
 from cityfactory.config.scenarios import Scenario
 from cityfactory.governance import controls, lineage
+from cityfactory.governance.ledger import (
+    ROLLOUT_KINDS,
+    Kind,
+    last_of,
+    latest_tries,
+    of_kind,
+)
 from cityfactory.governance.summary import layer_rows, task_summary
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
@@ -32,23 +39,10 @@ class ReportSchemaError(ValueError):
     """The assembled report does not match its schema; the message names the path."""
 
 
-def _by_task(entries: list[dict]) -> dict[str, list[dict]]:
-    grouped: dict[str, list[dict]] = {}
-    for entry in entries:
-        grouped.setdefault(entry["task_id"], []).append(entry)
-    return grouped
-
-
-def _last(grouped: dict, task_id: str) -> dict | None:
-    """A task's latest entry (a retried task has one per try)."""
-    return grouped[task_id][-1] if task_id in grouped else None
-
-
 def _outcome(entries: list[dict], task_states: dict[str, str]) -> dict:
-    """Where and why the run stopped: the first task instance whose last try failed (a retry that
+    """Where and why the run stopped: the first task instance whose latest try failed (a retry that
     succeeded does not count), or a task Airflow saw fail before it could record anything."""
-    latest = {(e["task_id"], e["map_index"]): e for e in entries}
-    failed = [e for e in latest.values() if e["status"] == "failed"
+    failed = [e for e in entries if e["status"] == "failed"
               and task_states.get(e["task_id"], "failed") not in ("success", "skipped")]
     failed_tasks = [t for t, s in task_states.items() if s == "failed" and t not in ("watcher", "governance")]
     first = failed[0] if failed else None
@@ -65,9 +59,9 @@ def _outcome(entries: list[dict], task_states: dict[str, str]) -> dict:
     }
 
 
-def _sources(scenario: Scenario, grouped: dict) -> list[dict]:
+def _sources(scenario: Scenario, entries: list[dict]) -> list[dict]:
     pinned = {f.name: f.sha256 for f in scenario.source.files}
-    landed = grouped.get("land", [])
+    landed = of_kind(entries, Kind.LANDED)
     seen = {a["uri"]: a for e in landed for a in e["inputs"] if a["kind"] == "source"}
     rows = sum(e["counts"].get("rows", 0) for e in landed)
     files = sum(e["counts"].get("files", 0) for e in landed)
@@ -75,8 +69,8 @@ def _sources(scenario: Scenario, grouped: dict) -> list[dict]:
              "dataset": scenario.source.dataset, "rows_landed": rows, "files_landed": files} for uri, a in seen.items()]
 
 
-def _quarantine(grouped: dict) -> dict:
-    summary = _last(grouped, "ingest_summary")
+def _quarantine(entries: list[dict]) -> dict:
+    summary = last_of(entries, Kind.INGESTED)
     if summary is None:
         return {"rows_in": None, "rows_bronze": None, "rows": None, "reasons": {}, "file_errors": []}
     counts = summary["counts"]
@@ -85,28 +79,24 @@ def _quarantine(grouped: dict) -> dict:
             "file_errors": summary["details"].get("file_errors", [])}
 
 
-def _personal_data(scenario: Scenario, grouped: dict) -> dict:
+def _personal_data(scenario: Scenario, entries: list[dict]) -> dict:
     """Declared personal-data columns, and whether every ingest batch of this run applied the protection."""
-    batches = [e for e in grouped.get("ingest", []) if e["status"] == "success"]
+    batches = [e for e in of_kind(entries, Kind.BATCH_INGESTED) if e["status"] == "success"]
     return {"columns": [{"column": c, "protection": how, "how": PROTECTION[how],
                          "applied_batches": sum(e["details"].get("protected", {}).get(c) == how for e in batches),
                          "batches": len(batches)}
                         for c, how in scenario.schema_.personal_columns.items()]}
 
 
-def _gates(grouped: dict) -> list[dict]:
-    gates = []
-    for task_id in ("bronze_gate", "features_gate"):
-        entry = _last(grouped, task_id)
-        if entry and "suite" in entry["details"]:
-            gates.append({"task": task_id, "suite": entry["details"]["suite"], "success": entry["details"]["success"],
-                          "rows": entry["counts"]["rows"], "expectations": entry["counts"]["expectations"],
-                          "failed": entry["counts"]["failed"], "checks": entry["details"]["checks"]})
-    return gates
+def _gates(entries: list[dict]) -> list[dict]:
+    return [{"task": e["task_id"], "layer": e["details"]["layer"], "suite": e["details"]["suite"],
+             "success": e["details"]["success"], "rows": e["counts"]["rows"], "expectations": e["counts"]["expectations"],
+             "failed": e["counts"]["failed"], "checks": e["details"]["checks"]}
+            for e in of_kind(entries, Kind.QUALITY_GATE) if "suite" in e["details"]]
 
 
-def _dbt(grouped: dict) -> dict | None:
-    entry = _last(grouped, "transform")
+def _dbt(entries: list[dict]) -> dict | None:
+    entry = last_of(entries, Kind.DBT_BUILD)
     if entry is None or "models" not in entry["details"]:
         return None
     keep = ("name", "status", "seconds", "message")
@@ -115,8 +105,8 @@ def _dbt(grouped: dict) -> dict | None:
 
 
 def model_of(entries: list[dict]) -> dict | None:
-    """The model this run trained and registered, from its ``train`` entry (None if it did not)."""
-    entry = _last(_by_task(entries), "train")
+    """The model this run trained and registered (None if it did not)."""
+    entry = last_of(latest_tries(entries), Kind.MODEL_TRAINED)
     if entry is None or entry["status"] != "success":
         return None
     d = entry["details"]
@@ -127,8 +117,8 @@ def model_of(entries: list[dict]) -> dict | None:
             "train_rows": d["train_rows"], "fit_seconds": d["fit_seconds"]}
 
 
-def _compression(grouped: dict) -> dict | None:
-    entry = _last(grouped, "compress")
+def _compression(entries: list[dict]) -> dict | None:
+    entry = last_of(entries, Kind.BUNDLE_SIGNED)
     if entry is None or entry["status"] != "success":
         return None
     d = entry["details"]
@@ -137,57 +127,54 @@ def _compression(grouped: dict) -> dict | None:
             "files": [{"uri": a["uri"], "sha256": a["sha256"]} for a in entry["outputs"]]}
 
 
-def _is_rollout_task(task_id: str, stages: list[str]) -> bool:
-    return task_id in ("promote_champion", "rollback") or any(task_id.startswith(f"{s}_") for s in stages)
-
-
 def _rollout_event(entry: dict) -> str:
     """One line of the rollout timeline."""
-    task, d = entry["task_id"], entry["details"]
-    if task.endswith("_targets"):
+    kind, d = entry["kind"], entry["details"]
+    if kind == Kind.STAGE_STARTED:
         return f"nodes {', '.join(d.get('nodes', []))}" + (" (approved)" if d.get("approval") else "")
-    if task.endswith("_deploy"):
+    if kind == Kind.DEPLOYED:
         return f"{d.get('node')} -> version {d.get('version')}"
-    if task.endswith("_gate"):
+    if kind == Kind.ROLLOUT_GATE:
         verdict = d.get("verdict") or {}
         return "; ".join(verdict.get("reasons") or ["passed" if verdict.get("passed") else ""])
-    if task == "promote_champion":
+    if kind == Kind.PROMOTED:
         return f"champion {d.get('previous_champion') or 'none'} -> {d.get('champion')}"
     return d.get("reason", "")
 
 
-def _rollout(entries: list[dict], grouped: dict, stages: list[str]) -> dict | None:
-    plan = _last(grouped, "rollout_plan")
+def _rollout(entries: list[dict]) -> dict | None:
+    plan = last_of(entries, Kind.ROLLOUT_PLANNED)
     if plan is None:
         return None
-    timeline = sorted((e for e in entries if _is_rollout_task(e["task_id"], stages)), key=lambda e: e["ended_at"])
+    timeline = sorted(of_kind(entries, *(ROLLOUT_KINDS - {Kind.ROLLOUT_PLANNED})), key=lambda e: e["ended_at"])
     events = [{"at": e["ended_at"], "task": e["task_id"], "status": e["status"], "what": _rollout_event(e),
                "error": e["details"].get("error")} for e in timeline]
-    gates = []
-    for e in timeline:
-        if e["task_id"].endswith("_gate") and "verdict" in e["details"]:
-            v = e["details"]["verdict"]
-            gates.append({"stage": e["details"]["stage"], "passed": v["passed"], "reasons": v["reasons"],
-                          "new": v["new"], "old": v["old"], "reference_mae": v["reference_mae"]})
-    rollback = _last(grouped, "rollback")
-    promote = _last(grouped, "promote_champion")
+    gates = [{"stage": e["details"]["stage"], "passed": v["passed"], "reasons": v["reasons"], "new": v["new"],
+              "old": v["old"], "reference_mae": v["reference_mae"]}
+             for e in timeline if e["kind"] == Kind.ROLLOUT_GATE and (v := e["details"].get("verdict"))]
+    rollback, promote = last_of(entries, Kind.ROLLED_BACK), last_of(entries, Kind.PROMOTED)
+    champion = promote["details"]["champion"] if promote and promote["status"] == "success" else None
+    if rollback and "nodes" in rollback["details"]:
+        champion = None  # the rollback put the previous champion back
     return {"before": plan["details"].get("before", {}), "stages": plan["details"].get("stages", {}), "events": events,
-            "gates": gates, "champion": promote["details"]["champion"] if promote and promote["status"] == "success" else None,
-            "rollback": {"reason": rollback["details"].get("reason", ""), "nodes": rollback["details"].get("nodes", [])}
+            "gates": gates, "champion": champion,
+            "rollback": {"reason": rollback["details"].get("reason", ""), "nodes": rollback["details"].get("nodes", []),
+                         "champion": rollback["details"].get("champion")}
             if rollback and "nodes" in rollback["details"] else None}
 
 
-def _approvals(grouped: dict) -> list[dict]:
+def _approvals(entries: list[dict]) -> list[dict]:
     return [{"stage": e["details"]["stage"], "approval": json.dumps(e["details"]["approval"], default=str)}
-            for entries in grouped.values() for e in entries if e["details"].get("approval") is not None]
+            for e in entries if e["details"].get("approval") is not None]
 
 
 def assemble(scenario: Scenario, entries: list[dict], run: dict, task_states: dict[str, str], audit: dict,
              model_card: str | None = None, graph: lineage.Lineage | None = None) -> dict:
-    """The report's facts; ``run`` holds the Airflow run facts (id, type, who, conf, times)."""
-    grouped = _by_task(entries)
+    """The report's facts; ``run`` holds the Airflow run facts (id, type, who, conf, times). Every
+    fact comes from the latest try of each task instance."""
+    entries = latest_tries(entries)
     graph = graph if graph is not None else lineage.build(entries)
-    plan = _last(grouped, "plan")
+    plan = last_of(entries, Kind.RUN_PLANNED)
     facts = {
         "schema_version": SCHEMA_VERSION,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -200,16 +187,16 @@ def assemble(scenario: Scenario, entries: list[dict], run: dict, task_states: di
                      "human_approval_final_stage": scenario.governance.human_approval_final_stage,
                      "final_stage": scenario.rollout.stages[-1].name},
         "outcome": _outcome(entries, task_states),
-        "sources": _sources(scenario, grouped),
+        "sources": _sources(scenario, entries),
         "layers": [{"name": n, "rows": r} for n, r in layer_rows(entries)],
-        "quarantine": _quarantine(grouped),
-        "personal_data": _personal_data(scenario, grouped),
-        "quality_gates": _gates(grouped),
-        "dbt": _dbt(grouped),
+        "quarantine": _quarantine(entries),
+        "personal_data": _personal_data(scenario, entries),
+        "quality_gates": _gates(entries),
+        "dbt": _dbt(entries),
         "model": model_of(entries),
-        "compression": _compression(grouped),
-        "rollout": _rollout(entries, grouped, [s.name for s in scenario.rollout.stages]),
-        "approvals": _approvals(grouped),
+        "compression": _compression(entries),
+        "rollout": _rollout(entries),
+        "approvals": _approvals(entries),
         "lineage": graph.as_dict(),
         "model_card": model_card,
         "audit": audit,

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 
+from cityfactory.governance.ledger import Kind, last_of, latest_tries
+
 
 def task_summary(entries: list[dict]) -> list[dict]:
-    """One row per task id (mapped instances folded): instances, summed counts, wall seconds."""
+    """One row per task id (mapped instances folded, latest tries): instances, summed counts, wall seconds."""
     grouped: dict[str, list[dict]] = defaultdict(list)
-    for entry in entries:
+    for entry in latest_tries(entries):
         grouped[entry["task_id"]].append(entry)
     rows = []
     for task_id, group in grouped.items():
@@ -43,17 +45,17 @@ def format_summary(rows: list[dict]) -> str:
 def layer_rows(entries: list[dict]) -> list[tuple[str, int]]:
     """Rows at each layer of a run, in pipeline order, from its ledger."""
     totals: dict[str, int] = defaultdict(int)
-    for entry in entries:
-        counts, task = entry["counts"], entry["task_id"]
-        if task == "land":
+    for entry in latest_tries(entries):
+        counts, kind = entry["counts"], entry["kind"]
+        if kind == Kind.LANDED:
             totals["landed"] += counts.get("rows", 0)
-        elif task == "ingest_summary":
+        elif kind == Kind.INGESTED:
             totals["bronze"] = counts.get("rows_bronze", 0)
             totals["quarantined"] = counts.get("rows_quarantined", 0)
-        elif task == "transform":
+        elif kind == Kind.DBT_BUILD:
             for model in entry["details"].get("models", []):  # in build order
                 totals[model["name"]] = counts.get(f"rows_{model['name']}", 0)
-        elif task == "export_gold":
+        elif kind == Kind.GOLD_EXPORTED:
             totals["gold"] = counts.get("rows", 0)
     return list(totals.items())
 
@@ -70,8 +72,8 @@ def format_layers(layers: list[tuple[str, int]]) -> str:
 
 def format_training(entries: list[dict]) -> str:
     """The train task's metrics beside the baselines, and its alias decision."""
-    train = next((e for e in entries if e["task_id"] == "train" and e["status"] == "success"), None)
-    if train is None:
+    train = last_of(latest_tries(entries), Kind.MODEL_TRAINED)
+    if train is None or train["status"] != "success":
         return ""
     details = train["details"]
     lines = [(f"Model {details['registered_model']} version {train['counts']['version']}: "

@@ -10,14 +10,13 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import re
 import tempfile
 from pathlib import Path
 
 from cityfactory.governance import audit, lineage, report
 from cityfactory.governance.events import ledger_events
-from cityfactory.governance.ledger import Artifact
-from cityfactory.runs import RunContext
+from cityfactory.governance.ledger import Artifact, Kind
+from cityfactory.runs import RunContext, fold_task_states
 from cityfactory.security.keys import generated_keys
 from cityfactory.security.signing import audit_public_key_pem
 from cityfactory.settings import get_settings
@@ -25,21 +24,6 @@ from cityfactory.storage.lake import join_key
 from cityfactory.training import registry
 
 log = logging.getLogger(__name__)
-
-# worst first: the state a mapped task shows is the worst of its instances
-_SEVERITY = ["failed", "upstream_failed", "up_for_retry", "running", "queued", "scheduled", None, "skipped", "removed", "success"]
-
-
-def fold_task_states(states: dict[str, str | None], task_ids: list[str]) -> dict[str, str | None]:
-    """Airflow names mapped instances ``<task>_<index>``; fold them to one state per task."""
-    folded: dict[str, str | None] = {}
-    for key, state in states.items():
-        task = key if key in task_ids else re.sub(r"_\d+$", "", key)
-        state = state if state in _SEVERITY else None
-        if task not in folded or _SEVERITY.index(state) < _SEVERITY.index(folded[task]):
-            folded[task] = state
-    return {t: folded.get(t) for t in task_ids}
-
 
 def airflow_run_facts() -> tuple[dict, dict[str, str | None]]:
     """What Airflow knows of the running DAG run: trigger, who, conf, and every task's state."""
@@ -64,9 +48,8 @@ def append_run_events(ctx: RunContext, entries: list[dict]) -> tuple[int | None,
     present = audit.entries(ctx.lake)
     done = {e["details"].get("source") for e in present if e["details"].get("run_id") == ctx.run_id}
     known_keys = {e["details"].get("key_id") for e in present if e["event"] == "key_generated"}
-    stages = [s.name for s in ctx.scenario.rollout.stages]
     pending = [(event, {"scenario": ctx.scenario.name, "run_id": ctx.run_id, **details})
-               for event, details in ledger_events(entries, stages) if details["source"] not in done]
+               for event, details in ledger_events(entries) if details["source"] not in done]
     for key in generated_keys(get_settings().keys_dir):
         if key["key_id"] not in known_keys:
             pending.append(("key_generated", {"run_id": ctx.run_id, **key}))
@@ -107,7 +90,7 @@ def _mlflow_extras(model: dict | None) -> tuple[str | None, str | None]:
 def govern(ctx: RunContext) -> dict:
     run_facts, task_states = airflow_run_facts()
     entries = ctx.ledger.entries()
-    with ctx.entry() as entry:
+    with ctx.entry(Kind.GOVERNED) as entry:
         first, last = append_run_events(ctx, entries)
         audit_state = _audit_state(ctx, first, last)
         model = report.model_of(entries)

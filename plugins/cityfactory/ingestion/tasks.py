@@ -11,7 +11,7 @@ from collections import Counter
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from cityfactory.governance.ledger import Artifact
+from cityfactory.governance.ledger import Artifact, Kind
 from cityfactory.ingestion import pipeline, replay
 from cityfactory.ingestion.datasets import dataset_file
 from cityfactory.runs import RunContext
@@ -23,7 +23,7 @@ def _dates(days: list[str]) -> list[dt.date]:
 
 def land_batch(ctx: RunContext, days: list[str]) -> dict:
     """Replay the scenario's dataset into landing/ for these days (the gateway's job)."""
-    with ctx.entry() as entry:
+    with ctx.entry(Kind.LANDED) as entry:
         landed = replay.replay(ctx.scenario, ctx.lake, _dates(days))
         source = ctx.scenario.source
         entry.inputs = [Artifact(dataset_file(source.dataset, f).as_uri(), f.sha256, kind="source") for f in source.files]
@@ -35,7 +35,7 @@ def land_batch(ctx: RunContext, days: list[str]) -> dict:
 
 def ingest_batch(ctx: RunContext, days: list[str]) -> dict:
     """Landing → raw → bronze + quarantine for these days; data problems are judged in summarize."""
-    with ctx.entry() as entry:
+    with ctx.entry(Kind.BATCH_INGESTED) as entry:
         result = pipeline.ingest_days(ctx.scenario, ctx.lake, _dates(days), entry)
     return {**result.counts(), "reasons": dict(result.reasons), "file_errors": result.file_errors}
 
@@ -48,7 +48,7 @@ def summarize(ctx: RunContext, results: list[dict]) -> dict:
             setattr(total, name, getattr(total, name) + r[name])
         total.reasons.update(Counter(r["reasons"]))
         total.file_errors += r["file_errors"]
-    with ctx.entry() as entry:
+    with ctx.entry(Kind.INGESTED) as entry:
         entry.counts = total.counts()
         entry.details = {"reasons": dict(total.reasons.most_common()), "file_errors": total.file_errors}
         try:

@@ -6,6 +6,7 @@ import datetime as dt
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from cityfactory.governance.ledger import Kind
 from cityfactory.ingestion.parsing import empty_bronze
 from cityfactory.quality.gates import QualityGateError, run_gate
 from cityfactory.runs import RunContext
@@ -14,8 +15,9 @@ from cityfactory.storage.parquet import read_partitions
 from cityfactory.transform.dbt import duckdb_path, model_uri, read_model
 
 
-def _gate(ctx: RunContext, frame, suite: str, dataset_uri: str, dataset_kind: str) -> dict:
-    with ctx.entry() as entry:
+def _gate(ctx: RunContext, frame, suite: str, dataset_uri: str, dataset_kind: str, layer: str) -> dict:
+    with ctx.entry(Kind.QUALITY_GATE) as entry:
+        entry.details["layer"] = layer
         try:
             run_gate(frame, suite, ctx.ledger, entry, dataset_uri, dataset_kind)
         except QualityGateError as exc:
@@ -30,7 +32,7 @@ def bronze_gate(ctx: RunContext, batches: list[list[str]]) -> dict:
     if table is None:
         table = empty_bronze(ctx.scenario.schema_)
     uri = ctx.lake.uri_for(join_key("bronze", ctx.scenario.name))
-    return _gate(ctx, table.to_pandas(), ctx.scenario.quality.bronze_suite, uri, "bronze")
+    return _gate(ctx, table.to_pandas(), ctx.scenario.quality.bronze_suite, uri, "bronze", "bronze")
 
 
 def features_gate(ctx: RunContext) -> dict:
@@ -38,4 +40,5 @@ def features_gate(ctx: RunContext) -> dict:
     if not duckdb_path(ctx.scenario).exists():
         raise AirflowFailException(f"no feature mart {model} has been built yet: run the transform stage")
     frame = read_model(ctx.scenario, model)
-    return _gate(ctx, frame, ctx.scenario.quality.features_suite, model_uri(duckdb_path(ctx.scenario), model), "dbt_model")
+    return _gate(ctx, frame, ctx.scenario.quality.features_suite, model_uri(duckdb_path(ctx.scenario), model), "dbt_model",
+                 "features")

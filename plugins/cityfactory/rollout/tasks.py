@@ -1,16 +1,22 @@
 """The rollout stage as Airflow tasks see it: plan, deploy per node (mapped), bake + gate per
-stage, promote to ``champion``, and roll back everything touched if anything failed."""
+stage, promote to ``champion``; and, as the teardown, put back everything a failed rollout touched.
+
+Whether the rollout failed is read from Airflow's own states of the rollout tasks (their current
+tries), so a deploy that failed once and passed on its retry is a success; what failed and why
+comes from the latest try of each task instance in the ledger.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
 
+import httpx
 import numpy as np
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from cityfactory.edge.fleet import Node, edge_token, load_fleet
-from cityfactory.governance.ledger import Artifact
+from cityfactory.governance.ledger import Artifact, Kind, of_kind
 from cityfactory.rollout import controller
 from cityfactory.runs import RunContext
 from cityfactory.storage.lake import join_key
@@ -18,33 +24,58 @@ from cityfactory.storage.parquet import read_table
 from cityfactory.training import data, registry
 from cityfactory.training.spec import load_model_spec
 
-ROLLOUT_TASKS = ("rollout_plan", "_targets", "_deploy", "_gate", "promote_champion")
+FAILED_STATES = ("failed", "upstream_failed")
 
 
-def plan(ctx: RunContext, compressed: dict, gold: dict) -> dict:
-    """Stage targets, what every node serves now, and the bake rows (stored in the lake)."""
+class RollbackIncomplete(RuntimeError):
+    """Some node, or the registry, is not back where it was: the task fails and is retried."""
+
+
+def _registered_model(ctx: RunContext) -> str:
+    registry.use_experiment(ctx.scenario.name)
+    return load_model_spec(ctx.scenario.model_spec).registered_model
+
+
+def _challenger_bundle(ctx: RunContext) -> dict:
+    """A run that does not compress rolls out the registered challenger's signed bundle."""
+    model = _registered_model(ctx)
+    version = registry.alias_version(model, registry.CHALLENGER)
+    if version is None:
+        raise AirflowFailException(f"nothing to roll out: {model} has no challenger (run the train and compress stages)")
+    return {"version": version, "bundle_uri": ctx.lake.uri_for(join_key("bundles", ctx.scenario.name, version))}
+
+
+def plan(ctx: RunContext, compressed: dict | None, gold: dict | None, stages: list[str]) -> dict:
+    """Stage targets, what every node and the ``champion`` alias hold now, and the bake rows."""
     scenario, rollout = ctx.scenario, ctx.scenario.rollout
+    if compressed is None:
+        if "compress" in stages:
+            raise AirflowSkipException("this run made no bundle (its model is no challenger): nothing to roll out")
+        compressed = _challenger_bundle(ctx)
+    gold_key = gold["key"] if gold else join_key("gold", scenario.name, f"{scenario.transform.features_model}.parquet")
     spec = load_model_spec(scenario.model_spec)
     fleet = load_fleet(rollout.fleet)
-    with ctx.entry() as entry:
-        frame = read_table(ctx.lake, gold["key"]).to_pandas()
+    with ctx.entry(Kind.ROLLOUT_PLANNED) as entry:
+        frame = read_table(ctx.lake, gold_key).to_pandas()
         recent = data.latest_rows(frame, spec.data, rollout.bake_rows)  # the latest rows of every series
         bake = {"features": data.features(recent, spec.data).tolist(), "actuals": recent[spec.data.target].tolist(),
                 "from": str(recent[spec.data.time_column].min()), "to": str(recent[spec.data.time_column].max())}
         stored = ctx.lake.put_bytes(join_key(ctx.ledger.prefix, "rollout", "bake_rows.json"), json.dumps(bake).encode())
         before = controller.snapshot(fleet, edge_token())
+        champion = registry.alias_version(_registered_model(ctx), registry.CHAMPION)
         targets = controller.stage_targets(fleet, rollout)
         entry.inputs.append(Artifact(compressed["bundle_uri"], "", None, "bundle"))
         entry.outputs.append(Artifact.of(stored, len(recent), "bake_rows"))
-        entry.details.update(before=before, stages={s.name: [n.id for n in t] for s, t in zip(rollout.stages, targets)})
+        entry.details.update(version=compressed["version"], before=before, previous_champion=champion,
+                             stages={s.name: [n.id for n in t] for s, t in zip(rollout.stages, targets)})
     return {"bundle_uri": compressed["bundle_uri"], "version": compressed["version"], "before": before,
-            "bake_key": stored.uri.removeprefix(ctx.lake.uri + "/"),
+            "previous_champion": champion, "bake_key": stored.uri.removeprefix(ctx.lake.uri + "/"),
             "stages": {s.name: [n.model_dump() for n in t] for s, t in zip(rollout.stages, targets)}}
 
 
 def targets(ctx: RunContext, plan: dict, stage: str, approval: dict | None) -> list[dict]:
     """The nodes a stage adds; records the human approval that let it start, if it needed one."""
-    with ctx.entry() as entry:
+    with ctx.entry(Kind.STAGE_STARTED) as entry:
         entry.details.update(stage=stage, nodes=[n["id"] for n in plan["stages"][stage]])
         if approval is not None:
             entry.details["approval"] = approval
@@ -52,15 +83,20 @@ def targets(ctx: RunContext, plan: dict, stage: str, approval: dict | None) -> l
 
 
 def deploy(ctx: RunContext, plan: dict, node: dict) -> dict:
+    """A node that refuses the bundle fails the task at once; one that cannot be reached fails this
+    try (the retry deploys again: a node already on the version accepts it unchanged)."""
     target = Node(**node)
-    with ctx.entry() as entry:
+    with ctx.entry(Kind.DEPLOYED) as entry:
         entry.details.update(node=target.id, url=target.url, version=plan["version"])
         entry.inputs.append(Artifact(plan["bundle_uri"], "", None, "bundle"))
+        client = controller.NodeClient(target, edge_token())
         try:
-            controller.NodeClient(target, edge_token()).deploy(plan["bundle_uri"])
-            serving = controller.NodeClient(target, edge_token()).status()["model_version"]
-        except Exception as exc:  # refused, unreachable, dead: the gate and rollback take it from here
+            client.deploy(plan["bundle_uri"])
+            serving = client.status()["model_version"]
+        except controller.RolloutError as exc:
             raise AirflowFailException(f"deploy of version {plan['version']} to {target.id} failed: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise RuntimeError(f"deploy of version {plan['version']} to {target.id}: {target.url} unreachable: {exc}") from exc
         if serving != plan["version"]:
             raise AirflowFailException(f"{target.id} serves {serving} after deploying {plan['version']}")
         entry.outputs.append(Artifact(f"{target.url}#model={serving}", "", None, "edge_node"))
@@ -73,12 +109,12 @@ def gate(ctx: RunContext, plan: dict, stage: str) -> dict:
     bake = json.loads(ctx.lake.get_bytes(plan["bake_key"]))
     deployed = {n["id"] for name in list(plan["stages"])[: list(plan["stages"]).index(stage) + 1] for n in plan["stages"][name]}
     baked = [n for n in fleet.nodes if n.id in deployed or plan["before"].get(n.id)]  # new, or serving the old
-    with ctx.entry() as entry:
+    with ctx.entry(Kind.ROLLOUT_GATE) as entry:
         telemetry = controller.bake(baked, np.asarray(bake["features"], dtype=np.float32),
                                     np.asarray(bake["actuals"], dtype=float), rollout.bake_seconds)
         # once every node is on the new version, compare with what the old one measured earlier
-        earlier = [e["details"]["verdict"]["reference_mae"] for e in ctx.ledger.entries()
-                   if e["task_id"].endswith("_gate") and e["details"].get("verdict")]
+        earlier = [e["details"]["verdict"]["reference_mae"] for e in of_kind(ctx.ledger.current(), Kind.ROLLOUT_GATE)
+                   if e["details"].get("verdict") and e["details"]["stage"] != stage]
         verdict = controller.judge(telemetry, plan["version"], rollout, earlier[-1] if earlier else None)
         entry.details.update(stage=stage, verdict=asdict(verdict))
         entry.counts = {"nodes_new": len(verdict.new), "nodes_old": len(verdict.old)}
@@ -88,43 +124,46 @@ def gate(ctx: RunContext, plan: dict, stage: str) -> dict:
 
 
 def promote(ctx: RunContext, plan: dict) -> dict:
-    import mlflow
-
-    spec = load_model_spec(ctx.scenario.model_spec)
-    registry.use_experiment(ctx.scenario.name)
-    client = mlflow.MlflowClient()
-    with ctx.entry() as entry:
-        previous = registry.alias_version(spec.registered_model, registry.CHAMPION)
-        client.set_registered_model_alias(spec.registered_model, registry.CHAMPION, plan["version"])
-        client.set_model_version_tag(spec.registered_model, plan["version"], "rollout_state", "complete")
-        entry.inputs.append(Artifact(f"models:/{spec.registered_model}/{plan['version']}", "", None, "model_version"))
-        entry.outputs.append(Artifact(f"models:/{spec.registered_model}@{registry.CHAMPION}", "", None, "model_alias"))
-        entry.details.update(champion=plan["version"], previous_champion=previous)
+    """``champion`` moves to the version every node now serves; the champion it replaces is the
+    one the plan saw (a retry after the alias moved must not call the new version its own predecessor)."""
+    model = _registered_model(ctx)
+    with ctx.entry(Kind.PROMOTED) as entry:
+        entry.inputs.append(Artifact(f"models:/{model}/{plan['version']}", "", None, "model_version"))
+        serving = controller.snapshot(load_fleet(ctx.scenario.rollout.fleet), edge_token())
+        registry.promote(model, plan["version"], plan["previous_champion"],
+                         sorted(n for n, v in serving.items() if v == plan["version"]))
+        entry.outputs.append(Artifact(f"models:/{model}@{registry.CHAMPION}", "", None, "model_alias"))
+        entry.details.update(champion=plan["version"], previous_champion=plan["previous_champion"])
     return {"champion": plan["version"]}
 
 
-def roll_back_if_failed(ctx: RunContext, plan: dict | None) -> None:
-    """Runs whatever happened upstream; if a rollout task failed, rolls every touched node back,
-    checks each, tags the version with the reason, and fails (so the run fails)."""
-    failed = [e for e in ctx.ledger.entries() if e["status"] == "failed" and any(t in e["task_id"] for t in ROLLOUT_TASKS)]
+def roll_back_if_failed(ctx: RunContext, plan: dict | None, upstream_states: dict[str, str | None]) -> dict:
+    """If a rollout task ended failed (its current try), every node goes back to what it served
+    before, ``champion`` back to the version it was on, and the tags say so. Succeeds when all of
+    that holds; fails (and is retried) when something is not back yet. Repeating it changes nothing."""
+    failed = sorted(task for task, state in upstream_states.items() if state in FAILED_STATES)
     if not failed:
         raise AirflowSkipException("no rollout task failed: nothing to roll back")
     if plan is None:
-        raise AirflowFailException("the rollout failed before it had a plan: " + failed[0]["details"].get("error", ""))
+        raise AirflowFailException(f"the rollout failed before it had a plan ({', '.join(failed)})")
+    current = ctx.ledger.current()
+    errors = [f"{e['task_id']}: {e['details'].get('error', 'failed')}" for e in current
+              if e["task_id"] in failed and e["status"] == "failed"]
+    reason = "; ".join(errors) or f"{', '.join(failed)} failed (see their logs)"
     fleet = load_fleet(ctx.scenario.rollout.fleet)
-    reason = "; ".join(f"{e['task_id']}: {e['details'].get('error', 'failed')}" for e in failed)
-    with ctx.entry() as entry:
+    model = _registered_model(ctx)
+    with ctx.entry(Kind.ROLLED_BACK) as entry:
+        entry.details["reason"] = reason
         outcome = controller.roll_back(fleet, edge_token(), plan["before"], ctx.scenario.name)
-        entry.details.update(reason=reason, nodes=outcome)
-        import mlflow
-
-        spec = load_model_spec(ctx.scenario.model_spec)
-        registry.use_experiment(ctx.scenario.name)
-        client = mlflow.MlflowClient()
-        client.set_model_version_tag(spec.registered_model, plan["version"], "rollout_state", "rolled_back")
-        client.set_model_version_tag(spec.registered_model, plan["version"], "rollout_failure", reason[:4000])
-        not_restored = [o for o in outcome if not o["restored"]]
-    restored = f"{len(outcome) - len(not_restored)} of {len(outcome)} nodes restored"
-    if not_restored:
-        restored += f"; NOT restored: {not_restored}"
-    raise AirflowFailException(f"rollout of version {plan['version']} failed and was rolled back ({restored}): {reason}")
+        entry.details["nodes"] = outcome
+        serving: dict[str, list[str]] = {}
+        for node in outcome:
+            serving.setdefault(node["serving"], []).append(node["node"])
+        champion = registry.reinstate(model, plan["version"], plan["previous_champion"], reason, serving)
+        entry.details["champion"] = champion
+        not_restored = [o["node"] for o in outcome if not o["restored"]]
+        entry.counts = {"nodes_restored": len(outcome) - len(not_restored), "nodes_not_restored": len(not_restored)}
+        if not_restored:
+            raise RollbackIncomplete(f"rollback of version {plan['version']}: {', '.join(not_restored)} not restored "
+                                     f"({len(outcome) - len(not_restored)} of {len(outcome)} nodes are)")
+    return {"version": plan["version"], "champion": champion, "nodes": len(outcome), "reason": reason}

@@ -102,3 +102,57 @@ def champion_model(registered_model: str):
     if version is None:
         return None, None
     return mlflow.pyfunc.load_model(f"models:/{registered_model}@{CHAMPION}"), version
+
+
+# version tag that says where a version stands in the field
+ROLLOUT_STATE, SERVING_NODES = "rollout_state", "serving_nodes"
+
+
+def _drop_tag(client, registered_model: str, version: str, key: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_model_version_tag(registered_model, version, key)
+    except MlflowException:  # not set: nothing to drop
+        pass
+
+
+def promote(registered_model: str, version: str, previous: str | None, serving_nodes: list[str]) -> None:
+    """``champion`` moves to ``version``; tags stay true: the new version is ``complete`` and served
+    by ``serving_nodes``, the one it replaces ``superseded``, and no version is both challenger and
+    champion. Repeating it changes nothing."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(registered_model, CHAMPION, version)
+    if alias_version(registered_model, CHALLENGER) == version:
+        client.delete_registered_model_alias(registered_model, CHALLENGER)
+    client.set_model_version_tag(registered_model, version, ROLLOUT_STATE, "complete")
+    client.set_model_version_tag(registered_model, version, SERVING_NODES, ",".join(serving_nodes))
+    if previous is not None and previous != version:
+        client.set_model_version_tag(registered_model, previous, ROLLOUT_STATE, "superseded")
+        _drop_tag(client, registered_model, previous, SERVING_NODES)
+
+
+def reinstate(registered_model: str, failed: str, previous: str | None, reason: str,
+              serving: dict[str, list[str]]) -> str | None:
+    """After a rollback: ``champion`` back on ``previous`` (removed if there was none), the failed
+    version tagged ``rolled_back`` with the reason and no longer a challenger, serving tags from
+    what the nodes serve now. Returns the champion. Repeating it changes nothing."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if alias_version(registered_model, CHAMPION) == failed:
+        if previous is None:
+            client.delete_registered_model_alias(registered_model, CHAMPION)
+        else:
+            client.set_registered_model_alias(registered_model, CHAMPION, previous)
+    if alias_version(registered_model, CHALLENGER) == failed:
+        client.delete_registered_model_alias(registered_model, CHALLENGER)
+    client.set_model_version_tag(registered_model, failed, ROLLOUT_STATE, "rolled_back")
+    client.set_model_version_tag(registered_model, failed, "rollout_failure", reason[:4000])
+    _drop_tag(client, registered_model, failed, SERVING_NODES)
+    if previous is not None:
+        client.set_model_version_tag(registered_model, previous, ROLLOUT_STATE, "complete")
+        client.set_model_version_tag(registered_model, previous, SERVING_NODES, ",".join(serving.get(previous, [])))
+    return alias_version(registered_model, CHAMPION)

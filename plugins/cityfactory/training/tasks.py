@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cityfactory.governance.ledger import Artifact
+from cityfactory.governance.ledger import Artifact, Kind
 from cityfactory.runs import RunContext
 from cityfactory.storage.parquet import read_table
 from cityfactory.training.spec import load_model_spec
@@ -13,7 +13,7 @@ def train(ctx: RunContext, gold: dict, batches: list[list[str]]) -> dict:
     """Train on the gold features, track in MLflow, register, and decide the alias."""
     scenario = ctx.scenario
     spec = load_model_spec(scenario.model_spec)
-    with ctx.entry() as entry:
+    with ctx.entry(Kind.MODEL_TRAINED) as entry:
         frame = read_table(ctx.lake, gold["key"]).to_pandas()
         entry.inputs.append(Artifact(gold["uri"], gold["sha256"], gold["rows"], "gold"))
         facts = RunFacts(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from cityfactory.governance.ledger import Artifact
+from cityfactory.governance.ledger import Artifact, Kind
 from cityfactory.runs import RunContext
 from cityfactory.storage.lake import join_key
 from cityfactory.transform.dbt import (
@@ -20,7 +20,7 @@ from cityfactory.transform.dbt import (
 
 def transform(ctx: RunContext) -> dict:
     scenario = ctx.scenario
-    with ctx.entry() as entry:
+    with ctx.entry(Kind.DBT_BUILD) as entry:
         entry.inputs.append(Artifact(ctx.lake.uri_for(join_key("bronze", scenario.name)), "", kind="bronze"))
         try:
             report = run_dbt(scenario, local_lake_root(ctx.lake, scenario))
@@ -41,7 +41,7 @@ def export_gold(ctx: RunContext) -> dict:
     """The feature mart, whole, as ``gold/<scenario>/<model>.parquet`` for training."""
     scenario = ctx.scenario
     model = scenario.transform.features_model
-    with ctx.entry() as entry:
+    with ctx.entry(Kind.GOLD_EXPORTED) as entry:
         key = join_key("gold", scenario.name, f"{model}.parquet")
         stored, rows = export_model(scenario, model, ctx.lake, key, scenario.transform.order_by)
         entry.inputs.append(Artifact(model_uri(duckdb_path(scenario), model), "", rows, "dbt_model"))
