@@ -46,7 +46,7 @@ validate: install  ## check every scenario whole (YAML, spec, fleet, suites, dbt
 ui: init  ## Airflow UI (api-server, scheduler, dag-processor, triggerer) on the embedded stack
 	$(BIN)/python -m cityfactory.cli ui
 
-test: install  ## scenarios validated, then the whole suite (starts its own S3 server; uses the local PostgreSQL)
+test: install  ## scenarios validated, then the whole suite (starts its own S3 server; uses the local PostgreSQL and Redis)
 	$(BIN)/python -m cityfactory.cli validate
 	$(BIN)/python -m pytest
 

@@ -9,6 +9,8 @@
    compression variant table (size, accuracy, latency ratios).
 4. One edge node serving the run's bundle: requests/s and p50/p99 latency at batch 1 and 256 with
    32 concurrent clients, and the errors during hot swaps under load.
+5. Scale-out: the same whole-history run of traffic_flow on Airflow's Celery executor (PostgreSQL,
+   Redis) with one worker and with two, triggered through the REST API: wall time and where it went.
 """
 
 from __future__ import annotations
@@ -313,6 +315,49 @@ def bench_governance(entries: list[dict]) -> None:
           f"{t_verify * 1000:.1f} ms; from the witnessed checkpoint {t_quick * 1000:.1f} ms")
 
 
+def _seconds(start: str | None, end: str | None) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() if start and end else 0.0
+
+
+def bench_scale_out() -> None:
+    """One whole-history run of traffic_flow per worker count, each on a fresh stack and lake."""
+    from cityfactory.config.scenarios import get_scenario
+    from cityfactory.edge.fleet import LocalFleet
+    from cityfactory.ingestion import replay
+    from support import production_stack, trigger_and_wait, write_fleet
+
+    scenario = get_scenario("traffic_flow")
+    start, end = replay.history_interval(scenario)
+    rows = []
+    for workers in (1, 2):
+        home = HOME / f"celery-{workers}"
+        os.environ["CITYFACTORY_LAKE_URI"] = (home / "lake").as_uri()
+        os.environ["CITYFACTORY_FLEETS_DIR"] = str(write_fleet(home / "fleets", scenario.rollout.fleet, 6))
+        with production_stack(home, workers) as (stack, token), LocalFleet.for_scenario(scenario):
+            run, instances = trigger_and_wait(stack, token, "traffic_flow",
+                                              {"data_interval_start": str(start), "data_interval_end": str(end)})
+        ran = [ti for ti in instances if ti["start_date"]]
+        busy = sum(_seconds(ti["start_date"], ti["end_date"]) for ti in ran)
+        queued = sum(_seconds(ti["queued_when"], ti["start_date"]) for ti in ran)
+        by_task: dict[str, float] = {}
+        for ti in ran:
+            by_task[ti["task_id"]] = by_task.get(ti["task_id"], 0.0) + _seconds(ti["start_date"], ti["end_date"])
+        rows.append({"workers": workers, "state": run["state"], "wall": _seconds(run["start_date"], run["end_date"]),
+                     "busy": busy, "queued": queued, "tasks": len(ran), "by_task": by_task})
+    print(f"\n## Scale-out: traffic_flow's whole history ({start} .. {end}) on the Celery executor, "
+          "triggered through the REST API (PostgreSQL, Redis, concurrency 1 per worker, 2-core machine)")
+    print(f"{'workers':>7} {'state':<8} {'wall s':>7} {'task s':>7} {'queued s':>8} {'tasks':>5}  busiest tasks (s, summed over instances)")
+    for r in rows:
+        top = sorted(r["by_task"].items(), key=lambda kv: -kv[1])[:5]
+        print(f"{r['workers']:>7} {r['state']:<8} {r['wall']:>7.1f} {r['busy']:>7.1f} {r['queued']:>8.1f} {r['tasks']:>5}  "
+              + ", ".join(f"{t} {v:.0f}" for t, v in top))
+    one, two = rows
+    print(f"ratio wall 1 worker / 2 workers = {one['wall'] / two['wall']:.2f}; task seconds 2 / 1 = "
+          f"{two['busy'] / one['busy']:.2f} (two task processes share two cores)")
+
+
 if __name__ == "__main__":
     import logging
 
@@ -326,3 +371,4 @@ if __name__ == "__main__":
     entries = bench_run("traffic_flow")
     bench_governance(entries)
     bench_edge(entries)
+    bench_scale_out()

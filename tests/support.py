@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -185,6 +186,34 @@ def harbour_dataset(directory: Path, stations: dict[str, str], first: str, last:
     return pins
 
 
+def api_call(method: str, url: str, token: str | None = None, body: dict | None = None) -> dict:
+    """One call to Airflow's REST API (JSON in, JSON out)."""
+    import urllib.request
+
+    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def wait_for(predicate, timeout: float, what: str, every: float = 2):
+    """``predicate()``'s first truthy result (a 404 counts as not yet)."""
+    import urllib.error
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if result := predicate():
+                return result
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+        time.sleep(every)
+    raise TimeoutError(what)
+
+
 class FaultyProxy:
     """An HTTP proxy in front of one edge node that drops the connection, without an answer, for
     the next ``times`` requests to a path: a real transient network fault, on the wire."""
@@ -237,3 +266,52 @@ class FaultyProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextlib.contextmanager
+def production_stack(home: Path, workers: int, extra_env: dict | None = None, broker_db: int = 7):
+    """Airflow with the Celery executor and ``workers`` named workers on this machine's PostgreSQL
+    and Redis, MLflow on PostgreSQL: fresh databases, dropped after. Yields (stack, API token)."""
+    import uuid
+
+    import mlflow
+    import redis
+    from cityfactory.celery_stack import CeleryStack
+
+    airflow_db, mlflow_db = (f"cityfactory_{what}_{uuid.uuid4().hex[:8]}" for what in ("airflow", "mlflow"))
+    for database in (airflow_db, mlflow_db):
+        postgres_admin(f"CREATE DATABASE {database}")
+    redis.Redis(host="127.0.0.1", port=6379, db=broker_db).flushdb()
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"postgresql://postgres@127.0.0.1:5432/{mlflow_db}"
+    mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).search_experiments()  # schema made once, before workers race
+    [port] = free_ports(1)
+    stack = CeleryStack(home / "airflow", f"postgresql://postgres@127.0.0.1:5432/{airflow_db}",
+                        f"redis://127.0.0.1:6379/{broker_db}", port, workers=workers, extra_env=dict(extra_env or {}))
+    try:
+        with stack:
+            token = api_call("POST", f"{stack.base_url}/auth/token",
+                             body={"username": "admin", "password": stack.password})["access_token"]
+            yield stack, token
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+        for database in (airflow_db, mlflow_db):
+            postgres_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def trigger_and_wait(stack, token: str, dag_id: str, conf: dict, timeout: float = 1800) -> tuple[dict, list[dict]]:
+    """Trigger a run through the REST API (as the UI's form does), wait for it; the run and its
+    task instances."""
+    base = f"{stack.base_url}/api/v2/dags/{dag_id}"
+    wait_for(lambda: api_call("GET", base, token), 180, f"{dag_id} not parsed")
+    run_id = api_call("POST", f"{base}/dagRuns", token, {"logical_date": None, "conf": conf})["dag_run_id"]
+
+    def finished():
+        run = api_call("GET", f"{base}/dagRuns/{run_id}", token)
+        return run if run["state"] in ("success", "failed") else None
+
+    run = wait_for(finished, timeout, f"{dag_id} run {run_id} did not finish")
+    return run, api_call("GET", f"{base}/dagRuns/{run_id}/taskInstances?limit=1000", token)["task_instances"]

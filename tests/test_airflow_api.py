@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
-import urllib.request
+import urllib.error
 import uuid
 
 import pytest
@@ -15,7 +14,7 @@ from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import RunLedger
 from cityfactory.ingestion import replay
 from cityfactory.storage.lake import open_lake
-from support import free_ports, postgres_admin
+from support import api_call, free_ports, postgres_admin, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -45,52 +44,30 @@ def airflow_on_postgres(tmp_path, lake_uri):
         print((tmp_path / "standalone.log").read_text()[-3000:])
 
 
-def _call(method: str, url: str, token: str | None = None, body: dict | None = None) -> dict:
-    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None)
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if result := predicate():
-                return result
-        except urllib.error.HTTPError as exc:
-            if exc.code != 404:
-                raise
-        time.sleep(2)
-    raise TimeoutError(what)
-
-
 def test_trigger_with_params_through_the_rest_api(airflow_on_postgres):
     import psutil
 
     base, password, port = airflow_on_postgres
     listening = {c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port}
     assert listening == {"127.0.0.1"}, f"the embedded Airflow UI listens on {listening}, not only on loopback"
-    token = _call("POST", f"{base}/auth/token", body={"username": "admin", "password": password})["access_token"]
+    token = api_call("POST", f"{base}/auth/token", body={"username": "admin", "password": password})["access_token"]
     with pytest.raises(urllib.error.HTTPError) as denied:
-        _call("POST", f"{base}/auth/token", body={"username": "admin", "password": "wrong"})
+        api_call("POST", f"{base}/auth/token", body={"username": "admin", "password": "wrong"})
     assert denied.value.code == 401
 
-    dag = _wait(lambda: _call("GET", f"{base}/api/v2/dags/traffic_flow", token), 180, "DAG never parsed")
+    dag = wait_for(lambda: api_call("GET", f"{base}/api/v2/dags/traffic_flow", token), 180, "DAG never parsed")
     assert dag["is_paused"] is False
     start, _ = replay.history_interval(get_scenario("traffic_flow"))
     first, last = start + dt.timedelta(days=200), start + dt.timedelta(days=203)
     conf = {"data_interval_start": str(first), "data_interval_end": str(last), "stages": ["ingest"]}
-    run = _call("POST", f"{base}/api/v2/dags/traffic_flow/dagRuns", token, {"logical_date": None, "conf": conf})
+    run = api_call("POST", f"{base}/api/v2/dags/traffic_flow/dagRuns", token, {"logical_date": None, "conf": conf})
     run_id = run["dag_run_id"]
 
     def finished():
-        state = _call("GET", f"{base}/api/v2/dags/traffic_flow/dagRuns/{run_id}", token)["state"]
+        state = api_call("GET", f"{base}/api/v2/dags/traffic_flow/dagRuns/{run_id}", token)["state"]
         return state if state in ("success", "failed") else None
 
-    assert _wait(finished, 300, "run did not finish") == "success"
+    assert wait_for(finished, 300, "run did not finish") == "success"
     entries = RunLedger(open_lake(), "traffic_flow", run_id).entries()
     [summary] = [e for e in entries if e["task_id"] == "ingest_summary"]
     assert summary["counts"]["days"] == 4 and summary["counts"]["rows_bronze"] > 4 * 20

@@ -160,15 +160,58 @@ def test_hot_swaps_under_concurrent_load_drop_nothing(node, bundles):
     assert seen == {manifest["model_version"], "2000"}
 
 
-def test_the_node_needs_only_the_edge_requirements():
-    code = ("import sys, cityfactory.edge.service, cityfactory.edge.__main__;"
-            "print([m for m in ('pyarrow', 'pandas', 'airflow', 'yaml', 'mlflow', 'torch', 'duckdb') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO / "plugins")}).stdout.strip()
-    assert out == "[]"
-    wanted = {line.split("==")[0].lower() for line in (REPO / "requirements-edge.txt").read_text().splitlines()
-              if "==" in line}
-    assert {"onnxruntime", "fastapi", "uvicorn", "cryptography", "numpy"} <= wanted
+def _slim_image(root):
+    """What edge.Dockerfile puts in the image: a venv with requirements-edge.txt only, and the
+    library files its COPY lines name, at the same places under ``root``."""
+    import shlex
+    import shutil
+
+    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
+    subprocess.run([str(root / "venv" / "bin" / "pip"), "install", "-q", "-r", str(REPO / "requirements-edge.txt")],
+                   check=True, capture_output=True)
+    for line in (REPO / "edge.Dockerfile").read_text().splitlines():
+        words = shlex.split(line)
+        if words[:1] != ["COPY"] or not words[1].startswith("plugins/"):
+            continue
+        *sources, target = words[1:]
+        destination = root / target.removeprefix("/")
+        for source in sources:
+            path = REPO / source
+            if path.is_dir():
+                shutil.copytree(path, destination, dirs_exist_ok=True)
+            else:
+                destination.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, destination)
+    return root / "venv" / "bin" / "python", root / "opt" / "edge"
+
+
+def test_the_slim_edge_image_serves_a_signed_bundle(bundles, tmp_path):
+    python, library = _slim_image(tmp_path / "image")
+    pem = tmp_path / "public.pem"
+    pem.write_bytes(public_key_pem())
+    [port] = free_ports(1)
+    with open(tmp_path / "slim.log", "ab") as log:
+        process = subprocess.Popen(
+            [str(python), "-m", "cityfactory.edge", "serve", "--port", str(port), "--node-id", "slim", "--public-key", str(pem),
+             "--scenario", "traffic_flow", "--registered-model", "cityfactory.traffic_flow",
+             "--bundle-base", open_lake().uri_for("bundles/traffic_flow/"), "--state-dir", str(tmp_path / "state")],
+            env={"PATH": os.environ["PATH"], "CITYFACTORY_EDGE_TOKEN": TOKEN, "PYTHONPATH": str(library)},
+            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port)
+        base = f"http://127.0.0.1:{port}"
+        first, _, manifest = bundles
+        assert _admin(base, "/admin/deploy", {"uri": first}).status_code == 200
+        answer = httpx.post(f"{base}/predict", json={"rows": _rows(manifest)}, timeout=10)
+        assert answer.status_code == 200 and len(answer.json()["predictions"]) == 3
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        print((tmp_path / "slim.log").read_text()[-2000:])
+    libraries = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True,
+                               check=True).stdout.lower()
+    for heavy in ("pyarrow", "pandas", "apache-airflow", "mlflow", "torch", "duckdb", "pyyaml"):
+        assert f"\n{heavy}==" not in "\n" + libraries
 
 
 # --- the node under attack (issue: downgrades, foreign bundles, hostile requests, bad keys) ---

@@ -52,9 +52,11 @@ def test_run_trains_logs_and_registers(history_run):
     assert version.run_id == mlflow_run
     assert version.tags["feature_digest"] == gold["sha256"] and version.tags["gate_decision"] == "challenger"
     assert float(version.tags["test_rmse"]) == pytest.approx(metrics["test_rmse"], abs=1e-3)
-    assert client.get_model_version_by_alias(SPEC.registered_model, "challenger").version == version.version
-    assert train["details"]["reason"].endswith("no champion yet")
-    model = mlflow.pyfunc.load_model(f"models:/{SPEC.registered_model}@challenger")
+    assert train["details"]["alias"] == "challenger" and train["details"]["reason"].endswith("no champion yet")
+    # the run rolled it out: champion now, and no longer also challenger
+    assert entries["promote_champion"]["details"]["champion"] == version.version
+    assert "challenger" not in version.aliases
+    model = mlflow.pyfunc.load_model(f"models:/{SPEC.registered_model}/{version.version}")
     assert model.metadata.get_input_schema().inputs[0].shape == (-1, len(SPEC.data.feature_names))
 
 
@@ -77,7 +79,7 @@ def test_gate_refuses_a_worse_model_and_keeps_the_champion(history_run):
     assert "does not beat the linear baseline" in outcome.reason
     assert outcome.champion_version == str(first) and "champion" in outcome.metrics
     assert str(client.get_model_version_by_alias(SPEC.registered_model, "champion").version) == str(first)
-    assert str(client.get_model_version_by_alias(SPEC.registered_model, "challenger").version) == str(first)
+    assert "challenger" not in client.get_model_version(SPEC.registered_model, outcome.version).aliases
     assert client.get_model_version(SPEC.registered_model, outcome.version).tags["gate_reason"] == outcome.reason
 
 

@@ -62,12 +62,13 @@ def start_mlflow_ui(port: int, log_file: Path) -> subprocess.Popen:
         )
 
 
-def _poll(ready, process: subprocess.Popen, timeout: float, what: str) -> None:
-    """Call ``ready()`` until it is true; fail early if the process died."""
+def _poll(ready, processes: tuple[subprocess.Popen, ...], timeout: float, what: str) -> None:
+    """Call ``ready()`` until it is true; fail early if a process died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}; see its log")
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{' '.join(map(str, process.args[:2]))} exited with {process.returncode}; see its log")
         try:
             if ready():
                 return
@@ -82,18 +83,19 @@ def wait_for_url(url: str, process: subprocess.Popen, timeout: float = 120) -> N
         with urllib.request.urlopen(url, timeout=5):
             return True
 
-    _poll(answers, process, timeout, url)
+    _poll(answers, (process,), timeout, url)
 
 
-def wait_healthy(base_url: str, process: subprocess.Popen, timeout: float = 240) -> None:
-    """Airflow's API answers and reports a healthy metadata DB and scheduler."""
+def wait_healthy(base_url: str, *processes: subprocess.Popen, timeout: float = 240) -> None:
+    """Airflow's API answers and reports a healthy metadata DB and scheduler (while every one of
+    ``processes`` lives)."""
 
     def healthy() -> bool:
         with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=5) as response:
             health = json.loads(response.read())
         return all(health.get(c, {}).get("status") == "healthy" for c in ("metadatabase", "scheduler"))
 
-    _poll(healthy, process, timeout, f"Airflow at {base_url}")
+    _poll(healthy, processes, timeout, f"Airflow at {base_url}")
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cityfactory.edge")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run an edge inference node")
@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20)
     serve.add_argument("--max-rows", type=int, default=4096)
     serve.add_argument("--bundle", help="bundle URI to load at start")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     token = os.environ.get("CITYFACTORY_EDGE_TOKEN")
     if not token:
         print("CITYFACTORY_EDGE_TOKEN is not set: the admin API needs a token", file=sys.stderr)

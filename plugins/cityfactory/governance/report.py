@@ -156,7 +156,7 @@ def _rollout(entries: list[dict]) -> dict | None:
     champion = promote["details"]["champion"] if promote and promote["status"] == "success" else None
     if rollback and "nodes" in rollback["details"]:
         champion = None  # the rollback put the previous champion back
-    return {"before": plan["details"].get("before", {}), "stages": plan["details"].get("stages", {}), "events": events,
+    return {"before": plan["details"].get("before", {}), "stages": plan["details"].get("stages", []), "events": events,
             "gates": gates, "champion": champion,
             "rollback": {"reason": rollback["details"].get("reason", ""), "nodes": rollback["details"].get("nodes", []),
                          "champion": rollback["details"].get("champion")}

@@ -67,19 +67,24 @@ def plan(ctx: RunContext, compressed: dict | None, gold: dict | None, stages: li
         entry.inputs.append(Artifact(compressed["bundle_uri"], "", None, "bundle"))
         entry.outputs.append(Artifact.of(stored, len(recent), "bake_rows"))
         entry.details.update(version=compressed["version"], before=before, previous_champion=champion,
-                             stages={s.name: [n.id for n in t] for s, t in zip(rollout.stages, targets)})
+                             stages=[{"name": s.name, "nodes": [n.id for n in t]} for s, t in zip(rollout.stages, targets)])
     return {"bundle_uri": compressed["bundle_uri"], "version": compressed["version"], "before": before,
             "previous_champion": champion, "bake_key": stored.uri.removeprefix(ctx.lake.uri + "/"),
-            "stages": {s.name: [n.model_dump() for n in t] for s, t in zip(rollout.stages, targets)}}
+            # a list, not a mapping: XCom in PostgreSQL (JSONB) does not keep a mapping's key order
+            "stages": [{"name": s.name, "nodes": [n.model_dump() for n in t]} for s, t in zip(rollout.stages, targets)]}
+
+
+def _stage_nodes(plan: dict, stage: str) -> list[dict]:
+    return next(s["nodes"] for s in plan["stages"] if s["name"] == stage)
 
 
 def targets(ctx: RunContext, plan: dict, stage: str, approval: dict | None) -> list[dict]:
     """The nodes a stage adds; records the human approval that let it start, if it needed one."""
     with ctx.entry(Kind.STAGE_STARTED) as entry:
-        entry.details.update(stage=stage, nodes=[n["id"] for n in plan["stages"][stage]])
+        entry.details.update(stage=stage, nodes=[n["id"] for n in _stage_nodes(plan, stage)])
         if approval is not None:
             entry.details["approval"] = approval
-    return plan["stages"][stage]
+    return _stage_nodes(plan, stage)
 
 
 def deploy(ctx: RunContext, plan: dict, node: dict) -> dict:
@@ -107,7 +112,8 @@ def gate(ctx: RunContext, plan: dict, stage: str) -> dict:
     rollout = ctx.scenario.rollout
     fleet = load_fleet(rollout.fleet)
     bake = json.loads(ctx.lake.get_bytes(plan["bake_key"]))
-    deployed = {n["id"] for name in list(plan["stages"])[: list(plan["stages"]).index(stage) + 1] for n in plan["stages"][name]}
+    names = [s["name"] for s in plan["stages"]]
+    deployed = {n["id"] for s in plan["stages"][: names.index(stage) + 1] for n in s["nodes"]}
     baked = [n for n in fleet.nodes if n.id in deployed or plan["before"].get(n.id)]  # new, or serving the old
     with ctx.entry(Kind.ROLLOUT_GATE) as entry:
         telemetry = controller.bake(baked, np.asarray(bake["features"], dtype=np.float32),

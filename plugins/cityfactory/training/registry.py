@@ -34,7 +34,7 @@ def use_experiment(scenario: str) -> str:
     name = f"cityfactory/{scenario}"
     if mlflow.get_experiment_by_name(name) is None:
         location = None
-        if tracking_uri().startswith("sqlite:"):
+        if not tracking_uri().startswith(("http://", "https://")):  # a database URI: artifacts beside the home
             location = (get_settings().home / "mlflow" / "artifacts").as_uri()
         mlflow.create_experiment(name, artifact_location=location, tags={"scenario": scenario})
     mlflow.set_experiment(name)
