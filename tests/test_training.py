@@ -54,7 +54,7 @@ def test_run_trains_logs_and_registers(history_run):
     assert float(version.tags["test_rmse"]) == pytest.approx(metrics["test_rmse"], abs=1e-3)
     assert train["details"]["alias"] == "challenger" and train["details"]["reason"].endswith("no champion yet")
     # the run rolled it out: champion now, and no longer also challenger
-    assert entries["promote_champion"]["details"]["champion"] == version.version
+    assert entries["promote_champion"]["details"]["champion"] == str(version.version)
     assert "challenger" not in version.aliases
     model = mlflow.pyfunc.load_model(f"models:/{SPEC.registered_model}/{version.version}")
     assert model.metadata.get_input_schema().inputs[0].shape == (-1, len(SPEC.data.feature_names))
