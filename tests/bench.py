@@ -340,19 +340,30 @@ def bench_scale_out() -> None:
                                               {"data_interval_start": str(start), "data_interval_end": str(end)})
         ran = [ti for ti in instances if ti["start_date"]]
         busy = sum(_seconds(ti["start_date"], ti["end_date"]) for ti in ran)
+        spans = sorted((ti["start_date"], ti["end_date"]) for ti in ran if ti["end_date"])
+        covered, reach = 0.0, None
+        for begin, finish in spans:  # the union of the tasks' running intervals
+            if reach is None or begin > reach:
+                covered, reach = covered + _seconds(begin, finish), finish
+            elif finish > reach:
+                covered, reach = covered + _seconds(reach, finish), finish
         queued = sum(_seconds(ti["queued_when"], ti["start_date"]) for ti in ran)
         by_task: dict[str, float] = {}
         for ti in ran:
             by_task[ti["task_id"]] = by_task.get(ti["task_id"], 0.0) + _seconds(ti["start_date"], ti["end_date"])
-        rows.append({"workers": workers, "state": run["state"], "wall": _seconds(run["start_date"], run["end_date"]),
-                     "busy": busy, "queued": queued, "tasks": len(ran), "by_task": by_task})
+        wall = _seconds(run["start_date"], run["end_date"])
+        rows.append({"workers": workers, "state": run["state"], "wall": wall, "busy": busy, "idle": wall - covered,
+                     "queued": queued, "tasks": len(ran), "by_task": by_task})
     print(f"\n## Scale-out: traffic_flow's whole history ({start} .. {end}) on the Celery executor, "
           "triggered through the REST API (PostgreSQL, Redis, concurrency 1 per worker, 2-core machine)")
-    print(f"{'workers':>7} {'state':<8} {'wall s':>7} {'task s':>7} {'queued s':>8} {'tasks':>5}  busiest tasks (s, summed over instances)")
+    print("wall = run start to end; task s = summed running time of all task instances; no task s = wall time in which "
+          "no task ran (scheduling, Celery hand-off, task process start); queued s = summed queued-to-running waits")
+    print(f"{'workers':>7} {'state':<8} {'wall s':>7} {'task s':>7} {'no task s':>9} {'queued s':>8} {'tasks':>5}  "
+          "busiest tasks (s, summed over instances)")
     for r in rows:
         top = sorted(r["by_task"].items(), key=lambda kv: -kv[1])[:5]
-        print(f"{r['workers']:>7} {r['state']:<8} {r['wall']:>7.1f} {r['busy']:>7.1f} {r['queued']:>8.1f} {r['tasks']:>5}  "
-              + ", ".join(f"{t} {v:.0f}" for t, v in top))
+        print(f"{r['workers']:>7} {r['state']:<8} {r['wall']:>7.1f} {r['busy']:>7.1f} {r['idle']:>9.1f} {r['queued']:>8.1f} "
+              f"{r['tasks']:>5}  " + ", ".join(f"{t} {v:.0f}" for t, v in top))
     one, two = rows
     print(f"ratio wall 1 worker / 2 workers = {one['wall'] / two['wall']:.2f}; task seconds 2 / 1 = "
           f"{two['busy'] / one['busy']:.2f} (two task processes share two cores)")
