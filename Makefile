@@ -36,9 +36,9 @@ $(AIRFLOW_HOME)/airflow.db: $(BIN)/.installed
 init: $(AIRFLOW_HOME)/airflow.db
 
 run: init  ## every scenario validated, then one full run of each over its whole replayed history
-	$(BIN)/python -m cityfactory.cli validate
-	$(BIN)/python -m cityfactory.cli run traffic_flow --history
-	$(BIN)/python -m cityfactory.cli run air_quality --history
+	@$(BIN)/python -m cityfactory.cli validate
+	@$(BIN)/python -m cityfactory.cli run traffic_flow --history
+	@$(BIN)/python -m cityfactory.cli run air_quality --history
 
 validate: install  ## check every scenario whole (YAML, spec, fleet, suites, dbt selection, pins)
 	$(BIN)/python -m cityfactory.cli validate

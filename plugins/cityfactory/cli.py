@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import sys
 
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.settings import REPO_ROOT, get_settings
 
 
-def _print_summary(scenario: str, run_id: str) -> None:
+def _print_summary(scenario: str, run_id: str, tasks: bool = True) -> None:
     from cityfactory.governance.ledger import RunLedger
     from cityfactory.governance.summary import (
         format_layers,
@@ -33,19 +34,20 @@ def _print_summary(scenario: str, run_id: str) -> None:
     )
     from cityfactory.storage.lake import open_lake
 
-    ledger = RunLedger(open_lake(), scenario, run_id)
-    entries = ledger.entries()
-    print(f"\nRun {run_id} of {scenario}: ledger at {ledger.lake.uri_for(ledger.prefix)}/ledger/")
-    print(format_summary(task_summary(entries)))
-    print("\nRows per layer: " + format_layers(layer_rows(entries)))
+    entries = RunLedger(open_lake(), scenario, run_id).entries()
+    if tasks:
+        print(f"Run {run_id} of {scenario}\n" + format_summary(task_summary(entries)))
+    print("Rows per layer: " + format_layers(layer_rows(entries)))
     if training := format_training(entries):
-        print("\n" + training)
+        print(training)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from airflow.dag_processing.dagbag import DagBag
 
+    from cityfactory.governance.ledger import safe_run_id
     from cityfactory.ingestion import replay
+    from cityfactory.progress import TaskProgress, output_to
     from cityfactory.stages import STAGES
 
     scenario = get_scenario(args.scenario)
@@ -55,24 +57,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         conf.update(data_interval_start=start.isoformat(), data_interval_end=end.isoformat())
     elif args.start or args.end:
         conf.update(data_interval_start=args.start, data_interval_end=args.end)
-    print(f"Running {scenario.dag_id} with {conf}", flush=True)
-    bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "scenario_pipelines.py"))
-    if bag.import_errors:
-        print(bag.import_errors, file=sys.stderr)
-        return 2
+    started = dt.datetime.now(dt.UTC)
+    log_file = get_settings().home / "logs" / f"run-{scenario.name}-{started:%Y%m%dT%H%M%S}.log"
+    days = f"{conf['data_interval_start']} .. {conf['data_interval_end']}" if "data_interval_start" in conf else "yesterday"
+    print(f"\n{scenario.dag_id}: days {days}, stages {', '.join(conf['stages'])}\n  full logs: {log_file}", flush=True)
     with _local_fleet(scenario) if "rollout" in conf["stages"] else contextlib.nullcontext():
-        run = bag.get_dag(scenario.dag_id).test(run_conf=conf)
-        _print_summary(scenario.name, run.run_id)
+        with output_to(log_file) as terminal:
+            bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "scenario_pipelines.py"))
+            if bag.import_errors:
+                terminal.write(f"the DAG file does not load: {bag.import_errors}\n")
+                return 2
+            progress = TaskProgress(bag.get_dag(scenario.dag_id), started, terminal)
+            progress.start()
+            try:
+                run = bag.get_dag(scenario.dag_id).test(run_conf=conf)
+            finally:
+                progress.stop()
+        _print_summary(scenario.name, run.run_id, tasks=False)
         if "rollout" in conf["stages"]:
             _print_fleet(scenario)
     lake = get_settings().lake_uri
-    print(f"\nState: {run.state}. Where to look:")
-    for layer in ("raw", "bronze", "quarantine"):
-        print(f"  {layer:<11} {lake}/{layer}/{scenario.name}/dt=<day>/")
-    print(f"  gold        {lake}/gold/{scenario.name}/")
-    print(f"  quality     {lake}/governance/{scenario.name}/<run>/quality/ (Great Expectations results)")
+    print(f"State: {run.state}. Layers in {lake}/{{raw,bronze,quarantine,gold}}/{scenario.name}/; "
+          f"ledger, quality results and report in {lake}/governance/{scenario.name}/{safe_run_id(run.run_id)}/")
     _print_governance(scenario.name, run.run_id)
-    print("  Airflow UI  make ui  (the run is listed under the DAG's runs; MLflow UI beside it)")
     return 0 if run.state == "success" else 1
 
 
@@ -88,10 +95,10 @@ def _print_governance(scenario: str, run_id: str) -> None:
     if governed is None or governed["status"] != "success":
         print("  report      none: the governance task did not finish (see its log)")
         return
-    print(f"  report      {governed['details']['report']}  (and report.json, lineage.svg beside it)")
+    print(f"  report      {governed['details']['report']}")
     try:
         verified = audit.verify(lake, audit_public_key_pem())
-        print(f"  audit       {lake.uri_for('audit')}: {verified.entries} entries, log, checkpoints and witness verify")
+        print(f"  audit       {verified.entries} entries; log, checkpoints and witness verify")
     except (audit.AuditError, FileNotFoundError) as exc:
         print(f"  audit       DOES NOT VERIFY: {exc}")
 
@@ -99,7 +106,6 @@ def _print_governance(scenario: str, run_id: str) -> None:
 def _local_fleet(scenario):
     from cityfactory.edge.fleet import LocalFleet
 
-    print(f"Starting the local edge fleet {scenario.rollout.fleet}", flush=True)
     return LocalFleet.for_scenario(scenario)
 
 
@@ -109,7 +115,7 @@ def _print_fleet(scenario) -> None:
 
     fleet = load_fleet(scenario.rollout.fleet)
     serving = snapshot(fleet, edge_token())
-    print("\nEdge fleet: " + ", ".join(f"{n.id} ({n.district}) v{serving[n.id]}" for n in fleet.nodes))
+    print("Edge fleet: " + ", ".join(f"{n.id} ({n.district}) v{serving[n.id]}" for n in fleet.nodes))
 
 
 def cmd_summary(args: argparse.Namespace) -> int:

@@ -72,12 +72,21 @@ def format_layers(layers: list[tuple[str, int]]) -> str:
 
 def format_training(entries: list[dict]) -> str:
     """The train task's metrics beside the baselines, and its alias decision."""
-    train = last_of(latest_tries(entries), Kind.MODEL_TRAINED)
+    current = latest_tries(entries)
+    train = last_of(current, Kind.MODEL_TRAINED)
     if train is None or train["status"] != "success":
         return ""
     details = train["details"]
-    lines = [(f"Model {details['registered_model']} version {train['counts']['version']}: "
-              f"{details['alias'] or 'no alias'} ({details['reason']})"),
+    promoted = last_of(current, Kind.PROMOTED)
+    rolled_back = last_of(current, Kind.ROLLED_BACK)
+    if rolled_back is not None and rolled_back["status"] == "success":
+        standing = "rolled back by this run's rollout"
+    elif promoted is not None and promoted["status"] == "success":
+        standing = "champion: this run's rollout promoted it"
+    else:
+        standing = details["alias"] or "no alias"
+    lines = [(f"Model {details['registered_model']} version {train['counts']['version']}: {standing}\n"
+              f"  registry gate: {details['alias'] or 'rejected'} ({details['reason']})"),
              f"  {'test rows, same for all':<26} {'MAE':>8} {'RMSE':>8} {'MAPE %':>8}"]
     for name, m in details["metrics"].items():
         lines.append(f"  {name:<26} {m['mae']:>8.1f} {m['rmse']:>8.1f} {m['mape']:>8.2f}")
