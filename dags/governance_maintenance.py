@@ -5,7 +5,8 @@
   naming the first broken entry if anything was edited, removed, reordered or appended unsealed.
 - **retention** (one mapped task per scenario): deletes `raw/`, `quarantine/` and `bronze/` day
   partitions older than the scenario's `governance.retention_days`, and records every deleted
-  partition in the audit trail. Tick *dry run* in the trigger form to list without deleting.
+  partition in the audit trail. It is a *dry run* (lists, deletes nothing) unless the deployment
+  sets `CITYFACTORY_RETENTION_ENFORCED=true`; the trigger form can untick it for one run.
 - **summary**: whatever happened above, writes `governance/_maintenance/<run_id>/summary.json`,
   then fails the run if the trail is broken or a scenario's retention did not run.
 """
@@ -28,7 +29,9 @@ from cityfactory.settings import get_settings
     catchup=False,
     max_active_runs=1,
     tags=["cityfactory", "governance"],
-    params={"dry_run": Param(False, type="boolean", title="Dry run", description="List what retention would delete; delete nothing.")},
+    params={"dry_run": Param(not get_settings().retention_enforced, type="boolean", title="Dry run",
+                             description="List what retention would delete; delete nothing. Scheduled runs delete only "
+                                         "where CITYFACTORY_RETENTION_ENFORCED=true.")},
 )
 def governance_maintenance():
     @task(retries=0)

@@ -69,3 +69,19 @@ def test_mape_has_a_floor_and_smape_is_bounded():
     assert s["smape"] == pytest.approx((2.0 + 20 / 210) / 2 * 100)
     by = scores_by_series(np.array(["x", "y"]), actual, {"model": predicted})
     assert by["x"]["model"]["mae"] == 5.0 and by["y"]["model"]["mae"] == 10.0
+
+
+def test_the_trigger_form_offers_stages_as_a_multi_select_and_days_in_the_scenarios_zone():
+    from airflow.sdk.definitions.param import ParamValidationError
+    from cityfactory.config.scenarios import get_scenario
+    from cityfactory.factory.scenario_dag import build_scenario_dag
+    from cityfactory.stages import STAGES
+
+    params = build_scenario_dag(get_scenario("air_quality")).params
+    stages = params.get_param("stages")
+    assert stages.schema["type"] == "array" and stages.schema["examples"] == STAGES  # rendered as a multi-select
+    assert stages.value == STAGES
+    assert "Asia/Shanghai" in params.get_param("data_interval_start").schema["title"]
+    for bad in (["ingest", "ingest"], [], ["deploy"]):
+        with pytest.raises(ParamValidationError):
+            params.get_param("stages").resolve(bad)

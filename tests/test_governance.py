@@ -210,7 +210,7 @@ def test_retention_deletes_only_what_the_policy_says_and_records_it(aged_lake):
         "raw": str(today - dt.timedelta(days=30)), "quarantine": str(today - dt.timedelta(days=5))}
 
 
-def test_maintenance_dag_verifies_enforces_and_refuses_on_a_broken_trail(airflow_db, lake_uri):
+def test_maintenance_dag_verifies_enforces_and_refuses_on_a_broken_trail(airflow_db, lake_uri, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
 
     lake = open_lake()
@@ -221,7 +221,11 @@ def test_maintenance_dag_verifies_enforces_and_refuses_on_a_broken_trail(airflow
     audit.append(lake, "ingested", {"rows": 1})
     audit.seal(lake)
     dag = DagBag(dag_folder=str(REPO / "dags")).get_dag("governance_maintenance")
+    assert dag.params["dry_run"] is True  # unless the deployment says so, retention deletes nothing
+    assert dag.test().state == "success" and lake.list(f"quarantine/traffic_flow/dt={old}")
 
+    monkeypatch.setenv("CITYFACTORY_RETENTION_ENFORCED", "true")
+    dag = DagBag(dag_folder=str(REPO / "dags")).get_dag("governance_maintenance")
     run = dag.test()
     assert run.state == "success"
     assert not lake.list(f"quarantine/traffic_flow/dt={old}") and lake.list(f"raw/traffic_flow/dt={old}")

@@ -75,22 +75,26 @@ def build_scenario_dag(scenario: Scenario):
                 None,
                 type=["null", "string"],
                 format="date",
-                title="First day (optional)",
-                description="For a bulk run of history: the first day to ingest. Empty = the run's data interval (yesterday).",
+                title=f"First day, {scenario.timezone} (optional)",
+                description=f"For a bulk run of history: the first day to ingest, a calendar day in {scenario.timezone}. "
+                            "Empty = yesterday there. Give both days or neither.",
             ),
             "data_interval_end": Param(
                 None,
                 type=["null", "string"],
                 format="date",
-                title="Last day (optional, inclusive)",
+                title=f"Last day, {scenario.timezone} (optional, inclusive)",
                 description="The last day to ingest, inclusive. Give both days or neither.",
             ),
             "stages": Param(
                 list(STAGES),
                 type="array",
                 items={"type": "string", "enum": list(STAGES)},
+                examples=list(STAGES),  # an array with examples is a multi-select in the trigger form
+                uniqueItems=True,
+                minItems=1,
                 title="Stages to run",
-                description="Untick a stage to skip it in this run.",
+                description="All are selected; remove a stage to skip it in this run.",
             ),
         },
     )
