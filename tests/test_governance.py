@@ -304,3 +304,11 @@ def test_openlineage_dataset_names_follow_the_naming_conventions(artifact, expec
     from cityfactory.governance.openlineage import dataset_name
 
     assert dataset_name({**artifact, "sha256": ""}) == expected
+
+
+def test_the_model_card_is_rendered_as_html_and_raw_html_in_it_is_escaped():
+    from cityfactory.governance.report import markdown_html
+
+    html = markdown_html("## Metrics\n\n| model | RMSE |\n|---|---|\n| model | 229.0 |\n\n<script>alert(1)</script>")
+    assert "<h2>Metrics</h2>" in html and "<td>229.0</td>" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html

@@ -51,6 +51,9 @@ def test_run_trains_logs_and_registers(history_run):
     version = client.get_model_version(SPEC.registered_model, train["counts"]["version"])
     assert version.run_id == mlflow_run
     assert version.tags["feature_digest"] == gold["sha256"] and version.tags["gate_decision"] == "challenger"
+    assert "Registry gate: challenger - test rmse" in version.description and "linear_autoregression" in version.description
+    experiment = client.get_experiment(logged.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # opens in the model-training view
     assert float(version.tags["test_rmse"]) == pytest.approx(metrics["test_rmse"], abs=1e-3)
     assert train["details"]["alias"] == "challenger" and train["details"]["reason"].endswith("no champion yet")
     # the run rolled it out: champion now, and no longer also challenger

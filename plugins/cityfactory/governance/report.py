@@ -222,4 +222,13 @@ def render_html(report: dict, lineage_svg: str, forecast_png_b64: str | None = N
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = lambda v, digits=1: "" if v is None else (f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}")
+    env.filters["markdown"] = markdown_html
     return env.get_template("report.html.j2").render(r=report, lineage_svg=lineage_svg, forecast_png=forecast_png_b64)
+
+
+def markdown_html(text: str):
+    """The model card's markdown as HTML (tables included); raw HTML in it is escaped, not passed on."""
+    import markupsafe
+    from markdown_it import MarkdownIt
+
+    return markupsafe.Markup(MarkdownIt("commonmark", {"html": False}).enable("table").render(text))

@@ -16,6 +16,9 @@ from functools import lru_cache
 from cityfactory.settings import REPO_ROOT, get_settings
 
 CHALLENGER, CHAMPION = "challenger", "champion"
+# MLflow 3's UI opens an experiment in its model-training view, not the GenAI (traces) one, by this tag
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = {EXPERIMENT_KIND: "custom_model_development"}
 
 
 def tracking_uri() -> str:
@@ -36,8 +39,10 @@ def use_experiment(scenario: str) -> str:
         location = None
         if not tracking_uri().startswith(("http://", "https://")):  # a database URI: artifacts beside the home
             location = (get_settings().home / "mlflow" / "artifacts").as_uri()
-        mlflow.create_experiment(name, artifact_location=location, tags={"scenario": scenario})
-    mlflow.set_experiment(name)
+        mlflow.create_experiment(name, artifact_location=location, tags={"scenario": scenario, **MODEL_TRAINING})
+    experiment = mlflow.set_experiment(name)
+    if experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING[EXPERIMENT_KIND]:  # made before the tag existed here
+        mlflow.set_experiment_tag(EXPERIMENT_KIND, MODEL_TRAINING[EXPERIMENT_KIND])
     return name
 
 

@@ -140,8 +140,21 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts) -> 
     for key, value in version_tags.items():
         client.set_model_version_tag(spec.registered_model, version, key, value)
     client.update_registered_model(spec.registered_model, description=spec.description.strip())
+    client.update_model_version(spec.registered_model, version, description=version_description(
+        spec, facts, decision, metrics, len(x_train)))
     if decision.alias:
         client.set_registered_model_alias(spec.registered_model, decision.alias, version)
     log.info("registered %s version %s: %s", spec.registered_model, version, decision.reason)
     return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, by_series if d.series else {},
                    champion_version, fit_seconds, len(x_train))
+
+
+def version_description(spec, facts: RunFacts, decision, metrics: dict, train_rows: int) -> str:
+    """What the registry shows beside a version: what it is, the gate's decision and why, and its
+    test scores beside the baselines (same rows)."""
+    d, metric = spec.data, spec.gate.metric
+    scores = ", ".join(f"{name} {m[metric]:.1f}" for name, m in sorted(metrics.items(), key=lambda kv: kv[1][metric]))
+    return (f"{d.target_label} ({d.unit}) for scenario {facts.scenario}, trained on {train_rows:,} rows of "
+            f"{facts.data_interval} (features sha256 {facts.features_sha256[:12]}, Airflow run {facts.airflow_run_id}).\n\n"
+            f"Registry gate: {decision.alias or 'rejected'} - {decision.reason}.\n\n"
+            f"Test {metric.upper()} on the same rows: {scores}.")
