@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# Debian's Chromium (.ci/run installs it), headless as root on a closed network: the flags keep it
+# from calling out
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 METRO_CSV = REPO.parent / "shared" / "data" / "metro_interstate_traffic_volume" / "Metro_Interstate_Traffic_Volume.csv"
 
 
@@ -315,3 +320,26 @@ def trigger_and_wait(stack, token: str, dag_id: str, conf: dict, timeout: float 
 
     run = wait_for(finished, timeout, f"{dag_id} run {run_id} did not finish")
     return run, api_call("GET", f"{base}/dagRuns/{run_id}/taskInstances?limit=1000", token)["task_instances"]
+
+
+def scenarios_copy(folder: Path, change=lambda config: None) -> Path:
+    """The repo's scenario files in ``folder``, each passed through ``change(config)`` first."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (REPO / "dags" / "scenarios").glob("*.yaml"):
+        config = yaml.safe_load(path.read_text())
+        change(config)
+        (folder / path.name).write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
+def not_scheduled_yet(config: dict) -> None:
+    """No scheduled run during a test: a freshly unpaused DAG would otherwise run its cron's last
+    past time at once (Airflow's catchup=False behaviour) and land yesterday's data in the test's
+    lake. A cron whose last fire (a 29 February) is before the start date (today) never fires here;
+    manual runs, whose logical date is now, still get their tasks."""
+    import datetime as dt
+
+    config["schedule"] = "0 3 29 2 *"
+    config["start_date"] = dt.date.today()

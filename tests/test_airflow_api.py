@@ -1,11 +1,14 @@
 """Airflow's services on PostgreSQL: trigger the scenario DAG through the REST API that the UI's
-trigger form uses, with Param values, and watch the run succeed."""
+trigger form uses, with Param values, and watch the run succeed; then, as a person would, in a real
+headless Chromium: log in, trigger from the form with a date range, follow the run's "Compliance
+report" tab (our Airflow 3 plugin) and find the report's outcome banner."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import urllib.error
+import urllib.request
 import uuid
 
 import pytest
@@ -14,13 +17,24 @@ from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import RunLedger
 from cityfactory.ingestion import replay
 from cityfactory.storage.lake import open_lake
-from support import api_call, free_ports, postgres_admin, wait_for
+from support import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    api_call,
+    free_ports,
+    not_scheduled_yet,
+    postgres_admin,
+    scenarios_copy,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def airflow_on_postgres(tmp_path, lake_uri):
+@pytest.fixture(scope="module")
+def airflow_on_postgres(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("standalone")
+    lake_uri = (tmp_path / "lake").as_uri()
     database = f"cityfactory_airflow_{uuid.uuid4().hex[:8]}"
     postgres_admin(f"CREATE DATABASE {database}")
     [port] = free_ports(1)
@@ -30,6 +44,7 @@ def airflow_on_postgres(tmp_path, lake_uri):
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "CITYFACTORY_LAKE_URI": lake_uri,
+        "CITYFACTORY_SCENARIOS_DIR": str(scenarios_copy(tmp_path / "scenarios", not_scheduled_yet)),
     }
     passwords = tmp_path / "passwords.json"
     password = services.admin_password(passwords)
@@ -37,7 +52,10 @@ def airflow_on_postgres(tmp_path, lake_uri):
     base = f"http://127.0.0.1:{port}"
     try:
         services.wait_healthy(base, process)
-        yield base, password, port
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CITYFACTORY_LAKE_URI", lake_uri)
+            mp.setenv("CITYFACTORY_SCENARIOS_DIR", env["CITYFACTORY_SCENARIOS_DIR"])
+            yield base, password, port
     finally:
         services.stop(process)
         postgres_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
@@ -79,3 +97,64 @@ def test_trigger_with_params_through_the_rest_api(airflow_on_postgres):
     assert report["run"]["conf"]["stages"] == ["ingest"] and report["outcome"]["state"] == "success"
     states = report["outcome"]["task_states"]
     assert states["ingest"] == "success" and states["train"] == "skipped"
+
+
+def _token(base: str, password: str) -> str:
+    return api_call("POST", f"{base}/auth/token", body={"username": "admin", "password": password})["access_token"]
+
+
+def test_reports_are_served_only_to_those_airflow_lets_read_the_run(airflow_on_postgres):
+    base, password, _ = airflow_on_postgres
+    plugins = api_call("GET", f"{base}/api/v2/plugins", _token(base, password))["plugins"]
+    [plugin] = [p for p in plugins if p["name"] == "cityfactory_compliance_report"]
+    assert {v["destination"] for v in plugin["external_views"]} == {"dag_run", "task_instance"}
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(f"{base}/cityfactory/reports/traffic_flow/manual__x", timeout=10)
+    assert anonymous.value.code in (401, 403)
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        api_call("GET", f"{base}/cityfactory/reports/traffic_flow/manual__no_such_run", _token(base, password))
+    assert missing.value.code == 404
+
+
+def test_a_person_triggers_from_the_form_and_opens_the_report(airflow_on_postgres, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    base, password, _ = airflow_on_postgres
+    start, _ = replay.history_interval(get_scenario("traffic_flow"))
+    first, last = start + dt.timedelta(days=200), start + dt.timedelta(days=250)  # weeks: lags complete
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{base}/")
+        page.locator("input[name=username]").fill("admin")
+        page.locator("input[name=password]").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{base}/")
+        page.goto(f"{base}/dags/traffic_flow")
+        page.get_by_role("button", name="Trigger").first.click()
+        form = page.get_by_role("dialog")
+        form.locator("#element_data_interval_start").fill(str(first))
+        form.locator("#element_data_interval_end").fill(str(last))
+        for stage in ("rollout", "compress", "train"):  # a quick run: ingest, gates and dbt
+            form.locator(f'[aria-label="Remove {stage}"] [role=button]').click()
+        page.screenshot(path=tmp_path / "trigger_form.png")
+        form.get_by_role("button", name="Trigger").click()
+
+        token = _token(base, password)
+        runs_url = f"{base}/api/v2/dags/traffic_flow/dagRuns?order_by=-start_date&limit=1"
+
+        def finished():
+            [run] = api_call("GET", runs_url, token)["dag_runs"] or [None]
+            return run if run and run["conf"].get("data_interval_start") == str(first) and run["state"] in ("success", "failed") else None
+
+        run = wait_for(finished, 300, "the run triggered from the form did not finish")
+        assert run["state"] == "success" and run["conf"]["stages"] == ["ingest", "quality", "transform"]
+        assert run["conf"]["data_interval_end"] == str(last) and run["triggered_by"] == "ui" and run["triggering_user_name"] == "admin"
+        page.goto(f"{base}/dags/traffic_flow/runs/{run['dag_run_id']}")
+        page.get_by_text("Compliance report").first.click()
+        banner = page.frame_locator("iframe").first.locator("#outcome")
+        try:
+            assert "Run succeeded" in banner.inner_text(timeout=30_000)
+        finally:
+            page.screenshot(path=tmp_path / "report_tab.png")
+        browser.close()

@@ -8,7 +8,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -20,10 +19,9 @@ from cityfactory.governance import audit, retention
 from cityfactory.governance.ledger import RunLedger
 from cityfactory.security.signing import audit_public_key_pem
 from cityfactory.storage.lake import open_lake
-from support import REPO, openlineage_events
+from support import CHROMIUM, CHROMIUM_FLAGS, REPO, openlineage_events
 
 SCHEMA = json.loads((REPO / "plugins" / "cityfactory" / "governance" / "report.schema.json").read_text())
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _report(lake, run_id: str) -> tuple[dict, str]:
@@ -36,9 +34,7 @@ def chromium(url: str, *args: str) -> subprocess.CompletedProcess:
     assert CHROMIUM, "Chromium is needed for the report test: apt-get install chromium (.ci/run does)"
     with tempfile.TemporaryDirectory() as profile:
         return subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", *args, url],
+            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url],
             capture_output=True, text=True, timeout=120, check=True)
 
 
