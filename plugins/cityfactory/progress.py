@@ -74,6 +74,7 @@ class TaskProgress(threading.Thread):
     def __init__(self, dag, since: dt.datetime, out: TextIO, every: float = 1.0):
         super().__init__(daemon=True)
         self.dag_id, self.stages = dag.dag_id, stages_of(dag)
+        self.notes = dict(self.stages.values())  # stage -> its description
         self.since, self.out, self.every = since, out, every
         self.done: set[str] = set()
         self.skipped: list[str] = []
@@ -104,8 +105,7 @@ class TaskProgress(threading.Thread):
                 if all(i["state"] == "skipped" for i in instances):
                     self.skipped.append(stage)  # stages not chosen, or nothing to do: one line at the end
                 else:
-                    note = next(n for s, n in self.stages.values() if s == stage)
-                    self.out.write(stage_line(stage, note, instances) + "\n")
+                    self.out.write(stage_line(stage, self.notes.get(stage, ""), instances) + "\n")
 
     def run(self) -> None:
         while not self.stopped.wait(self.every):
