@@ -71,7 +71,13 @@ def test_deploy_predict_metrics(node, bundles):
     base, _ = node
     first, _, manifest = bundles
     assert httpx.get(f"{base}/healthz").status_code == 503
+    assert "no model loaded" in httpx.get(f"{base}/openapi.json").json()["paths"]["/predict"]["post"]["summary"]
     deployed = _admin(base, "/admin/deploy", {"uri": first})
+    # the OpenAPI schema names every feature of the model now loaded
+    operation = httpx.get(f"{base}/openapi.json").json()["paths"]["/predict"]["post"]
+    rows = operation["requestBody"]["content"]["application/json"]["schema"]["properties"]["rows"]
+    assert rows["items"]["oneOf"][0]["required"] == manifest["feature_order"]
+    assert operation["summary"] == f"Predict with model version {manifest['model_version']}"
     assert deployed.status_code == 200 and deployed.json()["model_version"] == manifest["model_version"]
     answer = httpx.post(f"{base}/predict", json={"rows": _rows(manifest)}).json()
     assert answer["model_version"] == manifest["model_version"] and len(answer["predictions"]) == 3

@@ -8,6 +8,7 @@
 - ``verify-audit [--from-witness]``: check the audit log against its checkpoints and the witness.
 - ``audit-proof --entry N | --since-size M``: inclusion or consistency proof (RFC 6962), checked.
 - ``fetch-data SCENARIO``: make sure the scenario's dataset is present and verified.
+- ``edge-token``: the edge nodes' admin token, for the admin API (``Authorization: Bearer``).
 - ``validate [SCENARIO ...]``: check scenarios whole (YAML, model spec, fleet, suites, dbt
   selection, dataset pins) before any run; every problem names its file and key.
 """
@@ -245,6 +246,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_edge_token(args: argparse.Namespace) -> int:
+    """The edge nodes' admin token, as the nodes and the controller read it (for curl)."""
+    from cityfactory.edge.fleet import edge_token
+
+    print(edge_token())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cityfactory", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -287,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("scenarios", nargs="*", help="scenario names (default: every file in dags/scenarios/)")
     validate.add_argument("--no-dbt", action="store_true", help="skip the dbt selection check (needs dbt)")
     validate.set_defaults(func=cmd_validate)
+    token = sub.add_parser("edge-token", help="print the edge nodes' admin token (Authorization: Bearer ...)")
+    token.set_defaults(func=cmd_edge_token)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -25,6 +25,7 @@ from cityfactory.edge.metrics import NodeMetrics
 from cityfactory.edge.models import (
     Downgrade,
     InputError,
+    LoadedModel,
     ModelSlots,
     Pin,
     load,
@@ -115,6 +116,17 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
 
     app.add_middleware(CountResponses, metrics=metrics, predict=lambda receive: predict(receive),
                        max_body_bytes=max_body_bytes)
+
+    def openapi() -> dict:
+        """FastAPI's schema of the routes, plus ``POST /predict`` (answered in plain ASGI) with the
+        loaded model's features: made anew on each call, since a deploy changes them."""
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        schema["paths"]["/predict"] = {"post": predict_operation(slots.current, max_rows)}
+        return schema
+
+    app.openapi = openapi
 
     def admin(request: Request, authorization: str | None = Header(default=None)) -> None:
         supplied = (authorization or "").removeprefix("Bearer ")
@@ -207,3 +219,31 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
                 "highest_version": slots.highest, "loaded_at": current.loaded_at if current else None}
 
     return app
+
+
+def predict_operation(model: LoadedModel | None, max_rows: int) -> dict:
+    """The OpenAPI operation of ``POST /predict`` for ``model``: every feature named, in order."""
+    if model is None:
+        return {"summary": "Predict (no model loaded: answers 503 until a bundle is deployed)",
+                "responses": {"503": {"description": "no model loaded"}}}
+    features, output = model.features, model.manifest["outputs"][0]
+    named = {"type": "object", "title": "Row by feature name", "additionalProperties": False, "required": features,
+             "properties": {f: {"type": "number", "format": "float"} for f in features}}
+    ordered = {"type": "array", "title": "Row as values in feature order", "items": {"type": "number", "format": "float"},
+               "minItems": len(features), "maxItems": len(features)}
+    body = {"type": "object", "required": ["rows"], "properties": {"rows": {
+        "type": "array", "minItems": 1, "maxItems": max_rows, "items": {"oneOf": [named, ordered]}}}}
+    answer = {"type": "object", "properties": {
+        "model_version": {"type": "string"},
+        "predictions": {"type": "array", "items": {"type": "number"},
+                        "description": f"{output.get('label', output.get('target', ''))} ({output.get('unit', '')}), one per row"}}}
+    return {
+        "summary": f"Predict with model version {model.version}",
+        "description": "Features as the model was trained on them (categories one-hot encoded, one 0/1 column "
+                       "per value, as named): " + ", ".join(features),
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {"200": {"description": "one prediction per row", "content": {"application/json": {"schema": answer}}},
+                      "413": {"description": "body or rows over the node's limits"},
+                      "422": {"description": "a row that does not fit: the message names the field"},
+                      "503": {"description": "no model loaded"}},
+    }
