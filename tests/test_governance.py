@@ -17,6 +17,7 @@ import pytest
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance import audit, retention
 from cityfactory.governance.ledger import RunLedger
+from cityfactory.ingestion import replay
 from cityfactory.security.signing import audit_public_key_pem
 from cityfactory.storage.lake import open_lake
 from support import CHROMIUM, CHROMIUM_FLAGS, REPO, openlineage_events
@@ -46,7 +47,7 @@ def full_report(history_run):
 
 
 def test_full_run_report_validates_and_every_control_holds(full_report):
-    _, report, _ = full_report
+    _, report, html = full_report
     jsonschema.Draft202012Validator(SCHEMA).validate(report)
     assert report["outcome"] == {**report["outcome"], "state": "success", "stopped_at": None, "reason": None}
     statuses = {c["id"]: c["status"] for c in report["controls"]}
@@ -55,6 +56,9 @@ def test_full_run_report_validates_and_every_control_holds(full_report):
     assert all(c["eu_ai_act"] and c["nist_ai_rmf"] and c["evidence"] for c in report["controls"])
     [source] = report["sources"]
     assert source["sha256"] == source["pinned_sha256"] == get_scenario("traffic_flow").source.files[0].sha256
+    shift = replay.time_shift(get_scenario("traffic_flow")).days
+    assert shift > 0 and report["run"]["replay_shift_days"] == shift  # the report says its dates are moved
+    assert f"moved {shift} days forward" in html
     q = report["quarantine"]
     assert q["rows_in"] == q["rows_bronze"] + q["rows"] and sum(q["reasons"].values()) == q["rows"] > 0
     assert {g["suite"]: g["success"] for g in report["quality_gates"]} == {"traffic_flow_bronze": True, "traffic_flow_features": True}

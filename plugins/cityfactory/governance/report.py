@@ -69,6 +69,12 @@ def _sources(scenario: Scenario, entries: list[dict]) -> list[dict]:
              "dataset": scenario.source.dataset, "rows_landed": rows, "files_landed": files} for uri, a in seen.items()]
 
 
+def _replay_shift(entries: list[dict]) -> int | None:
+    """Days the replayed dataset was moved forward to look live (None: nothing was replayed)."""
+    landed = of_kind(entries, Kind.LANDED)
+    return landed[0]["details"].get("time_shift_days") if landed else None
+
+
 def _quarantine(entries: list[dict]) -> dict:
     summary = last_of(entries, Kind.INGESTED)
     if summary is None:
@@ -180,7 +186,8 @@ def assemble(scenario: Scenario, entries: list[dict], run: dict, task_states: di
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "run": {**run, "scenario": scenario.name, "dag_id": scenario.dag_id,
                 "first_day": plan["details"].get("first_day") if plan else None,
-                "last_day": plan["details"].get("last_day") if plan else None},
+                "last_day": plan["details"].get("last_day") if plan else None,
+                "replay_shift_days": _replay_shift(entries)},
         "scenario": {"name": scenario.name, "description": scenario.description.strip(),
                      "risk_level": scenario.governance.risk_level, "owners": scenario.governance.owners,
                      "retention_days": dict(scenario.governance.retention_days),
