@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 
 import pyarrow.dataset as ds
 import pytest
-import yaml
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.edge.fleet import LocalFleet, edge_token, load_fleet
 from cityfactory.governance.ledger import Kind, RunLedger, of_kind
@@ -21,7 +20,7 @@ from cityfactory.ingestion import replay
 from cityfactory.rollout import controller
 from cityfactory.storage.lake import open_lake
 from cityfactory.training import registry
-from support import REPO, api_call, production_stack, wait_for, write_fleet
+from support import api_call, production_stack, scenarios_copy, wait_for, write_fleet
 
 pytestmark = pytest.mark.slow
 WORKERS = {"worker-1", "worker-2"}
@@ -31,16 +30,16 @@ def _scenarios(folder, nightly_at: dt.datetime):
     """The repo's scenarios with retries 2 s apart. traffic_flow fires once at ``nightly_at`` (a
     cron naming that day and month: its last past fire is a year ago, before its start date, so the
     scheduler's first run is that one, not a catch-up); the others start tomorrow."""
-    folder.mkdir()
-    for path in (REPO / "dags" / "scenarios").glob("*.yaml"):
-        config = yaml.safe_load(path.read_text())
+
+    def change(config: dict) -> None:
         config["retries"] = {"retries": 1, "delay_seconds": 2}
         local = nightly_at.astimezone(ZoneInfo(config["schema"]["timezone"]))
         config["start_date"] = local.date() + dt.timedelta(days=1)
         if config["name"] == "traffic_flow":
             config["schedule"] = f"{local.minute} {local.hour} {local.day} {local.month} *"
             config["start_date"] = local.date() - dt.timedelta(days=1)
-        (folder / path.name).write_text(yaml.safe_dump(config, sort_keys=False))
+
+    scenarios_copy(folder, change)
 
 
 @pytest.fixture(scope="module")

@@ -101,8 +101,8 @@ class CeleryStack:
             time.sleep(0.5)
         return process
 
-    def kill_worker(self, name: str) -> list[int]:
-        """SIGKILL a worker and every process under it, as a lost machine would; their pids."""
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL a worker and every process under it, as a lost machine would."""
         root = psutil.Process(self.processes[name].pid)
         victims = [root, *root.children(recursive=True)]
         for process in victims:
@@ -111,7 +111,6 @@ class CeleryStack:
             except psutil.NoSuchProcess:
                 pass
         self.processes[name].wait(timeout=30)
-        return [p.pid for p in victims]
 
     def __enter__(self) -> Self:
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
