@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, task
 from cityfactory.config.validation import usable_scenarios
 from cityfactory.settings import get_settings
@@ -24,8 +22,7 @@ from cityfactory.settings import get_settings
     dag_id="governance_maintenance",
     dag_display_name="Governance: audit check and retention",
     doc_md=__doc__,
-    schedule=CronTriggerTimetable("0 5 * * *", timezone="UTC"),
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    schedule=CronTriggerTimetable("0 5 * * *", timezone="UTC", run_immediately=False),  # unpaused: waits for 05:00
     catchup=False,
     max_active_runs=1,
     tags=["cityfactory", "governance"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -41,7 +42,6 @@ def airflow_on_postgres(tmp_path_factory):
     env = {
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "CITYFACTORY_LAKE_URI": lake_uri,
         "CITYFACTORY_SCENARIOS_DIR": str(scenarios_copy(tmp_path / "scenarios", not_scheduled_yet)),
@@ -52,10 +52,11 @@ def airflow_on_postgres(tmp_path_factory):
     base = f"http://127.0.0.1:{port}"
     try:
         services.wait_healthy(base, process)
+        next_runs = services.unpause(base, password, ["traffic_flow", "air_quality", "governance_maintenance"], process)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("CITYFACTORY_LAKE_URI", lake_uri)
             mp.setenv("CITYFACTORY_SCENARIOS_DIR", env["CITYFACTORY_SCENARIOS_DIR"])
-            yield base, password, port
+            yield base, password, port, next_runs
     finally:
         services.stop(process)
         postgres_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
@@ -65,7 +66,7 @@ def airflow_on_postgres(tmp_path_factory):
 def test_trigger_with_params_through_the_rest_api(airflow_on_postgres):
     import psutil
 
-    base, password, port = airflow_on_postgres
+    base, password, port, _ = airflow_on_postgres
     listening = {c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port}
     assert listening == {"127.0.0.1"}, f"the embedded Airflow UI listens on {listening}, not only on loopback"
     token = api_call("POST", f"{base}/auth/token", body={"username": "admin", "password": password})["access_token"]
@@ -99,12 +100,27 @@ def test_trigger_with_params_through_the_rest_api(airflow_on_postgres):
     assert states["ingest"] == "success" and states["train"] == "skipped"
 
 
+def test_unpausing_as_make_ui_does_runs_nothing_until_the_next_scheduled_time(airflow_on_postgres):
+    """The maintenance DAG keeps its real daily cron here: before, unpausing it ran yesterday's
+    05:00 at once (Airflow's catch-up of the last missed run)."""
+    base, password, _, next_runs = airflow_on_postgres
+    now = dt.datetime.now(dt.UTC)
+    assert all(dt.datetime.fromisoformat(at) > now for at in next_runs.values()), next_runs
+    assert dt.datetime.fromisoformat(next_runs["governance_maintenance"]) - now <= dt.timedelta(days=1)
+    token = _token(base, password)
+    time.sleep(10)  # a few scheduler loops
+    for dag_id in next_runs:
+        assert api_call("GET", f"{base}/api/v2/dags/{dag_id}", token)["is_paused"] is False
+        runs = api_call("GET", f"{base}/api/v2/dags/{dag_id}/dagRuns?run_type=scheduled", token)["dag_runs"]
+        assert runs == [], f"{dag_id} ran at once when unpaused: {runs}"
+
+
 def _token(base: str, password: str) -> str:
     return api_call("POST", f"{base}/auth/token", body={"username": "admin", "password": password})["access_token"]
 
 
 def test_reports_are_served_only_to_those_airflow_lets_read_the_run(airflow_on_postgres):
-    base, password, _ = airflow_on_postgres
+    base, password, _, _ = airflow_on_postgres
     plugins = api_call("GET", f"{base}/api/v2/plugins", _token(base, password))["plugins"]
     [plugin] = [p for p in plugins if p["name"] == "cityfactory_compliance_report"]
     assert {v["destination"] for v in plugin["external_views"]} == {"dag_run", "task_instance"}
@@ -119,7 +135,7 @@ def test_reports_are_served_only_to_those_airflow_lets_read_the_run(airflow_on_p
 def test_a_person_triggers_from_the_form_and_opens_the_report(airflow_on_postgres, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    base, password, _ = airflow_on_postgres
+    base, password, _, _ = airflow_on_postgres
     start, _ = replay.history_interval(get_scenario("traffic_flow"))
     # weeks (the lags are complete), overlapping the first test's days (a history without a hole),
     # and a first day no other run has (the run is found by its form values)

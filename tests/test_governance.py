@@ -5,6 +5,7 @@ the daily maintenance DAG."""
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 from cityfactory.config.scenarios import get_scenario
+from cityfactory.edge.fleet import load_fleet
 from cityfactory.governance import audit, retention
 from cityfactory.governance.ledger import RunLedger
 from cityfactory.ingestion import replay
@@ -58,6 +60,7 @@ def test_full_run_report_validates_and_every_control_holds(full_report):
     assert source["sha256"] == source["pinned_sha256"] == get_scenario("traffic_flow").source.files[0].sha256
     shift = replay.time_shift(get_scenario("traffic_flow")).days
     assert shift > 0 and report["run"]["replay_shift_days"] == shift  # the report says its dates are moved
+    assert report["run"]["triggered_by"] == f"{getpass.getuser()} (dag.test)"  # the person, not Airflow's "dag_test"
     assert f"moved {shift} days forward" in html
     q = report["quarantine"]
     assert q["rows_in"] == q["rows_bronze"] + q["rows"] and sum(q["reasons"].values()) == q["rows"] > 0
@@ -86,6 +89,9 @@ def test_lineage_links_every_stage_of_a_full_run(full_report):
     for link in chain:
         assert link in edges, f"lineage misses {link}"
     assert len(by_kind["edge_node"]) == 6 and all(("bundle", n) in edges for n in by_kind["edge_node"])
+    fleet = {n.id: n.district for n in load_fleet(get_scenario("traffic_flow").rollout.fleet).nodes}
+    labels = {nodes[n]["label"] for n in by_kind["edge_node"]}  # people name nodes by id and district, not host:port
+    assert labels == {f"{node} ({district}) v{nodes[version]['label'].rsplit(' v', 1)[1]}" for node, district in fleet.items()}
     graph_reach = _reachable(edges, source)
     assert set(nodes) - {source} <= graph_reach, f"not reached from the source: {set(nodes) - graph_reach - {source}}"
     assert nodes["raw"]["objects"] == nodes["landing"]["objects"] > 1000 and len(nodes["raw"]["sha256"]) == 64

@@ -3,7 +3,8 @@
 - ``run SCENARIO [--history | --start D --end D] [--stages ...]``: one full DAG run in-process
   (Airflow's ``dag.test``), then the run's summary from its ledger.
 - ``summary SCENARIO RUN_ID``: counts and wall time per task of a past run.
-- ``ui [--port N] [--mlflow-port M]``: Airflow's UI and services, and the MLflow UI, until Ctrl-C.
+- ``ui [--port N] [--mlflow-port M]``: Airflow's UI and services, and the MLflow UI, until Ctrl-C; unpauses
+  the DAGs (no catch-up: the first run is the next scheduled one) and says when each runs next.
 - ``verify-bundle PREFIX [--public-key PEM]``: refuse a bundle whose signature or checksums fail.
 - ``verify-audit [--from-witness]``: check the audit log against its checkpoints and the witness.
 - ``audit-proof --entry N | --since-size M``: inclusion or consistency proof (RFC 6962), checked.
@@ -19,6 +20,7 @@ import argparse
 import contextlib
 import datetime as dt
 import sys
+from zoneinfo import ZoneInfo
 
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.settings import REPO_ROOT, get_settings
@@ -141,8 +143,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop_on_term)
+    scenarios = load_scenarios(settings.scenarios_dir)
     fleets = contextlib.ExitStack()
-    for scenario in load_scenarios(settings.scenarios_dir):
+    for scenario in scenarios:
         fleets.enter_context(_local_fleet(scenario))
     process = services.start_airflow(args.port, passwords, log_file)
     mlflow = services.start_mlflow_ui(args.mlflow_port, log_file.with_name("mlflow-ui.log"))
@@ -150,6 +153,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     try:
         services.wait_healthy(url, process)
         services.wait_for_url(mlflow_url, mlflow)
+        zones = {s.dag_id: s.timezone for s in scenarios} | {"governance_maintenance": "UTC"}
+        for dag_id, next_run in services.unpause(url, password, list(zones), process).items():
+            print(f"{dag_id}: unpaused; next scheduled run {_local_time(next_run, zones[dag_id])}")
+        if not settings.retention_enforced:
+            print("governance_maintenance: retention is a dry run (set CITYFACTORY_RETENTION_ENFORCED=true to delete)")
         print(f"\nAirflow UI: {url}\n  user: admin\n  password: {password}  (generated into {passwords})")
         print(f"MLflow UI:  {mlflow_url}  (experiments cityfactory/<scenario>; Models tab: the registry)")
         print("Trigger a scenario DAG from its page (the form lets you pick dates and stages). Ctrl-C stops.")
@@ -161,6 +169,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
         services.stop(process)
         fleets.close()
     return 0
+
+
+def _local_time(iso: str | None, zone: str) -> str:
+    if iso is None:
+        return "none planned"
+    return dt.datetime.fromisoformat(iso).astimezone(ZoneInfo(zone)).strftime(f"%Y-%m-%d %H:%M {zone}")
 
 
 def cmd_verify_bundle(args: argparse.Namespace) -> int:

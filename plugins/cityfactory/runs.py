@@ -95,16 +95,31 @@ def fold_task_states(states: dict[str, str | None], task_ids: list[str]) -> dict
     return {t: folded.get(t) for t in task_ids}
 
 
-def upstream_states() -> dict[str, str | None]:
-    """The state of each direct upstream task of the running task, for the current run (the
-    current try of each instance: a task that failed once and passed on retry is a success)."""
+def task_states(task_ids: list[str]) -> dict[str, str | None]:
+    """The state of each of ``task_ids`` in the current run (the current try of each instance: a
+    task that failed once and passed on retry is a success; mapped instances folded worst-first)."""
     from airflow.sdk import get_current_context
 
     context = get_current_context()
-    ti, dag_run, task = context["ti"], context["dag_run"], context["task"]
-    upstream = sorted(task.upstream_task_ids)
-    states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id], task_ids=upstream).get(dag_run.run_id, {})
-    return fold_task_states({k: str(v) if v else None for k, v in states.items()}, upstream)
+    ti, dag_run = context["ti"], context["dag_run"]
+    states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id], task_ids=task_ids).get(dag_run.run_id, {})
+    return fold_task_states({k: str(v) if v else None for k, v in states.items()}, task_ids)
+
+
+def upstream_states() -> dict[str, str | None]:
+    """The state of each direct upstream task of the running task, for the current run."""
+    from airflow.sdk import get_current_context
+
+    return task_states(sorted(get_current_context()["task"].upstream_task_ids))
+
+
+def failed_tasks() -> list[str]:
+    """The tasks of the current run, other than the running one, that ended failed."""
+    from airflow.sdk import get_current_context
+
+    context = get_current_context()
+    others = sorted(set(context["dag"].task_ids) - {context["task"].task_id})
+    return [task for task, state in task_states(others).items() if state in ("failed", "upstream_failed")]
 
 
 def plan_run(ctx: RunContext, params: dict, interval_start, interval_end) -> list[list[str]]:

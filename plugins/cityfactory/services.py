@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -107,3 +108,31 @@ def stop(process: subprocess.Popen) -> None:
         return
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
+
+
+def _api(method: str, url: str, token: str | None = None, body: dict | None = None) -> dict:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    data = json.dumps(body).encode() if body is not None else None
+    with urllib.request.urlopen(urllib.request.Request(url, data, headers, method=method), timeout=30) as response:
+        return json.loads(response.read())
+
+
+def unpause(base_url: str, password: str, dag_ids: list[str], process: subprocess.Popen,
+            timeout: float = 240) -> dict[str, str | None]:
+    """Unpause ``dag_ids`` once the dag-processor has parsed them, through Airflow's REST API (as
+    the UI's toggle does); returns each DAG's next scheduled run (ISO, UTC) as Airflow plans it."""
+    token = _api("POST", f"{base_url}/auth/token", body={"username": "admin", "password": password})["access_token"]
+    parsed: dict[str, dict] = {}
+
+    def all_parsed() -> bool:
+        for dag_id in set(dag_ids) - set(parsed):
+            try:
+                parsed[dag_id] = _api("GET", f"{base_url}/api/v2/dags/{dag_id}", token)
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:
+                    raise
+        return len(parsed) == len(dag_ids)
+
+    _poll(all_parsed, (process,), timeout, "the DAGs' first parse")
+    return {dag_id: _api("PATCH", f"{base_url}/api/v2/dags/{dag_id}", token, {"is_paused": False})["next_dagrun_run_after"]
+            for dag_id in dag_ids}

@@ -6,7 +6,6 @@ file fails with a :class:`ScenarioError` that names the file and the offending k
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -258,7 +257,6 @@ class Scenario(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str
     schedule: str
-    start_date: dt.date
     tags: list[str] = []
     source: Source
     schema_: Schema = Field(alias="schema")

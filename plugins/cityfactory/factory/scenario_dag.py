@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 from airflow.sdk import (
     Asset,
@@ -63,9 +62,13 @@ def build_scenario_dag(scenario: Scenario):
         dag_display_name=f"Scenario: {scenario.name}",
         description=scenario.description.strip(),
         doc_md=PIPELINE_DOC,
-        schedule=CronTriggerTimetable(scenario.schedule, timezone=scenario.timezone, interval=dt.timedelta(days=1)),
-        start_date=dt.datetime.combine(scenario.start_date, dt.time(), tzinfo=ZoneInfo(scenario.timezone)),
+        # no start date and run_immediately=False: a DAG unpaused at noon waits for tonight's run
+        # instead of running last night's at once (Airflow's catch-up of one missed run)
+        schedule=CronTriggerTimetable(scenario.schedule, timezone=scenario.timezone, interval=dt.timedelta(days=1),
+                                      run_immediately=False),
         catchup=False,
+        # a bulk range is one run with the form's dates (batches mapped), not one Backfill run per night
+        allowed_run_types=["scheduled", "manual"],  # Airflow makes them DagRunType values
         max_active_runs=1,  # partitions are rewritten whole; one writer per scenario
         tags=["cityfactory", *scenario.tags],
         default_args={"retries": scenario.retries.retries, "retry_delay": dt.timedelta(seconds=scenario.retries.delay_seconds),
@@ -283,17 +286,23 @@ def build_scenario_dag(scenario: Scenario):
 
             return govern(RunContext.current(scenario))
 
-        @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+        @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, task_display_name="Run outcome")
         def watcher() -> None:
-            """Fails the run if any task failed (governance, which always succeeds, is a leaf too)."""
+            """The run's last task: fails the run if any other task of it failed (governance, which
+            always succeeds, would otherwise make a failed run look green)."""
             from airflow.sdk.exceptions import AirflowFailException
 
-            raise AirflowFailException("an upstream task failed: see the run's compliance report")
+            from cityfactory.runs import failed_tasks
+
+            if failed := failed_tasks():
+                raise AirflowFailException(f"failed: {', '.join(failed)}; see the run's compliance report")
 
         with TaskGroup("governance_stage", tooltip="audit, lineage, compliance report", prefix_group_id=False):
-            report, watch = governance(), watcher()
-        # after every task (a setup may only lead to all-success tasks; its followers are here)
+            report = governance()
+            report >> watcher()
+        # governance waits for every task (with only the last ones upstream, a failure would let it
+        # start while a parallel branch still runs); a setup may only lead to all-success tasks
         for upstream in [t for t in report.operator.dag.tasks if t.task_id not in ("governance", "watcher") and not t.is_setup]:
-            upstream >> [report.operator, watch.operator]
+            upstream >> report.operator
 
     return scenario_pipeline()

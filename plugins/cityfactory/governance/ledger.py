@@ -54,6 +54,8 @@ class Artifact:
     kind: str = "file"
     # lineage ids this output was made from, when not simply from all of the task's inputs
     derived_from: tuple[str, ...] = ()
+    # what a person calls it, where the uri is an address (an edge node: its id and district)
+    label: str = ""
 
     @classmethod
     def of(cls, stored: StoredObject, rows: int | None = None, kind: str = "file") -> Artifact:

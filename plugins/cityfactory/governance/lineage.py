@@ -55,6 +55,8 @@ def node_id(artifact: dict) -> str:
 
 
 def _label(artifact: dict) -> str:
+    if artifact.get("label"):
+        return artifact["label"]
     kind, uri = artifact["kind"], artifact["uri"].rstrip("/")
     name = uri.rsplit("/", 1)[-1]
     labels = {

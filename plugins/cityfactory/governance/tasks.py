@@ -8,6 +8,7 @@ model, the report is attached to that MLflow run too.
 from __future__ import annotations
 
 import base64
+import getpass
 import json
 import logging
 import tempfile
@@ -25,6 +26,12 @@ from cityfactory.training import registry
 
 log = logging.getLogger(__name__)
 
+def _triggered_by(user: str | None) -> str | None:
+    """Airflow's ``dag.test`` (``make run``, the tests) names every run's user "dag_test"; such a
+    run executes in the caller's own process, so the process's login names the person."""
+    return f"{getpass.getuser()} (dag.test)" if user == "dag_test" else user
+
+
 def airflow_run_facts() -> tuple[dict, dict[str, str | None]]:
     """What Airflow knows of the running DAG run: trigger, who, conf, and every task's state."""
     from airflow.sdk import get_current_context
@@ -35,7 +42,7 @@ def airflow_run_facts() -> tuple[dict, dict[str, str | None]]:
     states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
     facts = {
         "run_id": dag_run.run_id, "run_type": str(getattr(dag_run.run_type, "value", dag_run.run_type)),
-        "triggered_by": getattr(dag_run, "triggering_user_name", None), "conf": dict(dag_run.conf or {}),
+        "triggered_by": _triggered_by(getattr(dag_run, "triggering_user_name", None)), "conf": dict(dag_run.conf or {}),
         "logical_date": dag_run.logical_date.isoformat() if dag_run.logical_date else None,
         "started_at": dag_run.start_date.isoformat() if dag_run.start_date else None,
         "code_version": registry.code_version(),

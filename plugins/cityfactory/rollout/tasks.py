@@ -104,7 +104,8 @@ def deploy(ctx: RunContext, plan: dict, node: dict) -> dict:
             raise RuntimeError(f"deploy of version {plan['version']} to {target.id}: {target.url} unreachable: {exc}") from exc
         if serving != plan["version"]:
             raise AirflowFailException(f"{target.id} serves {serving} after deploying {plan['version']}")
-        entry.outputs.append(Artifact(f"{target.url}#model={serving}", "", None, "edge_node"))
+        entry.outputs.append(Artifact(f"{target.url}#model={serving}", "", None, "edge_node",
+                                     label=f"{target.id} ({target.district}) v{serving}"))
     return {"node": target.id, "serving": serving}
 
 
