@@ -19,7 +19,7 @@ OPENLINEAGE_EVENTS := $(CITYFACTORY_HOME)/lake/governance/openlineage/events.jso
 export AIRFLOW__OPENLINEAGE__NAMESPACE ?= cityfactory
 export AIRFLOW__OPENLINEAGE__TRANSPORT ?= {"type": "file", "log_file_path": "$(OPENLINEAGE_EVENTS)", "append": true}
 
-.PHONY: install init run validate ui test bench lint clean
+.PHONY: install init run validate ui test bench screenshots lint clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ ui: init  ## Airflow UI (api-server, scheduler, dag-processor, triggerer) on the
 test: install  ## scenarios validated, then the whole suite (starts its own S3 server; uses the local PostgreSQL and Redis)
 	$(BIN)/python -m cityfactory.cli validate
 	$(BIN)/python -m pytest
+
+screenshots: init  ## the README's screenshots, from the latest `make run` (Airflow form, run + report tab, report, MLflow version)
+	$(BIN)/python tests/screenshots.py
 
 bench: init  ## figures and ratios, printed
 	$(BIN)/python tests/bench.py 2>/dev/null

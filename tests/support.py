@@ -14,6 +14,8 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from cityfactory.services import admin_token, api_call
+
 REPO = Path(__file__).resolve().parents[1]
 # Debian's Chromium (.ci/run installs it), headless as root on a closed network: the flags keep it
 # from calling out
@@ -191,18 +193,6 @@ def harbour_dataset(directory: Path, stations: dict[str, str], first: str, last:
     return pins
 
 
-def api_call(method: str, url: str, token: str | None = None, body: dict | None = None) -> dict:
-    """One call to Airflow's REST API (JSON in, JSON out)."""
-    import urllib.request
-
-    request = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None)
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
-
-
 def wait_for(predicate, timeout: float, what: str, every: float = 2):
     """``predicate()``'s first truthy result (a 404 counts as not yet)."""
     import urllib.error
@@ -295,9 +285,7 @@ def production_stack(home: Path, workers: int, extra_env: dict | None = None, br
                         f"redis://127.0.0.1:6379/{broker_db}", port, workers=workers, extra_env=dict(extra_env or {}))
     try:
         with stack:
-            token = api_call("POST", f"{stack.base_url}/auth/token",
-                             body={"username": "admin", "password": stack.password})["access_token"]
-            yield stack, token
+            yield stack, admin_token(stack.base_url, stack.password)
     finally:
         if previous is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -17,6 +17,7 @@ from cityfactory import services
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import RunLedger
 from cityfactory.ingestion import replay
+from cityfactory.runs import day_bounds
 from cityfactory.storage.lake import open_lake
 from support import (
     CHROMIUM,
@@ -69,7 +70,7 @@ def test_trigger_with_params_through_the_rest_api(airflow_on_postgres):
     base, password, port, _ = airflow_on_postgres
     listening = {c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port}
     assert listening == {"127.0.0.1"}, f"the embedded Airflow UI listens on {listening}, not only on loopback"
-    token = api_call("POST", f"{base}/auth/token", body={"username": "admin", "password": password})["access_token"]
+    token = services.admin_token(base, password)
     with pytest.raises(urllib.error.HTTPError) as denied:
         api_call("POST", f"{base}/auth/token", body={"username": "admin", "password": "wrong"})
     assert denied.value.code == 401
@@ -78,9 +79,16 @@ def test_trigger_with_params_through_the_rest_api(airflow_on_postgres):
     assert dag["is_paused"] is False
     start, _ = replay.history_interval(get_scenario("traffic_flow"))
     first, last = start + dt.timedelta(days=200), start + dt.timedelta(days=203)
+    with pytest.raises(urllib.error.HTTPError) as half:  # refused before any run exists, naming the field
+        api_call("POST", f"{base}/api/v2/dags/traffic_flow/dagRuns", token,
+                 {"logical_date": None, "conf": {"data_interval_start": str(first), "stages": ["ingest"]}})
+    assert half.value.code == 400 and "give both the first day (data_interval_start) and the last day" in half.value.read().decode()
     conf = {"data_interval_start": str(first), "data_interval_end": str(last), "stages": ["ingest"]}
     run = api_call("POST", f"{base}/api/v2/dags/traffic_flow/dagRuns", token, {"logical_date": None, "conf": conf})
     run_id = run["dag_run_id"]
+    # the run's data interval is its days, midnight to midnight on the scenario's clock
+    bounds = day_bounds(first, last, get_scenario("traffic_flow").timezone)
+    assert (_instant(run["data_interval_start"]), _instant(run["data_interval_end"])) == bounds
 
     def finished():
         state = api_call("GET", f"{base}/api/v2/dags/traffic_flow/dagRuns/{run_id}", token)["state"]
@@ -107,7 +115,7 @@ def test_unpausing_as_make_ui_does_runs_nothing_until_the_next_scheduled_time(ai
     now = dt.datetime.now(dt.UTC)
     assert all(dt.datetime.fromisoformat(at) > now for at in next_runs.values()), next_runs
     assert dt.datetime.fromisoformat(next_runs["governance_maintenance"]) - now <= dt.timedelta(days=1)
-    token = _token(base, password)
+    token = services.admin_token(base, password)
     time.sleep(10)  # a few scheduler loops
     for dag_id in next_runs:
         assert api_call("GET", f"{base}/api/v2/dags/{dag_id}", token)["is_paused"] is False
@@ -115,20 +123,20 @@ def test_unpausing_as_make_ui_does_runs_nothing_until_the_next_scheduled_time(ai
         assert runs == [], f"{dag_id} ran at once when unpaused: {runs}"
 
 
-def _token(base: str, password: str) -> str:
-    return api_call("POST", f"{base}/auth/token", body={"username": "admin", "password": password})["access_token"]
+def _instant(iso: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(iso).astimezone(dt.UTC)
 
 
 def test_reports_are_served_only_to_those_airflow_lets_read_the_run(airflow_on_postgres):
     base, password, _, _ = airflow_on_postgres
-    plugins = api_call("GET", f"{base}/api/v2/plugins", _token(base, password))["plugins"]
+    plugins = api_call("GET", f"{base}/api/v2/plugins", services.admin_token(base, password))["plugins"]
     [plugin] = [p for p in plugins if p["name"] == "cityfactory_compliance_report"]
     assert {v["destination"] for v in plugin["external_views"]} == {"dag_run", "task_instance"}
     with pytest.raises(urllib.error.HTTPError) as anonymous:
         urllib.request.urlopen(f"{base}/cityfactory/reports/traffic_flow/manual__x", timeout=10)
     assert anonymous.value.code in (401, 403)
     with pytest.raises(urllib.error.HTTPError) as missing:
-        api_call("GET", f"{base}/cityfactory/reports/traffic_flow/manual__no_such_run", _token(base, password))
+        api_call("GET", f"{base}/cityfactory/reports/traffic_flow/manual__no_such_run", services.admin_token(base, password))
     assert missing.value.code == 404
 
 
@@ -152,13 +160,18 @@ def test_a_person_triggers_from_the_form_and_opens_the_report(airflow_on_postgre
         page.get_by_role("button", name="Trigger").first.click()
         form = page.get_by_role("dialog")
         form.locator("#element_data_interval_start").fill(str(first))
-        form.locator("#element_data_interval_end").fill(str(last))
         for stage in ("rollout", "compress", "train"):  # a quick run: ingest, gates and dbt
             form.locator(f'[aria-label="Remove {stage}"] [role=button]').click()
+        form.get_by_role("button", name="Trigger").click()  # a half-filled range: the form says so, no run
+        form.get_by_text("give both the first day (data_interval_start) and the last day (data_interval_end), or neither").first.wait_for(timeout=15_000)
+        page.screenshot(path=tmp_path / "half_range_refused.png")
+        page.mouse.move(10, 10)  # off the error toast, which pauses while hovered, until it goes
+        page.locator('[data-scope="toast"][data-type="error"]').first.wait_for(state="hidden", timeout=30_000)
+        form.locator("#element_data_interval_end").fill(str(last))
         page.screenshot(path=tmp_path / "trigger_form.png")
         form.get_by_role("button", name="Trigger").click()
 
-        token = _token(base, password)
+        token = services.admin_token(base, password)
         runs_url = f"{base}/api/v2/dags/traffic_flow/dagRuns?limit=100"
 
         def finished():
@@ -169,6 +182,9 @@ def test_a_person_triggers_from_the_form_and_opens_the_report(airflow_on_postgre
         run = wait_for(finished, 300, "the run triggered from the form did not finish")
         assert run["state"] == "success" and run["conf"]["stages"] == ["ingest", "quality", "transform"]
         assert run["conf"]["data_interval_end"] == str(last) and run["triggered_by"] == "ui" and run["triggering_user_name"] == "admin"
+        bounds = day_bounds(first, last, get_scenario("traffic_flow").timezone)
+        assert (_instant(run["data_interval_start"]), _instant(run["data_interval_end"])) == bounds
+        assert len([r for r in api_call("GET", runs_url, token)["dag_runs"] if r["conf"].get("data_interval_start") == str(first)]) == 1
         page.goto(f"{base}/dags/traffic_flow/runs/{run['dag_run_id']}")
         page.get_by_text("Compliance report").first.click()
         banner = page.frame_locator("iframe").first.locator("#outcome")

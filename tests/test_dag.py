@@ -131,7 +131,7 @@ def test_bad_params_fail_clearly(airflow_db, dagbag, lake_uri):
     [plan, governance] = RunLedger(open_lake(), "traffic_flow", run.run_id).entries()
     assert plan["task_id"] == "plan" and plan["status"] == "failed"
     assert governance["task_id"] == "governance" and governance["details"]["stopped_at"] == "plan"
-    assert "data_interval_end 2026-02-01 is before data_interval_start 2026-02-10" in plan["details"]["error"]
+    assert "the last day (data_interval_end) 2026-02-01 is before the first day (data_interval_start) 2026-02-10" in plan["details"]["error"]
 
 
 def test_human_oversight_pauses_before_the_final_stage(airflow_db):

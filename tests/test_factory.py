@@ -85,3 +85,41 @@ def test_the_trigger_form_offers_stages_as_a_multi_select_and_days_in_the_scenar
     for bad in (["ingest", "ingest"], [], ["deploy"]):
         with pytest.raises(ParamValidationError):
             params.get_param("stages").resolve(bad)
+
+
+NOW = dt.datetime(2026, 11, 25, 9, 30, tzinfo=dt.UTC)
+
+
+def test_the_forms_days_become_the_runs_data_interval_on_the_scenarios_clock():
+    from cityfactory.factory.trigger_form import checked_trigger
+
+    body = {"conf": {"data_interval_start": "2026-03-01", "data_interval_end": "2026-03-31", "stages": ["ingest"]},
+            "logical_date": None, "data_interval_start": None, "data_interval_end": None}
+    checked = checked_trigger(body, "America/Chicago", NOW)
+    # midnight to midnight in Chicago, across the spring clock change (CST -6 h, then CDT -5 h)
+    assert checked["data_interval_start"] == "2026-03-01T06:00:00+00:00"
+    assert checked["data_interval_end"] == "2026-04-01T05:00:00+00:00"
+    assert checked["logical_date"] == NOW.isoformat() and checked["conf"] == body["conf"]
+    # the same interval given twice is fine; no form days and no interval: unchanged (nightly-style run)
+    assert checked_trigger(checked, "America/Chicago", NOW) == checked
+    assert checked_trigger({"conf": {}}, "America/Chicago", NOW) == {"conf": {}}
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"conf": {"data_interval_start": "2026-03-01"}}, r"give both the first day \(data_interval_start\) and the last day \(data_interval_end\), or neither"),
+    ({"conf": {"data_interval_end": "2026-03-01", "data_interval_start": None}}, r"give both the first day \(data_interval_start\) and the last day"),
+    ({"conf": {"data_interval_start": "2026-03-10", "data_interval_end": "2026-03-01"}}, r"the last day \(data_interval_end\) 2026-03-01 is before"),
+    ({"conf": {"data_interval_start": "March 1", "data_interval_end": "2026-03-01"}}, "must be YYYY-MM-DD dates"),
+    ({"conf": {"data_interval_start": "2026-03-01", "data_interval_end": "2026-03-02"},
+      "data_interval_start": "2026-01-01T06:00:00Z", "data_interval_end": "2026-01-02T06:00:00Z"}, "two date ranges"),
+    ({"conf": {}, "data_interval_start": "2026-01-01T00:00:00Z", "data_interval_end": "2026-01-02T00:00:00Z"},
+     "data interval start is 2025-12-31 18:00 in America/Chicago: a run covers whole days there"),
+    ({"conf": {}, "data_interval_start": "2026-01-01T06:00:00Z", "data_interval_end": None}, "give both data interval start and end"),
+    ({"conf": {}, "data_interval_start": "2026-01-02T06:00:00Z", "data_interval_end": "2026-01-01T06:00:00Z"}, "not after its start"),
+])
+def test_a_bad_date_range_is_refused_naming_the_field(body, message):
+    from cityfactory.factory.trigger_form import checked_trigger
+    from cityfactory.runs import ParamsError
+
+    with pytest.raises(ParamsError, match=message):
+        checked_trigger(body, "America/Chicago", NOW)

@@ -64,8 +64,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     log_file = get_settings().home / "logs" / f"run-{scenario.name}-{started:%Y%m%dT%H%M%S}.log"
     days = f"{conf['data_interval_start']} .. {conf['data_interval_end']}" if "data_interval_start" in conf else "yesterday"
     print(f"\n{scenario.dag_id}: days {days}, stages {', '.join(conf['stages'])}\n  full logs: {log_file}", flush=True)
-    with _local_fleet(scenario) if "rollout" in conf["stages"] else contextlib.nullcontext():
+    with contextlib.ExitStack() as fleet:
         with output_to(log_file) as terminal:
+            if "rollout" in conf["stages"]:  # up until the summary has read what the nodes serve
+                fleet.enter_context(_local_fleet(scenario))
             bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "scenario_pipelines.py"))
             if bag.import_errors:
                 terminal.write(f"the DAG file does not load: {bag.import_errors}\n")

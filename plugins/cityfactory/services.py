@@ -110,29 +110,34 @@ def stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def _api(method: str, url: str, token: str | None = None, body: dict | None = None) -> dict:
+def api_call(method: str, url: str, token: str | None = None, body: dict | None = None) -> dict:
+    """One call to Airflow's REST API (JSON in, JSON out)."""
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     data = json.dumps(body).encode() if body is not None else None
     with urllib.request.urlopen(urllib.request.Request(url, data, headers, method=method), timeout=30) as response:
-        return json.loads(response.read())
+        return json.loads(response.read() or b"{}")
+
+
+def admin_token(base_url: str, password: str) -> str:
+    return api_call("POST", f"{base_url}/auth/token", body={"username": "admin", "password": password})["access_token"]
 
 
 def unpause(base_url: str, password: str, dag_ids: list[str], process: subprocess.Popen,
             timeout: float = 240) -> dict[str, str | None]:
     """Unpause ``dag_ids`` once the dag-processor has parsed them, through Airflow's REST API (as
     the UI's toggle does); returns each DAG's next scheduled run (ISO, UTC) as Airflow plans it."""
-    token = _api("POST", f"{base_url}/auth/token", body={"username": "admin", "password": password})["access_token"]
+    token = admin_token(base_url, password)
     parsed: dict[str, dict] = {}
 
     def all_parsed() -> bool:
         for dag_id in set(dag_ids) - set(parsed):
             try:
-                parsed[dag_id] = _api("GET", f"{base_url}/api/v2/dags/{dag_id}", token)
+                parsed[dag_id] = api_call("GET", f"{base_url}/api/v2/dags/{dag_id}", token)
             except urllib.error.HTTPError as exc:
                 if exc.code != 404:
                     raise
         return len(parsed) == len(dag_ids)
 
     _poll(all_parsed, (process,), timeout, "the DAGs' first parse")
-    return {dag_id: _api("PATCH", f"{base_url}/api/v2/dags/{dag_id}", token, {"is_paused": False})["next_dagrun_run_after"]
+    return {dag_id: api_call("PATCH", f"{base_url}/api/v2/dags/{dag_id}", token, {"is_paused": False})["next_dagrun_run_after"]
             for dag_id in dag_ids}

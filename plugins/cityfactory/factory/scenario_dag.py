@@ -21,8 +21,9 @@ PIPELINE_DOC = """
 ### City AI Factory: one pipeline DAG per scenario
 
 Each YAML file in `dags/scenarios/` becomes a DAG with the same id. The scheduled nightly run
-ingests the previous day; a manual run from the trigger form can name a date range (bulk history)
-and choose which stages to run.
+ingests the previous day; a manual run from the trigger form can name a date range (bulk history:
+calendar days in the scenario's zone, both or neither, which become the run's data interval) and
+choose which stages to run. Unpaused, the DAG waits for its next scheduled time (no catch-up).
 
 - **ingest**, per batch of days (dynamic task mapping): the source lands gateway files in
   `landing/`, ingestion copies them unchanged to `raw/`, parses them to the scenario's schema and
@@ -80,7 +81,7 @@ def build_scenario_dag(scenario: Scenario):
                 format="date",
                 title=f"First day, {scenario.timezone} (optional)",
                 description=f"For a bulk run of history: the first day to ingest, a calendar day in {scenario.timezone}. "
-                            "Empty = yesterday there. Give both days or neither.",
+                            "Empty = yesterday there. Give both days or neither; they become the run's data interval.",
             ),
             "data_interval_end": Param(
                 None,

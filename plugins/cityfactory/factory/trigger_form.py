@@ -1,0 +1,107 @@
+"""The scenario DAGs' trigger requests, checked and completed on Airflow's API server.
+
+Airflow validates each Param on its own, so a rule over two fields (the form's first and last day:
+both or neither, in order) cannot live in the form's schema. This ASGI middleware (installed by
+``plugins/trigger_form_plugin.py``) checks it on every trigger of a scenario DAG, from the UI form or
+the REST API alike, and answers 400 naming the field before any run exists. A valid range becomes
+the run's data interval (midnight to midnight on the scenario's clock), so the run page shows the
+days the run covers; Airflow's own "Data interval: Manual" must span whole days there too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from urllib.parse import unquote
+from zoneinfo import ZoneInfo
+
+from cityfactory.runs import ParamsError, day_bounds, form_days
+
+TRIGGER = re.compile(r"/api/v2/dags/(?P<dag_id>[^/]+)/dagRuns")
+
+
+def _instant(value: str, name: str) -> dt.datetime:
+    try:
+        instant = dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ParamsError(f"{name} {value!r} is not an ISO date-time") from None
+    if instant.tzinfo is None:
+        raise ParamsError(f"{name} {value!r} has no time zone")
+    return instant
+
+
+def _whole_days(start: dt.datetime, end: dt.datetime, zone: str) -> None:
+    for name, bound in (("data interval start", start), ("data interval end", end)):
+        local = bound.astimezone(ZoneInfo(zone))
+        if local.time() != dt.time():
+            raise ParamsError(f"{name} is {local:%Y-%m-%d %H:%M} in {zone}: a run covers whole days there, so give "
+                              f"midnights {zone}, or leave the data interval on Auto and pick the first and last day")
+    if end <= start:
+        raise ParamsError("data interval end is not after its start")
+
+
+def checked_trigger(body: dict, zone: str, now: dt.datetime) -> dict:
+    """The trigger request Airflow should get for a scenario DAG whose zone is ``zone``, or a
+    ParamsError naming what is wrong."""
+    days = form_days(body.get("conf") or {})
+    given = body.get("data_interval_start"), body.get("data_interval_end")
+    if any(given) and not all(given):
+        raise ParamsError("give both data interval start and end, or neither")
+    bounds = tuple(_instant(v, n) for v, n in zip(given, ("data_interval_start", "data_interval_end"), strict=True)) if all(given) else None
+    if days is None:
+        if bounds:
+            _whole_days(*bounds, zone)
+        return body
+    wanted = day_bounds(*days, zone)
+    if bounds and bounds != wanted:
+        raise ParamsError(f"two date ranges: the form's days {days[0]}..{days[1]} and a data interval "
+                          f"{bounds[0].isoformat()}..{bounds[1].isoformat()}; leave the data interval on Auto")
+    # Airflow uses a given data interval only with a logical date (the form sends "now")
+    return {**body, "data_interval_start": wanted[0].isoformat(), "data_interval_end": wanted[1].isoformat(),
+            "logical_date": body.get("logical_date") or now.isoformat()}
+
+
+def scenario_zones() -> dict[str, str]:
+    """Each scenario DAG's id and time zone, read now (a scenario added since start counts)."""
+    from cityfactory.config.validation import usable_scenarios
+    from cityfactory.settings import get_settings
+
+    return {s.dag_id: s.timezone for s in usable_scenarios(get_settings().scenarios_dir)[0]}
+
+
+class TriggerFormMiddleware:
+    """Pure ASGI: reads a scenario DAG's trigger body, answers 400 or passes the completed body on."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        match = scope["type"] == "http" and scope["method"] == "POST" and TRIGGER.search(scope["path"])
+        zone = scenario_zones().get(unquote(match["dag_id"])) if match else None
+        if zone is None:
+            return await self.app(scope, receive, send)
+        raw, more = b"", True
+        while more:
+            message = await receive()
+            raw, more = raw + message.get("body", b""), message.get("more_body", False)
+        try:
+            body = json.loads(raw)
+            data = json.dumps(checked_trigger(body, zone, dt.datetime.now(dt.UTC))).encode() if isinstance(body, dict) else raw
+        except json.JSONDecodeError:
+            data = raw  # Airflow answers malformed JSON itself
+        except ParamsError as exc:
+            from starlette.responses import JSONResponse
+
+            return await JSONResponse({"detail": f"{match['dag_id']}: {exc}"}, status_code=400)(scope, receive, send)
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+        delivered = False
+
+        async def replay():
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": data, "more_body": False}
+
+        await self.app({**scope, "headers": [*headers, (b"content-length", str(len(data)).encode())]}, replay, send)

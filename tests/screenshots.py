@@ -1,0 +1,101 @@
+"""The README's screenshots, taken from the embedded stack's latest real run: ``make screenshots``
+(after ``make run``).
+
+Starts Airflow and the MLflow UI on the embedded stack as ``make ui`` does (on free ports), then, in
+headless Chromium, logged in like a person: traffic_flow's trigger form, its latest run's graph and
+its Compliance report tab, the report itself, and the MLflow page of the version that run
+registered. Writes ``tests/screenshots/*.png``; nothing is triggered.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from cityfactory import services
+from cityfactory.config.scenarios import get_scenario
+from cityfactory.governance.ledger import Kind, RunLedger, last_of
+from cityfactory.settings import get_settings
+from cityfactory.storage.lake import open_lake
+from cityfactory.training.spec import load_model_spec
+from support import CHROMIUM, CHROMIUM_FLAGS, api_call, free_ports
+
+OUT = Path(__file__).parent / "screenshots"
+SCENARIO = "traffic_flow"
+
+
+def latest_run(base: str, token: str) -> dict:
+    runs = api_call("GET", f"{base}/api/v2/dags/{SCENARIO}/dagRuns?order_by=-run_after&limit=1", token)["dag_runs"]
+    if not runs:
+        sys.exit(f"no {SCENARIO} run in the embedded stack yet: run `make run` first")
+    return runs[0]
+
+
+def take(base: str, password: str, mlflow_url: str) -> list[Path]:
+    from playwright.sync_api import sync_playwright
+
+    token = services.admin_token(base, password)
+    run = latest_run(base, token)
+    trained = last_of(RunLedger(open_lake(), SCENARIO, run["dag_run_id"]).current(), Kind.MODEL_TRAINED)
+    if trained is None:
+        sys.exit(f"{SCENARIO}'s latest run {run['dag_run_id']} trained no model: run `make run` first")
+    model = load_model_spec(get_scenario(SCENARIO).model_spec).registered_model
+    shots = {name: OUT / f"{name}.png" for name in ("trigger_form", "graph", "run_report_tab", "report", "mlflow_version")}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{base}/")
+        page.locator("input[name=username]").fill("admin")
+        page.locator("input[name=password]").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{base}/")
+
+        page.goto(f"{base}/dags/{SCENARIO}")
+        page.get_by_role("button", name="Trigger").first.click()
+        page.get_by_role("dialog").locator("#element_stages").wait_for()
+        page.screenshot(path=shots["trigger_form"])
+        page.keyboard.press("Escape")
+
+        page.goto(f"{base}/dags/{SCENARIO}/runs/{run['dag_run_id']}")
+        page.get_by_role("button", name="Graph").first.click()
+        page.locator(".react-flow__node").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(1500)  # the layout settles
+        page.screenshot(path=shots["graph"])
+        page.get_by_text("Compliance report").first.click()
+        page.frame_locator("iframe").first.locator("#outcome").wait_for(timeout=30_000)
+        page.screenshot(path=shots["run_report_tab"])
+
+        page.goto(f"{base}/cityfactory/reports/{SCENARIO}/{run['dag_run_id']}")
+        page.locator("#outcome").wait_for()
+        page.screenshot(path=shots["report"])
+
+        page.goto(f"{mlflow_url}/#/models/{model}/versions/{trained['counts']['version']}")
+        page.get_by_text("Description").first.wait_for(timeout=60_000)
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=shots["mlflow_version"])
+        browser.close()
+    return list(shots.values())
+
+
+def main() -> int:
+    settings = get_settings()
+    logs = settings.home / "logs"
+    password = services.admin_password(settings.home / "airflow-passwords.json")
+    port, mlflow_port = free_ports(2)
+    base, mlflow_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{mlflow_port}"
+    airflow = services.start_airflow(port, settings.home / "airflow-passwords.json", logs / "screenshots-airflow.log")
+    mlflow = services.start_mlflow_ui(mlflow_port, logs / "screenshots-mlflow.log")
+    try:
+        services.wait_healthy(base, airflow)
+        services.wait_for_url(mlflow_url, mlflow)
+        OUT.mkdir(exist_ok=True)
+        for path in take(base, password, mlflow_url):
+            print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    finally:
+        services.stop(mlflow)
+        services.stop(airflow)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
