@@ -57,13 +57,13 @@ def take(base: str, password: str, mlflow_url: str) -> list[Path]:
         page.keyboard.press("Escape")
 
         page.goto(f"{base}/dags/{SCENARIO}/runs/{run['dag_run_id']}")
+        page.get_by_text("Compliance report").first.click()
+        page.frame_locator("iframe").first.locator("#outcome").wait_for(timeout=30_000)
+        page.screenshot(path=shots["run_report_tab"])
         page.get_by_role("button", name="Graph").first.click()
         page.locator(".react-flow__node").first.wait_for(timeout=30_000)
         page.wait_for_timeout(1500)  # the layout settles
         page.screenshot(path=shots["graph"])
-        page.get_by_text("Compliance report").first.click()
-        page.frame_locator("iframe").first.locator("#outcome").wait_for(timeout=30_000)
-        page.screenshot(path=shots["run_report_tab"])
 
         page.goto(f"{base}/cityfactory/reports/{SCENARIO}/{run['dag_run_id']}")
         page.locator("#outcome").wait_for()

@@ -34,7 +34,7 @@ def test_one_dag_per_scenario(dagbag):
 
 
 def _next(dag, task_id: str) -> set[str]:
-    """Downstream tasks other than governance, which every task leads to."""
+    """Downstream tasks other than governance (which the mapped tasks lead to)."""
     return dag.task_dict[task_id].downstream_task_ids - {"governance"}
 
 
@@ -58,7 +58,11 @@ def test_traffic_flow_dag_shape(dagbag):
     # governance after everything, whatever happened; the watcher, after it alone, keeps a failed run failed
     governance, watcher = dag.task_dict["governance"], dag.task_dict["watcher"]
     assert governance.trigger_rule == watcher.trigger_rule == "all_done"
-    assert governance.upstream_task_ids == {t.task_id for t in dag.tasks} - {"governance", "watcher", "rollout_plan"}
+    # governance follows the tasks that could still run when a failure ends the chain early: the
+    # mapped ones (instances side by side) and the end; every other task is on the single chain
+    assert governance.upstream_task_ids == {"land", "ingest", "canary_deploy", "district_deploy", "city_deploy", "rollback"}
+    for task in set(dag.task_ids) - governance.upstream_task_ids - {"governance", "watcher"}:
+        assert not dag.task_dict[task].is_mapped and "governance" in dag.task_dict[task].get_flat_relative_ids(upstream=False)
     assert watcher.upstream_task_ids == {"governance"}
     assert {t.task_id for t in dag.tasks if not t.downstream_task_ids} == {"watcher"}
     # no surprise catch-up when unpaused, and no Backfill beside the form's own date range
@@ -152,3 +156,24 @@ def dagbag_ids() -> set[str]:
     from airflow.dag_processing.dagbag import DagBag
 
     return {t for d in DagBag(dag_folder=str(REPO / "dags")).dags.values() for t in d.task_dict}
+
+
+def test_governance_waits_for_a_parallel_branch_and_not_for_chain_tasks():
+    """The rule itself, on a DAG with a branch beside the chain and a mapped task."""
+    from airflow.sdk import DAG, task
+    from cityfactory.factory.scenario_dag import tasks_that_may_still_run
+
+    with DAG("shape") as dag:
+        @task
+        def step(x=None):
+            return x
+
+        first = step.override(task_id="first")()
+        side = step.override(task_id="side")(first)  # beside middle: neither before nor after it
+        middle = step.override(task_id="middle")(first)
+        fanned = step.override(task_id="fanned").expand(x=[1, 2])
+        middle >> fanned
+        last = step.override(task_id="last")()
+        [side, fanned] >> last
+        step.override(task_id="report")()  # the all_done task the rule is for
+    assert {t.task_id for t in tasks_that_may_still_run(dag, {"report"})} == {"side", "middle", "fanned", "last"}

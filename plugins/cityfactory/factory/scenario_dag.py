@@ -55,6 +55,23 @@ def stage_selected(stage: str):
     return lambda context: stage in context["params"]["stages"]
 
 
+def tasks_that_may_still_run(dag, leaving_out: set[str]) -> list:
+    """What a task with trigger rule ``all_done`` must follow directly to start after every other
+    task: a failure marks everything after it done at once, so it would start while some task
+    still runs beside that chain. Those are the mapped tasks (instances run side by side), the tasks
+    with a parallel branch (neither before nor after some other task) and the DAG's ends; a task on
+    the single chain is done before its successors are. Setups are left out (Airflow allows only
+    ``all_success`` tasks right after one); their teardown waits for them."""
+    tasks = [t for t in dag.tasks if t.task_id not in leaving_out]
+    ids = {t.task_id for t in tasks}
+    chosen = []
+    for t in tasks:
+        related = t.get_flat_relative_ids(upstream=True) | t.get_flat_relative_ids(upstream=False) | {t.task_id}
+        if not t.is_setup and (t.is_mapped or not ids <= related or not t.downstream_task_ids & ids):
+            chosen.append(t)
+    return chosen
+
+
 def build_scenario_dag(scenario: Scenario):
     """One scenario's pipeline DAG: stages grouped (ingest, quality and transform, train and
     compress, one group per rollout stage, governance) so the graph reads as the chain."""
@@ -301,9 +318,7 @@ def build_scenario_dag(scenario: Scenario):
         with TaskGroup("governance_stage", tooltip="audit, lineage, compliance report", prefix_group_id=False):
             report = governance()
             report >> watcher()
-        # governance waits for every task (with only the last ones upstream, a failure would let it
-        # start while a parallel branch still runs); a setup may only lead to all-success tasks
-        for upstream in [t for t in report.operator.dag.tasks if t.task_id not in ("governance", "watcher") and not t.is_setup]:
+        for upstream in tasks_that_may_still_run(report.operator.dag, {"governance", "watcher"}):
             upstream >> report.operator
 
     return scenario_pipeline()
