@@ -14,7 +14,7 @@ UTC = dt.UTC
 
 def scenario(**overrides) -> Scenario:
     base = {
-        "name": "dialects", "description": "test", "schedule": "0 3 * * *", "start_date": "2026-01-01",
+        "name": "dialects", "description": "test", "schedule": "0 3 * * *",
         "source": {"kind": "gateway"},
         "schema": {
             "event_time": {"name": "observed_at", "from": ["date", "time"], "format": "%d/%m/%Y %H.%M.%S"},
