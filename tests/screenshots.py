@@ -9,12 +9,14 @@ registered. Writes ``tests/screenshots/*.png``; nothing is triggered.
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 
 from cityfactory import services
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import Kind, RunLedger, last_of
+from cityfactory.ingestion import replay
 from cityfactory.settings import get_settings
 from cityfactory.storage.lake import open_lake
 from cityfactory.training.spec import load_model_spec
@@ -52,7 +54,10 @@ def take(base: str, password: str, mlflow_url: str) -> list[Path]:
 
         page.goto(f"{base}/dags/{SCENARIO}")
         page.get_by_role("button", name="Trigger").first.click()
-        page.get_by_role("dialog").locator("#element_stages").wait_for()
+        form = page.get_by_role("dialog")
+        _, last = replay.history_interval(get_scenario(SCENARIO))  # a month of history, filled in as a person would
+        form.locator("#element_data_interval_start").fill(str(last - dt.timedelta(days=29)))
+        form.locator("#element_data_interval_end").fill(str(last))
         page.screenshot(path=shots["trigger_form"])
         page.keyboard.press("Escape")
 
@@ -71,7 +76,7 @@ def take(base: str, password: str, mlflow_url: str) -> list[Path]:
 
         page.goto(f"{mlflow_url}/#/models/{model}/versions/{trained['counts']['version']}")
         page.get_by_text("Description").first.wait_for(timeout=60_000)
-        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(2000)  # the version page polls; let it render
         page.screenshot(path=shots["mlflow_version"])
         browser.close()
     return list(shots.values())

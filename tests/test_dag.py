@@ -52,7 +52,8 @@ def test_traffic_flow_dag_shape(dagbag):
         assert dag.task_dict[downstream].trigger_rule == "none_failed"  # a deselected stage skips, not blocks
     assert _next(dag, "export_gold") == {"train", "compress", "rollout_plan"}
     assert _next(dag, "train") == {"compress"}
-    assert dag.task_dict["canary_deploy"].is_mapped and _next(dag, "city_gate") == {"promote_champion", "rollback"}
+    assert dag.task_dict["canary_deploy"].is_mapped and _next(dag, "city_gate") == {"promote_champion"}
+    assert _next(dag, "promote_champion") == {"rollback"}  # a teardown: it waits for the whole rollout anyway
     assert dag.task_dict["rollback"].is_teardown and dag.task_dict["rollout_plan"].is_setup
     assert {t.task_id for t in dag.tasks if t.is_mapped} == {"land", "ingest", "canary_deploy", "district_deploy", "city_deploy"}
     # governance after everything, whatever happened; the watcher, after it alone, keeps a failed run failed

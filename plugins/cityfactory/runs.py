@@ -122,11 +122,16 @@ def task_states(task_ids: list[str]) -> dict[str, str | None]:
     return fold_task_states({k: str(v) if v else None for k, v in states.items()}, task_ids)
 
 
-def upstream_states() -> dict[str, str | None]:
-    """The state of each direct upstream task of the running task, for the current run."""
+def teardown_scope_states() -> dict[str, str | None]:
+    """For the running teardown: the state of every task between its setups and itself (Airflow
+    starts a teardown only once they are all done, whatever its direct upstream)."""
     from airflow.sdk import get_current_context
 
-    return task_states(sorted(get_current_context()["task"].upstream_task_ids))
+    task = get_current_context()["task"]
+    before = task.get_flat_relative_ids(upstream=True)
+    setups = [t for t in task.upstream_list if t.is_setup]
+    scope = set().union(*(before & s.get_flat_relative_ids(upstream=False) for s in setups))
+    return task_states(sorted(scope | (task.upstream_task_ids - {s.task_id for s in setups})))
 
 
 def failed_tasks() -> list[str]:

@@ -256,9 +256,9 @@ def build_scenario_dag(scenario: Scenario):
             """Whatever happened upstream: if a rollout task ended failed, every touched node, the
             champion alias and the version tags go back to where they were."""
             from cityfactory.rollout.tasks import roll_back_if_failed
-            from cityfactory.runs import RunContext, upstream_states
+            from cityfactory.runs import RunContext, teardown_scope_states
 
-            return roll_back_if_failed(RunContext.current(scenario), plan, upstream_states())
+            return roll_back_if_failed(RunContext.current(scenario), plan, teardown_scope_states())
 
         batches = plan()
         with TaskGroup("ingest_stage", tooltip="land, parse, bronze + quarantine", prefix_group_id=False):
@@ -269,7 +269,7 @@ def build_scenario_dag(scenario: Scenario):
         with TaskGroup("train_and_compress", tooltip="MLflow run, registry gate, signed bundle", prefix_group_id=False):
             compressed = compress(train(gold, batches), gold)
         planned = rollout_plan(compressed, gold)
-        previous, touched = planned, []
+        previous = planned
         for index, stage in enumerate(scenario.rollout.stages):
             with TaskGroup(f"rollout_{stage.name}", tooltip=f"deploy to {stage.name}, bake, gate", prefix_group_id=False):
                 approval = None
@@ -289,12 +289,12 @@ def build_scenario_dag(scenario: Scenario):
                 deployed = deploy.override(task_id=f"{stage.name}_deploy").partial(plan=planned).expand(node=nodes)
                 checked = gate.override(task_id=f"{stage.name}_gate")(planned, stage.name)
                 deployed >> checked
-            touched += [nodes, deployed, checked]
             previous = checked
         promoted = promote_champion(planned)
         previous >> promoted
-        # a teardown: runs whatever happened in the rollout, and does not decide the run's state
-        [*touched, promoted] >> rollback(planned).as_teardown(setups=planned)
+        # a teardown: runs once every rollout task between the plan and it is done, whatever happened,
+        # and does not decide the run's state
+        promoted >> rollback(planned).as_teardown(setups=planned)
 
         @task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Governance: audit, lineage, report")
         def governance() -> dict:

@@ -144,11 +144,11 @@ def promote(ctx: RunContext, plan: dict) -> dict:
     return {"champion": plan["version"]}
 
 
-def roll_back_if_failed(ctx: RunContext, plan: dict | None, upstream_states: dict[str, str | None]) -> dict:
+def roll_back_if_failed(ctx: RunContext, plan: dict | None, rollout_states: dict[str, str | None]) -> dict:
     """If a rollout task ended failed (its current try), every node goes back to what it served
     before, ``champion`` back to the version it was on, and the tags say so. Succeeds when all of
     that holds; fails (and is retried) when something is not back yet. Repeating it changes nothing."""
-    failed = sorted(task for task, state in upstream_states.items() if state in FAILED_STATES)
+    failed = sorted(task for task, state in rollout_states.items() if state in FAILED_STATES)
     if not failed:
         raise AirflowSkipException("no rollout task failed: nothing to roll back")
     if plan is None:
