@@ -65,16 +65,24 @@ def take(base: str, password: str, mlflow_url: str) -> list[Path]:
         page.get_by_text("Compliance report").first.click()
         page.frame_locator("iframe").first.locator("#outcome").wait_for(timeout=30_000)
         page.screenshot(path=shots["run_report_tab"])
+        page.set_viewport_size({"width": 2600, "height": 900})  # the chain is wide: room for its graph
         page.get_by_role("button", name="Graph").first.click()
         page.locator(".react-flow__node").first.wait_for(timeout=30_000)
         page.wait_for_timeout(1500)  # the layout settles
         page.screenshot(path=shots["graph"])
+        page.set_viewport_size({"width": 1400, "height": 900})
 
         page.goto(f"{base}/cityfactory/reports/{SCENARIO}/{run['dag_run_id']}")
         page.locator("#outcome").wait_for()
         page.screenshot(path=shots["report"])
 
-        page.goto(f"{mlflow_url}/#/models/{model}/versions/{trained['counts']['version']}")
+        version_page = f"{mlflow_url}/#/models/{model}/versions/{trained['counts']['version']}"
+        page.set_viewport_size({"width": 1400, "height": 1500})  # description and every tag
+        page.goto(version_page)
+        page.get_by_text("Description").first.wait_for(timeout=60_000)
+        page.get_by_text("Model training", exact=True).first.click()  # MLflow's side bar opens in its GenAI mode
+        page.get_by_role("button", name="Close", exact=True).first.click()  # its assistant panel
+        page.goto(version_page)
         page.get_by_text("Description").first.wait_for(timeout=60_000)
         page.wait_for_timeout(2000)  # the version page polls; let it render
         page.screenshot(path=shots["mlflow_version"])
