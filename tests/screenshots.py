@@ -20,7 +20,7 @@ from cityfactory.ingestion import replay
 from cityfactory.settings import get_settings
 from cityfactory.storage.lake import open_lake
 from cityfactory.training.spec import load_model_spec
-from support import CHROMIUM, CHROMIUM_FLAGS, api_call, free_ports
+from support import api_call, free_ports, logged_in_page
 
 OUT = Path(__file__).parent / "screenshots"
 SCENARIO = "traffic_flow"
@@ -44,13 +44,7 @@ def take(base: str, password: str, mlflow_url: str) -> list[Path]:
     model = load_model_spec(get_scenario(SCENARIO).model_spec).registered_model
     shots = {name: OUT / f"{name}.png" for name in ("trigger_form", "graph", "run_report_tab", "report", "mlflow_version")}
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{base}/")
-        page.locator("input[name=username]").fill("admin")
-        page.locator("input[name=password]").fill(password)
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"{base}/")
+        browser, page = logged_in_page(pw, base, password)
 
         page.goto(f"{base}/dags/{SCENARIO}")
         page.get_by_role("button", name="Trigger").first.click()

@@ -326,3 +326,15 @@ def not_scheduled_yet(config: dict) -> None:
     """No scheduled run during a test that happens to span the scenario's nightly time: a cron
     that fires on 29 February only."""
     config["schedule"] = "0 3 29 2 *"
+
+
+def logged_in_page(playwright, base: str, password: str, width: int = 1400, height: int = 900):
+    """Debian's Chromium, headless, logged in to the Airflow UI at ``base`` as admin: (browser, page)."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(f"{base}/")
+    page.locator("input[name=username]").fill("admin")
+    page.locator("input[name=password]").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base}/")
+    return browser, page

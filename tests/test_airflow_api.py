@@ -20,10 +20,9 @@ from cityfactory.ingestion import replay
 from cityfactory.runs import day_bounds
 from cityfactory.storage.lake import open_lake
 from support import (
-    CHROMIUM,
-    CHROMIUM_FLAGS,
     api_call,
     free_ports,
+    logged_in_page,
     not_scheduled_yet,
     postgres_admin,
     scenarios_copy,
@@ -79,6 +78,9 @@ def test_trigger_with_params_through_the_rest_api(airflow_on_postgres):
     assert dag["is_paused"] is False
     start, _ = replay.history_interval(get_scenario("traffic_flow"))
     first, last = start + dt.timedelta(days=200), start + dt.timedelta(days=203)
+    with pytest.raises(urllib.error.HTTPError) as anonymous:  # Airflow's own answer: nothing checked for strangers
+        api_call("POST", f"{base}/api/v2/dags/traffic_flow/dagRuns", None, {"conf": {"data_interval_start": str(first)}})
+    assert anonymous.value.code == 401 and "data_interval" not in anonymous.value.read().decode()
     with pytest.raises(urllib.error.HTTPError) as half:  # refused before any run exists, naming the field
         api_call("POST", f"{base}/api/v2/dags/traffic_flow/dagRuns", token,
                  {"logical_date": None, "conf": {"data_interval_start": str(first), "stages": ["ingest"]}})
@@ -149,13 +151,7 @@ def test_a_person_triggers_from_the_form_and_opens_the_report(airflow_on_postgre
     # and a first day no other run has (the run is found by its form values)
     first, last = start + dt.timedelta(days=196), start + dt.timedelta(days=250)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{base}/")
-        page.locator("input[name=username]").fill("admin")
-        page.locator("input[name=password]").fill(password)
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"{base}/")
+        browser, page = logged_in_page(pw, base, password, height=1000)
         page.goto(f"{base}/dags/traffic_flow")
         page.get_by_role("button", name="Trigger").first.click()
         form = page.get_by_role("dialog")

@@ -70,8 +70,29 @@ def scenario_zones() -> dict[str, str]:
     return {s.dag_id: s.timezone for s in usable_scenarios(get_settings().scenarios_dir)[0]}
 
 
+async def _authenticated(scope) -> bool:
+    """The caller holds a valid Airflow token (bearer header or the UI's cookie), checked as
+    Airflow checks it: others get Airflow's own 401/403, never a word from us."""
+    from airflow.api_fastapi.auth.managers.base_auth_manager import (
+        COOKIE_NAME_JWT_TOKEN,
+    )
+    from airflow.api_fastapi.core_api.security import resolve_user_from_token
+    from fastapi import HTTPException
+    from starlette.requests import Request
+
+    request = Request(scope)
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    token = credentials if scheme.lower() == "bearer" else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
+    try:
+        await resolve_user_from_token(token)
+    except HTTPException:
+        return False
+    return True
+
+
 class TriggerFormMiddleware:
-    """Pure ASGI: reads a scenario DAG's trigger body, answers 400 or passes the completed body on."""
+    """Pure ASGI: reads an authenticated caller's trigger of a scenario DAG, answers 400 or passes
+    the completed body on."""
 
     def __init__(self, app):
         self.app = app
@@ -79,7 +100,7 @@ class TriggerFormMiddleware:
     async def __call__(self, scope, receive, send):
         match = scope["type"] == "http" and scope["method"] == "POST" and TRIGGER.search(scope["path"])
         zone = scenario_zones().get(unquote(match["dag_id"])) if match else None
-        if zone is None:
+        if zone is None or not await _authenticated(scope):
             return await self.app(scope, receive, send)
         raw, more = b"", True
         while more:
