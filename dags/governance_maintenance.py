@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, task
 from cityfactory.config.validation import usable_scenarios
 from cityfactory.settings import get_settings
@@ -22,7 +24,8 @@ from cityfactory.settings import get_settings
     dag_id="governance_maintenance",
     dag_display_name="Governance: audit check and retention",
     doc_md=__doc__,
-    schedule=CronTriggerTimetable("0 5 * * *", timezone="UTC", run_immediately=False),  # unpaused: waits for 05:00
+    # unpaused: waits for the next 05:00 (timedelta(0): not even a run missed minutes ago)
+    schedule=CronTriggerTimetable("0 5 * * *", timezone="UTC", run_immediately=dt.timedelta(0)),
     catchup=False,
     max_active_runs=1,
     tags=["cityfactory", "governance"],

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import subprocess
 import sys
+from zoneinfo import ZoneInfo
 
 import pyarrow.dataset as ds
 import pytest
@@ -67,7 +69,7 @@ def test_traffic_flow_dag_shape(dagbag):
     assert watcher.upstream_task_ids == {"governance"}
     assert {t.task_id for t in dag.tasks if not t.downstream_task_ids} == {"watcher"}
     # no surprise catch-up when unpaused, and no Backfill beside the form's own date range
-    assert dag.start_date is None and dag.timetable.run_immediately is False
+    assert dag.start_date is None and dag.timetable.run_immediately == dt.timedelta(0)
     assert set(dag.allowed_run_types) == {"scheduled", "manual"}
 
 
@@ -178,3 +180,26 @@ def test_governance_waits_for_a_parallel_branch_and_not_for_chain_tasks():
         [side, fanned] >> last
         step.override(task_id="report")()  # the all_done task the rule is for
     assert {t.task_id for t in tasks_that_may_still_run(dag, {"report"})} == {"side", "middle", "fanned", "last"}
+
+
+@pytest.mark.parametrize("minutes_after", [1, 30, 120, 600])
+def test_unpaused_soon_after_its_nightly_time_a_dag_waits_for_the_next_night(monkeypatch, minutes_after):
+    """Airflow's timetable runs the last fire at once if it was less than a tenth of the period
+    (2.4 h for a nightly cron) ago, unless told ``run_immediately=timedelta(0)``."""
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables import trigger
+    from airflow.timetables.base import TimeRestriction
+    from cityfactory.config.scenarios import get_scenario
+    from cityfactory.factory.scenario_dag import build_scenario_dag
+
+    scenario = get_scenario("traffic_flow")  # 02:30 America/Chicago
+    fire = dt.datetime(2026, 11, 25, 2, 30, tzinfo=ZoneInfo(scenario.timezone))
+    now = fire + dt.timedelta(minutes=minutes_after)
+    monkeypatch.setattr(trigger, "utcnow", lambda: now.astimezone(dt.UTC))
+    # the timetable as the scheduler has it: through the serialized DAG, as JSON
+    serialized = json.loads(json.dumps(DagSerialization.to_dict(build_scenario_dag(scenario))))
+    timetable = DagSerialization.from_dict(serialized).timetable
+    first = timetable.next_dagrun_info(last_automated_data_interval=None,
+                                       restriction=TimeRestriction(earliest=None, latest=None, catchup=False))
+    assert first.run_after == fire + dt.timedelta(days=1)
+    assert first.data_interval.start == fire  # the night it ingests: the day before that run

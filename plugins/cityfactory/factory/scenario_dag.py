@@ -80,10 +80,11 @@ def build_scenario_dag(scenario: Scenario):
         dag_display_name=f"Scenario: {scenario.name}",
         description=scenario.description.strip(),
         doc_md=PIPELINE_DOC,
-        # no start date and run_immediately=False: a DAG unpaused at noon waits for tonight's run
-        # instead of running last night's at once (Airflow's catch-up of one missed run)
+        # no start date and run_immediately=timedelta(0): a DAG unpaused after its nightly time waits
+        # for the next night instead of running the last one at once (Airflow's catch-up of the
+        # latest missed run; run_immediately=False still runs it within a tenth of the period)
         schedule=CronTriggerTimetable(scenario.schedule, timezone=scenario.timezone, interval=dt.timedelta(days=1),
-                                      run_immediately=False),
+                                      run_immediately=dt.timedelta(0)),
         catchup=False,
         # a bulk range is one run with the form's dates (batches mapped), not one Backfill run per night
         allowed_run_types=["scheduled", "manual"],  # Airflow makes them DagRunType values
