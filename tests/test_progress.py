@@ -1,4 +1,5 @@
-"""What ``make run`` prints: a line per stage as it ends; everything else into the log file."""
+"""What ``make run`` prints (a line per stage as it ends; everything else into the log file) and
+how ``make ui`` stops what it started."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.factory.scenario_dag import build_scenario_dag
@@ -47,3 +49,16 @@ def test_a_stage_line_shows_the_worst_state_and_the_stage_wall_time():
     line = stage_line("rollout_canary", "deploy to canary, bake, gate", instances)
     assert line.split() == ["rollout_canary", "FAILED", "9.5", "s", "deploy", "to", "canary,", "bake,", "gate",
                             "(2", "task", "instances)"]
+
+
+def test_stopping_the_services_leaves_no_child_behind():
+    """`make ui` stops Airflow standalone by its process group; a child that ignores TERM and
+    outlives its parent is killed after the grace period, not left running."""
+    from cityfactory import services
+
+    leader = subprocess.Popen(["sh", "-c", "(trap '' TERM; sleep 120) & wait"], start_new_session=True)
+    time.sleep(0.5)
+    started = time.monotonic()
+    services.stop(leader, grace=2)
+    assert leader.returncode is not None and time.monotonic() - started < 10
+    assert services.live_members(leader.pid) == []

@@ -167,6 +167,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        # a second Ctrl-C (or TERM) must not cut the shutdown short and leave Airflow running
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("Stopping Airflow, MLflow and the edge nodes ...", flush=True)
         services.stop(mlflow)
         services.stop(process)
         fleets.close()

@@ -7,6 +7,7 @@ generated once into the git-ignored home, and wait until the API answers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -99,15 +100,34 @@ def wait_healthy(base_url: str, *processes: subprocess.Popen, timeout: float = 2
     _poll(healthy, processes, timeout, f"Airflow at {base_url}")
 
 
-def stop(process: subprocess.Popen) -> None:
-    """Stop the whole process group (standalone's children included)."""
-    try:
+def live_members(group: int) -> list[int]:
+    """The processes of a process group that still run (zombies waiting for their reaper do not)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        try:
+            state, _, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue  # not a process, or gone
+        if int(pgrp) == group and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def stop(process: subprocess.Popen, grace: float = 30) -> None:
+    """Stop the whole process group (standalone's children included, which may outlive it):
+    TERM, then KILL whatever of the group still runs after ``grace`` seconds."""
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        process.poll()  # reap the leader
+        if not live_members(process.pid):
+            break
+        time.sleep(0.5)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def api_call(method: str, url: str, token: str | None = None, body: dict | None = None) -> dict:
