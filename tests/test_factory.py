@@ -103,6 +103,7 @@ def test_the_forms_days_become_the_runs_data_interval_on_the_scenarios_clock():
     # the same interval given twice is fine; no form days and no interval: unchanged (nightly-style run)
     assert checked_trigger(checked, "America/Chicago", NOW) == checked
     assert checked_trigger({"conf": {}}, "America/Chicago", NOW) == {"conf": {}}
+    assert checked_trigger({"conf": ["not", "a", "mapping"]}, "America/Chicago", NOW)["conf"] == ["not", "a", "mapping"]
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -110,6 +111,7 @@ def test_the_forms_days_become_the_runs_data_interval_on_the_scenarios_clock():
     ({"conf": {"data_interval_end": "2026-03-01", "data_interval_start": None}}, r"give both the first day \(data_interval_start\) and the last day"),
     ({"conf": {"data_interval_start": "2026-03-10", "data_interval_end": "2026-03-01"}}, r"the last day \(data_interval_end\) 2026-03-01 is before"),
     ({"conf": {"data_interval_start": "March 1", "data_interval_end": "2026-03-01"}}, "must be YYYY-MM-DD dates"),
+    ({"conf": {"data_interval_start": 20260301, "data_interval_end": 20260302}}, "must be YYYY-MM-DD dates"),
     ({"conf": {"data_interval_start": "2026-03-01", "data_interval_end": "2026-03-02"},
       "data_interval_start": "2026-01-01T06:00:00Z", "data_interval_end": "2026-01-02T06:00:00Z"}, "two date ranges"),
     ({"conf": {}, "data_interval_start": "2026-01-01T00:00:00Z", "data_interval_end": "2026-01-02T00:00:00Z"},

@@ -30,7 +30,7 @@ def form_days(params: dict) -> tuple[dt.date, dt.date] | None:
         raise ParamsError("give both the first day (data_interval_start) and the last day (data_interval_end), or neither")
     try:
         first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise ParamsError(f"data_interval_start/end must be YYYY-MM-DD dates: {exc}") from None
     if last < first:
         raise ParamsError(f"the last day (data_interval_end) {last} is before the first day (data_interval_start) {first}")

@@ -44,7 +44,8 @@ def _whole_days(start: dt.datetime, end: dt.datetime, zone: str) -> None:
 def checked_trigger(body: dict, zone: str, now: dt.datetime) -> dict:
     """The trigger request Airflow should get for a scenario DAG whose zone is ``zone``, or a
     ParamsError naming what is wrong."""
-    days = form_days(body.get("conf") or {})
+    conf = body.get("conf")
+    days = form_days(conf if isinstance(conf, dict) else {})  # Airflow itself refuses a conf of the wrong type
     given = body.get("data_interval_start"), body.get("data_interval_end")
     if any(given) and not all(given):
         raise ParamsError("give both data interval start and end, or neither")
