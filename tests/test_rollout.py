@@ -87,8 +87,10 @@ def proxied_fleet(tmp_path, monkeypatch, name: str, serving: str, size: int = 3)
 
 
 def _rollout_run(fleet: str):
-    """A rollout-only run (the registered challenger) of traffic_flow on ``fleet``, retries 1 s apart."""
-    rollout = TRAFFIC.rollout.model_copy(update={"fleet": fleet, "bake_seconds": 0.5})
+    """A rollout-only run (the registered challenger) of traffic_flow on ``fleet``, retries 1 s apart.
+    These runs are about faults, not speed: the latency budget is wide (a busy machine's p95
+    through the Python proxy can pass 100 ms), so only the faults a test injects fail a gate."""
+    rollout = TRAFFIC.rollout.model_copy(update={"fleet": fleet, "bake_seconds": 0.5, "max_p95_ms": 2000})
     retries = TRAFFIC.retries.model_copy(update={"delay_seconds": 1})
     scenario = TRAFFIC.model_copy(update={"rollout": rollout, "retries": retries})
     run = build_scenario_dag(scenario).test(run_conf={"stages": ["rollout"]})
