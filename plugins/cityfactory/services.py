@@ -147,16 +147,18 @@ def unpause(base_url: str, password: str, dag_ids: list[str], process: subproces
     """Unpause ``dag_ids`` once the dag-processor has parsed them, through Airflow's REST API (as
     the UI's toggle does); returns each DAG's next scheduled run (ISO, UTC) as Airflow plans it."""
     token = admin_token(base_url, password)
-    parsed: dict[str, dict] = {}
+    parsed: set[str] = set()
 
     def all_parsed() -> bool:
-        for dag_id in set(dag_ids) - set(parsed):
+        for dag_id in set(dag_ids) - parsed:
             try:
-                parsed[dag_id] = api_call("GET", f"{base_url}/api/v2/dags/{dag_id}", token)
+                api_call("GET", f"{base_url}/api/v2/dags/{dag_id}", token)
             except urllib.error.HTTPError as exc:
                 if exc.code != 404:
                     raise
-        return len(parsed) == len(dag_ids)
+            else:
+                parsed.add(dag_id)
+        return parsed == set(dag_ids)
 
     _poll(all_parsed, (process,), timeout, "the DAGs' first parse")
     return {dag_id: api_call("PATCH", f"{base_url}/api/v2/dags/{dag_id}", token, {"is_paused": False})["next_dagrun_run_after"]
