@@ -1,7 +1,9 @@
 """Command line: ``python -m cityfactory.cli <command>`` (``make run`` uses ``run``).
 
-- ``run SCENARIO [--history | --start D --end D] [--stages ...]``: one full DAG run in-process
+- ``run SCENARIO [--history | --start D --end D] [--stages ...] [--retrain auto|always|never] [--full-refresh]``: one full DAG run in-process
   (Airflow's ``dag.test``), then the run's summary from its ledger.
+- ``replay-serving SCENARIO --start D [--end D]``: the city's consumers replayed: the days' rows
+  asked of the local fleet (the nodes log what they served; the next run's monitor collects it).
 - ``summary SCENARIO RUN_ID``: counts and wall time per task of a past run.
 - ``ui [--port N] [--mlflow-port M]``: Airflow's UI and services, and the MLflow UI, until Ctrl-C; unpauses
   the DAGs (no catch-up: the first run is the next scheduled one) and says when each runs next.
@@ -24,12 +26,14 @@ from zoneinfo import ZoneInfo
 
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.settings import REPO_ROOT, get_settings
+from cityfactory.stages import RETRAIN_CHOICES
 
 
 def _print_summary(scenario: str, run_id: str, tasks: bool = True) -> None:
     from cityfactory.governance.ledger import RunLedger
     from cityfactory.governance.summary import (
         format_layers,
+        format_monitoring,
         format_summary,
         format_training,
         layer_rows,
@@ -41,6 +45,8 @@ def _print_summary(scenario: str, run_id: str, tasks: bool = True) -> None:
     if tasks:
         print(f"Run {run_id} of {scenario}\n" + format_summary(task_summary(entries)))
     print("Rows per layer: " + format_layers(layer_rows(entries)))
+    if monitoring := format_monitoring(entries):
+        print(monitoring)
     if training := format_training(entries):
         print(training)
 
@@ -54,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cityfactory.stages import STAGES
 
     scenario = get_scenario(args.scenario)
-    conf: dict = {"stages": args.stages or list(STAGES)}
+    conf: dict = {"stages": args.stages or list(STAGES), "retrain": args.retrain, "full_refresh": args.full_refresh}
     if args.history:
         start, end = replay.history_interval(scenario)
         conf.update(data_interval_start=start.isoformat(), data_interval_end=end.isoformat())
@@ -66,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\n{scenario.dag_id}: days {days}, stages {', '.join(conf['stages'])}\n  full logs: {log_file}", flush=True)
     with contextlib.ExitStack() as fleet:
         with output_to(log_file) as terminal:
-            if "rollout" in conf["stages"]:  # up until the summary has read what the nodes serve
+            if {"rollout", "monitor"} & set(conf["stages"]):  # up until the summary has read what the nodes serve
                 fleet.enter_context(_local_fleet(scenario))
             bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "scenario_pipelines.py"))
             if bag.import_errors:
@@ -86,6 +92,19 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"ledger, quality results and report in {lake}/governance/{scenario.name}/{safe_run_id(run.run_id)}/")
     _print_governance(scenario.name, run.run_id)
     return 0 if run.state == "success" else 1
+
+
+def cmd_replay_serving(args: argparse.Namespace) -> int:
+    from cityfactory.edge.consumers import serve_days
+
+    scenario = get_scenario(args.scenario)
+    first = dt.date.fromisoformat(args.start)
+    last = dt.date.fromisoformat(args.end) if args.end else first
+    with _local_fleet(scenario):
+        answered = serve_days(scenario, first, last)
+    print(f"{scenario.name}: {sum(answered.values())} rows of {first} .. {last} answered "
+          f"({', '.join(f'{n} {c}' for n, c in sorted(answered.items()))}); the next run's monitor collects them")
+    return 0
 
 
 def _print_governance(scenario: str, run_id: str) -> None:
@@ -283,7 +302,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--start", help="first day, YYYY-MM-DD")
     run.add_argument("--end", help="last day (inclusive), YYYY-MM-DD")
     run.add_argument("--stages", nargs="+", help="stages to run (default: all)")
+    run.add_argument("--retrain", choices=RETRAIN_CHOICES, default="auto", help="overrule the retraining rules")
+    run.add_argument("--full-refresh", action="store_true", help="rebuild every dbt model from all history")
     run.set_defaults(func=cmd_run)
+    serving = sub.add_parser("replay-serving", help="replay the city's consumers: ask the local fleet for some days")
+    serving.add_argument("scenario")
+    serving.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    serving.add_argument("--end", help="last day (inclusive; default: the first)")
+    serving.set_defaults(func=cmd_replay_serving)
     summary = sub.add_parser("summary", help="counts and wall time per task of a run")
     summary.add_argument("scenario")
     summary.add_argument("run_id")

@@ -9,8 +9,8 @@ from cityfactory.compression.onnx_export import ParityError
 from cityfactory.compression.stage import compress_version
 from cityfactory.governance.ledger import Artifact, Kind
 from cityfactory.runs import RunContext
-from cityfactory.storage.parquet import read_table
 from cityfactory.training.spec import load_model_spec
+from cityfactory.transform.gold import read_gold
 
 
 def compress(ctx: RunContext, trained: dict, gold: dict) -> dict:
@@ -19,7 +19,7 @@ def compress(ctx: RunContext, trained: dict, gold: dict) -> dict:
     scenario = ctx.scenario
     spec = load_model_spec(scenario.model_spec)
     with ctx.entry(Kind.BUNDLE_SIGNED) as entry:
-        frame = read_table(ctx.lake, gold["key"]).to_pandas()
+        frame = read_gold(ctx.lake, scenario.name, gold["sha256"])
         entry.inputs.append(Artifact(f"models:/{spec.registered_model}/{trained['version']}", "", None, "model_version"))
         try:
             result = compress_version(spec, trained["version"], trained["mlflow_run_id"], frame, scenario.name, ctx.lake,

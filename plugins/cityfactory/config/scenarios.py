@@ -193,6 +193,10 @@ class Transform(_Strict):
     dbt_select: str
     features_model: str
     order_by: list[str] = Field(min_length=1)  # a total order (e.g. time, series): gold's sha256 is stable
+    time_column: str = "target_at"  # the mart's UTC time; gold is partitioned by its month
+    # How far back (whole days) the mart's features reach (lags, windows): a nightly run rebuilds
+    # only its days' rows (and those whose features reach into them) from this much history.
+    lookback_days: int = Field(8, ge=1)
 
     @field_validator("order_by", mode="before")
     @classmethod
@@ -238,6 +242,35 @@ class Rollout(_Strict):
     max_mae_ratio: float = Field(1.10, ge=1)  # new model vs the model the other nodes serve
 
 
+class Drift(_Strict):
+    """Data drift of each numeric feature: the population stability index (PSI) of the latest
+    ``window_days`` against the training rows. A feature drifts when its PSI is above ``min_psi``
+    and above what 95 % of the full same-length windows inside the training period stayed under
+    (the threshold comes from the data: seasonal features move a lot within a normal year)."""
+
+    window_days: int = Field(7, ge=1)
+    bins: int = Field(10, ge=2, le=100)
+    min_psi: float = Field(0.1, gt=0)
+
+
+class RetrainWhen(_Strict):
+    """When the nightly run retrains (any one reason is enough; none: the champion stays)."""
+
+    live_error_margin: float = Field(0.25, gt=0)  # live metric above the version's offline one by this fraction,
+    live_error_days: int = Field(3, ge=1)        # pooled over its latest this many evaluated days
+    drifted_features: int = Field(3, ge=1)       # this many features drifting at once
+    max_model_age_days: int | None = Field(90, ge=1)  # data days since the champion's last training day
+    on_feature_change: bool = True               # the dbt models or the model spec changed
+    on_code_change: bool = True                  # the platform's code version changed
+
+
+class Maintenance(_Strict):
+    """Watching the champion in the field and deciding whether a run retrains."""
+
+    drift: Drift = Drift()
+    retrain_when: RetrainWhen = RetrainWhen()
+
+
 class Retries(_Strict):
     """How often a task that failed for a passing reason (a node or service unreachable, a worker
     lost) is tried again; refusals (bad data, a failed gate, a refused bundle) are never retried."""
@@ -266,6 +299,7 @@ class Scenario(_Strict):
     model_spec: str = Field(description="models/<model_spec>.yaml")
     compression: Compression = Compression()
     rollout: Rollout
+    maintenance: Maintenance = Maintenance()
     governance: Governance
     retries: Retries = Retries()
 

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--registered-model", required=True, help="the only registered model it serves")
     serve.add_argument("--bundle-base", required=True, help="the fleet's bundle folder; deploy URIs must be under it")
     serve.add_argument("--state-dir", help="where the highest accepted version is kept across restarts")
+    serve.add_argument("--prediction-log", help="folder for what the node served (kept until collected); none: not logged")
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20)
     serve.add_argument("--max-rows", type=int, default=4096)
     serve.add_argument("--bundle", help="bundle URI to load at start")
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from cityfactory.edge.models import ModelSlots, Pin, load
+    from cityfactory.edge.prediction_log import PredictionLog
     from cityfactory.edge.service import create_app
     from cityfactory.security.signing import load_public_key
 
@@ -59,9 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     pin = Pin(args.scenario, args.registered_model, args.bundle_base)
     state = hashlib.sha256(f"{args.scenario}|{args.registered_model}|{args.bundle_base}".encode()).hexdigest()[:12]
     slots = ModelSlots(Path(args.state_dir) / f"{args.node_id}-{state}.json" if args.state_dir else None)
-    app = create_app(args.node_id, public, token, pin, slots, args.max_body_bytes, args.max_rows)
+    served = PredictionLog(Path(args.prediction_log) / args.node_id) if args.prediction_log else None
+    app = create_app(args.node_id, public, token, pin, slots, args.max_body_bytes, args.max_rows, served)
     if args.bundle:
         slots.swap_in(load(args.bundle, public, pin))
+    else:
+        try:
+            if restored := slots.restore(lambda uri: load(uri, public, pin)):
+                logging.getLogger("cityfactory.edge").info("serving version %s again, as before the restart", restored.version)
+        except Exception as exc:  # noqa: BLE001 - refused or unreadable now: start empty, deploy again
+            logging.getLogger("cityfactory.edge").warning("could not serve the bundle served before the restart: %s", exc)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 

@@ -97,7 +97,8 @@ class LocalFleet:
             with open(home / "logs" / f"edge-{node.id}.log", "ab") as log:
                 self.processes.append(subprocess.Popen(
                     [sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(address.port),
-                     "--node-id", node.id, "--public-key", str(public), *self.pin, "--state-dir", str(home / "edge-state")],
+                     "--node-id", node.id, "--public-key", str(public), *self.pin, "--state-dir", str(home / "edge-state"),
+                     "--prediction-log", str(home / "edge-predictions")],
                     env=env, stdout=log, stderr=subprocess.STDOUT))
         for node in self.fleet.nodes:
             _wait(urlparse(node.url).port)

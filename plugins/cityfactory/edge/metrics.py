@@ -22,6 +22,7 @@ class NodeMetrics:
         self.buckets = [0] * (len(BUCKETS) + 1)
         self.latency_sum = 0.0
         self.other: Counter = Counter()  # (path, status) of every other endpoint
+        self.unlogged = 0  # answered rows the prediction log could not keep
 
     def observe_other(self, path: str, status: int) -> None:
         with self._lock:
@@ -42,6 +43,8 @@ class NodeMetrics:
             errors = sum(n for s, n in self.requests.items() if s >= 400)
             lines += ["# TYPE edge_errors_total counter", f'edge_errors_total{{node="{node_id}"}} {errors}',
                       "# TYPE edge_predicted_rows_total counter", f'edge_predicted_rows_total{{node="{node_id}"}} {self.rows}',
+                      "# HELP edge_unlogged_rows_total Answered rows the prediction log could not keep.",
+                      "# TYPE edge_unlogged_rows_total counter", f'edge_unlogged_rows_total{{node="{node_id}"}} {self.unlogged}',
                       "# HELP edge_latency_seconds Prediction latency.", "# TYPE edge_latency_seconds histogram"]
             cumulative = 0
             for bound, count in zip([*map(str, BUCKETS), "+Inf"], self.buckets):

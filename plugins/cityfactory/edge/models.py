@@ -26,6 +26,7 @@ class LoadedModel:
     manifest: dict
     session: object
     loaded_at: float = field(default_factory=time.time)
+    uri: str = ""  # where the bundle was loaded from (a restart loads it again)
 
     @property
     def version(self) -> str:
@@ -80,7 +81,7 @@ def load(uri: str, public_pem: bytes, pin: Pin) -> LoadedModel:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(files[bundle.MODEL], options, providers=["CPUExecutionProvider"])
-    model = LoadedModel(manifest, session)
+    model = LoadedModel(manifest, session, uri=uri)
     model.predict(np.zeros((1, len(model.features)), dtype=np.float32))  # warm-up before it serves
     return model
 
@@ -88,7 +89,8 @@ def load(uri: str, public_pem: bytes, pin: Pin) -> LoadedModel:
 class ModelSlots:
     """``current`` serves; ``previous`` waits for an instant rollback. Readers take ``current``
     once per request, so a swap never interrupts a request in flight. ``highest`` is the highest
-    version ever accepted (kept in ``state_file`` across restarts): lower ones need a rollback order."""
+    version ever accepted (kept in ``state_file`` across restarts): lower ones need a rollback order.
+    The state file also names the bundle serving now, so a restarted node serves it again."""
 
     def __init__(self, state_file: Path | None = None):
         self.current: LoadedModel | None = None
@@ -99,13 +101,27 @@ class ModelSlots:
         if state_file and state_file.exists():
             self.highest = json.loads(state_file.read_text()).get("highest")
 
-    def _remember(self, version: int) -> None:
-        self.highest = max(version, self.highest or version)
+    def _save(self) -> None:
         if self.state_file:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"highest": self.highest}))
+            tmp.write_text(json.dumps({"highest": self.highest, "serving": self.current.uri if self.current else None}))
             tmp.replace(self.state_file)
+
+    def _remember(self, version: int) -> None:
+        self.highest = max(version, self.highest or version)
+        self._save()
+
+    def restore(self, loader) -> LoadedModel | None:
+        """After a restart: serve again the bundle served before it, loaded (and so verified
+        again) by ``loader``; None if nothing was serving."""
+        uri = json.loads(self.state_file.read_text()).get("serving") if self.state_file and self.state_file.exists() else None
+        if not uri:
+            return None
+        model = loader(uri)
+        with self._lock:
+            self.current = model
+        return model
 
     def swap_in(self, model: LoadedModel) -> bool:
         """Serve ``model``; False (nothing changes) if it is the version already serving. A lower
@@ -132,6 +148,7 @@ class ModelSlots:
                 have = self.previous.version if self.previous else "none"
                 raise LookupError(f"cannot roll back to version {target}: the kept previous version is {have}")
             self.current, self.previous = self.previous if target is not None else None, None
+            self._save()
             return self.current
 
 

@@ -2,7 +2,11 @@
 
 Public: ``POST /predict``, ``GET /healthz``, ``GET /metrics``. Admin, behind a bearer token:
 ``POST /admin/deploy`` (bundle URI), ``POST /admin/rollback`` (a signed order naming the version),
-``GET /admin/status``. The node is pinned to one scenario and registered model and to the fleet's
+``GET /admin/status``, and the served-prediction log: ``POST /admin/predictions/rotate`` (closed
+segments), ``GET`` / ``DELETE /admin/predictions/<segment>``. A predict request may name each
+row's series and target hour (``keys``) and its purpose (``serve``, or ``bake`` for a rollout's
+health check, which its gate measures); every answered ``serve`` row is logged before the answer
+goes out. The node is pinned to one scenario and registered model and to the fleet's
 bundle folder; it keeps the highest version it accepted and refuses lower ones without a signed
 rollback order; deploying the version already serving changes nothing. A refused bundle leaves
 the node serving what it had. Request bodies and rows per request are capped (413), every response
@@ -32,6 +36,12 @@ from cityfactory.edge.models import (
     parse_rows,
 )
 from cityfactory.edge.orders import OrderError, verify_rollback
+from cityfactory.edge.prediction_log import (
+    PredictionLog,
+    RowKeyError,
+    log_lines,
+    parse_keys,
+)
 
 log = logging.getLogger("cityfactory.edge")
 INLINE_BYTES = 256 * 1024  # bodies up to this are handled on the event loop (well under a millisecond)
@@ -60,6 +70,8 @@ class CountResponses:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+        if scope["path"].startswith("/admin/predictions/"):
+            path = "/admin/predictions"
         sent = {}
 
         async def counted(message):
@@ -84,7 +96,7 @@ class Refused(Exception):
         self.status, self.detail = status, detail
 
 
-def _predict(body: bytes, model, max_rows: int) -> tuple[bytes, int]:
+def _predict(body: bytes, model, max_rows: int, node_id: str) -> tuple[bytes, int, bytes]:
     try:
         payload = json.loads(body)
     except RecursionError:
@@ -95,18 +107,21 @@ def _predict(body: bytes, model, max_rows: int) -> tuple[bytes, int]:
         # a body whose only string is the "rows" key and with no true/false/null holds numbers only
         numbers_only = body.count(b'"') == 2 and not any(word in body for word in (b"true", b"false", b"null"))
         rows = parse_rows(payload if isinstance(payload, dict) else {}, model.features, max_rows, numbers_only)
+        keys, purpose = parse_keys(payload, len(rows))
     except InputError as exc:
         raise Refused(413 if str(exc).startswith("rows: ") and "at most" in str(exc) else 422, str(exc)) from None
+    except RowKeyError as exc:
+        raise Refused(422, str(exc)) from None
     values = model.predict(rows)
     try:
         answer = json.dumps({"model_version": model.version, "predictions": values.tolist()}, allow_nan=False)
     except ValueError:
         raise Refused(500, "the model produced a value that is not a finite number") from None
-    return answer.encode(), len(rows)
+    return answer.encode(), len(rows), log_lines(time.time(), node_id, model.version, rows, values, keys, purpose)
 
 
 def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slots: ModelSlots | None = None,
-               max_body_bytes: int = 1 << 20, max_rows: int = 4096) -> FastAPI:
+               max_body_bytes: int = 1 << 20, max_rows: int = 4096, served: PredictionLog | None = None) -> FastAPI:
     from cityfactory.security.signing import load_public_key
 
     public = load_public_key(public_pem)  # the caller validated it; fails closed here too
@@ -152,9 +167,15 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
             if model is None:
                 raise Refused(503, "no model loaded")
             if len(body) <= INLINE_BYTES:
-                answer, rows = _predict(bytes(body), model, max_rows)
+                answer, rows, lines = _predict(bytes(body), model, max_rows, node_id)
             else:  # a big batch: parse and run off the event loop, so health checks stay prompt
-                answer, rows = await run_in_threadpool(_predict, bytes(body), model, max_rows)
+                answer, rows, lines = await run_in_threadpool(_predict, bytes(body), model, max_rows, node_id)
+            if served is not None and lines:
+                try:
+                    await served.append(lines)
+                except OSError as exc:  # serving goes on; the gap shows in the log and the metrics
+                    metrics.unlogged += rows
+                    log.warning("could not log %d served rows: %s", rows, exc)
             return 200, answer
         except Refused as refused:
             status = refused.status
@@ -209,6 +230,27 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
             raise HTTPException(409, str(exc)) from None
         log.info("rolled back to version %s", model.version if model else "none")
         return status()
+
+    @app.post("/admin/predictions/rotate", dependencies=[Depends(admin)])
+    def rotate_predictions():
+        """Close the open segment; the closed ones (oldest first) wait to be collected."""
+        return {"node": node_id, "segments": served.rotate() if served else []}
+
+    @app.get("/admin/predictions/{segment}", dependencies=[Depends(admin)], response_class=PlainTextResponse)
+    def read_predictions(segment: str):
+        try:
+            return PlainTextResponse(served.read(segment) if served else b"", media_type="application/x-ndjson")
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.delete("/admin/predictions/{segment}", dependencies=[Depends(admin)])
+    def remove_predictions(segment: str):
+        try:
+            if served:
+                served.remove(segment)
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return {"removed": segment}
 
     @app.get("/admin/status", dependencies=[Depends(admin)])
     def status():

@@ -15,7 +15,7 @@ from airflow.sdk import (
 )
 
 from cityfactory.config.scenarios import Scenario
-from cityfactory.stages import STAGES
+from cityfactory.stages import RETRAIN_CHOICES, STAGES
 
 PIPELINE_DOC = """
 ### City AI Factory: one pipeline DAG per scenario
@@ -29,11 +29,16 @@ choose which stages to run. Unpaused, the DAG waits for its next scheduled time 
   `landing/`, ingestion copies them unchanged to `raw/`, parses them to the scenario's schema and
   writes `bronze/` Parquet partitions and `quarantine/` rows with reasons;
 - **quality**: a Great Expectations gate on the run's bronze rows, and one on the feature mart;
-- **transform**: `dbt build` (staging -> intermediate -> marts, with tests) on DuckDB, then the
-  mart exported to `gold/` for training;
-- **train**: a PyTorch model on the gold features, tracked in MLflow (params, curves, metrics
-  beside baselines, plots, model card), registered, and given the `challenger` alias if it passes
-  the gate against the linear baseline and the current `champion`;
+- **transform**: `dbt build` (staging -> intermediate -> marts, with tests) on DuckDB, incremental
+  over the run's days (a full refresh on request), then the months it touched exported to `gold/`;
+- **monitor**: what the edge nodes served is collected into `predictions/` and scored against the
+  actuals that arrived, beside the champion's offline accuracy and the baselines; drift of every
+  feature against the training rows; then the **retraining decision** by the scenario's rules
+  (or forced from this form), with its reason;
+- **train** (only when the decision says so): a PyTorch model on the gold features, tracked in
+  MLflow (params, curves, metrics beside baselines, plots, model card), registered unless a version
+  already has these very inputs, and given the `challenger` alias if it passes the gate against
+  the linear baseline and the current `champion`;
 - **compress**: the challenger exported to ONNX (parity-checked), int8 / pruned variants measured
   side by side, the smallest within the accuracy budget signed into an edge bundle in `bundles/`;
 - **rollout**: stage by stage (from the scenario) to the fleet's edge nodes, each stage gated on a
@@ -108,6 +113,20 @@ def build_scenario_dag(scenario: Scenario):
                 title=f"Last day, {scenario.timezone} (optional, inclusive)",
                 description="The last day to ingest, inclusive. Give both days or neither.",
             ),
+            "retrain": Param(
+                "auto",
+                type="string",
+                enum=RETRAIN_CHOICES,
+                title="Retrain",
+                description="auto: the scenario's rules decide (no champion, changed features or code, live error "
+                            "above the offline estimate, drift, model age); always / never: overrule them.",
+            ),
+            "full_refresh": Param(
+                False,
+                type="boolean",
+                title="Rebuild every dbt model from all history",
+                description="Off: incremental models rebuild only this run's days (and the days whose features reach them).",
+            ),
             "stages": Param(
                 list(STAGES),
                 type="array",
@@ -165,20 +184,22 @@ def build_scenario_dag(scenario: Scenario):
 
         @task.run_if(stage_selected("transform"))
         @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="dbt build")
-        def transform() -> dict:
-            """staging -> intermediate -> marts and their dbt tests, in one dbt invocation."""
+        def transform(batches: list[list[str]], params=None) -> dict:
+            """staging -> intermediate -> marts and their dbt tests, in one dbt invocation,
+            incremental over the run's days unless the form asks for a full refresh."""
             from cityfactory.runs import RunContext
             from cityfactory.transform.tasks import transform
 
-            return transform(RunContext.current(scenario))
+            return transform(RunContext.current(scenario), batches, params["full_refresh"])
 
         @task.run_if(stage_selected("quality"))
         @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Gate: features")
-        def features_gate() -> dict:
+        def features_gate(built: dict | None) -> dict:
+            """Great Expectations on the mart rows this run rebuilt."""
             from cityfactory.quality.tasks import features_gate
             from cityfactory.runs import RunContext
 
-            return features_gate(RunContext.current(scenario))
+            return features_gate(RunContext.current(scenario), built)
 
         @task.run_if(stage_selected("transform"))
         @task(
@@ -186,20 +207,38 @@ def build_scenario_dag(scenario: Scenario):
             task_display_name="Export gold features",
             outlets=[Asset(name=f"{scenario.name}_features", uri=f"cityfactory://lake/gold/{scenario.name}")],
         )
-        def export_gold() -> dict:
+        def export_gold(built: dict) -> dict:
             from cityfactory.runs import RunContext
             from cityfactory.transform.tasks import export_gold
 
-            return export_gold(RunContext.current(scenario))
+            return export_gold(RunContext.current(scenario), built)
+
+        @task.run_if(stage_selected("monitor"))
+        @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Monitor: served vs actual, drift")
+        def monitor(batches: list[list[str]]) -> dict:
+            """Collect what the edge served, score it on the actuals that arrived, measure drift."""
+            from cityfactory.monitoring.tasks import monitor
+            from cityfactory.runs import RunContext
+
+            return monitor(RunContext.current(scenario), batches)
+
+        @task.run_if(stage_selected("train"))
+        @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Decide: retrain?")
+        def decide(monitored: dict | None, gold: dict | None, batches: list[list[str]], params=None) -> dict:
+            """The scenario's retraining rules (or the form's choice), with the reason."""
+            from cityfactory.monitoring.tasks import decide_retraining
+            from cityfactory.runs import RunContext
+
+            return decide_retraining(RunContext.current(scenario), monitored, gold, params["retrain"], batches)
 
         @task.run_if(stage_selected("train"))
         @task(task_display_name="Train, track, register")
-        def train(gold: dict, batches: list[list[str]]) -> dict:
+        def train(gold: dict, batches: list[list[str]], decision: dict) -> dict:
             """PyTorch on the gold features; an MLflow run, a registered version, the alias gate."""
             from cityfactory.runs import RunContext
             from cityfactory.training.tasks import train
 
-            return train(RunContext.current(scenario), gold, batches)
+            return train(RunContext.current(scenario), gold, batches, decision)
 
         @task.run_if(stage_selected("compress"))
         @task(task_display_name="Compress and sign bundle")
@@ -265,10 +304,15 @@ def build_scenario_dag(scenario: Scenario):
         with TaskGroup("ingest_stage", tooltip="land, parse, bronze + quarantine", prefix_group_id=False):
             summary = ingest_summary(ingest.expand(landed=land.expand(days=batches)))
         with TaskGroup("quality_and_transform", tooltip="gates around dbt, gold export", prefix_group_id=False):
-            gold = export_gold()
-            summary >> bronze_gate(batches) >> transform() >> features_gate() >> gold
+            built = transform(batches)
+            gold = export_gold(built)
+            summary >> bronze_gate(batches) >> built >> features_gate(built) >> gold
+        with TaskGroup("monitor_and_decide", tooltip="served vs actual, drift, retrain or not", prefix_group_id=False):
+            monitored = monitor(batches)
+            gold >> monitored
+            decision = decide(monitored, gold, batches)
         with TaskGroup("train_and_compress", tooltip="MLflow run, registry gate, signed bundle", prefix_group_id=False):
-            compressed = compress(train(gold, batches), gold)
+            compressed = compress(train(gold, batches, decision), gold)
         planned = rollout_plan(compressed, gold)
         previous = planned
         for index, stage in enumerate(scenario.rollout.stages):

@@ -2,7 +2,7 @@
 
 Every control looks at the assembled report facts and answers passed / failed / not_applicable
 with its evidence. The mappings name the EU AI Act's technical documentation (Annex IV) and
-record-keeping (Article 12) items and the NIST AI RMF 1.0 functions (Govern, Map, Measure,
+record-keeping (Article 12) and post-market monitoring (Article 72) items and the NIST AI RMF 1.0 functions (Govern, Map, Measure,
 Manage) a control gives evidence for; they say where to look, not that the law is satisfied.
 """
 
@@ -172,6 +172,16 @@ def _card(f: dict) -> tuple[str, str]:
     return (PASSED, f"model_card.md of run {f['model']['mlflow_run_id']}") if f["model_card"] else (FAILED, "no model card")
 
 
+def _monitored(f: dict) -> tuple[str, str]:
+    monitoring = f["monitoring"]
+    if monitoring is None or monitoring["decision"] is None:
+        return _not_run(f, "decide")
+    scored = sum(e["scored_rows"] for e in monitoring["evaluations"])
+    drifting = sum(d["drifted"] for d in monitoring["drift"])
+    return PASSED, (f"{scored} served rows scored against actuals, {drifting} of {len(monitoring['drift'])} features "
+                    f"drifting; decision: {monitoring['decision']['summary']}")
+
+
 CONTROLS: tuple[Control, ...] = (
     Control("DATA-1", "Sources pinned by checksum", ("Annex IV 2(d)", "Art. 12(2)"), ("MAP",), _sources),
     Control("DATA-2", "Raw data kept unchanged", ("Annex IV 2(d)", "Art. 12(1)"), ("GOVERN", "MANAGE"), _raw_kept),
@@ -185,6 +195,8 @@ CONTROLS: tuple[Control, ...] = (
     Control("MODEL-2", "Registered with provenance (run, data, code)", ("Annex IV 1", "Annex IV 2(b)", "Annex IV 6"),
             ("GOVERN", "MAP"), _registered),
     Control("MODEL-3", "Model card", ("Annex IV 1", "Annex IV 3"), ("MAP", "GOVERN"), _card),
+    Control("MONITOR-1", "Champion watched in the field; retraining decided with its reason",
+            ("Art. 72", "Annex IV 9"), ("MEASURE", "MANAGE"), _monitored),
     Control("EDGE-1", "Edge bundle compressed within budget and signed", ("Annex IV 2(b)", "Annex IV 2(g)"),
             ("MANAGE", "MEASURE"), _bundle),
     Control("EDGE-2", "Staged rollout with health gates and rollback", ("Annex IV 2(e)", "Annex IV 3", "Art. 12(2)"),

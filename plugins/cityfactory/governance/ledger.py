@@ -31,6 +31,8 @@ class Kind(StrEnum):
     QUALITY_GATE = "quality_gate"
     DBT_BUILD = "dbt_build"
     GOLD_EXPORTED = "gold_exported"
+    MONITORED = "monitored"
+    RETRAIN_DECIDED = "retrain_decided"
     MODEL_TRAINED = "model_trained"
     BUNDLE_SIGNED = "bundle_signed"
     ROLLOUT_PLANNED = "rollout_planned"

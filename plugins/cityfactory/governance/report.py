@@ -169,6 +169,29 @@ def _rollout(entries: list[dict]) -> dict | None:
             if rollback and "nodes" in rollback["details"] else None}
 
 
+def _monitoring(entries: list[dict]) -> dict | None:
+    """What the monitor saw (live vs offline per version and series, drift) and the retraining
+    decision with its reasons."""
+    monitored, decided = last_of(entries, Kind.MONITORED), last_of(entries, Kind.RETRAIN_DECIDED)
+    if monitored is None and decided is None:
+        return None
+    m = monitored["details"] if monitored else {}
+    evaluations = [{"day": e["day"], "served_rows": e["served_rows"], "scored_rows": e["scored_rows"],
+                    "awaiting_actuals": e["awaiting_actuals"], "versions": e["versions"]} for e in m.get("evaluations", [])]
+    return {
+        "champion": m.get("champion"), "metric": m.get("metric"),
+        "collected_rows": monitored["counts"].get("predictions_collected", 0) if monitored else 0,
+        "unreachable": m.get("unreachable", {}), "evaluations": evaluations,
+        "live_ratio": m.get("live_ratio"), "live_days": m.get("live_days", 0),
+        "live_error_margin": m.get("live_error_margin"), "live_error_days": m.get("live_error_days"),
+        "drift": m.get("drift", []), "drift_rows": m.get("drift_rows", 0), "drift_reference": m.get("drift_reference", False),
+        "picture": m.get("picture"), "error": m.get("error"),
+        "decision": {"retrain": decided["details"]["retrain"], "summary": decided["details"]["summary"],
+                     "reasons": decided["details"]["reasons"], "choice": decided["details"]["choice"]}
+        if decided and "summary" in decided["details"] else None,
+    }
+
+
 def _approvals(entries: list[dict]) -> list[dict]:
     return [{"stage": e["details"]["stage"], "approval": json.dumps(e["details"]["approval"], default=str)}
             for e in entries if e["details"].get("approval") is not None]
@@ -200,6 +223,7 @@ def assemble(scenario: Scenario, entries: list[dict], run: dict, task_states: di
         "personal_data": _personal_data(scenario, entries),
         "quality_gates": _gates(entries),
         "dbt": _dbt(entries),
+        "monitoring": _monitoring(entries),
         "model": model_of(entries),
         "compression": _compression(entries),
         "rollout": _rollout(entries),
@@ -223,14 +247,16 @@ def validate(report: dict) -> None:
         raise ReportSchemaError("; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:5]))
 
 
-def render_html(report: dict, lineage_svg: str, forecast_png_b64: str | None = None) -> str:
+def render_html(report: dict, lineage_svg: str, forecast_png_b64: str | None = None,
+                monitoring_png_b64: str | None = None) -> str:
     """One self-contained page (pictures inline), readable offline and from an MLflow artifact."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = lambda v, digits=1: "" if v is None else (f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}")
     env.filters["markdown"] = markdown_html
-    return env.get_template("report.html.j2").render(r=report, lineage_svg=lineage_svg, forecast_png=forecast_png_b64)
+    return env.get_template("report.html.j2").render(r=report, lineage_svg=lineage_svg, forecast_png=forecast_png_b64,
+                                                   monitoring_png=monitoring_png_b64)
 
 
 def markdown_html(text: str):

@@ -70,6 +70,24 @@ def format_layers(layers: list[tuple[str, int]]) -> str:
     return " -> ".join(parts)
 
 
+def format_monitoring(entries: list[dict]) -> str:
+    """What the monitor saw and the retraining decision, in two lines."""
+    current = latest_tries(entries)
+    monitored, decided = last_of(current, Kind.MONITORED), last_of(current, Kind.RETRAIN_DECIDED)
+    lines = []
+    if monitored is not None and monitored["status"] == "success":
+        m, c = monitored["details"], monitored["counts"]
+        live = f", live/offline x{m['live_ratio']:.2f} over {m['live_days']} day(s)" if m.get("live_ratio") else ""
+        lines.append(f"Monitor: {c['predictions_collected']:,} served rows collected, {c['days_evaluated']} day(s) scored{live}, "
+                     f"{c['features_drifting']} of {len(m['drift'])} features drifting")
+    if decided is not None and "summary" in decided["details"]:
+        lines.append(f"Decision: {decided['details']['summary']}")
+    same = last_of(current, Kind.MODEL_TRAINED)
+    if same is not None and same["status"] == "skipped":
+        lines.append(f"Registry: {same['details']['reason']}")
+    return "\n".join(lines)
+
+
 def format_training(entries: list[dict]) -> str:
     """The train task's metrics beside the baselines, and its alias decision."""
     current = latest_tries(entries)

@@ -94,6 +94,14 @@ def _mlflow_extras(model: dict | None) -> tuple[str | None, str | None]:
     return card, base64.b64encode(png).decode()
 
 
+def _monitoring_picture(ctx: RunContext, facts: dict) -> str | None:
+    """The monitor's picture (base64), from beside the run's ledger."""
+    key = join_key(ctx.ledger.prefix, "monitoring.png")
+    if not facts.get("monitoring") or not ctx.lake.exists(key):
+        return None
+    return base64.b64encode(ctx.lake.get_bytes(key)).decode()
+
+
 def govern(ctx: RunContext) -> dict:
     run_facts, task_states = airflow_run_facts()
     entries = ctx.ledger.entries()
@@ -107,7 +115,7 @@ def govern(ctx: RunContext) -> dict:
         picture = lineage.svg(graph)
         files = {
             "report.json": json.dumps(facts, indent=1, default=str).encode(),
-            "report.html": report.render_html(facts, picture, forecast).encode(),
+            "report.html": report.render_html(facts, picture, forecast, _monitoring_picture(ctx, facts)).encode(),
             "lineage.svg": picture.encode(),
         }
         stored = {name: ctx.lake.put_bytes(join_key(ctx.ledger.prefix, name), data) for name, data in files.items()}

@@ -35,10 +35,12 @@ def bronze_gate(ctx: RunContext, batches: list[list[str]]) -> dict:
     return _gate(ctx, table.to_pandas(), ctx.scenario.quality.bronze_suite, uri, "bronze", "bronze")
 
 
-def features_gate(ctx: RunContext) -> dict:
+def features_gate(ctx: RunContext, built: dict | None) -> dict:
+    """Validate the mart rows the run's transform rewrote (all of them after a full build)."""
     model = ctx.scenario.transform.features_model
     if not duckdb_path(ctx.scenario).exists():
         raise AirflowFailException(f"no feature mart {model} has been built yet: run the transform stage")
-    frame = read_model(ctx.scenario, model)
+    window = (built or {}).get("window")
+    frame = read_model(ctx.scenario, model, ctx.scenario.transform.time_column, window)
     return _gate(ctx, frame, ctx.scenario.quality.features_suite, model_uri(duckdb_path(ctx.scenario), model), "dbt_model",
                  "features")

@@ -102,7 +102,7 @@ def bake(nodes: list[Node], rows: np.ndarray, actuals: np.ndarray, seconds: floa
                     record = telemetry[node.id]
                     started = time.perf_counter()
                     try:
-                        response = session.post(f"{node.url}/predict", json={"rows": rows[start : start + batch].tolist()})
+                        response = session.post(f"{node.url}/predict", json={"rows": rows[start : start + batch].tolist(), "purpose": "bake"})
                         response.raise_for_status()
                         body = response.json()
                     except (httpx.HTTPError, ValueError):

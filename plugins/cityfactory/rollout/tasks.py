@@ -20,9 +20,9 @@ from cityfactory.governance.ledger import Artifact, Kind, of_kind
 from cityfactory.rollout import controller
 from cityfactory.runs import RunContext
 from cityfactory.storage.lake import join_key
-from cityfactory.storage.parquet import read_table
 from cityfactory.training import data, registry
 from cityfactory.training.spec import load_model_spec
+from cityfactory.transform.gold import read_gold
 
 FAILED_STATES = ("failed", "upstream_failed")
 
@@ -52,11 +52,10 @@ def plan(ctx: RunContext, compressed: dict | None, gold: dict | None, stages: li
         if "compress" in stages:
             raise AirflowSkipException("this run made no bundle (its model is no challenger): nothing to roll out")
         compressed = _challenger_bundle(ctx)
-    gold_key = gold["key"] if gold else join_key("gold", scenario.name, f"{scenario.transform.features_model}.parquet")
     spec = load_model_spec(scenario.model_spec)
     fleet = load_fleet(rollout.fleet)
     with ctx.entry(Kind.ROLLOUT_PLANNED) as entry:
-        frame = read_table(ctx.lake, gold_key).to_pandas()
+        frame = read_gold(ctx.lake, scenario.name, gold["sha256"] if gold else None)
         recent = data.latest_rows(frame, spec.data, rollout.bake_rows)  # the latest rows of every series
         bake = {"features": data.features(recent, spec.data).tolist(), "actuals": recent[spec.data.target].tolist(),
                 "from": str(recent[spec.data.time_column].min()), "to": str(recent[spec.data.time_column].max())}

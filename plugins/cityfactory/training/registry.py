@@ -109,6 +109,56 @@ def champion_model(registered_model: str):
     return mlflow.pyfunc.load_model(f"models:/{registered_model}@{CHAMPION}"), version
 
 
+# the inputs that make two versions the same model: no second version is registered for them
+INPUT_TAGS = ("feature_digest", "spec_digest", "code_version")
+
+
+def version_with_inputs(registered_model: str, inputs: dict[str, str]) -> str | None:
+    """The lowest existing version trained on exactly these inputs (``INPUT_TAGS``), or None."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = mlflow.MlflowClient().search_model_versions(f"name = '{registered_model}'")
+    except MlflowException:
+        return None
+    same = [int(v.version) for v in versions if all(v.tags.get(k) == inputs[k] for k in INPUT_TAGS)]
+    return str(min(same)) if same else None
+
+
+def version_tags(registered_model: str, version: str) -> dict[str, str]:
+    import mlflow
+
+    return dict(mlflow.MlflowClient().get_model_version(registered_model, version).tags)
+
+
+def offline_metrics(registered_model: str, version: str) -> dict:
+    """What a version showed on its test rows: ``{"metrics": {...}, "by_series": {series: {...}}}``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run_id = mlflow.MlflowClient().get_model_version(registered_model, version).run_id
+        summary = mlflow.artifacts.load_dict(f"runs:/{run_id}/model_summary.json")
+    except (MlflowException, OSError):
+        return {}
+    return {"metrics": summary["metrics"]["model"],
+            "by_series": {name: m["model"] for name, m in summary.get("metrics_by_series", {}).items()}}
+
+
+def drift_reference(registered_model: str, version: str) -> dict | None:
+    """The drift profile of a version's training rows (None for versions made before it existed)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run_id = mlflow.MlflowClient().get_model_version(registered_model, version).run_id
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{DRIFT_REFERENCE}")
+    except (MlflowException, OSError):
+        return None
+
+
+DRIFT_REFERENCE = "monitoring/drift_reference.json"
 # version tag that says where a version stands in the field
 ROLLOUT_STATE, SERVING_NODES = "rollout_state", "serving_nodes"
 

@@ -145,3 +145,11 @@ def load_model_spec(name: str, directory: Path | None = None) -> ModelSpec:
     except ValidationError as exc:
         problems = "; ".join(f"key '{_location(e['loc'])}': {e['msg']}" for e in exc.errors())
         raise ScenarioError(f"{path}: {problems}") from None
+
+
+def spec_digest(spec: ModelSpec) -> str:
+    """sha256 of the spec's validated content (comments and key order do not count)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from cityfactory.config.scenarios import Drift
+from cityfactory.monitoring.drift import reference_profile
 from cityfactory.training import baselines, data, registry, report
 from cityfactory.training.metrics import scores, scores_by_series
-from cityfactory.training.spec import ModelSpec
+from cityfactory.training.spec import ModelSpec, spec_digest
 from cityfactory.training.train import fit, predict
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ class RunFacts:
     features_sha256: str
     risk_level: str = ""
     owners: list[str] = field(default_factory=list)
+    feature_definition: str = ""  # digest of the dbt models' SQL that made the features
 
 
 @dataclass
@@ -47,7 +50,10 @@ def _span(frame: pd.DataFrame, column: str) -> str:
     return f"{frame[column].min()} .. {frame[column].max()}"
 
 
-def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts) -> Outcome:
+def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, drift: Drift | None = None) -> Outcome:
+    """Fit, score beside the baselines and the champion on the same test rows, log to MLflow,
+    register, tag (the inputs, so an identical run is recognised) and decide the alias. The
+    training rows' drift profile goes with the version for the monitor."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -129,12 +135,17 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts) -> 
             gate_decision=f"{decision.alias or 'no alias'}: {decision.reason}",
         )
         mlflow.log_text(card, "model_card.md")
+        drift = drift or Drift()
+        mlflow.log_dict(reference_profile(parts.train, d.numeric, d.time_column, drift.window_days, drift.bins,
+                                          drift.min_psi), registry.DRIFT_REFERENCE)
         mlflow.set_tag("gate_decision", decision.alias or "rejected")
 
     client = mlflow.MlflowClient()
     version_tags = {
         "data_interval": facts.data_interval, "feature_digest": facts.features_sha256, "code_version": registry.code_version(),
         "airflow_run_id": facts.airflow_run_id, "gate_decision": decision.alias or "rejected", "gate_reason": decision.reason,
+        "spec_digest": spec_digest(spec), "feature_definition": facts.feature_definition,
+        "features_to": str(gold[d.time_column].max().date()),
         **{f"test_{k}": f"{v:.3f}" for k, v in metrics["model"].items()},
     }
     for key, value in version_tags.items():

@@ -8,6 +8,7 @@ DuckDB here has no network extensions, so an S3 lake's bronze is mirrored to a l
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -69,9 +70,10 @@ def local_lake_root(lake: Lake, scenario: Scenario) -> Path:
     return mirror
 
 
-def run_dbt(scenario: Scenario, lake_root: Path) -> DbtReport:
+def run_dbt(scenario: Scenario, lake_root: Path, window: dict | None = None, full_refresh: bool = False) -> DbtReport:
     """``dbt build`` in a child process (its DuckDB connection closes with it, and dbt's logging
-    stays out of the task's), then the per-node results from ``run_results.json``."""
+    stays out of the task's), then the per-node results from ``run_results.json``. ``window``
+    (see ``run_window``) limits what incremental models rebuild; ``full_refresh`` rebuilds all."""
     database = duckdb_path(scenario)
     database.parent.mkdir(parents=True, exist_ok=True)
     target = get_settings().home / "dbt" / scenario.name / "target"
@@ -82,7 +84,9 @@ def run_dbt(scenario: Scenario, lake_root: Path) -> DbtReport:
         "--target-path", str(target),
         "--log-path", str(target.parent / "logs"),
         "--select", scenario.transform.dbt_select,
-        "--vars", json.dumps({"lake_root": str(lake_root), "scenario": scenario.name, "timezone": scenario.timezone}),
+        "--vars", json.dumps({"lake_root": str(lake_root), "scenario": scenario.name, "timezone": scenario.timezone,
+                              **(window or {})}),
+        *(["--full-refresh"] if full_refresh else []),
     ]
     env = {**os.environ, "CITYFACTORY_DUCKDB_PATH": str(database), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     (target / "run_results.json").unlink(missing_ok=True)
@@ -107,11 +111,44 @@ def run_dbt(scenario: Scenario, lake_root: Path) -> DbtReport:
             report.tests.append({**row, "failures": result["failures"]})
         else:
             upstream = [nodes[u]["name"] for u in node["depends_on"]["nodes"] if u in nodes]
-            report.models.append({**row, "relation": node["relation_name"], "depends_on": upstream})
+            report.models.append({**row, "relation": node["relation_name"], "depends_on": upstream,
+                                  "checksum": node["checksum"]["checksum"]})
     if report.failures or process.returncode != 0:
         lines = [f"{r['name']}: {r['status']} ({r['message']})" for r in report.failures]
         raise TransformError(f"dbt build for {scenario.name} failed: " + "; ".join(lines or [process.stdout[-1000:]]), report)
     return report
+
+
+def run_window(days: list[dt.date], zone: str, lookback_days: int) -> dict:
+    """The UTC bounds (dbt vars) of what a run over ``days`` rebuilds: the mart rows of its days
+    and of the ``lookback_days`` after them (their lags reach into the run's days), read from
+    the bronze rows of those days plus ``lookback_days`` before."""
+    from cityfactory.runs import day_bounds
+
+    output_from, _ = day_bounds(days[0], days[0], zone)
+    _, input_to = day_bounds(days[-1], days[-1] + dt.timedelta(days=lookback_days), zone)
+    stamp = "%Y-%m-%d %H:%M:%S"
+    return {"input_from": (output_from - dt.timedelta(days=lookback_days)).strftime(stamp),
+            "output_from": output_from.strftime(stamp), "input_to": input_to.strftime(stamp)}
+
+
+def has_model(scenario: Scenario, model: str) -> bool:
+    """Whether the scenario's DuckDB file holds ``model`` (an incremental model needs a first full build)."""
+    import duckdb
+
+    if not duckdb_path(scenario).exists():
+        return False
+    with duckdb.connect(str(duckdb_path(scenario)), read_only=True) as connection:
+        return connection.execute("select count(*) from information_schema.tables where table_name = ?",
+                                  [model]).fetchone()[0] > 0
+
+
+def definition_digest(report: DbtReport) -> str:
+    """One sha256 over the SQL of every model built: changes when a feature's definition does."""
+    import hashlib
+
+    text = "\n".join(f"{m['name']}:{m['checksum']}" for m in sorted(report.models, key=lambda m: m["name"]))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def model_rows(scenario: Scenario, report: DbtReport) -> dict[str, int]:
@@ -122,26 +159,12 @@ def model_rows(scenario: Scenario, report: DbtReport) -> dict[str, int]:
         return {m["name"]: connection.execute(f"select count(*) from {m['relation']}").fetchone()[0] for m in report.models}
 
 
-def read_model(scenario: Scenario, model: str):
-    """A built model as a pandas DataFrame (read-only connection: the writer is dbt)."""
+def read_model(scenario: Scenario, model: str, time_column: str | None = None, window: dict | None = None):
+    """A built model as a pandas DataFrame (read-only connection: the writer is dbt); with a run
+    ``window``, only the rows it rewrote."""
     import duckdb
 
+    where = (f"where \"{time_column}\" >= '{window['output_from']}'::timestamp "
+             f"and \"{time_column}\" < '{window['input_to']}'::timestamp") if window and time_column else ""
     with duckdb.connect(str(duckdb_path(scenario)), read_only=True) as connection:
-        return connection.sql(f'select * from "{model}"').df()
-
-
-def export_model(scenario: Scenario, model: str, lake: Lake, target_key: str, order_by: list[str]):
-    """Write a built model to the lake as one Parquet file (atomic put) in a total order, so equal
-    data gives equal bytes; returns (stored, rows)."""
-    import tempfile
-
-    import duckdb
-
-    with tempfile.TemporaryDirectory(prefix="cityfactory-gold-") as tmp, duckdb.connect(
-        str(duckdb_path(scenario)), read_only=True
-    ) as connection:
-        path = Path(tmp) / "export.parquet"
-        rows = connection.execute(f'select count(*) from "{model}"').fetchone()[0]
-        order = ", ".join(f'"{column}"' for column in order_by)
-        connection.execute(f"copy (select * from \"{model}\" order by {order}) to '{path}' (format parquet)")
-        return lake.put_file(target_key, path), rows
+        return connection.sql(f'select * from "{model}" {where}').df()

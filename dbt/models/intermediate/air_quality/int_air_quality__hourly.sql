@@ -49,7 +49,7 @@ runs as (
 
 select
     * exclude (value_run),
-    avg(pm25_ugm3) over (partition by hour_at) as city_pm25_ugm3,
+    round(avg(pm25_ugm3) over (partition by hour_at), 6) as city_pm25_ugm3,
     case when pm25_ugm3 is not null
         then count(*) over (partition by station, pm25_ugm3, value_run order by hour_at)
     end as pm25_repeat_hours

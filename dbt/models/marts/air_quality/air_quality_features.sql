@@ -1,5 +1,14 @@
 -- Features for forecasting each station's next-hour PM2.5: one row per station and target hour,
 -- every feature known one hour before it (windows per station over its regular hourly series).
+-- Incremental: a run rewrites the rows of its window (see macros/run_window.sql).
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['station', 'target_at'],
+        on_schema_change='fail',
+    )
+}}
 with
 
 hourly as (
@@ -17,8 +26,9 @@ features as (
         lag(pm25_ugm3, 3) over by_hour as pm25_lag_3h,
         lag(pm25_ugm3, 6) over by_hour as pm25_lag_6h,
         lag(pm25_ugm3, 24) over by_hour as pm25_lag_24h,
-        avg(pm25_ugm3) over last_day as pm25_mean_24h,
-        stddev_samp(pm25_ugm3) over last_day as pm25_std_24h,
+        -- window aggregates rounded: a rebuilt window then gives the same bits as a full build
+        round(avg(pm25_ugm3) over last_day, 6) as pm25_mean_24h,
+        round(stddev_samp(pm25_ugm3) over last_day, 6) as pm25_std_24h,
         count(pm25_ugm3) over last_day as observed_hours_24h,
         lag(pm25_repeat_hours, 1) over by_hour as pm25_repeat_hours,
         lag(city_pm25_ugm3, 1) over by_hour as city_pm25_lag_1h,
@@ -66,3 +76,4 @@ select
         and rain_mm_lag_1h is not null
         and wind_speed_ms_lag_1h is not null as is_complete
 from features
+{{ output_window('target_at') }}

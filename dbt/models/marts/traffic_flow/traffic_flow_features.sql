@@ -1,5 +1,14 @@
 -- Features for forecasting the next hour's volume: one row per target hour, every feature known
 -- one hour before it (lags count real hours on the regular series; nothing is filled in).
+-- Incremental: a run rewrites the rows of its window (see macros/run_window.sql).
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='target_at',
+        on_schema_change='fail',
+    )
+}}
 with
 
 hourly as (
@@ -16,8 +25,9 @@ features as (
         lag(traffic_volume, 3) over by_hour as volume_lag_3h,
         lag(traffic_volume, 24) over by_hour as volume_lag_24h,
         lag(traffic_volume, 168) over by_hour as volume_lag_168h,
-        avg(traffic_volume) over last_day as volume_mean_24h,
-        stddev_samp(traffic_volume) over last_day as volume_std_24h,
+        -- window aggregates rounded: a rebuilt window then gives the same bits as a full build
+        round(avg(traffic_volume) over last_day, 6) as volume_mean_24h,
+        round(stddev_samp(traffic_volume) over last_day, 6) as volume_std_24h,
         count(traffic_volume) over last_day as observed_hours_24h,
 
         extract(hour from local_at)::integer as hour_of_day,
@@ -48,3 +58,4 @@ select
         and observed_hours_24h = 24
         and temp_c_lag_1h is not null as is_complete
 from features
+{{ output_window('target_at') }}

@@ -3,6 +3,7 @@ with
 
 source as (
     select * from {{ source('air_quality_lake', 'bronze') }}
+    {{ input_window('observed_at') }}
 ),
 
 renamed as (

@@ -4,6 +4,7 @@ with
 
 source as (
     select * from {{ source('traffic_flow_lake', 'bronze') }}
+    {{ input_window('date_time') }}
 ),
 
 renamed as (
@@ -24,7 +25,7 @@ hourly as (
         observed_at,
         max(traffic_volume) as traffic_volume,
         count(distinct traffic_volume) as distinct_volumes,
-        avg(temp_c) as temp_c,
+        round(avg(temp_c), 6) as temp_c,  -- rounded: equal bits whichever order the rows come in
         max(rain_mm) as rain_mm,
         max(snow_mm) as snow_mm,
         max(clouds_pct) as clouds_pct,

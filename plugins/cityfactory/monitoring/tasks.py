@@ -1,0 +1,107 @@
+"""The monitor stage as Airflow tasks see it: collect what the edge served, score it against the
+actuals that arrived, measure drift, and decide whether this run retrains."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from cityfactory.edge.fleet import edge_token, load_fleet
+from cityfactory.governance.ledger import Artifact, Kind
+from cityfactory.monitoring import live
+from cityfactory.monitoring.collect import collect
+from cityfactory.monitoring.decision import Evidence, decide
+from cityfactory.monitoring.drift import drift_table
+from cityfactory.monitoring.figures import monitoring_figure
+from cityfactory.runs import RunContext, day_bounds
+from cityfactory.storage.lake import join_key
+from cityfactory.storage.parquet import read_partitions
+from cityfactory.training import registry
+from cityfactory.training.spec import load_model_spec, spec_digest
+from cityfactory.transform.dbt import read_model
+
+HISTORY_DAYS = 14  # evaluations read back for the picture and the decision (at least the rule's days)
+
+
+def _mart(ctx: RunContext, first: dt.date, last: dt.date):
+    """The feature mart's rows whose time falls on ``first``..``last`` (local days)."""
+    start, end = day_bounds(first, last, ctx.scenario.timezone)
+    stamp = "%Y-%m-%d %H:%M:%S"
+    window = {"output_from": start.strftime(stamp), "input_to": end.strftime(stamp)}
+    return read_model(ctx.scenario, ctx.scenario.transform.features_model, ctx.scenario.transform.time_column, window)
+
+
+def _evaluation_key(scenario: str, day: str) -> str:
+    return join_key("monitoring", scenario, f"dt={day}", "evaluation.json")
+
+
+def _recent_evaluations(ctx: RunContext, days: int) -> list[dict]:
+    prefix = join_key("monitoring", ctx.scenario.name)
+    names = [n.removeprefix("dt=") for n in ctx.lake.list_dirs(prefix) if n.startswith("dt=")][-days:]
+    return [json.loads(ctx.lake.get_bytes(_evaluation_key(ctx.scenario.name, day))) for day in names]
+
+
+def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
+    """Collect, evaluate the days that got served rows, measure drift of the latest window."""
+    scenario, spec = ctx.scenario, load_model_spec(ctx.scenario.model_spec)
+    policy = scenario.maintenance
+    registry.use_experiment(scenario.name)
+    champion = registry.alias_version(spec.registered_model, registry.CHAMPION)
+    last_day = dt.date.fromisoformat(batches[-1][-1])
+    with ctx.entry(Kind.MONITORED) as entry:
+        collected = collect(ctx.lake, scenario.name, load_fleet(scenario.rollout.fleet), edge_token(), scenario.timezone)
+        entry.outputs += [Artifact.of(s, kind="predictions") for s in collected.stored]
+        evaluated = []
+        for day in sorted(collected.days):
+            when = dt.date.fromisoformat(day)
+            table = read_partitions(ctx.lake, "predictions", scenario.name, [when])
+            served = live.served_rows(table.to_pandas() if table is not None else None)
+            offline = {v: registry.offline_metrics(spec.registered_model, v) for v in served["model_version"].unique()}
+            evaluation = live.evaluate_day(day, served, _mart(ctx, when, when), spec, offline)
+            stored = ctx.lake.put_bytes(_evaluation_key(scenario.name, day), json.dumps(evaluation).encode())
+            entry.outputs.append(Artifact.of(stored, evaluation["scored_rows"], "evaluation"))
+            evaluated.append(evaluation)
+        history = _recent_evaluations(ctx, max(HISTORY_DAYS, policy.retrain_when.live_error_days))
+        reference = registry.drift_reference(spec.registered_model, champion) if champion else None
+        recent = _mart(ctx, last_day - dt.timedelta(days=policy.drift.window_days - 1), last_day)
+        recent = recent[recent[spec.data.usable].astype(bool)]
+        drift = drift_table(reference, recent) if reference is not None and len(recent) else []
+        ratio, days = live.pooled_ratio(history, champion, policy.retrain_when.live_error_days) if champion else (None, 0)
+        result = {"champion": champion, "metric": spec.gate.metric, "live_ratio": ratio, "live_days": days,
+                  "drifted": [r["feature"] for r in drift if r["drifted"]]}
+        picture = monitoring_figure(drift, history, champion, spec.gate.metric,
+                                    f"{scenario.name}: drift over {recent.shape[0]} recent rows, live accuracy")
+        stored = ctx.lake.put_bytes(join_key(ctx.ledger.prefix, "monitoring.png"), picture)
+        entry.outputs.append(Artifact.of(stored, kind="picture"))
+        entry.counts = {"predictions_collected": collected.rows, "segments": collected.segments,
+                        "days_evaluated": len(evaluated), "features_drifting": len(result["drifted"])}
+        entry.details.update(**result, evaluations=evaluated, drift=drift, drift_rows=len(recent),
+                             drift_reference=reference is not None, unreachable=collected.unreachable,
+                             unreadable=collected.unreadable, picture=stored.uri,
+                             live_error_margin=policy.retrain_when.live_error_margin,
+                             live_error_days=policy.retrain_when.live_error_days)
+    return result
+
+
+def decide_retraining(ctx: RunContext, monitored: dict | None, gold: dict | None, choice: str,
+                      batches: list[list[str]]) -> dict:
+    """The scenario's retraining rules over the monitor's evidence and the champion's tags."""
+    scenario, spec = ctx.scenario, load_model_spec(ctx.scenario.model_spec)
+    registry.use_experiment(scenario.name)
+    champion = registry.alias_version(spec.registered_model, registry.CHAMPION)
+    monitored = monitored or {}
+    with ctx.entry(Kind.RETRAIN_DECIDED) as entry:
+        evidence = Evidence(
+            choice=choice, champion=champion,
+            champion_tags=registry.version_tags(spec.registered_model, champion) if champion else {},
+            current={"feature_definition": (gold or {}).get("definition_digest", ""), "spec_digest": spec_digest(spec),
+                     "code_version": registry.code_version()},
+            last_day=dt.date.fromisoformat(batches[-1][-1]), live_ratio=monitored.get("live_ratio"),
+            live_days=monitored.get("live_days", 0), drifted=monitored.get("drifted", []),
+        )
+        decision = decide(evidence, scenario.maintenance.retrain_when)
+        entry.details.update(**decision.as_dict(), choice=choice, champion=champion, monitored=bool(monitored),
+                             rules=scenario.maintenance.retrain_when.model_dump())
+        entry.counts = {"retrain": int(decision.retrain)}
+    return decision.as_dict()
+

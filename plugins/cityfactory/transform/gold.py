@@ -1,0 +1,122 @@
+"""Gold: the feature mart exported for training, one Parquet file per month plus a manifest.
+
+A nightly run rewrites only the months its window touches, so its cost does not grow with the
+history. The manifest (``gold/<scenario>/manifest.json``) names every month's file with its sha256
+and rows; its own sha256 is the features' digest (equal data, equal digest), and readers check
+every file against it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cityfactory.config.scenarios import Scenario
+from cityfactory.storage.lake import Lake, StoredObject, join_key, sha256_bytes
+from cityfactory.transform.dbt import duckdb_path
+
+
+class GoldError(RuntimeError):
+    """A gold file that does not match its manifest (or no gold at all)."""
+
+
+@dataclass
+class GoldExport:
+    manifest: StoredObject
+    rows: int
+    months_written: list[str]
+    rows_written: int
+
+
+def manifest_key(scenario: str) -> str:
+    return join_key("gold", scenario, "manifest.json")
+
+
+def _months(first: dt.datetime, last: dt.datetime) -> list[str]:
+    """Calendar months (UTC) from ``first`` to ``last`` inclusive, as YYYY-MM."""
+    months, year, month = [], first.year, first.month
+    while (year, month) <= (last.year, last.month):
+        months.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
+
+
+def _read_manifest(lake: Lake, scenario: str) -> dict | None:
+    key = manifest_key(scenario)
+    return json.loads(lake.get_bytes(key)) if lake.exists(key) else None
+
+
+def export_gold(scenario: Scenario, lake: Lake, window: dict | None) -> GoldExport:
+    """Rewrite the months of ``window`` (all months without one) from the mart, then the manifest.
+    Each month's rows in a total order, so equal data gives equal bytes."""
+    import duckdb
+
+    t = scenario.transform
+    model, time, order = t.features_model, t.time_column, ", ".join(f'"{c}"' for c in t.order_by)
+    previous = _read_manifest(lake, scenario.name) if window else None
+    months = dict(previous["months"]) if previous else {}
+    written, rows_written = [], 0
+    with tempfile.TemporaryDirectory(prefix="cityfactory-gold-") as tmp, duckdb.connect(
+        str(duckdb_path(scenario)), read_only=True
+    ) as connection:
+        if window:
+            wanted = _months(dt.datetime.fromisoformat(window["output_from"]),
+                             dt.datetime.fromisoformat(window["input_to"]) - dt.timedelta(seconds=1))
+        else:
+            wanted = [m for (m,) in connection.execute(
+                f'select distinct strftime("{time}", \'%Y-%m\') from "{model}" order by 1').fetchall()]
+        for month in wanted:
+            start = dt.datetime.strptime(month, "%Y-%m")
+            end = _months(start, start + dt.timedelta(days=32))[1]
+            where = f"where \"{time}\" >= '{start:%Y-%m-%d}'::timestamp and \"{time}\" < '{end}-01'::timestamp"
+            rows = connection.execute(f'select count(*) from "{model}" {where}').fetchone()[0]
+            key = join_key("gold", scenario.name, f"month={month}", f"{model}.parquet")
+            if not rows:
+                months.pop(month, None)
+                continue
+            path = Path(tmp) / f"{month}.parquet"
+            connection.execute(f"copy (select * from \"{model}\" {where} order by {order}) to '{path}' (format parquet)")
+            stored = lake.put_file(key, path)
+            months[month] = {"key": key, "sha256": stored.sha256, "rows": rows}
+            written.append(month)
+            rows_written += rows
+    stale = [m["key"] for name, m in (previous or {}).get("months", {}).items() if name not in months]
+    manifest = {"model": model, "time_column": time, "order_by": t.order_by, "months": dict(sorted(months.items()))}
+    stored = lake.put_bytes(manifest_key(scenario.name), json.dumps(manifest, sort_keys=True, indent=1).encode())
+    if not window:  # a full export drops months the mart no longer has
+        listed = [k for k in lake.list(join_key("gold", scenario.name)) if k.endswith(".parquet")]
+        stale += [k for k in listed if k not in {m["key"] for m in months.values()}]
+    if stale:
+        lake.delete(sorted(set(stale)))
+    return GoldExport(stored, sum(m["rows"] for m in months.values()), written, rows_written)
+
+
+def read_gold(lake: Lake, scenario: str, digest: str | None = None) -> pd.DataFrame:
+    """Every month of the scenario's gold, checked against the manifest (and the manifest against
+    ``digest``, the sha256 a run exported), as one frame in the manifest's order."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    key = manifest_key(scenario)
+    if not lake.exists(key):
+        raise GoldError(f"no gold for {scenario} yet ({lake.uri_for(key)}): run the transform stage")
+    raw = lake.get_bytes(key)
+    if digest and sha256_bytes(raw) != digest:
+        raise GoldError(f"{lake.uri_for(key)} changed since this run exported it (sha256 {sha256_bytes(raw)[:12]}, "
+                        f"expected {digest[:12]})")
+    tables = []
+    for month, entry in json.loads(raw)["months"].items():
+        data = lake.get_bytes(entry["key"])
+        if sha256_bytes(data) != entry["sha256"]:
+            raise GoldError(f"{lake.uri_for(entry['key'])}: sha256 does not match the manifest's for {month}")
+        tables.append(pq.read_table(io.BytesIO(data)))
+    if not tables:
+        raise GoldError(f"gold for {scenario} has no rows")
+    return pa.concat_tables(tables).to_pandas()
