@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from cityfactory.cli import main as cli
 from cityfactory.compression import bundle, gate
@@ -20,6 +18,7 @@ from cityfactory.storage.lake import open_lake
 from cityfactory.training import data
 from cityfactory.training.spec import load_model_spec
 from cityfactory.training.train import predict
+from cityfactory.transform.gold import read_gold
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -69,8 +68,7 @@ def test_dag_writes_a_verified_bundle(history_run):
 
 
 def _test_rows(entries):
-    gold_key = entries["export_gold"]["outputs"][0]["uri"].split("/lake/", 1)[1]
-    gold = pq.read_table(io.BytesIO(open_lake().get_bytes(gold_key))).to_pandas()
+    gold = read_gold(open_lake(), "traffic_flow", entries["export_gold"]["outputs"][0]["sha256"])
     return data.split_by_time(gold, SPEC.data, SPEC.split).test
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -308,3 +309,57 @@ def test_metric_labels_are_escaped():
 
     text = NodeMetrics().render('n"1\\x', '7"} evil 1\nfake_metric{a="b')
     assert 'node="n\\"1\\\\x"' in text and "\nfake_metric" not in text
+
+
+def test_served_rows_are_logged_kept_through_a_kill_and_collected_once(tmp_path, bundles):
+    """Every answered consumer row reaches the lake after the node is killed without warning;
+    the restarted node serves its bundle again; collecting twice stores nothing twice."""
+    from cityfactory.edge.fleet import Fleet, Node
+    from cityfactory.monitoring.collect import collect
+    from cityfactory.storage.parquet import read_partitions
+
+    first, _, manifest = bundles
+    [port] = free_ports(1)
+    base, log_dir = f"http://127.0.0.1:{port}", tmp_path / "served"
+    process = _serve(tmp_path, port, public_key_pem(), "--prediction-log", str(log_dir))
+    wait_for_port(port)
+    assert _admin(base, "/admin/deploy", {"uri": first}).status_code == 200
+    hours = [dt.datetime(2026, 11, 20, h, tzinfo=dt.UTC) for h in range(24)]
+    answered = {}
+
+    def consumer(hour):
+        body = {"rows": _rows(manifest, 1), "keys": [{"series": None, "predicted_for": hour.isoformat()}]}
+        response = httpx.post(f"{base}/predict", json=body, timeout=30)
+        assert response.status_code == 200
+        answered[hour] = response.json()["predictions"][0]
+
+    threads = [threading.Thread(target=consumer, args=(h,)) for h in hours]  # concurrent: one group commit or a few
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert httpx.post(f"{base}/predict", json={"rows": _rows(manifest, 5), "purpose": "bake"}).status_code == 200
+    bad = httpx.post(f"{base}/predict", json={"rows": _rows(manifest, 2), "keys": [{"series": None}]})
+    assert bad.status_code == 422 and "keys" in bad.json()["detail"]
+    assert httpx.post(f"{base}/admin/predictions/rotate").status_code == 401  # the log is admin-only
+    process.kill()  # no shutdown, no flush on exit
+    process.wait(timeout=20)
+
+    process = _serve(tmp_path, port, public_key_pem(), "--prediction-log", str(log_dir))
+    try:
+        wait_for_port(port)
+        assert httpx.get(f"{base}/healthz").json()["model_version"] == manifest["model_version"]  # serving again
+        fleet = Fleet(nodes=[Node(id="n1", district="d", url=base)])
+        lake = open_lake()
+        collected = collect(lake, "traffic_flow", fleet, TOKEN, "UTC")
+        assert collected.rows == 24 and collected.days == {"2026-11-20"} and not collected.unreachable
+        again = collect(lake, "traffic_flow", fleet, TOKEN, "UTC")
+        assert again.rows == 0 and again.segments == 0
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    frame = read_partitions(lake, "predictions", "traffic_flow", [dt.date(2026, 11, 20)]).to_pandas()
+    assert len(frame) == 24 and set(frame["purpose"]) == {"serve"}  # the bake request was not logged
+    logged = dict(zip(frame["predicted_for"].dt.to_pydatetime(), frame["prediction"]))
+    assert logged == pytest.approx(answered) and set(frame["model_version"]) == {manifest["model_version"]}
+    assert frame["input_sha256"].str.len().eq(16).all()

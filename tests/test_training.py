@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
-
 import mlflow
-import pyarrow.parquet as pq
 import pytest
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.storage.lake import open_lake
@@ -13,6 +10,7 @@ from cityfactory.training import data, registry
 from cityfactory.training.spec import load_model_spec
 from cityfactory.training.stage import RunFacts, train_and_register
 from cityfactory.training.train import fit, predict
+from cityfactory.transform.gold import read_gold
 
 pytestmark = pytest.mark.slow
 TRAFFIC = get_scenario("traffic_flow")
@@ -64,8 +62,7 @@ def test_run_trains_logs_and_registers(history_run):
 
 
 def _gold(entries):
-    key = entries["export_gold"]["outputs"][0]["uri"].split("/lake/", 1)[1]
-    return pq.read_table(io.BytesIO(open_lake().get_bytes(key))).to_pandas()
+    return read_gold(open_lake(), "traffic_flow", entries["export_gold"]["outputs"][0]["sha256"])
 
 
 def test_gate_refuses_a_worse_model_and_keeps_the_champion(history_run):

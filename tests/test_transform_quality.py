@@ -15,6 +15,7 @@ from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import RunLedger
 from cityfactory.ingestion import replay
 from cityfactory.storage.lake import open_lake
+from cityfactory.transform.gold import read_gold
 from corpus import first_day
 from support import METRO_CSV, REPO
 
@@ -63,8 +64,11 @@ def test_every_stage_ran_and_recorded(month_run):
     [validation] = [a for a in entries["features_gate"]["outputs"] if a["kind"] == "validation"]
     assert json.loads(Path(validation["uri"].removeprefix("file://")).read_text())["success"] is True
     [gold] = entries["export_gold"]["outputs"]
-    assert gold["uri"] == f"{lake_uri}/gold/traffic_flow/traffic_flow_features.parquet"
-    assert pq.read_metadata(gold["uri"].removeprefix("file://")).num_rows == gold["rows"] > 24 * 29
+    assert gold["uri"] == f"{lake_uri}/gold/traffic_flow/manifest.json"
+    manifest = json.loads(open_lake().get_bytes("gold/traffic_flow/manifest.json"))
+    assert sum(m["rows"] for m in manifest["months"].values()) == gold["rows"] > 24 * 29
+    assert all(pq.read_metadata(f"{lake_uri.removeprefix('file://')}/{m['key']}").num_rows == m["rows"]
+               for m in manifest["months"].values())
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +77,7 @@ def raw_csv() -> pd.DataFrame:
 
 
 def test_features_match_the_raw_csv(month_run, raw_csv):
-    _, lake_uri, _ = month_run
-    gold = pq.read_table(lake_uri.removeprefix("file://") + "/gold/traffic_flow/traffic_flow_features.parquet").to_pandas()
+    gold = read_gold(open_lake(), "traffic_flow")
     assert gold["target_at"].is_unique, "hours the dataset repeats per weather label appear once"
     shift = replay.time_shift(TRAFFIC)
     hourly = raw_csv.groupby("date_time").agg(volume=("traffic_volume", "first"), temp=("temp", "mean"), labels=("weather_main", "size"))

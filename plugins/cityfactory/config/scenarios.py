@@ -193,7 +193,7 @@ class Transform(_Strict):
     dbt_select: str
     features_model: str
     order_by: list[str] = Field(min_length=1)  # a total order (e.g. time, series): gold's sha256 is stable
-    time_column: str = "target_at"  # the mart's UTC time; gold is partitioned by its month
+    time_column: str | None = None  # the mart's UTC time (default: the first of order_by); gold is split by its month
     # How far back (whole days) the mart's features reach (lags, windows): a nightly run rebuilds
     # only its days' rows (and those whose features reach into them) from this much history.
     lookback_days: int = Field(8, ge=1)
@@ -202,6 +202,10 @@ class Transform(_Strict):
     @classmethod
     def _listed(cls, value):
         return [value] if isinstance(value, str) else value
+
+    @property
+    def time(self) -> str:
+        return self.time_column or self.order_by[0]
 
 
 class Quality(_Strict):

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     pin = Pin(args.scenario, args.registered_model, args.bundle_base)
     state = hashlib.sha256(f"{args.scenario}|{args.registered_model}|{args.bundle_base}".encode()).hexdigest()[:12]
     slots = ModelSlots(Path(args.state_dir) / f"{args.node_id}-{state}.json" if args.state_dir else None)
-    served = PredictionLog(Path(args.prediction_log) / args.node_id) if args.prediction_log else None
+    served = PredictionLog(Path(args.prediction_log) / f"{args.node_id}-{state}") if args.prediction_log else None
     app = create_app(args.node_id, public, token, pin, slots, args.max_body_bytes, args.max_rows, served)
     if args.bundle:
         slots.swap_in(load(args.bundle, public, pin))

@@ -27,7 +27,7 @@ def serve_days(scenario: Scenario, first: dt.date, last: dt.date, batch: int = 2
     spec = load_model_spec(scenario.model_spec)
     start, end = day_bounds(first, last, scenario.timezone)
     stamp = "%Y-%m-%d %H:%M:%S"
-    frame = read_model(scenario, scenario.transform.features_model, scenario.transform.time_column,
+    frame = read_model(scenario, scenario.transform.features_model, scenario.transform.time,
                        {"output_from": start.strftime(stamp), "input_to": end.strftime(stamp)})
     frame = frame[frame[spec.data.usable].astype(bool)].sort_values(spec.data.time_column)
     fleet = load_fleet(scenario.rollout.fleet)
@@ -42,7 +42,7 @@ def serve_days(scenario: Scenario, first: dt.date, last: dt.date, batch: int = 2
                 target = node or next(spread)
                 times = part[spec.data.time_column].dt.tz_localize("UTC") if part[spec.data.time_column].dt.tz is None \
                     else part[spec.data.time_column]
-                keys = [{"series": None if series is None else str(series), "target_at": t.isoformat()} for t in times]
+                keys = [{"series": None if series is None else str(series), "predicted_for": t.isoformat()} for t in times]
                 response = client.post(f"{target.url}/predict", json={
                     "rows": data.features(part, spec.data).tolist(), "keys": keys, "purpose": "serve"})
                 response.raise_for_status()

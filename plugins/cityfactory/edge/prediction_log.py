@@ -1,6 +1,6 @@
 """What a node served, kept until the pipeline collects it.
 
-Each answered row becomes one JSON line (served_at, node, model_version, series, target_at,
+Each answered row becomes one JSON line (served_at, node, model_version, series, predicted_for,
 input_sha256, prediction, purpose) in a numbered segment file. Lines are written before the
 answer goes out, by one background thread: requests that arrive while it writes form the next
 batch (group commit), so the event loop never waits on the disk and a restart loses nothing a
@@ -31,7 +31,7 @@ class RowKeyError(ValueError):
 
 
 def parse_keys(payload: dict, rows: int) -> tuple[list[tuple[str | None, str | None]], str]:
-    """The optional ``keys`` (one ``{"series": ..., "target_at": ...}`` per row) and ``purpose``."""
+    """The optional ``keys`` (one ``{"series": ..., "predicted_for": ...}`` per row) and ``purpose``."""
     purpose = payload.get("purpose", "serve")
     if purpose not in PURPOSES:
         raise RowKeyError(f"purpose: expected one of {', '.join(PURPOSES)}, got {purpose!r}"[:200])
@@ -43,9 +43,9 @@ def parse_keys(payload: dict, rows: int) -> tuple[list[tuple[str | None, str | N
     parsed = []
     for i, key in enumerate(keys):
         if not isinstance(key, dict):
-            raise RowKeyError(f"keys[{i}]: expected an object with series and target_at")
+            raise RowKeyError(f"keys[{i}]: expected an object with series and predicted_for")
         values = []
-        for field in ("series", "target_at"):
+        for field in ("series", "predicted_for"):
             value = key.get(field)
             if value is not None and (not isinstance(value, str) or len(value) > MAX_KEY_CHARS):
                 raise RowKeyError(f"keys[{i}].{field}: expected a string of at most {MAX_KEY_CHARS} characters")
@@ -61,9 +61,9 @@ def log_lines(served_at: float, node: str, version: str, rows: np.ndarray, value
     if purpose == "bake":
         return b""
     lines = []
-    for row, value, (series, target_at) in zip(rows, values.ravel().tolist(), keys):
+    for row, value, (series, predicted_for) in zip(rows, values.ravel().tolist(), keys):
         lines.append(json.dumps({"served_at": served_at, "node": node, "model_version": version, "series": series,
-                                 "target_at": target_at, "input_sha256": hashlib.sha256(row.tobytes()).hexdigest()[:16],
+                                 "predicted_for": predicted_for, "input_sha256": hashlib.sha256(row.tobytes()).hexdigest()[:16],
                                  "prediction": value, "purpose": purpose}))
     return ("\n".join(lines) + "\n").encode()
 

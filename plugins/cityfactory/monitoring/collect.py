@@ -25,7 +25,7 @@ from cityfactory.storage.lake import Lake, StoredObject, join_key
 
 log = logging.getLogger(__name__)
 SCHEMA = pa.schema([("served_at", pa.timestamp("us", tz="UTC")), ("node", pa.string()), ("model_version", pa.string()),
-                    ("series", pa.string()), ("target_at", pa.timestamp("us", tz="UTC")), ("input_sha256", pa.string()),
+                    ("series", pa.string()), ("predicted_for", pa.timestamp("us", tz="UTC")), ("input_sha256", pa.string()),
                     ("prediction", pa.float64()), ("purpose", pa.string())])
 
 
@@ -55,7 +55,7 @@ def segment_table(data: bytes) -> tuple[pa.Table, int]:
         try:
             record = json.loads(line)
             record["served_at"] = dt.datetime.fromtimestamp(float(record["served_at"]), dt.UTC)
-            record["target_at"] = _instant(record.get("target_at"))
+            record["predicted_for"] = _instant(record.get("predicted_for"))
             records.append(record)
         except (ValueError, KeyError, TypeError):
             bad += 1
@@ -64,7 +64,7 @@ def segment_table(data: bytes) -> tuple[pa.Table, int]:
 
 def _local_days(table: pa.Table, zone: str) -> pa.Array:
     """The day (in the scenario's zone) of the hour each row predicted, or of when it was served."""
-    when = pc.coalesce(table["target_at"], table["served_at"])
+    when = pc.coalesce(table["predicted_for"], table["served_at"])
     return pc.strftime(pc.cast(when, pa.timestamp("us", tz=zone)), format="%Y-%m-%d")
 
 

@@ -18,22 +18,22 @@ from cityfactory.training.spec import ModelSpec
 def served_rows(predictions: pd.DataFrame | None) -> pd.DataFrame:
     """The rows consumers were served (not rollout health checks), with their key."""
     if predictions is None or predictions.empty:
-        return pd.DataFrame(columns=["series", "target_at", "node", "model_version", "prediction"])
-    keep = (predictions["purpose"] == "serve") & predictions["target_at"].notna()
+        return pd.DataFrame(columns=["series", "predicted_for", "node", "model_version", "prediction"])
+    keep = (predictions["purpose"] == "serve") & predictions["predicted_for"].notna()
     return predictions[keep]
 
 
 def join_actuals(served: pd.DataFrame, actuals: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     """Served rows with the actual and the baselines' predictions of their hour (and series)."""
     d, b = spec.data, spec.baselines
-    columns = {d.time_column: "target_at", d.target: "actual", b.persistence: "persistence",
+    columns = {d.time_column: "predicted_for", d.target: "actual", b.persistence: "persistence",
                **{column: name for name, column in b.naive.items()}}
     if d.series:
         columns[d.series] = "series"
     truth = actuals[list(columns)].rename(columns=columns)
-    truth["target_at"] = pd.to_datetime(truth["target_at"], utc=True)
-    served = served.assign(target_at=pd.to_datetime(served["target_at"], utc=True))
-    on = ["target_at", "series"] if d.series else ["target_at"]
+    truth["predicted_for"] = pd.to_datetime(truth["predicted_for"], utc=True)
+    served = served.assign(predicted_for=pd.to_datetime(served["predicted_for"], utc=True))
+    on = ["predicted_for", "series"] if d.series else ["predicted_for"]
     if d.series:
         truth["series"] = truth["series"].astype(str)
     joined = served.drop(columns=[c for c in ("series",) if not d.series and c in served]).merge(truth, on=on, how="left")

@@ -18,7 +18,7 @@ from cityfactory.storage.lake import join_key
 from cityfactory.storage.parquet import read_partitions
 from cityfactory.training import registry
 from cityfactory.training.spec import load_model_spec, spec_digest
-from cityfactory.transform.dbt import read_model
+from cityfactory.transform.dbt import duckdb_path, model_uri, read_model
 
 HISTORY_DAYS = 14  # evaluations read back for the picture and the decision (at least the rule's days)
 
@@ -28,7 +28,7 @@ def _mart(ctx: RunContext, first: dt.date, last: dt.date):
     start, end = day_bounds(first, last, ctx.scenario.timezone)
     stamp = "%Y-%m-%d %H:%M:%S"
     window = {"output_from": start.strftime(stamp), "input_to": end.strftime(stamp)}
-    return read_model(ctx.scenario, ctx.scenario.transform.features_model, ctx.scenario.transform.time_column, window)
+    return read_model(ctx.scenario, ctx.scenario.transform.features_model, ctx.scenario.transform.time, window)
 
 
 def _evaluation_key(scenario: str, day: str) -> str:
@@ -49,6 +49,8 @@ def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
     champion = registry.alias_version(spec.registered_model, registry.CHAMPION)
     last_day = dt.date.fromisoformat(batches[-1][-1])
     with ctx.entry(Kind.MONITORED) as entry:
+        mart = scenario.transform.features_model
+        entry.inputs.append(Artifact(model_uri(duckdb_path(scenario), mart), "", None, "dbt_model"))
         collected = collect(ctx.lake, scenario.name, load_fleet(scenario.rollout.fleet), edge_token(), scenario.timezone)
         entry.outputs += [Artifact.of(s, kind="predictions") for s in collected.stored]
         evaluated = []

@@ -41,6 +41,6 @@ def features_gate(ctx: RunContext, built: dict | None) -> dict:
     if not duckdb_path(ctx.scenario).exists():
         raise AirflowFailException(f"no feature mart {model} has been built yet: run the transform stage")
     window = (built or {}).get("window")
-    frame = read_model(ctx.scenario, model, ctx.scenario.transform.time_column, window)
+    frame = read_model(ctx.scenario, model, ctx.scenario.transform.time, window)
     return _gate(ctx, frame, ctx.scenario.quality.features_suite, model_uri(duckdb_path(ctx.scenario), model), "dbt_model",
                  "features")

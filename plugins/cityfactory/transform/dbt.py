@@ -44,7 +44,13 @@ class DbtReport:
 
 
 def duckdb_path(scenario: Scenario) -> Path:
-    return get_settings().home / "duckdb" / f"{scenario.name}.duckdb"
+    """The scenario's DuckDB file for the current lake: incremental models hold state derived
+    from one lake's bronze, so each lake has its own file."""
+    import hashlib
+
+    settings = get_settings()
+    lake = hashlib.sha256(settings.lake_uri.encode()).hexdigest()[:8]
+    return settings.home / "duckdb" / f"{scenario.name}-{lake}.duckdb"
 
 
 def model_uri(database: Path, model: str) -> str:

@@ -57,7 +57,7 @@ def export_gold(scenario: Scenario, lake: Lake, window: dict | None) -> GoldExpo
     import duckdb
 
     t = scenario.transform
-    model, time, order = t.features_model, t.time_column, ", ".join(f'"{c}"' for c in t.order_by)
+    model, time, order = t.features_model, t.time, ", ".join(f'"{c}"' for c in t.order_by)
     previous = _read_manifest(lake, scenario.name) if window else None
     months = dict(previous["months"]) if previous else {}
     written, rows_written = [], 0
