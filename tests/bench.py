@@ -9,12 +9,16 @@
    compression variant table (size, accuracy, latency ratios).
 4. One edge node serving the run's bundle: requests/s and p50/p99 latency at batch 1 and 256 with
    32 concurrent clients, and the errors during hot swaps under load.
-5. Scale-out: the same whole-history run of traffic_flow on Airflow's Celery executor (PostgreSQL,
+5. The nightly run (yesterday, the champion watched and kept) on the history and on a history four
+   times as long (the dataset replayed at three earlier offsets as well, labelled as such): wall
+   time, median of 3 nights, and their ratio.
+6. Scale-out: the same whole-history run of traffic_flow on Airflow's Celery executor (PostgreSQL,
    Redis) with one worker and with two, triggered through the REST API: wall time and where it went.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import statistics
@@ -250,24 +254,41 @@ def bench_edge(entries: list[dict]) -> None:
     newer = [str(int(manifest["model_version"]) + 1000 + i) for i in range(6)]  # a node only moves up
     for version in newer:
         bundle.write(lake, "traffic_flow", version, bundle.build({"model.onnx": files["model.onnx"]}, {**facts, "model_version": version}))
-    [port] = free_ports(1)
     (HOME / "public.pem").write_bytes(public_key_pem())
     token = "bench-" + os.urandom(4).hex()
-    node = subprocess.Popen([sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(port), "--node-id", "bench",
-                             "--public-key", str(HOME / "public.pem"), "--bundle", uri, "--scenario", "traffic_flow",
-                             "--registered-model", manifest["registered_model"],
-                             "--bundle-base", lake.uri_for("bundles/traffic_flow/")],
-                            env={**os.environ, "CITYFACTORY_EDGE_TOKEN": token, "PYTHONPATH": str(REPO / "plugins")})
+
+    def start(port: int, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(port), "--node-id", "bench",
+                                 "--public-key", str(HOME / "public.pem"), "--bundle", uri, "--scenario", "traffic_flow",
+                                 "--registered-model", manifest["registered_model"],
+                                 "--bundle-base", lake.uri_for("bundles/traffic_flow/"), *extra],
+                                env={**os.environ, "CITYFACTORY_EDGE_TOKEN": token, "PYTHONPATH": str(REPO / "plugins")})
+
+    port, logged_port = free_ports(2)
+    row = [100.0] * len(manifest["feature_order"])
+    print("\n## Edge node on loopback (uvicorn, 1 process; 32 concurrent clients in one asyncio process on the same 2 cores)")
+    print("without / with the prediction log (every row written before its answer, keyed by series and hour)")
+    medians = {}
+    for label, node_port, extra in (("no log", port, ()), ("logged", logged_port, ("--prediction-log", str(HOME / "served")))):
+        node = start(node_port, *extra)
+        try:
+            wait_for_port(node_port)
+            for batch in (1, 256):
+                body = {"rows": [row] * batch, "keys": [{"series": None, "predicted_for": "2026-11-24T05:00:00+00:00"}] * batch}
+                latencies, errors = asyncio.run(_load(f"http://127.0.0.1:{node_port}/predict", body, 8, 32))
+                ms = np.array(latencies) * 1000
+                medians[(label, batch)] = np.percentile(ms, 50)
+                print(f"{label:<7} batch {batch:>3}: {len(ms) / 8:,.0f} requests/s ({len(ms) * batch / 8:,.0f} predictions/s), "
+                      f"p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms, errors {errors}")
+        finally:
+            node.terminate()
+            node.wait(timeout=20)
+    print("ratio p50 logged / no log: " + ", ".join(f"batch {b} {medians[('logged', b)] / medians[('no log', b)]:.2f}"
+                                                       for b in (1, 256)))
+    node = start(port)
     try:
         wait_for_port(port)
         base = f"http://127.0.0.1:{port}"
-        row = [100.0] * len(manifest["feature_order"])
-        print("\n## Edge node on loopback (uvicorn, 1 process; 32 concurrent clients in one asyncio process on the same 2 cores)")
-        for batch in (1, 256):
-            latencies, errors = asyncio.run(_load(f"{base}/predict", {"rows": [row] * batch}, 8, 32))
-            ms = np.array(latencies) * 1000
-            print(f"batch {batch:>3}: {len(ms) / 8:,.0f} requests/s ({len(ms) * batch / 8:,.0f} predictions/s), "
-                  f"p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms, errors {errors}")
 
         async def swap_under_load():
             load = asyncio.create_task(_load(f"{base}/predict", {"rows": [row]}, 6, 32))
@@ -313,6 +334,62 @@ def bench_governance(entries: list[dict]) -> None:
           f"HTML {sizes['html']:,} bytes; whole governance task {governance['wall_s']} s (incl. MLflow artifacts, audit, seal)")
     print(f"audit verify over {len(audit.entries(lake))} entries (local lake): full (every entry re-read, root rebuilt) "
           f"{t_verify * 1000:.1f} ms; from the witnessed checkpoint {t_quick * 1000:.1f} ms")
+
+
+def bench_nightly(copies: tuple[int, ...] = (1, 4), nights: int = 3) -> None:
+    """A gateway deployment per history length: the history landed (the dataset at ``copies``
+    offsets, each one span of whole weeks earlier), one bulk run, then the night of the last day."""
+    import yaml
+    from airflow.dag_processing.dagbag import DagBag
+    from cityfactory.config.scenarios import get_scenario
+    from cityfactory.edge.consumers import serve_days
+    from cityfactory.edge.fleet import LocalFleet
+    from cityfactory.governance.ledger import RunLedger
+    from cityfactory.ingestion import replay
+    from cityfactory.storage.lake import open_lake
+    from support import write_fleet
+
+    replayed = get_scenario("traffic_flow")
+    first, last = replay.history_interval(replayed)
+    span = dt.timedelta(weeks=-(-((last - first).days + 1) // 7))
+    config = yaml.safe_load((REPO / "dags" / "scenarios" / "traffic_flow.yaml").read_text())
+    config["source"]["kind"] = "gateway"
+    scenarios = HOME / "nightly-scenarios"
+    scenarios.mkdir(exist_ok=True)
+    (scenarios / "traffic_flow.yaml").write_text(yaml.safe_dump(config))
+    results = {}
+    for n in copies:
+        home = HOME / f"nightly-x{n}"
+        os.environ.update({"CITYFACTORY_SCENARIOS_DIR": str(scenarios), "CITYFACTORY_LAKE_URI": (home / "lake").as_uri(),
+                           "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+                           "CITYFACTORY_FLEETS_DIR": str(write_fleet(home / "fleets", "traffic_flow", 3))})
+        home.mkdir(parents=True, exist_ok=True)
+        lake = open_lake()
+        for k in range(n):  # copy k plays the dataset k spans earlier
+            today = dt.date.today() - k * span
+            start, end = replay.history_interval(replayed, today)
+            replay.replay(replayed, lake, [start + dt.timedelta(days=i) for i in range((end - start).days + 1)], today)
+        scenario = get_scenario("traffic_flow")
+        dag = DagBag(dag_folder=str(REPO / "dags" / "scenario_pipelines.py")).get_dag("traffic_flow")
+        with LocalFleet.for_scenario(scenario):
+            history = dag.test(run_conf={"data_interval_start": str(first - (n - 1) * span), "data_interval_end": str(last)})
+            walls, rows = [], 0
+            for _ in range(nights):
+                serve_days(scenario, last, last)
+                t = time.perf_counter()
+                night = dag.test(run_conf={"data_interval_start": str(last), "data_interval_end": str(last)})
+                walls.append(time.perf_counter() - t)
+                entries = {e["task_id"]: e for e in RunLedger(lake, "traffic_flow", night.run_id).entries()}
+                rows = entries["export_gold"]["counts"]["rows"]
+        results[n] = (history.state, night.state, rows, statistics.median(walls),
+                      entries["decide"]["details"]["summary"])
+    print(f"\n## The nightly run (one day ingested, the champion monitored and kept), median of {nights} nights")
+    print(f"{'history':<44} {'gold rows':>10} {'night s':>8}  decision")
+    for n, (_, state, rows, wall, summary) in results.items():
+        label = "the replayed history" if n == 1 else f"{n}x: the dataset replayed at {n - 1} earlier offsets too"
+        print(f"{label:<44} {rows:>10,} {wall:>8.1f}  {state}: {summary}")
+    one, four = results[copies[0]][3], results[copies[-1]][3]
+    print(f"ratio night on {copies[-1]}x history / on 1x = {four / one:.2f} (target <= 1.3)")
 
 
 def _seconds(start: str | None, end: str | None) -> float:
@@ -382,4 +459,5 @@ if __name__ == "__main__":
     entries = bench_run("traffic_flow")
     bench_governance(entries)
     bench_edge(entries)
+    bench_nightly()
     bench_scale_out()

@@ -96,7 +96,8 @@ class Refused(Exception):
         self.status, self.detail = status, detail
 
 
-def _predict(body: bytes, model, max_rows: int, node_id: str) -> tuple[bytes, int, bytes]:
+def _predict(body: bytes, model, max_rows: int, node_id: str, logged: bool) -> tuple[bytes, int, bytes]:
+    """The answer, the rows answered, and (if ``logged``) the prediction log's lines for them."""
     try:
         payload = json.loads(body)
     except RecursionError:
@@ -117,7 +118,8 @@ def _predict(body: bytes, model, max_rows: int, node_id: str) -> tuple[bytes, in
         answer = json.dumps({"model_version": model.version, "predictions": values.tolist()}, allow_nan=False)
     except ValueError:
         raise Refused(500, "the model produced a value that is not a finite number") from None
-    return answer.encode(), len(rows), log_lines(time.time(), node_id, model.version, rows, values, keys, purpose)
+    lines = log_lines(time.time(), node_id, model.version, rows, values, keys, purpose) if logged else b""
+    return answer.encode(), len(rows), lines
 
 
 def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slots: ModelSlots | None = None,
@@ -167,10 +169,11 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
             if model is None:
                 raise Refused(503, "no model loaded")
             if len(body) <= INLINE_BYTES:
-                answer, rows, lines = _predict(bytes(body), model, max_rows, node_id)
+                answer, rows, lines = _predict(bytes(body), model, max_rows, node_id, served is not None)
             else:  # a big batch: parse and run off the event loop, so health checks stay prompt
-                answer, rows, lines = await run_in_threadpool(_predict, bytes(body), model, max_rows, node_id)
-            if served is not None and lines:
+                answer, rows, lines = await run_in_threadpool(_predict, bytes(body), model, max_rows, node_id,
+                                                              served is not None)
+            if lines:
                 try:
                     await served.append(lines)
                 except OSError as exc:  # serving goes on; the gap shows in the log and the metrics

@@ -184,7 +184,7 @@ def _monitoring(entries: list[dict]) -> dict | None:
         "unreachable": m.get("unreachable", {}), "evaluations": evaluations,
         "live_ratio": m.get("live_ratio"), "live_days": m.get("live_days", 0),
         "live_error_margin": m.get("live_error_margin"), "live_error_days": m.get("live_error_days"),
-        "drift": m.get("drift", []), "drift_rows": m.get("drift_rows", 0), "drift_reference": m.get("drift_reference", False),
+        "drift": m.get("drift", []), "drift_rows": m.get("drift_rows", 0),
         "picture": m.get("picture"), "error": m.get("error"),
         "decision": {"retrain": decided["details"]["retrain"], "summary": decided["details"]["summary"],
                      "reasons": decided["details"]["reasons"], "choice": decided["details"]["choice"]}

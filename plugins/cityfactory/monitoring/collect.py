@@ -2,8 +2,9 @@
 
 Pulled by the pipeline over each node's admin API (nodes hold no lake credentials): rotate, fetch
 each closed segment, store it under the local day of the hour it predicted, then remove it from
-the node. The lake key depends only on node and segment, so a retry or a crash between storing and
-removing rewrites the same object: nothing is lost or counted twice. A node that cannot be reached
+the node. The lake key depends only on node, segment and the segment's sha256, so a retry or a
+crash between storing and removing rewrites the same object (nothing is lost or counted twice),
+and a node whose log folder was wiped and counts segments from 1 again overwrites nothing. A node that cannot be reached
 is reported and skipped; the others are collected.
 """
 
@@ -21,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cityfactory.edge.fleet import Fleet
-from cityfactory.storage.lake import Lake, StoredObject, join_key
+from cityfactory.storage.lake import Lake, StoredObject, join_key, sha256_bytes
 
 log = logging.getLogger(__name__)
 SCHEMA = pa.schema([("served_at", pa.timestamp("us", tz="UTC")), ("node", pa.string()), ("model_version", pa.string()),
@@ -68,20 +69,23 @@ def _local_days(table: pa.Table, zone: str) -> pa.Array:
     return pc.strftime(pc.cast(when, pa.timestamp("us", tz=zone)), format="%Y-%m-%d")
 
 
-def store_segment(lake: Lake, scenario: str, node: str, segment: str, table: pa.Table, zone: str) -> list[tuple[str, StoredObject, int]]:
-    """One Parquet object per day the segment's rows fall on."""
+def store_segment(lake: Lake, scenario: str, node: str, segment: str, data: bytes, zone: str
+                  ) -> tuple[list[tuple[str, StoredObject, int]], int]:
+    """One Parquet object per day the segment's rows fall on; and the lines that did not parse."""
+    table, bad = segment_table(data)
+    name = f"{node}-{segment.removesuffix('.jsonl')}-{sha256_bytes(data)[:8]}.parquet"
     days = _local_days(table, zone)
     out = []
     for day in sorted(set(days.to_pylist())):
         part = table.filter(pc.equal(days, day))
         buffer = io.BytesIO()
         pq.write_table(part, buffer)
-        key = join_key("predictions", scenario, f"dt={day}", f"{node}-{segment.removesuffix('.jsonl')}.parquet")
-        out.append((day, lake.put_bytes(key, buffer.getvalue()), part.num_rows))
-    return out
+        out.append((day, lake.put_bytes(join_key("predictions", scenario, f"dt={day}", name), buffer.getvalue()), part.num_rows))
+    return out, bad
 
 
 def collect(lake: Lake, scenario: str, fleet: Fleet, token: str, zone: str, timeout: float = 30) -> Collected:
+    """Every node's closed segments into the lake, node by node (see the module's doc)."""
     collected = Collected()
     headers = {"Authorization": f"Bearer {token}"}
     for node in fleet.nodes:
@@ -92,10 +96,10 @@ def collect(lake: Lake, scenario: str, fleet: Fleet, token: str, zone: str, time
                 for segment in response.json()["segments"]:
                     fetched = client.get(f"/admin/predictions/{segment}")
                     fetched.raise_for_status()
-                    table, bad = segment_table(fetched.content)
+                    parts, bad = store_segment(lake, scenario, node.id, segment, fetched.content, zone)
                     if bad:
                         collected.unreadable.append(f"{node.id}/{segment}: {bad} line(s) that do not parse")
-                    for day, stored, rows in store_segment(lake, scenario, node.id, segment, table, zone):
+                    for day, stored, rows in parts:
                         collected.stored.append(stored)
                         collected.days.add(day)
                         collected.rows += rows

@@ -40,7 +40,8 @@ def monitoring_figure(drift: list[dict], evaluations: list[dict], champion: str 
     elif mine:
         days = [d for d, _ in mine]
         right.plot(days, [v["live"] for _, v in mine], marker="o", label="live", color="tab:blue")
-        right.plot(days, [v["offline"] for _, v in mine], linestyle="--", color="black", label="offline (test rows)")
+        right.plot(days, [v["offline"] for _, v in mine], linestyle="--", marker="_", markersize=24, color="black",
+                   label="offline (test rows)")
         right.plot(days, [v["baselines"].get("persistence") for _, v in mine], marker="x", color="tab:orange", label="persistence")
         right.tick_params(axis="x", rotation=45, labelsize=8)
         right.set_title(f"Version {champion}: live {metric.upper()} per day")

@@ -41,44 +41,57 @@ def _recent_evaluations(ctx: RunContext, days: int) -> list[dict]:
     return [json.loads(ctx.lake.get_bytes(_evaluation_key(ctx.scenario.name, day))) for day in names]
 
 
+def _evaluate(ctx: RunContext, spec, days: set[str]) -> list[dict]:
+    """Each day that got served rows, scored on its actuals (all of its rows: earlier collections
+    of the same day too), kept under ``monitoring/``."""
+    evaluated = []
+    for day in sorted(days):
+        when = dt.date.fromisoformat(day)
+        table = read_partitions(ctx.lake, "predictions", ctx.scenario.name, [when])
+        served = live.served_rows(table.to_pandas() if table is not None else None)
+        offline = {v: registry.offline_metrics(spec.registered_model, v) for v in served["model_version"].unique()}
+        evaluation = live.evaluate_day(day, served, _mart(ctx, when, when), spec, offline)
+        evaluation["key"] = _evaluation_key(ctx.scenario.name, day)
+        ctx.lake.put_bytes(evaluation["key"], json.dumps(evaluation).encode())
+        evaluated.append(evaluation)
+    return evaluated
+
+
+def _drift(ctx: RunContext, spec, champion: str | None, last_day: dt.date) -> tuple[list[dict], int]:
+    """The champion's drift table over the usable mart rows of the window ending ``last_day``."""
+    window = ctx.scenario.maintenance.drift.window_days
+    recent = _mart(ctx, last_day - dt.timedelta(days=window - 1), last_day)
+    recent = recent[recent[spec.data.usable].astype(bool)]
+    reference = registry.drift_reference(spec.registered_model, champion) if champion else None
+    return (drift_table(reference, recent) if reference is not None and len(recent) else []), len(recent)
+
+
 def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
     """Collect, evaluate the days that got served rows, measure drift of the latest window."""
     scenario, spec = ctx.scenario, load_model_spec(ctx.scenario.model_spec)
     policy = scenario.maintenance
     registry.use_experiment(scenario.name)
     champion = registry.alias_version(spec.registered_model, registry.CHAMPION)
-    last_day = dt.date.fromisoformat(batches[-1][-1])
     with ctx.entry(Kind.MONITORED) as entry:
         mart = scenario.transform.features_model
         entry.inputs.append(Artifact(model_uri(duckdb_path(scenario), mart), "", None, "dbt_model"))
         collected = collect(ctx.lake, scenario.name, load_fleet(scenario.rollout.fleet), edge_token(), scenario.timezone)
         entry.outputs += [Artifact.of(s, kind="predictions") for s in collected.stored]
-        evaluated = []
-        for day in sorted(collected.days):
-            when = dt.date.fromisoformat(day)
-            table = read_partitions(ctx.lake, "predictions", scenario.name, [when])
-            served = live.served_rows(table.to_pandas() if table is not None else None)
-            offline = {v: registry.offline_metrics(spec.registered_model, v) for v in served["model_version"].unique()}
-            evaluation = live.evaluate_day(day, served, _mart(ctx, when, when), spec, offline)
-            stored = ctx.lake.put_bytes(_evaluation_key(scenario.name, day), json.dumps(evaluation).encode())
-            entry.outputs.append(Artifact.of(stored, evaluation["scored_rows"], "evaluation"))
-            evaluated.append(evaluation)
+        evaluated = _evaluate(ctx, spec, collected.days)
+        entry.outputs += [Artifact(ctx.lake.uri_for(e.pop("key")), "", e["scored_rows"], "evaluation") for e in evaluated]
         history = _recent_evaluations(ctx, max(HISTORY_DAYS, policy.retrain_when.live_error_days))
-        reference = registry.drift_reference(spec.registered_model, champion) if champion else None
-        recent = _mart(ctx, last_day - dt.timedelta(days=policy.drift.window_days - 1), last_day)
-        recent = recent[recent[spec.data.usable].astype(bool)]
-        drift = drift_table(reference, recent) if reference is not None and len(recent) else []
+        drift, drift_rows = _drift(ctx, spec, champion, dt.date.fromisoformat(batches[-1][-1]))
         ratio, days = live.pooled_ratio(history, champion, policy.retrain_when.live_error_days) if champion else (None, 0)
         result = {"champion": champion, "metric": spec.gate.metric, "live_ratio": ratio, "live_days": days,
                   "drifted": [r["feature"] for r in drift if r["drifted"]]}
         picture = monitoring_figure(drift, history, champion, spec.gate.metric,
-                                    f"{scenario.name}: drift over {recent.shape[0]} recent rows, live accuracy")
+                                    f"{scenario.name}: drift over {drift_rows} recent rows, live accuracy")
         stored = ctx.lake.put_bytes(join_key(ctx.ledger.prefix, "monitoring.png"), picture)
         entry.outputs.append(Artifact.of(stored, kind="picture"))
         entry.counts = {"predictions_collected": collected.rows, "segments": collected.segments,
                         "days_evaluated": len(evaluated), "features_drifting": len(result["drifted"])}
-        entry.details.update(**result, evaluations=evaluated, drift=drift, drift_rows=len(recent),
-                             drift_reference=reference is not None, unreachable=collected.unreachable,
+        entry.details.update(**result, evaluations=evaluated, drift=drift, drift_rows=drift_rows,
+                             unreachable=collected.unreachable,
                              unreadable=collected.unreadable, picture=stored.uri,
                              live_error_margin=policy.retrain_when.live_error_margin,
                              live_error_days=policy.retrain_when.live_error_days)

@@ -33,6 +33,7 @@ def use_experiment(scenario: str) -> str:
     """Point MLflow at our tracking server and the scenario's experiment (created on first use)."""
     import mlflow
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a task log is no terminal
     mlflow.set_tracking_uri(tracking_uri())
     name = f"cityfactory/{scenario}"
     if mlflow.get_experiment_by_name(name) is None:

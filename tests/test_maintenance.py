@@ -1,0 +1,170 @@
+"""Maintenance seen in practice, on the real traffic data: a champion watched night after night.
+
+The scenario is played as a gateway deployment (the test lands each day's files, as gateways
+would) with the city's consumers replayed between nights. A quiet week retrains nothing and
+rolls nothing out, nor do repeated nights on unchanged data; a forced retrain on unchanged inputs
+registers nothing twice; then a counter stuck on one plausible value from one night on (inside
+every quality gate's range) is flagged by the monitor, the decision retrains, and the new version
+is judged against the champion on the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import pyarrow as pa
+import pyarrow.csv as pv
+import pytest
+import yaml
+from cityfactory.config.scenarios import get_scenario
+from cityfactory.governance.ledger import RunLedger
+from cityfactory.ingestion import replay
+from cityfactory.storage.lake import open_lake
+from support import REPO, write_fleet
+
+pytestmark = pytest.mark.slow
+REPLAYED = get_scenario("traffic_flow")
+_, LAST = replay.history_interval(REPLAYED)
+HISTORY_END = LAST - dt.timedelta(days=12)
+QUIET = [HISTORY_END + dt.timedelta(days=i) for i in range(1, 8)]
+FAULT = [QUIET[-1] + dt.timedelta(days=i) for i in range(1, 5)]
+
+
+class Deployment:
+    """The gateway deployment: land days, run nights, replay the consumers."""
+
+    def __init__(self, dag, scenario):
+        self.dag, self.scenario, self.runs = dag, scenario, []
+
+    def land(self, days, stuck_at: int | None = None):
+        lake = open_lake()
+        for obj, _ in replay.replay(REPLAYED, lake, days):  # the sensors' files, as the gateways drop them
+            if stuck_at is not None:  # the counter reports one value, whatever passes
+                key = obj.uri.removeprefix(lake.uri + "/")
+                table = pv.read_csv(io.BytesIO(lake.get_bytes(key)))
+                volume = table.schema.get_field_index("traffic_volume")
+                table = table.set_column(volume, "traffic_volume", pa.array([stuck_at] * table.num_rows, pa.int64()))
+                buffer = io.BytesIO()
+                pv.write_csv(table, buffer)
+                lake.put_bytes(key, buffer.getvalue())
+
+    def night(self, first, last=None, retrain="auto", full_refresh=False) -> dict[str, dict]:
+        # every param given: dag.test keeps an earlier run's conf in the DAG's params
+        run = self.dag.test(run_conf={"data_interval_start": str(first), "data_interval_end": str(last or first),
+                                      "retrain": retrain, "full_refresh": full_refresh})
+        assert run.state == "success", f"the run of {first} failed"
+        entries = {}
+        for e in RunLedger(open_lake(), "traffic_flow", run.run_id).entries():
+            entries[e["task_id"]] = e  # the latest try
+        self.runs.append(entries)
+        return entries
+
+    def serve(self, day):
+        from cityfactory.edge.consumers import serve_days
+
+        assert sum(serve_days(self.scenario, day, day).values()) >= 20
+
+
+@pytest.fixture(scope="module")
+def deployment(airflow_db, tmp_path_factory):
+    from airflow.dag_processing.dagbag import DagBag
+    from cityfactory.edge.fleet import LocalFleet
+
+    home = tmp_path_factory.mktemp("maintenance")
+    scenarios = home / "scenarios"
+    scenarios.mkdir()
+    config = yaml.safe_load((REPO / "dags" / "scenarios" / "traffic_flow.yaml").read_text())
+    config["source"]["kind"] = "gateway"
+    (scenarios / "traffic_flow.yaml").write_text(yaml.safe_dump(config))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CITYFACTORY_SCENARIOS_DIR", str(scenarios))
+        mp.setenv("CITYFACTORY_LAKE_URI", (home / "lake").as_uri())
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+        mp.setenv("CITYFACTORY_FLEETS_DIR", str(write_fleet(home / "fleets", "traffic_flow", 3)))
+        scenario = get_scenario("traffic_flow")
+        dag = DagBag(dag_folder=str(REPO / "dags" / "scenario_pipelines.py")).get_dag("traffic_flow")
+        with LocalFleet.for_scenario(scenario):
+            deployment = Deployment(dag, scenario)
+            first, _ = replay.history_interval(REPLAYED)
+            deployment.land([first + dt.timedelta(days=i) for i in range((HISTORY_END - first).days + 1)])
+            history = deployment.night(first, HISTORY_END)
+            assert history["decide"]["details"]["reasons"][0]["code"] == "no_champion"
+            assert history["promote_champion"]["status"] == "success"
+            deployment.serve(HISTORY_END)
+            yield deployment
+
+
+def _versions(scenario) -> list[str]:
+    import mlflow
+    from cityfactory.training import registry
+    from cityfactory.training.spec import load_model_spec
+
+    registry.use_experiment(scenario.name)
+    model = load_model_spec(scenario.model_spec).registered_model
+    return sorted((str(v.version) for v in mlflow.MlflowClient().search_model_versions(f"name = '{model}'")), key=int)
+
+
+def _serving(scenario) -> set[str | None]:
+    from cityfactory.edge.fleet import edge_token, load_fleet
+    from cityfactory.rollout.controller import snapshot
+
+    return set(snapshot(load_fleet(scenario.rollout.fleet), edge_token()).values())
+
+
+def test_a_quiet_week_retrains_nothing_and_rolls_nothing_out(deployment):
+    versions, serving = _versions(deployment.scenario), _serving(deployment.scenario)
+    assert len(versions) == 1 and serving == {versions[0]}
+    for day in QUIET:
+        deployment.land([day])
+        night = deployment.night(day)
+        deployment.serve(day)
+        decided, monitored = night["decide"]["details"], night["monitor"]
+        assert not decided["retrain"] and decided["reasons"] == [], decided["summary"]
+        assert "train" not in night and "rollout_plan" not in night  # skipped before they recorded anything
+        assert monitored["counts"]["days_evaluated"] == 1 and monitored["details"]["evaluations"][0]["scored_rows"] >= 20
+        assert night["transform"]["details"]["window"] is not None  # incremental: the night's window only
+    assert _versions(deployment.scenario) == versions and _serving(deployment.scenario) == serving
+    last = deployment.runs[-1]["monitor"]["details"]
+    assert last["live_days"] == 3 and 0.3 < last["live_ratio"] < 1.25
+    assert last["drift"] and not last["drifted"]
+
+
+def test_two_nights_on_unchanged_data_register_nothing_and_a_forced_retrain_registers_once(deployment):
+    versions = _versions(deployment.scenario)
+    digests = []
+    for _ in range(2):  # the same night again: unchanged data
+        night = deployment.night(QUIET[-1])
+        assert not night["decide"]["details"]["retrain"] and "train" not in night and "rollout_plan" not in night
+        digests.append(night["export_gold"]["outputs"][0]["sha256"])
+    assert digests[0] == digests[1] and _versions(deployment.scenario) == versions
+    forced = deployment.night(QUIET[-1], retrain="always")
+    assert forced["decide"]["details"]["reasons"][0]["code"] == "forced" and forced["train"]["status"] == "success"
+    new = str(forced["train"]["counts"]["version"])
+    again = deployment.night(QUIET[-1], retrain="always", full_refresh=True)  # a full rebuild gives the same inputs
+    assert again["transform"]["details"]["full_refresh"] and again["export_gold"]["outputs"][0]["sha256"] == digests[0]
+    assert again["train"]["status"] == "skipped" and again["train"]["details"]["same_inputs_as"] == new
+    assert "compress" not in again and "rollout_plan" not in again
+    assert _versions(deployment.scenario) == sorted([*versions, new])
+
+
+def test_a_stuck_counter_is_flagged_and_the_retrained_version_is_judged_on_the_same_rows(deployment):
+    before = _versions(deployment.scenario)
+    decided = None
+    for day in FAULT:
+        deployment.land([day], stuck_at=3000)  # stuck from this day on: passes every gate
+        night = deployment.night(day)
+        deployment.serve(day)
+        if night["decide"]["details"]["retrain"]:
+            decided = night
+            break
+    assert decided is not None, "four nights of a stuck counter never led to retraining"
+    reasons = {r["code"] for r in decided["decide"]["details"]["reasons"]}
+    assert reasons & {"drift", "live_error"}, reasons
+    drifted = decided["monitor"]["details"]["drifted"]
+    assert "drift" not in reasons or any(f.startswith("volume_") for f in drifted), drifted
+    trained = decided["train"]
+    assert trained["status"] == "success" and str(trained["counts"]["version"]) not in before
+    assert "champion" in trained["details"]["metrics"]  # new and champion scored on the same test rows
+    report = open_lake().get_bytes(decided["governance"]["outputs"][1]["uri"].split("/lake/", 1)[1]).decode()
+    assert "Monitoring and the retraining decision" in report and "drift per feature" in report
