@@ -351,9 +351,13 @@ def bench_nightly(copies: tuple[int, ...] = (1, 4), nights: int = 3) -> None:
 
     replayed = get_scenario("traffic_flow")
     first, last = replay.history_interval(replayed)
-    span = dt.timedelta(weeks=-(-((last - first).days + 1) // 7))
+    weeks = -(-((last - first).days + 1) // 7)  # the history's span, in whole weeks (weekdays keep their meaning)
+    span, shift = dt.timedelta(weeks=weeks), replay.time_shift(replayed) // dt.timedelta(weeks=1)
     config = yaml.safe_load((REPO / "dags" / "scenarios" / "traffic_flow.yaml").read_text())
     config["source"]["kind"] = "gateway"
+    # the copies repeat the test year inside the training rows, so the 4x model is overfit and its
+    # int8 variant loses more than 1 % MAE against it: a wider budget keeps the measure about time
+    config["compression"]["max_mae_increase"] = 0.05
     scenarios = HOME / "nightly-scenarios"
     scenarios.mkdir(exist_ok=True)
     (scenarios / "traffic_flow.yaml").write_text(yaml.safe_dump(config))
@@ -366,9 +370,10 @@ def bench_nightly(copies: tuple[int, ...] = (1, 4), nights: int = 3) -> None:
         home.mkdir(parents=True, exist_ok=True)
         lake = open_lake()
         for k in range(n):  # copy k plays the dataset k spans earlier
-            today = dt.date.today() - k * span
-            start, end = replay.history_interval(replayed, today)
-            replay.replay(replayed, lake, [start + dt.timedelta(days=i) for i in range((end - start).days + 1)], today)
+            source = replayed.source.model_copy(update={"time_shift": shift - k * weeks})
+            copy = replayed.model_copy(update={"source": source})
+            start, end = replay.history_interval(copy)
+            replay.replay(copy, lake, [start + dt.timedelta(days=i) for i in range((end - start).days + 1)])
         scenario = get_scenario("traffic_flow")
         dag = DagBag(dag_folder=str(REPO / "dags" / "scenario_pipelines.py")).get_dag("traffic_flow")
         with LocalFleet.for_scenario(scenario):
@@ -384,10 +389,10 @@ def bench_nightly(copies: tuple[int, ...] = (1, 4), nights: int = 3) -> None:
         results[n] = (history.state, night.state, rows, statistics.median(walls),
                       entries["decide"]["details"]["summary"])
     print(f"\n## The nightly run (one day ingested, the champion monitored and kept), median of {nights} nights")
-    print(f"{'history':<44} {'gold rows':>10} {'night s':>8}  decision")
+    print(f"{'history':<52} {'gold rows':>10} {'night s':>8}  decision")
     for n, (_, state, rows, wall, summary) in results.items():
         label = "the replayed history" if n == 1 else f"{n}x: the dataset replayed at {n - 1} earlier offsets too"
-        print(f"{label:<44} {rows:>10,} {wall:>8.1f}  {state}: {summary}")
+        print(f"{label:<52} {rows:>10,} {wall:>8.1f}  {state}: {summary}")
     one, four = results[copies[0]][3], results[copies[-1]][3]
     print(f"ratio night on {copies[-1]}x history / on 1x = {four / one:.2f} (target <= 1.3)")
 

@@ -16,19 +16,15 @@ import httpx
 
 from cityfactory.config.scenarios import Scenario
 from cityfactory.edge.fleet import load_fleet
-from cityfactory.runs import day_bounds
 from cityfactory.training import data
 from cityfactory.training.spec import load_model_spec
-from cityfactory.transform.dbt import read_model
+from cityfactory.transform.dbt import read_days
 
 
 def serve_days(scenario: Scenario, first: dt.date, last: dt.date, batch: int = 24) -> dict[str, int]:
     """Ask the fleet for every usable mart row of ``first``..``last``; rows answered per node."""
     spec = load_model_spec(scenario.model_spec)
-    start, end = day_bounds(first, last, scenario.timezone)
-    stamp = "%Y-%m-%d %H:%M:%S"
-    frame = read_model(scenario, scenario.transform.features_model, scenario.transform.time,
-                       {"output_from": start.strftime(stamp), "input_to": end.strftime(stamp)})
+    frame = read_days(scenario, first, last)
     frame = frame[frame[spec.data.usable].astype(bool)].sort_values(spec.data.time_column)
     fleet = load_fleet(scenario.rollout.fleet)
     spread = itertools.cycle(fleet.nodes)

@@ -13,22 +13,14 @@ from cityfactory.monitoring.collect import collect
 from cityfactory.monitoring.decision import Evidence, decide
 from cityfactory.monitoring.drift import drift_table
 from cityfactory.monitoring.figures import monitoring_figure
-from cityfactory.runs import RunContext, day_bounds
+from cityfactory.runs import RunContext
 from cityfactory.storage.lake import join_key
 from cityfactory.storage.parquet import read_partitions
 from cityfactory.training import registry
 from cityfactory.training.spec import load_model_spec, spec_digest
-from cityfactory.transform.dbt import duckdb_path, model_uri, read_model
+from cityfactory.transform.dbt import duckdb_path, model_uri, read_days
 
 HISTORY_DAYS = 14  # evaluations read back for the picture and the decision (at least the rule's days)
-
-
-def _mart(ctx: RunContext, first: dt.date, last: dt.date):
-    """The feature mart's rows whose time falls on ``first``..``last`` (local days)."""
-    start, end = day_bounds(first, last, ctx.scenario.timezone)
-    stamp = "%Y-%m-%d %H:%M:%S"
-    window = {"output_from": start.strftime(stamp), "input_to": end.strftime(stamp)}
-    return read_model(ctx.scenario, ctx.scenario.transform.features_model, ctx.scenario.transform.time, window)
 
 
 def _evaluation_key(scenario: str, day: str) -> str:
@@ -50,7 +42,7 @@ def _evaluate(ctx: RunContext, spec, days: set[str]) -> list[dict]:
         table = read_partitions(ctx.lake, "predictions", ctx.scenario.name, [when])
         served = live.served_rows(table.to_pandas() if table is not None else None)
         offline = {v: registry.offline_metrics(spec.registered_model, v) for v in served["model_version"].unique()}
-        evaluation = live.evaluate_day(day, served, _mart(ctx, when, when), spec, offline)
+        evaluation = live.evaluate_day(day, served, read_days(ctx.scenario, when, when), spec, offline)
         evaluation["key"] = _evaluation_key(ctx.scenario.name, day)
         ctx.lake.put_bytes(evaluation["key"], json.dumps(evaluation).encode())
         evaluated.append(evaluation)
@@ -60,7 +52,7 @@ def _evaluate(ctx: RunContext, spec, days: set[str]) -> list[dict]:
 def _drift(ctx: RunContext, spec, champion: str | None, last_day: dt.date) -> tuple[list[dict], int]:
     """The champion's drift table over the usable mart rows of the window ending ``last_day``."""
     window = ctx.scenario.maintenance.drift.window_days
-    recent = _mart(ctx, last_day - dt.timedelta(days=window - 1), last_day)
+    recent = read_days(ctx.scenario, last_day - dt.timedelta(days=window - 1), last_day)
     recent = recent[recent[spec.data.usable].astype(bool)]
     reference = registry.drift_reference(spec.registered_model, champion) if champion else None
     return (drift_table(reference, recent) if reference is not None and len(recent) else []), len(recent)

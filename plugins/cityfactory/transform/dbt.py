@@ -174,3 +174,13 @@ def read_model(scenario: Scenario, model: str, time_column: str | None = None, w
              f"and \"{time_column}\" < '{window['input_to']}'::timestamp") if window and time_column else ""
     with duckdb.connect(str(duckdb_path(scenario)), read_only=True) as connection:
         return connection.sql(f'select * from "{model}" {where}').df()
+
+
+def read_days(scenario: Scenario, first: dt.date, last: dt.date):
+    """The features mart's rows whose time falls on ``first``..``last`` (days in the scenario's zone)."""
+    from cityfactory.runs import day_bounds
+
+    start, end = day_bounds(first, last, scenario.timezone)
+    stamp = "%Y-%m-%d %H:%M:%S"
+    return read_model(scenario, scenario.transform.features_model, scenario.transform.time,
+                      {"output_from": start.strftime(stamp), "input_to": end.strftime(stamp)})
