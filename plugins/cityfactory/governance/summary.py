@@ -78,8 +78,10 @@ def format_monitoring(entries: list[dict]) -> str:
     if monitored is not None and monitored["status"] == "success":
         m, c = monitored["details"], monitored["counts"]
         live = f", live/offline x{m['live_ratio']:.2f} over {m['live_days']} day(s)" if m.get("live_ratio") else ""
+        watched = (f"{c['features_drifting']} of {len(m['drift'])} features drifting" if m.get("champion")
+                   else "no champion to watch yet")
         lines.append(f"Monitor: {c['predictions_collected']:,} served rows collected, {c['days_evaluated']} day(s) scored{live}, "
-                     f"{c['features_drifting']} of {len(m['drift'])} features drifting")
+                     + watched)
     if decided is not None and "summary" in decided["details"]:
         lines.append(f"Decision: {decided['details']['summary']}")
     same = last_of(current, Kind.MODEL_TRAINED)

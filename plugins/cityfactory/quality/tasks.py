@@ -36,11 +36,15 @@ def bronze_gate(ctx: RunContext, batches: list[list[str]]) -> dict:
 
 
 def features_gate(ctx: RunContext, built: dict | None) -> dict:
-    """Validate the mart rows the run's transform rewrote (all of them after a full build)."""
+    """Validate the mart rows of the run's window with their lookback (all rows after a full build):
+    a suite's shares and means, set on the whole history, judged on one day alone would stop a
+    night for a single gappy day; over the window and its lookback (9 days for a nightly run) they
+    hold for normal days and still catch a broken feed."""
     model = ctx.scenario.transform.features_model
     if not duckdb_path(ctx.scenario).exists():
         raise AirflowFailException(f"no feature mart {model} has been built yet: run the transform stage")
     window = (built or {}).get("window")
-    frame = read_model(ctx.scenario, model, ctx.scenario.transform.time, window)
+    with_lookback = {"output_from": window["input_from"], "input_to": window["input_to"]} if window else None
+    frame = read_model(ctx.scenario, model, ctx.scenario.transform.time, with_lookback)
     return _gate(ctx, frame, ctx.scenario.quality.features_suite, model_uri(duckdb_path(ctx.scenario), model), "dbt_model",
                  "features")
