@@ -157,7 +157,7 @@ def test_a_person_triggers_from_the_form_and_opens_the_report(airflow_on_postgre
         page.get_by_role("button", name="Trigger").first.click()
         form = page.get_by_role("dialog")
         form.locator("#element_data_interval_start").fill(str(first))
-        for stage in ("rollout", "compress", "train"):  # a quick run: ingest, gates and dbt
+        for stage in ("rollout", "compress", "train", "monitor"):  # a quick run: ingest, gates and dbt
             form.locator(f'[aria-label="Remove {stage}"] [role=button]').click()
         form.get_by_role("button", name="Trigger").click()  # a half-filled range: the form says so, no run
         form.get_by_text("give both the first day (data_interval_start) and the last day (data_interval_end), or neither").first.wait_for(timeout=15_000)
