@@ -68,9 +68,11 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(airflow_db, tmp_path_factory):
+    import mlflow
     from airflow.dag_processing.dagbag import DagBag
     from cityfactory.edge.fleet import LocalFleet
 
+    previous = mlflow.get_tracking_uri()  # process-wide in MLflow: put back for the modules after this one
     home = tmp_path_factory.mktemp("maintenance")
     scenarios = home / "scenarios"
     scenarios.mkdir()
@@ -93,6 +95,7 @@ def deployment(airflow_db, tmp_path_factory):
             assert history["promote_champion"]["status"] == "success"
             deployment.serve(HISTORY_END)
             yield deployment
+    mlflow.set_tracking_uri(previous)
 
 
 def _versions(scenario) -> list[str]:

@@ -127,6 +127,10 @@ def stop(process: subprocess.Popen, grace: float = 30) -> None:
     else:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+        settled = time.monotonic() + 5  # a KILL lands asynchronously: on a busy machine not at once
+        while live_members(process.pid) and time.monotonic() < settled:
+            process.poll()
+            time.sleep(0.05)
     process.wait()
 
 
