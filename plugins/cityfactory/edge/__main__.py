@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - refused or unreadable now: start empty, deploy again
             logging.getLogger("cityfactory.edge").warning("could not serve the bundle served before the restart: %s", exc)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    if served is not None:
+        served.close()
     return 0
 
 
