@@ -36,12 +36,13 @@ def _recent_evaluations(ctx: RunContext, days: int) -> list[dict]:
 def _evaluate(ctx: RunContext, spec, days: set[str]) -> list[dict]:
     """Each day that got served rows, scored on its actuals (all of its rows: earlier collections
     of the same day too), kept under ``monitoring/``."""
-    evaluated = []
+    evaluated, offline = [], {}  # a version's offline metrics: one MLflow read for all the days
     for day in sorted(days):
         when = dt.date.fromisoformat(day)
         table = read_partitions(ctx.lake, "predictions", ctx.scenario.name, [when])
         served = live.served_rows(table.to_pandas() if table is not None else None)
-        offline = {v: registry.offline_metrics(spec.registered_model, v) for v in served["model_version"].unique()}
+        for version in set(served["model_version"].unique()) - set(offline):
+            offline[version] = registry.offline_metrics(spec.registered_model, version)
         evaluation = live.evaluate_day(day, served, read_days(ctx.scenario, when, when), spec, offline)
         evaluation["key"] = _evaluation_key(ctx.scenario.name, day)
         ctx.lake.put_bytes(evaluation["key"], json.dumps(evaluation).encode())
