@@ -1,6 +1,6 @@
 """Command line: ``python -m cityfactory.cli <command>`` (``make run`` uses ``run``).
 
-- ``run SCENARIO [--history | --start D --end D] [--stages ...] [--retrain auto|always|never] [--full-refresh]``: one full DAG run in-process
+- ``run SCENARIO [--history | --start D --end D] [--stages ...] [--retrain auto|always|never] [--full-refresh] [--trials N]``: one full DAG run in-process
   (Airflow's ``dag.test``), then the run's summary from its ledger.
 - ``replay-serving SCENARIO --start D [--end D]``: the city's consumers replayed: the days' rows
   asked of the local fleet (the nodes log what they served; the next run's monitor collects it).
@@ -60,7 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cityfactory.stages import STAGES
 
     scenario = get_scenario(args.scenario)
-    conf: dict = {"stages": args.stages or list(STAGES), "retrain": args.retrain, "full_refresh": args.full_refresh}
+    conf: dict = {"stages": args.stages or list(STAGES), "retrain": args.retrain, "full_refresh": args.full_refresh,
+                  "search_trials": args.trials}
     if args.history:
         start, end = replay.history_interval(scenario)
         conf.update(data_interval_start=start.isoformat(), data_interval_end=end.isoformat())
@@ -303,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--end", help="last day (inclusive), YYYY-MM-DD")
     run.add_argument("--stages", nargs="+", help="stages to run (default: all)")
     run.add_argument("--retrain", choices=RETRAIN_CHOICES, default="auto", help="overrule the retraining rules")
+    run.add_argument("--trials", type=int, default=None, help="the model search's budget in trials (default: the spec's)")
     run.add_argument("--full-refresh", action="store_true", help="rebuild every dbt model from all history")
     run.set_defaults(func=cmd_run)
     serving = sub.add_parser("replay-serving", help="replay the city's consumers: ask the local fleet for some days")

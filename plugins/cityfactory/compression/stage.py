@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from cityfactory.compression import bundle, gate
+from cityfactory.compression import bundle, gate, trees
 from cityfactory.compression.onnx_export import INPUT, OUTPUT
 from cityfactory.compression.variants import Variant, build_and_measure
 from cityfactory.storage.lake import Lake, StoredObject
 from cityfactory.training import data, registry
-from cityfactory.training.network import ResidualMLP
 from cityfactory.training.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -31,16 +30,16 @@ class Compressed:
     table: str
 
 
-def load_torch_model(spec: ModelSpec, version: str) -> ResidualMLP:
-    """The registered version as our nn.Module (MLflow stores an exported graph; its weights fit)."""
+def load_forecaster(spec: ModelSpec, version: str):
+    """The registered version as our ``families.Forecaster`` (any family)."""
     import mlflow
 
-    state = mlflow.pytorch.load_model(f"models:/{spec.registered_model}/{version}").state_dict()
-    arch, names = spec.architecture, spec.data.feature_names
-    model = ResidualMLP(len(names), arch.hidden, names.index(arch.residual_of), arch.output_scale,
-                        state["mean"].numpy(), state["std"].numpy())
-    model.load_state_dict(state)
-    return model.eval()
+    return mlflow.pyfunc.load_model(f"models:/{spec.registered_model}/{version}").unwrap_python_model()
+
+
+def load_torch_model(spec: ModelSpec, version: str):
+    """The registered version's network (a version of a network family)."""
+    return load_forecaster(spec, version).model.eval()
 
 
 def compress_version(spec: ModelSpec, version: str, mlflow_run_id: str, gold: pd.DataFrame, scenario: str,
@@ -48,13 +47,17 @@ def compress_version(spec: ModelSpec, version: str, mlflow_run_id: str, gold: pd
     import mlflow
 
     registry.use_experiment(scenario)
-    model = load_torch_model(spec, version)
+    forecaster = load_forecaster(spec, version)
     parts = data.split_by_time(gold, spec.data, spec.split)
     x_train, x_test = data.features(parts.train, spec.data), data.features(parts.test, spec.data)
     y_train, y_test = (p[spec.data.target].to_numpy(dtype=float) for p in (parts.train, parts.test))
     with tempfile.TemporaryDirectory(prefix="cityfactory-compress-") as tmp:
-        variants, parity = build_and_measure(model, x_train, y_train, x_test, y_test, Path(tmp),
-                                             parity_tolerance, spec.architecture.output_scale)
+        if forecaster.family == "lightgbm":
+            variants, parity = trees.build_and_measure(forecaster, len(spec.data.feature_names), x_test, y_test,
+                                                       Path(tmp), parity_tolerance)
+        else:
+            variants, parity = build_and_measure(forecaster.model, x_train, y_train, x_test, y_test, Path(tmp),
+                                                 parity_tolerance, spec.architecture.output_scale)
         text = gate.table(variants)
         log.info("compression variants (test rows: %d):\n%s", len(x_test), text)
         with mlflow.start_run(run_id=mlflow_run_id):
@@ -68,15 +71,17 @@ def compress_version(spec: ModelSpec, version: str, mlflow_run_id: str, gold: pd
             mlflow.set_tag("compression_variant", chosen.name)
             onnx_bytes = Path(chosen.path).read_bytes()
             mlflow.log_artifact(chosen.path, "compression")
-    mean, std = (model.mean.numpy().tolist(), model.std.numpy().tolist())
+    scaling = ({"applied_inside_model": True, "mean": forecaster.model.mean.numpy().tolist(),
+                "std": forecaster.model.std.numpy().tolist()} if forecaster.family != "lightgbm"
+               else {"applied_inside_model": True, "none_needed": "trees split on raw values"})
     facts = {
         "scenario": scenario, "registered_model": spec.registered_model, "model_version": str(version),
-        "mlflow_run_id": mlflow_run_id, "variant": chosen.name,
+        "mlflow_run_id": mlflow_run_id, "family": forecaster.family, "variant": chosen.name,
         "inputs": [{"name": INPUT, "shape": [-1, len(spec.data.feature_names)], "dtype": "float32"}],
         "outputs": [{"name": OUTPUT, "shape": [-1], "dtype": "float32", "target": spec.data.target,
                      "label": spec.data.target_label, "unit": spec.data.unit}],
         "feature_order": spec.data.feature_names,
-        "scaling": {"applied_inside_model": True, "mean": mean, "std": std},
+        "scaling": scaling,
         "test_metrics": {"mae": chosen.mae, "rmse": chosen.rmse},
     }
     files = bundle.build({bundle.MODEL: onnx_bytes}, facts)

@@ -69,7 +69,7 @@ def _prune_and_finetune(model, x_train: np.ndarray, y_train: np.ndarray, amount:
     from torch.nn.utils import prune
 
     pruned = copy.deepcopy(model)
-    linears = [m for m in pruned.mlp if isinstance(m, torch.nn.Linear)]
+    linears = [m for m in pruned.modules() if isinstance(m, torch.nn.Linear)]
     for layer in linears:
         prune.l1_unstructured(layer, "weight", amount=amount)
     optimiser = torch.optim.Adam(pruned.parameters(), lr=5e-4)

@@ -35,10 +35,12 @@ choose which stages to run. Unpaused, the DAG waits for its next scheduled time 
   actuals that arrived, beside the champion's offline accuracy and the baselines; drift of every
   feature against the training rows; then the **retraining decision** by the scenario's rules
   (or forced from this form), with its reason;
-- **train** (only when the decision says so): a PyTorch model on the gold features, tracked in
-  MLflow (params, curves, metrics beside baselines, plots, model card), registered unless a version
-  already has these very inputs, and given the `challenger` alias if it passes the gate against
-  the linear baseline and the current `champion`;
+- **train** (only when the decision says so): a model search within the spec's budget (Optuna;
+  residual MLP, recurrent, LightGBM), batches of trials as mapped tasks, each trial a child run in
+  MLflow; the winner refitted, tracked (params, curves, metrics beside baselines, plots, the
+  search's picture, model card), registered unless a version already has these very inputs, and
+  given the `challenger` alias if it passes the gate against the linear baseline and the current
+  `champion`;
 - **compress**: the challenger exported to ONNX (parity-checked), int8 / pruned variants measured
   side by side, the smallest within the accuracy budget signed into an edge bundle in `bundles/`;
 - **rollout**: stage by stage (from the scenario) to the fleet's edge nodes, each stage gated on a
@@ -120,6 +122,13 @@ def build_scenario_dag(scenario: Scenario):
                 title="Retrain",
                 description="auto: the scenario's rules decide (no champion, changed features or code, live error "
                             "above the offline estimate, drift, model age); always / never: overrule them.",
+            ),
+            "search_trials": Param(
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                title="Model search: trials (optional)",
+                description="The search's budget in trials for this run. Empty = the model spec's budget.",
             ),
             "full_refresh": Param(
                 False,
@@ -232,13 +241,31 @@ def build_scenario_dag(scenario: Scenario):
             return decide_retraining(RunContext.current(scenario), monitored, gold, params["retrain"], batches)
 
         @task.run_if(stage_selected("train"))
-        @task(task_display_name="Train, track, register")
-        def train(gold: dict, batches: list[list[str]], decision: dict) -> dict:
-            """PyTorch on the gold features; an MLflow run, a registered version, the alias gate."""
+        @task(task_display_name="Search: plan the trials")
+        def plan_search(gold: dict, batches: list[list[str]], decision: dict, params=None) -> list[dict]:
+            """The train run in MLflow and the search's batches of trials (skipped with the reason
+            when the decision says no or a version has these very inputs)."""
+            from cityfactory.runs import RunContext
+            from cityfactory.search.tasks import plan_search
+
+            return plan_search(RunContext.current(scenario), gold, batches, decision, params["search_trials"])
+
+        @task(map_index_template="{{ task.op_kwargs['batch']['family'] }} {{ task.op_kwargs['batch']['index'] }}",
+              task_display_name="Search: trials")
+        def trials(gold: dict, batch: dict) -> list[dict]:
+            """One batch of trials (one family's seeded Optuna study), each a child MLflow run."""
+            from cityfactory.runs import RunContext
+            from cityfactory.search.tasks import run_trials
+
+            return run_trials(RunContext.current(scenario), gold, batch)
+
+        @task(task_display_name="Train the winner, register")
+        def train(gold: dict, batches: list[list[str]], planned: list[dict], found: list[list[dict]]) -> dict:
+            """The best trial refitted and scored once on the test rows; a registered version, the alias gate."""
             from cityfactory.runs import RunContext
             from cityfactory.training.tasks import train
 
-            return train(RunContext.current(scenario), gold, batches, decision)
+            return train(RunContext.current(scenario), gold, batches, planned, list(found))
 
         @task.run_if(stage_selected("compress"))
         @task(task_display_name="Compress and sign bundle")
@@ -311,8 +338,10 @@ def build_scenario_dag(scenario: Scenario):
             monitored = monitor(batches)
             gold >> monitored
             decision = decide(monitored, gold, batches)
-        with TaskGroup("train_and_compress", tooltip="MLflow run, registry gate, signed bundle", prefix_group_id=False):
-            compressed = compress(train(gold, batches, decision), gold)
+        with TaskGroup("train_and_compress", tooltip="model search, MLflow run, registry gate, signed bundle", prefix_group_id=False):
+            search_batches = plan_search(gold, batches, decision)
+            found = trials.partial(gold=gold).expand(batch=search_batches)
+            compressed = compress(train(gold, batches, search_batches, found), gold)
         planned = rollout_plan(compressed, gold)
         previous = planned
         for index, stage in enumerate(scenario.rollout.stages):

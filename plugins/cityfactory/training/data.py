@@ -55,6 +55,7 @@ def features(frame: pd.DataFrame, data: DataSpec) -> np.ndarray:
     for column, encoding in data.one_hot.items():
         blocks.append(one_hot(frame[column], encoding.categories))
     blocks.append(frame[data.flags].to_numpy(dtype=np.float32).reshape(len(frame), -1))
+    blocks.append(frame[data.window_extras].to_numpy(dtype=np.float32).reshape(len(frame), -1))
     return np.hstack(blocks)
 
 

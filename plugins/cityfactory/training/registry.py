@@ -133,6 +133,18 @@ def version_tags(registered_model: str, version: str) -> dict[str, str]:
     return dict(mlflow.MlflowClient().get_model_version(registered_model, version).tags)
 
 
+def feature_names(registered_model: str, version: str) -> list[str] | None:
+    """The input order a version was trained with (from its model summary), or None."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run_id = mlflow.MlflowClient().get_model_version(registered_model, version).run_id
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/model_summary.json")["feature_names"]
+    except (MlflowException, OSError, KeyError):
+        return None
+
+
 def offline_metrics(registered_model: str, version: str) -> dict:
     """What a version showed on its test rows: ``{"metrics": {...}, "by_series": {series: {...}}}``."""
     import mlflow

@@ -44,22 +44,24 @@ def forecast_week_figure(frame: pd.DataFrame, time_column: str, series: str | No
     return fig
 
 
-def loss_figure(history: list[dict], best_epoch: int):
+def loss_figure(client, trial_run_id: str, metric: str, best_step: int):
+    """The winning trial's curves as its child run logged them: train loss (networks) and the
+    validation score per step, with the step the refit trains to."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [h["epoch"] for h in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    left.plot(epochs, [h["train_loss"] for h in history])
-    left.set_title("train loss (scaled MSE)")
-    right.plot(epochs, [h["validation_rmse"] for h in history], color="tab:green")
-    right.axvline(best_epoch, color="grey", linestyle="--", label=f"kept: epoch {best_epoch}")
-    right.set_title("validation RMSE")
-    right.legend()
-    for ax in (left, right):
-        ax.set_xlabel("epoch")
+    curves = {name: sorted((m.step, m.value) for m in client.get_metric_history(trial_run_id, name))
+              for name in ("train_loss", f"validation_{metric}")}
+    curves = {name: points for name, points in curves.items() if points}
+    fig, axes = plt.subplots(1, len(curves) or 1, figsize=(5 * max(len(curves), 1), 3.5), squeeze=False)
+    for ax, (name, points) in zip(axes.flat, curves.items()):
+        ax.plot(*zip(*points), color="tab:green" if name.startswith("validation") else "tab:blue")
+        ax.axvline(best_step, color="grey", linestyle="--", label=f"kept: step {best_step}")
+        ax.set_title(name.replace("_", " "))
+        ax.set_xlabel("epoch or boosting round")
+        ax.legend()
     fig.tight_layout()
     return fig
 

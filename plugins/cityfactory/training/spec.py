@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -51,19 +51,33 @@ class DataSpec(_Strict):
     numeric: list[str] = Field(min_length=1)
     one_hot: dict[str, Encoding] = {}
     flags: list[str] = []
+    # The recent hours as a sequence: per channel, one column per hour, oldest first. Every family
+    # gets them as inputs; the recurrent one reads them hour by hour.
+    window: dict[str, list[str]] = {}
+
+    @model_validator(mode="after")
+    def _window_rectangular(self) -> DataSpec:
+        if len({len(columns) for columns in self.window.values()}) > 1:
+            raise ValueError("every window channel needs the same number of hours")
+        return self
+
+    @property
+    def window_extras(self) -> list[str]:
+        """Window columns that are not numeric inputs already."""
+        return [c for columns in self.window.values() for c in columns if c not in self.numeric]
 
     @property
     def feature_names(self) -> list[str]:
-        """Model input order: numeric, then one-hot blocks, then flags."""
+        """Model input order: numeric, then one-hot blocks, then flags, then the rest of the window."""
         names = list(self.numeric)
         for column, encoding in self.one_hot.items():
             names += [f"{column}={v}" for v in encoding.categories]
-        return names + list(self.flags)
+        return names + list(self.flags) + self.window_extras
 
     @property
     def columns(self) -> list[str]:
         """Every gold column the model reads (before encoding)."""
-        return [*self.numeric, *self.one_hot, *self.flags]
+        return [*self.numeric, *self.one_hot, *self.flags, *self.window_extras]
 
 
 class SplitSpec(_Strict):
@@ -85,6 +99,60 @@ class TrainingSpec(_Strict):
     batch_size: int = Field(ge=1)
     learning_rate: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
+
+
+class Range(_Strict):
+    """One hyper-parameter's range: ``choices``, or ``low``..``high`` (integers if both are; ``log``
+    for a log scale)."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Range:
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("give either 'choices' (a list) or both 'low' and 'high'")
+        if self.choices is not None and not self.choices:
+            raise ValueError("'choices' is empty")
+        if self.low is not None and self.high < self.low:
+            raise ValueError(f"high {self.high} is below low {self.low}")
+        if self.log and self.low is not None and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+FamilyName = Literal["residual_mlp", "recurrent", "lightgbm"]
+
+
+class FamilySearch(_Strict):
+    """A model family in the search: its searched ``ranges`` and its ``fixed`` settings."""
+
+    ranges: dict[str, Range] = {}
+    fixed: dict[str, Any] = {}
+
+
+class PrunerSpec(_Strict):
+    """Median pruning: a trial stops when its intermediate validation score is worse than the
+    median of the earlier trials at the same step."""
+
+    startup_trials: int = Field(3, ge=0)
+    warmup_steps: int = Field(5, ge=0)
+
+
+class SearchSpec(_Strict):
+    """The model search (Optuna, TPE sampler): the families and their ranges, the budget, and the
+    validation metric that ranks trials. Given ``seed`` and ``trials`` it is deterministic;
+    ``timeout_minutes`` adds a time budget per batch (then it is not)."""
+
+    metric: Literal["rmse", "mae"] = "rmse"
+    seed: int = 0
+    trials: int = Field(ge=1)
+    trials_per_batch: int = Field(4, ge=1)
+    timeout_minutes: float | None = Field(None, gt=0)
+    pruner: PrunerSpec = PrunerSpec()
+    families: dict[FamilyName, FamilySearch] = Field(min_length=1)
 
 
 class LinearBaseline(_Strict):
@@ -127,8 +195,9 @@ class ModelSpec(_Strict):
     card_template: str
     data: DataSpec
     split: SplitSpec
-    architecture: ArchitectureSpec
+    architecture: ArchitectureSpec  # the hand-set model: trained alone when there is no search
     training: TrainingSpec
+    search: SearchSpec | None = None
     baselines: BaselineSpec
     gate: GateSpec
     metrics: MetricSpec = MetricSpec()

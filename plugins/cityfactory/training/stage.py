@@ -6,14 +6,17 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from cityfactory.config.scenarios import Drift
 from cityfactory.monitoring.drift import reference_profile
-from cityfactory.training import baselines, data, registry, report
+from cityfactory.search import results
+from cityfactory.search.plan import plan_batches, trial_budget
+from cityfactory.search.trials import run_batch
+from cityfactory.training import baselines, data, families, registry, report
 from cityfactory.training.metrics import scores, scores_by_series
 from cityfactory.training.spec import ModelSpec, spec_digest
-from cityfactory.training.train import fit, predict
 
 log = logging.getLogger(__name__)
 
@@ -44,37 +47,79 @@ class Outcome:
     champion_version: str | None
     fit_seconds: float
     train_rows: int
+    family: str = ""
+    trials: int = 0
 
 
 def _span(frame: pd.DataFrame, column: str) -> str:
     return f"{frame[column].min()} .. {frame[column].max()}"
 
 
-def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, drift: Drift | None = None) -> Outcome:
-    """Fit, score beside the baselines and the champion on the same test rows, log to MLflow,
-    register, tag (the inputs, so an identical run is recognised) and decide the alias. The
-    training rows' drift profile goes with the version for the monitor."""
+def champion_inputs(spec: ModelSpec, version: str) -> list[int] | None:
+    """Where the champion's inputs sit in this spec's feature row (a spec may have added
+    features since); None if it reads one this spec no longer makes: then it cannot be scored."""
+    names = registry.feature_names(spec.registered_model, version) or spec.data.feature_names
+    ours = {name: i for i, name in enumerate(spec.data.feature_names)}
+    if missing := [n for n in names if n not in ours]:
+        log.warning("champion version %s reads %s, which this spec no longer makes: not scored beside it",
+                    version, ", ".join(missing[:5]))
+        return None
+    return [ours[n] for n in names]
+
+
+def start_train_run(facts: RunFacts) -> tuple[str, str]:
+    """The train run (the search's trials are its children): its id and experiment id."""
+    import mlflow
+
+    tags = {
+        "scenario": facts.scenario, "dag_id": facts.dag_id, "airflow_run_id": facts.airflow_run_id,
+        "data_interval": facts.data_interval, "code_version": registry.code_version(),
+        "features_sha256": facts.features_sha256,
+    }
+    registry.use_experiment(facts.scenario)
+    with mlflow.start_run(run_name=f"{facts.scenario} {facts.airflow_run_id}", tags=tags) as run:
+        return run.info.run_id, run.info.experiment_id
+
+
+def search_in_process(spec: ModelSpec, gold: pd.DataFrame, run_id: str, experiment_id: str) -> list[dict]:
+    """Every batch of the search, one after the other (the DAG maps them over workers instead)."""
+    return [t for batch in plan_batches(spec, trial_budget(spec)) for t in run_batch(spec, gold, batch, run_id, experiment_id)]
+
+
+def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, drift: Drift | None = None,
+                       trials: list[dict] | None = None, run_id: str | None = None) -> Outcome:
+    """Refit the search's winner on training + validation rows, score it once on the test rows
+    beside the baselines and the champion, log to MLflow, register, tag (the inputs, so an
+    identical run is recognised) and decide the alias. Without ``trials`` the search runs here.
+    The training rows' drift profile goes with the version for the monitor."""
     import mlflow
     from mlflow.models import infer_signature
 
     d = spec.data
+    if run_id is None:
+        run_id, experiment_id = start_train_run(facts)
+        trials = search_in_process(spec, gold, run_id, experiment_id)
+    best = results.winner(trials)
     parts = data.split_by_time(gold, d, spec.split)
-    x_train, x_val, x_test = (data.features(p, d) for p in (parts.train, parts.validation, parts.test))
-    y_train, y_val, y_test = (p[d.target].to_numpy(dtype=float) for p in (parts.train, parts.validation, parts.test))
-    log.info("training on %d rows, validating on %d, testing on %d", len(x_train), len(x_val), len(x_test))
+    seen = pd.concat([parts.train, parts.validation])  # the refit's rows
+    x_seen, x_test = data.features(seen, d), data.features(parts.test, d)
+    y_seen, y_test = (p[d.target].to_numpy(dtype=float) for p in (seen, parts.test))
+    log.info("refitting the winner (%s, trial %s.%s, validation %.4g) on %d rows for %d steps; testing on %d",
+             best["family"], best["batch"], best["number"], best["value"], len(x_seen), best["best_step"], len(x_test))
     started = time.perf_counter()
-    fitted = fit(spec, x_train, y_train, x_val, y_val)
+    seed = spec.search.seed if spec.search else spec.training.seed
+    forecaster = families.refit(best["family"], spec, best["params"], best["best_step"], x_seen, y_seen, seed)
     fit_seconds = time.perf_counter() - started
 
-    predicted = predict(fitted.model, x_test)
+    predicted = forecaster.predict_array(x_test)
     floor = spec.metrics.mape_floor
-    baseline = baselines.baseline_predictions(parts.train, parts.test, spec.baselines, d.target, d.series)
+    baseline = baselines.baseline_predictions(seen, parts.test, spec.baselines, d.target, d.series)
     predictions = {"model": predicted, **baseline}
 
     registry.use_experiment(facts.scenario)
     champion, champion_version = registry.champion_model(spec.registered_model)
-    if champion is not None:
-        predictions["champion"] = champion.predict(x_test)
+    if champion is not None and (columns := champion_inputs(spec, champion_version)) is not None:
+        predictions["champion"] = np.asarray(champion.predict(x_test[:, columns]), dtype=float)
     metrics = {name: scores(y_test, values, floor) for name, values in predictions.items()}
     by_series = scores_by_series(parts.test[d.series] if d.series else [""] * len(y_test), y_test, predictions, floor)
     gate = spec.gate
@@ -84,22 +129,25 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
                                gate.champion_tolerance, worse, len(by_series) if d.series else 0,
                                gate.max_series_worse_than_persistence)
 
-    tags = {
-        "scenario": facts.scenario, "dag_id": facts.dag_id, "airflow_run_id": facts.airflow_run_id,
-        "data_interval": facts.data_interval, "code_version": registry.code_version(),
-        "features_sha256": facts.features_sha256,
-    }
-    with mlflow.start_run(run_name=f"{facts.scenario} {facts.airflow_run_id}", tags=tags) as run:
+    metric = spec.search.metric if spec.search else "rmse"
+    found = results.importances(trials, spec.search)
+    with mlflow.start_run(run_id=run_id) as run:
         mlflow.log_params({
-            "model_name": spec.name, "architecture": spec.architecture.type, "hidden": spec.architecture.hidden,
-            "residual_of": spec.architecture.residual_of, **spec.training.model_dump(),
-            "n_features": len(d.feature_names), "train_rows": len(x_train), "validation_rows": len(x_val),
-            "test_rows": len(x_test), "test_start": str(parts.test_start.date()), "test_days": spec.split.test_days,
-            "best_epoch": fitted.best_epoch,
+            "model_name": spec.name, "family": best["family"], **{f"param_{k}": v for k, v in best["params"].items()},
+            "best_step": best["best_step"], "winner_trial": f"{best['family']} {best['batch']}.{best['number']}",
+            "search_trials": len(trials), "search_metric": metric,
+            "n_features": len(d.feature_names), "train_rows": len(parts.train), "validation_rows": len(parts.validation),
+            "refit_rows": len(x_seen), "test_rows": len(x_test), "test_start": str(parts.test_start.date()),
+            "test_days": spec.split.test_days,
         })
+        mlflow.log_metrics({f"best_validation_{metric}": best["value"],
+                            "search_trials_pruned": sum(t["state"] != "complete" for t in trials),
+                            "search_trial_seconds": sum(t["seconds"] for t in trials)})
+        mlflow.log_dict({"metric": metric, "winner": best, "trials": results.ordered(trials), "importances": found},
+                        "search/trials.json")
+        mlflow.log_text(results.table(trials, metric), "search/trials.md")
+        mlflow.log_figure(results.figure(trials, metric, d.unit, found), "plots/search.png")
         mlflow.log_metric("fit_seconds", fit_seconds)
-        for h in fitted.history:
-            mlflow.log_metrics({"train_loss": h["train_loss"], "validation_rmse": h["validation_rmse"]}, step=h["epoch"])
         for name, values in metrics.items():
             prefix = "test" if name == "model" else f"{name}_test"
             mlflow.log_metrics({f"{prefix}_{k}": v for k, v in values.items()})
@@ -109,7 +157,8 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
                                                       baseline["linear_autoregression"],
                                                       f"{facts.scenario}: {d.target_label}, last test week",
                                                       f"{d.target_label} ({d.unit})"), "plots/forecast_test_week.png")
-        mlflow.log_figure(report.loss_figure(fitted.history, fitted.best_epoch), "plots/loss_curve.png")
+        mlflow.log_figure(report.loss_figure(mlflow.MlflowClient(), best["run_id"], metric, best["best_step"]),
+                          "plots/loss_curve.png")
         if d.series:
             for name, m in by_series.items():
                 mlflow.log_metrics({f"series_{name}_test_{k}": v for k, v in m["model"].items()})
@@ -118,15 +167,15 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
                          "split": {"train": _span(parts.train, d.time_column), "validation": _span(parts.validation, d.time_column),
                                    "test": _span(parts.test, d.time_column)}}, "model_summary.json")
         signature = infer_signature(x_test[:5], predicted[:5])
-        info = mlflow.pytorch.log_model(fitted.model, name="model", signature=signature, input_example=x_test[:5],
-                                        registered_model_name=spec.registered_model)
+        info = mlflow.pyfunc.log_model(name="model", python_model=forecaster, signature=signature,
+                                       input_example=x_test[:5], registered_model_name=spec.registered_model)
         version = str(info.registered_model_version)
         card = report.model_card(
             spec.card_template, name=spec.name, version=version, description=spec.description.strip(),
             scenario=facts.scenario, registered_model=spec.registered_model, run_id=run.info.run_id,
             data_interval=facts.data_interval, features_uri=facts.features_uri, features_sha256=facts.features_sha256,
             code_version=registry.code_version(), risk_level=facts.risk_level, owners=", ".join(facts.owners),
-            train_rows=len(x_train), train_span=_span(parts.train, d.time_column), validation_rows=len(x_val),
+            train_rows=len(parts.train), train_span=_span(parts.train, d.time_column), validation_rows=len(parts.validation),
             validation_span=_span(parts.validation, d.time_column), test_rows=len(x_test),
             test_span=_span(parts.test, d.time_column), test_days=spec.split.test_days,
             metrics_table=report.metrics_table(metrics), series_table=report.series_table(by_series, gate.metric),
@@ -136,7 +185,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
         )
         mlflow.log_text(card, "model_card.md")
         drift = drift or Drift()
-        mlflow.log_dict(reference_profile(parts.train, d.numeric, d.time_column, drift.window_days, drift.bins,
+        mlflow.log_dict(reference_profile(seen, d.numeric, d.time_column, drift.window_days, drift.bins,
                                           drift.min_psi), registry.DRIFT_REFERENCE)
         mlflow.set_tag("gate_decision", decision.alias or "rejected")
 
@@ -152,20 +201,21 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
         client.set_model_version_tag(spec.registered_model, version, key, value)
     client.update_registered_model(spec.registered_model, description=spec.description.strip())
     client.update_model_version(spec.registered_model, version, description=version_description(
-        spec, facts, decision, metrics, len(x_train)))
+        spec, facts, decision, metrics, len(x_seen), best))
     if decision.alias:
         client.set_registered_model_alias(spec.registered_model, decision.alias, version)
     log.info("registered %s version %s: %s", spec.registered_model, version, decision.reason)
     return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, by_series if d.series else {},
-                   champion_version, fit_seconds, len(x_train))
+                   champion_version, fit_seconds, len(x_seen), best["family"], len(trials))
 
 
-def version_description(spec, facts: RunFacts, decision, metrics: dict, train_rows: int) -> str:
+def version_description(spec, facts: RunFacts, decision, metrics: dict, train_rows: int, best: dict) -> str:
     """What the registry shows beside a version: what it is, the gate's decision and why, and its
     test scores beside the baselines (same rows)."""
     d, metric = spec.data, spec.gate.metric
     scores = ", ".join(f"{name} {m[metric]:.1f}" for name, m in sorted(metrics.items(), key=lambda kv: kv[1][metric]))
-    return (f"{d.target_label} ({d.unit}) for scenario {facts.scenario}, trained on {train_rows:,} rows of "
+    return (f"{d.target_label} ({d.unit}) for scenario {facts.scenario}: {best['family']} (search trial "
+            f"{best['batch']}.{best['number']}), trained on {train_rows:,} rows of "
             f"{facts.data_interval} (features sha256 {facts.features_sha256[:12]}, Airflow run {facts.airflow_run_id}).\n\n"
             f"Registry gate: {decision.alias or 'rejected'} - {decision.reason}.\n\n"
             f"Test {metric.upper()} on the same rows: {scores}.")

@@ -1,15 +1,17 @@
-"""Deterministic training with early stopping on validation RMSE; one log line per epoch."""
+"""Deterministic network training with early stopping on a validation metric; one log line per epoch."""
 
 from __future__ import annotations
 
 import copy
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from cityfactory.training.metrics import scores
 from cityfactory.training.network import ResidualMLP, scaling
 from cityfactory.training.spec import ModelSpec
 
@@ -18,8 +20,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Fitted:
-    model: ResidualMLP
-    history: list[dict]  # epoch, train_loss, validation_rmse
+    model: torch.nn.Module
+    history: list[dict]  # epoch, train_loss, validation_rmse, validation_mae (none when refitting)
     best_epoch: int
 
 
@@ -31,45 +33,69 @@ def seed_everything(seed: int) -> None:
     torch.set_num_threads(1)  # same reduction order every run: same data + spec -> same metrics
 
 
-def predict(model: ResidualMLP, features: np.ndarray) -> np.ndarray:
+def predict(model: torch.nn.Module, features: np.ndarray) -> np.ndarray:
     model.eval()
     with torch.no_grad():
         return model(torch.from_numpy(features)).numpy()
 
 
-def fit(spec: ModelSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray) -> Fitted:
-    seed_everything(spec.training.seed)
-    arch, hyper = spec.architecture, spec.training
-    mean, std = scaling(x_train)
-    model = ResidualMLP(x_train.shape[1], arch.hidden, spec.data.feature_names.index(arch.residual_of),
-                        arch.output_scale, mean, std)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=hyper.learning_rate, weight_decay=hyper.weight_decay)
+def fit_network(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
+                y_val: np.ndarray | None, *, epochs: int, patience: int, batch_size: int, learning_rate: float,
+                weight_decay: float, seed: int, scale: float, metric: str = "rmse",
+                report: Callable[[int, float], None] | None = None) -> Fitted:
+    """AdamW on the scaled change; keeps the epoch with the best validation ``metric`` and stops
+    after ``patience`` epochs without a better one. ``report(epoch, value)`` sees every epoch's
+    validation value (a search's pruner raises from it). Without validation rows it trains exactly
+    ``epochs`` epochs (a refit)."""
+    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     inputs, targets = torch.from_numpy(x_train), torch.from_numpy(y_train.astype(np.float32))
-    generator = torch.Generator().manual_seed(hyper.seed)
+    generator = torch.Generator().manual_seed(seed)
     history: list[dict] = []
-    best = (float("inf"), 0, copy.deepcopy(model.state_dict()))
-    for epoch in range(1, hyper.epochs + 1):
+    best = (float("inf"), epochs, None)
+    for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(len(inputs), generator=generator)
         total = 0.0
-        for start in range(0, len(inputs), hyper.batch_size):
-            batch = order[start : start + hyper.batch_size]
+        for start in range(0, len(inputs), batch_size):
+            batch = order[start : start + batch_size]
             optimiser.zero_grad()
             # loss on the scaled change, so its size does not depend on the level of the series
-            loss = torch.nn.functional.mse_loss(
-                model(inputs[batch]) / arch.output_scale, targets[batch] / arch.output_scale
-            )
+            loss = torch.nn.functional.mse_loss(model(inputs[batch]) / scale, targets[batch] / scale)
             loss.backward()
             optimiser.step()
             total += loss.item() * len(batch)
-        validation_rmse = float(np.sqrt(np.mean((predict(model, x_val) - y_val) ** 2)))
-        history.append({"epoch": epoch, "train_loss": total / len(inputs), "validation_rmse": validation_rmse})
-        log.info("epoch %d/%d train_loss %.5f validation_rmse %.1f", epoch, hyper.epochs, total / len(inputs), validation_rmse)
-        if validation_rmse < best[0]:
-            best = (validation_rmse, epoch, copy.deepcopy(model.state_dict()))
-        elif epoch - best[1] >= hyper.patience:
-            log.info("early stop: no better validation RMSE since epoch %d", best[1])
+        step = {"epoch": epoch, "train_loss": total / len(inputs)}
+        if x_val is not None:
+            step.update({f"validation_{k}": v for k, v in scores(y_val, predict(model, x_val)).items() if k in ("rmse", "mae")})
+        history.append(step)
+        log.debug("epoch %d/%d %s", epoch, epochs, " ".join(f"{k} {v:.5g}" for k, v in step.items() if k != "epoch"))
+        if x_val is None:
+            continue
+        value = step[f"validation_{metric}"]
+        if value < best[0]:
+            best = (value, epoch, copy.deepcopy(model.state_dict()))
+        elif epoch - best[1] >= patience:
+            log.info("early stop: no better validation %s since epoch %d", metric, best[1])
             break
-    model.load_state_dict(best[2])
+        if report is not None:
+            report(epoch, value)
+    if best[2] is not None:
+        model.load_state_dict(best[2])
     model.eval()
     return Fitted(model, history, best[1])
+
+
+def hand_set_network(spec: ModelSpec, x_train: np.ndarray) -> ResidualMLP:
+    arch = spec.architecture
+    mean, std = scaling(x_train)
+    return ResidualMLP(x_train.shape[1], arch.hidden, spec.data.feature_names.index(arch.residual_of),
+                       arch.output_scale, mean, std)
+
+
+def fit(spec: ModelSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray) -> Fitted:
+    """The spec's hand-set model (``architecture`` + ``training``)."""
+    hyper = spec.training
+    seed_everything(hyper.seed)
+    return fit_network(hand_set_network(spec, x_train), x_train, y_train, x_val, y_val, epochs=hyper.epochs,
+                       patience=hyper.patience, batch_size=hyper.batch_size, learning_rate=hyper.learning_rate,
+                       weight_decay=hyper.weight_decay, seed=hyper.seed, scale=spec.architecture.output_scale)

@@ -24,6 +24,9 @@ features as (
         lag(pm25_ugm3, 1) over by_hour as pm25_lag_1h,
         lag(pm25_ugm3, 2) over by_hour as pm25_lag_2h,
         lag(pm25_ugm3, 3) over by_hour as pm25_lag_3h,
+        -- with lags 1-3 and 6: the last six hours, hour by hour (the recurrent model's window)
+        lag(pm25_ugm3, 4) over by_hour as pm25_lag_4h,
+        lag(pm25_ugm3, 5) over by_hour as pm25_lag_5h,
         lag(pm25_ugm3, 6) over by_hour as pm25_lag_6h,
         lag(pm25_ugm3, 24) over by_hour as pm25_lag_24h,
         -- window aggregates rounded: a rebuilt window then gives the same bits as a full build
@@ -61,6 +64,8 @@ select
         and pm25_lag_1h is not null
         and pm25_lag_2h is not null
         and pm25_lag_3h is not null
+        and pm25_lag_4h is not null
+        and pm25_lag_5h is not null
         and pm25_lag_6h is not null
         and pm25_lag_24h is not null
         and observed_hours_24h >= 18

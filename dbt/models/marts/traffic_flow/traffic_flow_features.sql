@@ -23,6 +23,10 @@ features as (
         lag(traffic_volume, 1) over by_hour as volume_lag_1h,
         lag(traffic_volume, 2) over by_hour as volume_lag_2h,
         lag(traffic_volume, 3) over by_hour as volume_lag_3h,
+        -- the rest of the last day, hour by hour (the recurrent model's window)
+        {%- for hours in range(4, 24) %}
+        lag(traffic_volume, {{ hours }}) over by_hour as volume_lag_{{ hours }}h,
+        {%- endfor %}
         lag(traffic_volume, 24) over by_hour as volume_lag_24h,
         lag(traffic_volume, 168) over by_hour as volume_lag_168h,
         -- window aggregates rounded: a rebuilt window then gives the same bits as a full build

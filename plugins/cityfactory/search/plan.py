@@ -1,0 +1,54 @@
+"""The search's budget cut into batches: one Airflow task each, spread over the Celery workers.
+
+A batch is one family's own Optuna study with a seed of its own, run trial after trial, so the
+outcome depends on the seed and the budget in trials only, not on which worker ran what when.
+The budget is shared out over the families in the spec's order; the first batch of the residual
+MLP starts with the spec's hand-set model, so a search never ends below it on validation.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+from cityfactory.training.spec import ModelSpec
+
+BUDGET_CAP = "CITYFACTORY_SEARCH_TRIALS"  # caps every search's trials (development machines, CI)
+
+
+@dataclass(frozen=True)
+class Batch:
+    family: str
+    index: int  # of the family's batches
+    trials: int
+    seed: int
+    timeout_seconds: float | None
+    hand_set_first: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def trial_budget(spec: ModelSpec, requested: int | None = None) -> int:
+    """Trials for this run: the form's number if given, else the spec's, at most ``$CITYFACTORY_SEARCH_TRIALS``."""
+    if requested:
+        return requested
+    budget = spec.search.trials if spec.search else 1
+    cap = os.environ.get(BUDGET_CAP, "").strip()
+    return min(budget, int(cap)) if cap else budget
+
+
+def plan_batches(spec: ModelSpec, budget: int) -> list[Batch]:
+    search = spec.search
+    if search is None:  # no search declared: the hand-set model alone
+        return [Batch("residual_mlp", 0, 1, spec.training.seed, None, True)]
+    families = list(search.families)
+    batches = []
+    for position, family in enumerate(families):
+        share = budget // len(families) + (position < budget % len(families))
+        for index, start in enumerate(range(0, share, search.trials_per_batch)):
+            batches.append(Batch(family, index, min(search.trials_per_batch, share - start),
+                                 search.seed + 1000 * position + index,
+                                 search.timeout_minutes * 60 if search.timeout_minutes else None,
+                                 family == "residual_mlp" and index == 0))
+    return batches

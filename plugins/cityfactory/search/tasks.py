@@ -1,0 +1,65 @@
+"""The search as Airflow tasks see it: plan the batches, then one mapped task per batch."""
+
+from __future__ import annotations
+
+from airflow.sdk.exceptions import AirflowSkipException
+
+from cityfactory.governance.ledger import Artifact, Kind
+from cityfactory.runs import RunContext
+from cityfactory.search.plan import Batch, plan_batches, trial_budget
+from cityfactory.training import registry
+from cityfactory.training.spec import load_model_spec, spec_digest
+from cityfactory.training.stage import RunFacts, start_train_run
+from cityfactory.transform.gold import read_gold
+
+
+def run_facts(ctx: RunContext, gold: dict, batches: list[list[str]]) -> RunFacts:
+    scenario = ctx.scenario
+    return RunFacts(
+        scenario=scenario.name, dag_id=scenario.dag_id, airflow_run_id=ctx.run_id,
+        data_interval=f"{batches[0][0]}..{batches[-1][-1]}", features_uri=gold["uri"],
+        features_sha256=gold["sha256"], risk_level=scenario.governance.risk_level, owners=scenario.governance.owners,
+        feature_definition=gold["definition_digest"],
+    )
+
+
+def plan_search(ctx: RunContext, gold: dict, batches: list[list[str]], decision: dict | None,
+                requested_trials: int | None) -> list[dict]:
+    """The train run in MLflow and the batches of trials; skipped when the retraining decision says
+    no, or when a version was already trained on these very inputs."""
+    spec = load_model_spec(ctx.scenario.model_spec)
+    if decision is not None and not decision["retrain"]:
+        raise AirflowSkipException(decision["summary"])
+    registry.use_experiment(ctx.scenario.name)
+    inputs = {"feature_digest": gold["sha256"], "spec_digest": spec_digest(spec), "code_version": registry.code_version()}
+    with ctx.entry(Kind.MODEL_TRAINED) as entry:
+        entry.inputs.append(Artifact(gold["uri"], gold["sha256"], gold["rows"], "gold"))
+        if same := registry.version_with_inputs(spec.registered_model, inputs):
+            entry.status = "skipped"
+            entry.details.update(registered_model=spec.registered_model, same_inputs_as=same,
+                                 reason=f"version {same} was trained on these very inputs (features "
+                                        f"{inputs['feature_digest'][:12]}, spec {inputs['spec_digest'][:12]}, "
+                                        f"code {inputs['code_version']}): nothing new to register")
+        else:
+            run_id, experiment_id = start_train_run(run_facts(ctx, gold, batches))
+            budget = trial_budget(spec, requested_trials)
+            planned = [{**b.as_dict(), "run_id": run_id, "experiment_id": experiment_id} for b in plan_batches(spec, budget)]
+            entry.outputs.append(Artifact(f"runs:/{run_id}", "", None, "mlflow_run"))
+            entry.counts = {"trials": budget, "batches": len(planned)}
+            entry.details.update(trials=budget, batches=[f"{b['family']} {b['index']}: {b['trials']}" for b in planned],
+                                 seed=spec.search.seed if spec.search else spec.training.seed,
+                                 timeout_minutes=spec.search.timeout_minutes if spec.search else None)
+    if same:
+        raise AirflowSkipException(entry.details["reason"])
+    return planned
+
+
+def run_trials(ctx: RunContext, gold: dict, batch: dict) -> list[dict]:
+    """One batch of the search's trials, each a child run of the train run."""
+    from cityfactory.search.trials import run_batch
+
+    spec = load_model_spec(ctx.scenario.model_spec)
+    registry.use_experiment(ctx.scenario.name)
+    plan = Batch(**{k: batch[k] for k in Batch.__dataclass_fields__})
+    return run_batch(spec, read_gold(ctx.lake, ctx.scenario.name, gold["sha256"]), plan, batch["run_id"],
+                     batch["experiment_id"])

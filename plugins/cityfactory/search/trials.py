@@ -1,0 +1,89 @@
+"""One batch of trials: a seeded Optuna study, each trial a child MLflow run of the train run."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from cityfactory.search.plan import Batch
+from cityfactory.search.space import suggest
+from cityfactory.training import data, families
+from cityfactory.training.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def run_batch(spec: ModelSpec, gold: pd.DataFrame, batch: Batch, parent_run_id: str, experiment_id: str) -> list[dict]:
+    """Run the batch's trials (pruning the bad ones early); one record per trial."""
+    import mlflow
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search, d = spec.search, spec.data
+    metric = search.metric if search else "rmse"
+    ranges = search.families[batch.family].ranges if search else {}
+    fixed = search.families[batch.family].fixed if search else {}
+    parts = data.split_by_time(gold, d, spec.split)
+    x_train, x_val = data.features(parts.train, d), data.features(parts.validation, d)
+    y_train, y_val = (p[d.target].to_numpy(dtype=float) for p in (parts.train, parts.validation))
+    pruner = (optuna.pruners.MedianPruner(search.pruner.startup_trials, search.pruner.warmup_steps) if search
+              else optuna.pruners.NopPruner())
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=batch.seed), pruner=pruner)
+    records: list[dict] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        hand_set = batch.hand_set_first and trial.number == 0
+        params = families.hand_set_params(spec) if hand_set else {**fixed, **suggest(trial, ranges)}
+        name = f"{batch.family} {batch.index}.{trial.number}" + (" (hand-set)" if hand_set else "")
+        curve: list[tuple[int, float]] = []
+
+        def report(step: int, value: float) -> None:
+            curve.append((step, value))
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"validation {metric} {value:.4g} at step {step}")
+
+        tags = {"mlflow.parentRunId": parent_run_id, "family": batch.family, "batch": str(batch.index),
+                "trial": str(trial.number), "hand_set": str(hand_set).lower()}
+        with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
+            mlflow.log_params({"family": batch.family, **params})
+            started = time.perf_counter()
+            record = {"family": batch.family, "batch": batch.index, "number": trial.number, "params": params,
+                      "hand_set": hand_set, "run_id": run.info.run_id}
+            try:
+                trained = families.fit(batch.family, spec, params, x_train, y_train, x_val, y_val, metric,
+                                       batch.seed, report)
+            except optuna.TrialPruned:
+                record.update(state="pruned", value=curve[-1][1], best_step=curve[-1][0])
+                for step, value in curve:
+                    mlflow.log_metric(f"validation_{metric}", value, step=step)
+                finish(record, started)
+                raise
+            best = min(trained.history, key=lambda h: h[f"validation_{metric}"])
+            record.update(state="complete", value=best[f"validation_{metric}"], best_step=trained.best_step)
+            for h in trained.history:
+                mlflow.log_metrics({k: v for k, v in h.items() if k != "step"}, step=h["step"])
+            finish(record, started)
+            return record["value"]
+
+    def finish(record: dict, started: float) -> None:
+        import mlflow
+
+        record["seconds"] = round(time.perf_counter() - started, 2)
+        records.append(record)
+        mlflow.log_metrics({f"best_validation_{metric}": record["value"], "best_step": record["best_step"],
+                            "fit_seconds": record["seconds"]})
+        mlflow.set_tag("trial_state", record["state"])
+        done = [r["value"] for r in records if r["state"] == "complete"]
+        log.info("trial %d/%d %s %d.%d: %s, validation %s %.4g at step %d, %.1f s (batch best %s)",
+                 record["number"] + 1, batch.trials, batch.family, batch.index, record["number"], record["state"],
+                 metric, record["value"], record["best_step"], record["seconds"],
+                 f"{min(done):.4g}" if done else "-")
+
+    study.optimize(objective, n_trials=batch.trials, timeout=batch.timeout_seconds)
+    if not any(r["state"] == "complete" for r in records):
+        log.warning("batch %s %d: every trial was pruned", batch.family, batch.index)
+    return [{**r, "value": float(np.float64(r["value"]))} for r in records]
