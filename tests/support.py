@@ -50,6 +50,8 @@ def embedded_env(home: Path) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # a search of one trial: the spec's hand-set model; tests that want a search ask for one
+        "CITYFACTORY_SEARCH_TRIALS": "1",
     }
 
 

@@ -44,9 +44,10 @@ def test_traffic_flow_dag_shape(dagbag):
     dag = dagbag.get_dag("traffic_flow")
     assert dag.catchup is False and dag.max_active_runs == 1
     assert dag.timetable.expression == "30 2 * * *" and dag.timetable.interval == dt.timedelta(days=1)
-    assert set(dag.params) == {"data_interval_start", "data_interval_end", "stages", "retrain", "full_refresh"}
+    assert set(dag.params) == {"data_interval_start", "data_interval_end", "stages", "retrain", "full_refresh",
+                               "search_trials"}
     assert dag.params["stages"] == ["ingest", "quality", "transform", "monitor", "train", "compress", "rollout"]
-    assert dag.params["retrain"] == "auto" and dag.params["full_refresh"] is False
+    assert dag.params["retrain"] == "auto" and dag.params["full_refresh"] is False and dag.params["search_trials"] is None
     assert _next(dag, "land") == {"ingest"}
     assert _next(dag, "ingest") == {"ingest_summary"}
     chain = ["ingest_summary", "bronze_gate", "transform", "features_gate", "export_gold", "monitor", "decide"]
@@ -54,8 +55,10 @@ def test_traffic_flow_dag_shape(dagbag):
         assert downstream in _next(dag, upstream)
         assert dag.task_dict[downstream].trigger_rule == "none_failed"  # a deselected stage skips, not blocks
     assert _next(dag, "transform") == {"features_gate", "export_gold"}  # both work on the window it rebuilt
-    assert _next(dag, "export_gold") == {"monitor", "decide", "train", "compress", "rollout_plan"}
-    assert _next(dag, "decide") == {"train"}  # training happens only when the decision says so
+    assert _next(dag, "export_gold") == {"monitor", "decide", "plan_search", "trials", "train", "compress", "rollout_plan"}
+    assert _next(dag, "decide") == {"plan_search"}  # training happens only when the decision says so
+    assert _next(dag, "plan_search") == {"trials", "train"}
+    assert _next(dag, "trials") == {"train"} and dag.task_dict["trials"].is_mapped  # batches of trials over the workers
     assert _next(dag, "train") == {"compress"}
     assert dag.task_dict["canary_deploy"].is_mapped and _next(dag, "city_gate") == {"promote_champion"}
     assert _next(dag, "promote_champion") == {"rollback"}  # a teardown: it waits for the whole rollout anyway

@@ -30,8 +30,14 @@ def test_run_trains_logs_and_registers(history_run):
     assert 250 < metrics["linear_autoregression_test_rmse"] < 290, "the reference linear model is ~271"
     assert metrics["persistence_test_rmse"] > 700
     assert metrics["test_rmse"] < metrics["linear_autoregression_test_rmse"] * (1 - SPEC.gate.min_improvement_over_linear)
-    assert len(client.get_metric_history(mlflow_run, "validation_rmse")) == int(params["best_epoch"]) + SPEC.training.patience
     assert int(params["test_rows"]) > 8000 and params["test_days"] == "365"
+    # the suite's search is one trial, the hand-set model: a child run with its curves; then refitted
+    [trial] = client.search_runs([logged.info.experiment_id], f"tags.mlflow.parentRunId = '{mlflow_run}'")
+    assert trial.data.tags["hand_set"] == "true" and params["family"] == "residual_mlp"
+    best = int(params["best_step"])
+    assert len(client.get_metric_history(trial.info.run_id, "validation_rmse")) == min(best + SPEC.training.patience,
+                                                                                         SPEC.training.epochs)
+    assert int(params["refit_rows"]) == int(params["train_rows"]) + int(params["validation_rows"])
 
     assert tags["scenario"] == "traffic_flow" and tags["dag_id"] == "traffic_flow"
     assert tags["airflow_run_id"] == run.run_id and tags["code_version"]
@@ -42,7 +48,9 @@ def test_run_trains_logs_and_registers(history_run):
     assert dataset.dataset.source.find(gold["uri"]) >= 0 and dataset.dataset.digest
 
     artifacts = {a.path for a in client.list_artifacts(mlflow_run)} | {a.path for a in client.list_artifacts(mlflow_run, "plots")}
-    assert {"model_card.md", "model_summary.json", "plots/forecast_test_week.png", "plots/loss_curve.png"} <= artifacts
+    artifacts |= {a.path for a in client.list_artifacts(mlflow_run, "search")}
+    assert {"model_card.md", "model_summary.json", "plots/forecast_test_week.png", "plots/loss_curve.png",
+            "plots/search.png", "search/trials.json", "search/trials.md"} <= artifacts
     card = mlflow.artifacts.load_text(f"runs:/{mlflow_run}/model_card.md")
     assert "| linear_autoregression |" in card and "challenger" in card
 

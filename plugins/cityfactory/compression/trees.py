@@ -36,7 +36,7 @@ def export(booster, residual_index: int, n_features: int, path: Path, rounds: in
     if rounds is not None:
         booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))
     model = onnxmltools.convert_lightgbm(booster, initial_types=[(INPUT, FloatTensorType([None, n_features]))],
-                                         target_opset=18, zipmap=False)
+                                         target_opset=15, zipmap=False)  # the highest onnxmltools 1.16 supports
     graph = model.graph
     change = graph.output[0].name
     graph.initializer.extend([helper.make_tensor("residual_index", TensorProto.INT64, [1], [residual_index]),

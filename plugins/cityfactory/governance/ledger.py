@@ -33,6 +33,8 @@ class Kind(StrEnum):
     GOLD_EXPORTED = "gold_exported"
     MONITORED = "monitored"
     RETRAIN_DECIDED = "retrain_decided"
+    SEARCH_PLANNED = "search_planned"
+    SEARCH_TRIALS = "search_trials"
     MODEL_TRAINED = "model_trained"
     BUNDLE_SIGNED = "bundle_signed"
     ROLLOUT_PLANNED = "rollout_planned"

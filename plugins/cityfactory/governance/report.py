@@ -120,7 +120,22 @@ def model_of(entries: list[dict]) -> dict | None:
     return {"registered_model": d["registered_model"], "version": str(entry["counts"]["version"]), "alias": d["alias"],
             "reason": d["reason"], "champion_version": d["champion_version"], "mlflow_run_id": run.removeprefix("runs:/"),
             "metrics": d["metrics"], "metrics_by_series": d.get("metrics_by_series", {}),
-            "train_rows": d["train_rows"], "fit_seconds": d["fit_seconds"]}
+            "train_rows": d["train_rows"], "fit_seconds": d["fit_seconds"], "family": d.get("family"),
+            "search": _search(entries, d.get("search"))}
+
+
+def _search(entries: list[dict], totals: dict | None) -> dict | None:
+    """The model search: its budget and batches (one mapped task each), from the ledger."""
+    plan = last_of(latest_tries(entries), Kind.SEARCH_PLANNED)
+    if plan is None or totals is None:
+        return None
+    batches = [{"family": e["details"]["family"], "batch": e["details"]["batch"], "seed": e["details"]["seed"],
+                "trials": e["counts"]["trials"], "pruned": e["counts"]["pruned"], "best": e["details"]["best"],
+                "seconds": e["details"]["seconds"]}
+               for e in sorted(of_kind(latest_tries(entries), Kind.SEARCH_TRIALS),
+                               key=lambda e: (e["details"]["family"], e["details"]["batch"]))]
+    return {**totals, "budget": plan["details"]["trials"], "seed": plan["details"]["seed"],
+            "timeout_minutes": plan["details"]["timeout_minutes"], "batches": batches}
 
 
 def _compression(entries: list[dict]) -> dict | None:
@@ -248,7 +263,7 @@ def validate(report: dict) -> None:
 
 
 def render_html(report: dict, lineage_svg: str, forecast_png_b64: str | None = None,
-                monitoring_png_b64: str | None = None) -> str:
+                monitoring_png_b64: str | None = None, search_png_b64: str | None = None) -> str:
     """One self-contained page (pictures inline), readable offline and from an MLflow artifact."""
     import jinja2
 
@@ -256,7 +271,7 @@ def render_html(report: dict, lineage_svg: str, forecast_png_b64: str | None = N
     env.filters["num"] = lambda v, digits=1: "" if v is None else (f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}")
     env.filters["markdown"] = markdown_html
     return env.get_template("report.html.j2").render(r=report, lineage_svg=lineage_svg, forecast_png=forecast_png_b64,
-                                                   monitoring_png=monitoring_png_b64)
+                                                   monitoring_png=monitoring_png_b64, search_png=search_png_b64)
 
 
 def markdown_html(text: str):

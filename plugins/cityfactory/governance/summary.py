@@ -84,7 +84,7 @@ def format_monitoring(entries: list[dict]) -> str:
                      + watched)
     if decided is not None and "summary" in decided["details"]:
         lines.append(f"Decision: {decided['details']['summary']}")
-    same = last_of(current, Kind.MODEL_TRAINED)
+    same = last_of(current, Kind.SEARCH_PLANNED)
     if same is not None and same["status"] == "skipped":
         lines.append(f"Registry: {same['details']['reason']}")
     return "\n".join(lines)

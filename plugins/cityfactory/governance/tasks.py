@@ -75,11 +75,11 @@ def _audit_state(ctx: RunContext, first: int | None, last: int | None) -> dict:
         return {"first_seq": first, "last_seq": last, "verified": False, "verified_entries": 0, "error": str(exc)}
 
 
-def _mlflow_extras(model: dict | None) -> tuple[str | None, str | None]:
-    """The model card text and the forecast picture (base64) of the run's MLflow run; (None, None)
-    if MLflow cannot give them (the report then shows the model card control failed)."""
+def _mlflow_extras(model: dict | None) -> tuple[str | None, str | None, str | None]:
+    """The model card text, the forecast and the search pictures (base64) of the run's MLflow run;
+    Nones if MLflow cannot give them (the report then shows the model card control failed)."""
     if model is None:
-        return None, None
+        return None, None, None
     import mlflow
 
     mlflow.set_tracking_uri(registry.tracking_uri())
@@ -87,11 +87,12 @@ def _mlflow_extras(model: dict | None) -> tuple[str | None, str | None]:
     try:
         card = mlflow.artifacts.load_text(f"{run}/model_card.md")
         with tempfile.TemporaryDirectory() as tmp:
-            png = Path(mlflow.artifacts.download_artifacts(f"{run}/plots/forecast_test_week.png", dst_path=tmp)).read_bytes()
+            pictures = [Path(mlflow.artifacts.download_artifacts(f"{run}/plots/{name}.png", dst_path=tmp)).read_bytes()
+                        for name in ("forecast_test_week", "search")]
     except Exception as exc:  # noqa: BLE001 - MLflow down or artifacts gone: the report must still be written
-        log.error("model card and forecast plot of %s not available: %s", run, exc)
-        return None, None
-    return card, base64.b64encode(png).decode()
+        log.error("model card and plots of %s not available: %s", run, exc)
+        return None, None, None
+    return card, *(base64.b64encode(png).decode() for png in pictures)
 
 
 def _monitoring_picture(ctx: RunContext, facts: dict) -> str | None:
@@ -109,13 +110,13 @@ def govern(ctx: RunContext) -> dict:
         first, last = append_run_events(ctx, entries)
         audit_state = _audit_state(ctx, first, last)
         model = report.model_of(entries)
-        card, forecast = _mlflow_extras(model)
+        card, forecast, search = _mlflow_extras(model)
         graph = lineage.build(entries)
         facts = report.assemble(ctx.scenario, entries, run_facts, task_states, audit_state, card, graph)
         picture = lineage.svg(graph)
         files = {
             "report.json": json.dumps(facts, indent=1, default=str).encode(),
-            "report.html": report.render_html(facts, picture, forecast, _monitoring_picture(ctx, facts)).encode(),
+            "report.html": report.render_html(facts, picture, forecast, _monitoring_picture(ctx, facts), search).encode(),
             "lineage.svg": picture.encode(),
         }
         stored = {name: ctx.lake.put_bytes(join_key(ctx.ledger.prefix, name), data) for name, data in files.items()}

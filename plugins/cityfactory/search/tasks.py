@@ -31,19 +31,21 @@ def plan_search(ctx: RunContext, gold: dict, batches: list[list[str]], decision:
     if decision is not None and not decision["retrain"]:
         raise AirflowSkipException(decision["summary"])
     registry.use_experiment(ctx.scenario.name)
-    inputs = {"feature_digest": gold["sha256"], "spec_digest": spec_digest(spec), "code_version": registry.code_version()}
-    with ctx.entry(Kind.MODEL_TRAINED) as entry:
+    budget = trial_budget(spec, requested_trials)
+    inputs = {"feature_digest": gold["sha256"], "spec_digest": spec_digest(spec), "code_version": registry.code_version(),
+              "search_budget": str(budget)}
+    with ctx.entry(Kind.SEARCH_PLANNED) as entry:
         entry.inputs.append(Artifact(gold["uri"], gold["sha256"], gold["rows"], "gold"))
         if same := registry.version_with_inputs(spec.registered_model, inputs):
             entry.status = "skipped"
             entry.details.update(registered_model=spec.registered_model, same_inputs_as=same,
                                  reason=f"version {same} was trained on these very inputs (features "
                                         f"{inputs['feature_digest'][:12]}, spec {inputs['spec_digest'][:12]}, "
-                                        f"code {inputs['code_version']}): nothing new to register")
+                                        f"code {inputs['code_version']}, {budget} search trials): nothing new to register")
         else:
             run_id, experiment_id = start_train_run(run_facts(ctx, gold, batches))
-            budget = trial_budget(spec, requested_trials)
-            planned = [{**b.as_dict(), "run_id": run_id, "experiment_id": experiment_id} for b in plan_batches(spec, budget)]
+            planned = [{**b.as_dict(), "run_id": run_id, "experiment_id": experiment_id, "budget": budget}
+                       for b in plan_batches(spec, budget)]
             entry.outputs.append(Artifact(f"runs:/{run_id}", "", None, "mlflow_run"))
             entry.counts = {"trials": budget, "batches": len(planned)}
             entry.details.update(trials=budget, batches=[f"{b['family']} {b['index']}: {b['trials']}" for b in planned],
@@ -61,5 +63,13 @@ def run_trials(ctx: RunContext, gold: dict, batch: dict) -> list[dict]:
     spec = load_model_spec(ctx.scenario.model_spec)
     registry.use_experiment(ctx.scenario.name)
     plan = Batch(**{k: batch[k] for k in Batch.__dataclass_fields__})
-    return run_batch(spec, read_gold(ctx.lake, ctx.scenario.name, gold["sha256"]), plan, batch["run_id"],
-                     batch["experiment_id"])
+    with ctx.entry(Kind.SEARCH_TRIALS) as entry:
+        entry.inputs.append(Artifact(gold["uri"], gold["sha256"], gold["rows"], "gold"))
+        found = run_batch(spec, read_gold(ctx.lake, ctx.scenario.name, gold["sha256"]), plan, batch["run_id"],
+                          batch["experiment_id"])
+        entry.outputs.append(Artifact(f"runs:/{batch['run_id']}", "", None, "mlflow_run"))  # the trials are its children
+        entry.counts = {"trials": len(found), "pruned": sum(t["state"] != "complete" for t in found)}
+        entry.details.update(family=plan.family, batch=plan.index, seed=plan.seed, trial_runs=[t["run_id"] for t in found],
+                             seconds=round(sum(t["seconds"] for t in found), 1),
+                             best=min((t["value"] for t in found if t["state"] == "complete"), default=None))
+    return found

@@ -26,7 +26,7 @@ from cityfactory.training.spec import ModelSpec
 Report = Callable[[int, float], None]
 
 DEFAULTS = {
-    "residual_mlp": {"epochs": 40, "patience": 8, "batch_size": 256, "learning_rate": 1e-3, "weight_decay": 1e-4},
+    "residual_mlp": {"hidden": "128-64", "epochs": 40, "patience": 8, "batch_size": 256, "learning_rate": 1e-3, "weight_decay": 1e-4},
     "recurrent": {"hidden": 32, "context": "64", "epochs": 30, "patience": 6, "batch_size": 256,
                   "learning_rate": 2e-3, "weight_decay": 1e-4},
     "lightgbm": {"n_estimators": 2000, "early_stopping": 100, "learning_rate": 0.05, "num_leaves": 31,
@@ -56,7 +56,7 @@ class Forecaster(mlflow.pyfunc.PythonModel):
         self.family, self.params, self.model = family, params, model
         self.residual_index, self.iterations = residual_index, iterations
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params=None):  # the hint: MLflow passes rows as they come
         return self.predict_array(np.asarray(model_input, dtype=np.float32))
 
     def predict_array(self, features: np.ndarray) -> np.ndarray:
@@ -111,6 +111,25 @@ def _lightgbm_params(params: dict, seed: int) -> dict:
             "seed": seed, "deterministic": True, "force_row_wise": True, "num_threads": 1, "verbosity": -1}
 
 
+def float32_splits(booster):
+    """The same trees with every split threshold moved down to the nearest float32 at or below it.
+    Inputs are float32, so ``x <= t`` and ``x <= float32_down(t)`` decide alike for every input;
+    an ONNX ensemble stores float32 thresholds, and with these it decides as LightGBM does
+    (rounding to the nearest float32 instead flips rows that sit on a rounded threshold)."""
+    import re
+
+    import lightgbm as lgb
+
+    def down(match: re.Match) -> str:
+        exact = np.array(match.group(1).split(), dtype=np.float64)
+        single = exact.astype(np.float32)
+        single = np.where(single.astype(np.float64) > exact, np.nextafter(single, np.float32(-np.inf)), single)
+        return "threshold=" + " ".join(repr(float(v)) for v in single)
+
+    text = re.sub(r"^threshold=(.*)$", down, booster.model_to_string(), flags=re.MULTILINE)
+    return lgb.Booster(model_str=re.sub(r"^tree_sizes=.*\n", "", text, flags=re.MULTILINE))  # sizes changed: parsed in order
+
+
 def _fit_trees(spec, params, x_train, y_train, x_val, y_val, metric, seed, report, rounds=None):
     import lightgbm as lgb
 
@@ -119,7 +138,7 @@ def _fit_trees(spec, params, x_train, y_train, x_val, y_val, metric, seed, repor
     train = lgb.Dataset(x_train, change(x_train, y_train), free_raw_data=False)
     if x_val is None:
         booster = lgb.train(_lightgbm_params(params, seed), train, num_boost_round=int(rounds))
-        return Trained(Forecaster("lightgbm", params, booster, residual), [], int(rounds))
+        return Trained(Forecaster("lightgbm", params, float32_splits(booster), residual), [], int(rounds))
     valid = lgb.Dataset(x_val, change(x_val, y_val), reference=train)
     history: list[dict] = []
 
@@ -138,7 +157,7 @@ def _fit_trees(spec, params, x_train, y_train, x_val, y_val, metric, seed, repor
                         callbacks=[lgb.early_stopping(int(params["early_stopping"]), first_metric_only=True,
                                                       verbose=False), record])
     best = booster.best_iteration or booster.current_iteration()
-    return Trained(Forecaster("lightgbm", params, booster, residual, best), history, best)
+    return Trained(Forecaster("lightgbm", params, float32_splits(booster), residual, best), history, best)
 
 
 def fit(family: str, spec: ModelSpec, params: dict, x_train, y_train, x_val, y_val, metric: str, seed: int,

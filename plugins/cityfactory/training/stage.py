@@ -87,7 +87,7 @@ def search_in_process(spec: ModelSpec, gold: pd.DataFrame, run_id: str, experime
 
 
 def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, drift: Drift | None = None,
-                       trials: list[dict] | None = None, run_id: str | None = None) -> Outcome:
+                       trials: list[dict] | None = None, run_id: str | None = None, budget: int | None = None) -> Outcome:
     """Refit the search's winner on training + validation rows, score it once on the test rows
     beside the baselines and the champion, log to MLflow, register, tag (the inputs, so an
     identical run is recognised) and decide the alias. Without ``trials`` the search runs here.
@@ -96,6 +96,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
     from mlflow.models import infer_signature
 
     d = spec.data
+    budget = budget or trial_budget(spec)
     if run_id is None:
         run_id, experiment_id = start_train_run(facts)
         trials = search_in_process(spec, gold, run_id, experiment_id)
@@ -193,7 +194,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
     version_tags = {
         "data_interval": facts.data_interval, "feature_digest": facts.features_sha256, "code_version": registry.code_version(),
         "airflow_run_id": facts.airflow_run_id, "gate_decision": decision.alias or "rejected", "gate_reason": decision.reason,
-        "spec_digest": spec_digest(spec), "feature_definition": facts.feature_definition,
+        "spec_digest": spec_digest(spec), "search_budget": str(budget), "feature_definition": facts.feature_definition,
         "features_to": str(gold[d.time_column].max().date()),
         **{f"test_{k}": f"{v:.3f}" for k, v in metrics["model"].items()},
     }

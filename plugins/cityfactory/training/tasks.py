@@ -18,7 +18,7 @@ def train(ctx: RunContext, gold: dict, batches: list[list[str]], planned: list[d
     with ctx.entry(Kind.MODEL_TRAINED) as entry:
         entry.inputs.append(Artifact(gold["uri"], gold["sha256"], gold["rows"], "gold"))
         outcome = train_and_register(spec, read_gold(ctx.lake, scenario.name, gold["sha256"]), run_facts(ctx, gold, batches),
-                                     scenario.maintenance.drift, found, planned[0]["run_id"])
+                                     scenario.maintenance.drift, found, planned[0]["run_id"], planned[0]["budget"])
         run_uri = f"runs:/{outcome.mlflow_run_id}"
         entry.outputs += [
             Artifact(run_uri, "", None, "mlflow_run"),

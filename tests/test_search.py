@@ -1,0 +1,264 @@
+"""The model search: its plan, its spec, each family fitted, exported and compressed, determinism.
+
+Fast: small synthetic series (a daily cycle, a slow level and noise), a throwaway MLflow store.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from cityfactory.compression import gate, trees
+from cityfactory.compression.onnx_export import run as ort_run
+from cityfactory.compression.variants import build_and_measure
+from cityfactory.config.scenarios import ScenarioError, get_scenario
+from cityfactory.search import results
+from cityfactory.search.plan import BUDGET_CAP, plan_batches, trial_budget
+from cityfactory.search.trials import run_batch
+from cityfactory.training import data, families
+from cityfactory.training.spec import ModelSpec, load_model_spec
+
+TRAFFIC = load_model_spec(get_scenario("traffic_flow").model_spec)
+HOURS = 6
+
+
+def _spec(**search) -> ModelSpec:
+    """A small spec over the synthetic frame: 3 numeric inputs, a 6-hour window, hour of day."""
+    window = [f"lag_{h}h" for h in range(HOURS, 0, -1)]
+    raw = {
+        "name": "synthetic", "registered_model": "test.synthetic", "description": "d", "intended_use": "u",
+        "limitations": "l", "card_template": "model_card.md",
+        "data": {"target": "target", "target_label": "level", "unit": "u", "time_column": "target_at",
+                 "usable": "usable", "numeric": ["lag_1h", "lag_24h", "temp"], "one_hot": {"hour_of_day": {"range": [0, 23]}},
+                 "window": {"level": window}},
+        "split": {"test_days": 20, "validation_days": 20},
+        "architecture": {"type": "residual_mlp", "residual_of": "lag_1h", "hidden": [16], "output_scale": 10.0},
+        "training": {"seed": 1, "epochs": 6, "patience": 3, "batch_size": 128, "learning_rate": 0.01, "weight_decay": 0.0},
+        "baselines": {"persistence": "lag_1h", "linear_autoregression": {"lags": ["lag_1h", "lag_24h"]}},
+        "gate": {"metric": "rmse", "min_improvement_over_linear": 0.0, "champion_tolerance": 0.02},
+    }
+    if search:
+        raw["search"] = search
+    return ModelSpec.model_validate(raw)
+
+
+SEARCH = {
+    "seed": 3, "trials": 6, "trials_per_batch": 2, "pruner": {"startup_trials": 1, "warmup_steps": 2},
+    "families": {
+        "residual_mlp": {"fixed": {"epochs": 6, "patience": 3, "batch_size": 128},
+                         "ranges": {"hidden": {"choices": ["16", "32-16"]}, "learning_rate": {"low": 0.002, "high": 0.02, "log": True}}},
+        "recurrent": {"fixed": {"epochs": 4, "patience": 2, "batch_size": 128},
+                      "ranges": {"hidden": {"choices": [8, 16]}, "context": {"choices": ["16", ""]}}},
+        "lightgbm": {"fixed": {"n_estimators": 200, "early_stopping": 20},
+                     "ranges": {"num_leaves": {"low": 4, "high": 31, "log": True}, "learning_rate": {"low": 0.05, "high": 0.2}}},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    """120 days of an hourly level: a daily cycle, a drifting base and noise; lags from the series."""
+    rng = np.random.default_rng(0)
+    times = pd.date_range("2024-01-01", periods=120 * 24, freq="h")
+    base = 100 + np.cumsum(rng.normal(0, 0.5, len(times)))
+    level = base + 30 * np.sin(2 * np.pi * times.hour / 24) + rng.normal(0, 3, len(times))
+    series = pd.Series(level, index=times)
+    out = pd.DataFrame({"target_at": times, "target": level, "hour_of_day": times.hour,
+                        "temp": rng.normal(10, 5, len(times)), "lag_24h": series.shift(24).to_numpy()})
+    for h in range(1, HOURS + 1):
+        out[f"lag_{h}h"] = series.shift(h).to_numpy()
+    out["usable"] = out.notna().all(axis=1)
+    return out
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch):
+    """A throwaway MLflow store and a parent run for the trials."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("search-test", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment) as parent:
+        pass
+    yield parent.info.run_id, experiment
+    mlflow.set_tracking_uri(None)
+
+
+def _arrays(spec, frame):
+    parts = data.split_by_time(frame, spec.data, spec.split)
+    xs = [data.features(p, spec.data) for p in (parts.train, parts.validation, parts.test)]
+    ys = [p[spec.data.target].to_numpy(float) for p in (parts.train, parts.validation, parts.test)]
+    return xs, ys, parts
+
+
+# --- the plan -----------------------------------------------------------------------------------
+
+def test_the_budget_is_shared_over_the_families_in_batches(monkeypatch):
+    monkeypatch.delenv(BUDGET_CAP, raising=False)
+    spec = _spec(**{**SEARCH, "trials": 7})
+    batches = plan_batches(spec, trial_budget(spec))
+    assert [(b.family, b.index, b.trials) for b in batches] == [
+        ("residual_mlp", 0, 2), ("residual_mlp", 1, 1), ("recurrent", 0, 2), ("lightgbm", 0, 2)]
+    assert [b.hand_set_first for b in batches] == [True, False, False, False]
+    assert len({b.seed for b in batches}) == len(batches)  # every batch its own seeded study
+    assert plan_batches(spec, 7) == batches  # a plan is a function of the spec and the budget
+
+
+def test_the_budget_comes_from_the_form_else_the_spec_capped_by_the_environment(monkeypatch):
+    spec = _spec(**SEARCH)
+    monkeypatch.delenv(BUDGET_CAP, raising=False)
+    assert trial_budget(spec) == 6 and trial_budget(spec, 2) == 2
+    monkeypatch.setenv(BUDGET_CAP, "1")
+    assert trial_budget(spec) == 1 and trial_budget(spec, 5) == 5
+    [only] = plan_batches(spec, 1)
+    assert (only.family, only.trials, only.hand_set_first) == ("residual_mlp", 1, True)  # the hand-set model alone
+    [alone] = plan_batches(_spec(), 1)  # a spec without a search trains its hand-set model
+    assert alone.hand_set_first and alone.trials == 1
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"families": {"xgboost": {}}}, "search.families.xgboost"),
+    ({"families": {"lightgbm": {"ranges": {"num_leaves": {"low": 31, "high": 4}}}}}, "high 4.0 is below low 31.0"),
+    ({"families": {"lightgbm": {"ranges": {"learning_rate": {"low": 0, "high": 1, "log": True}}}}}, "a log range needs low > 0"),
+    ({"families": {"lightgbm": {"ranges": {"num_leaves": {"low": 4}}}}}, "give either 'choices'"),
+    ({"trials": 0}, "search.trials"),
+])
+def test_a_malformed_search_is_refused_naming_the_key(tmp_path, change, words):
+    import yaml
+
+    raw = _spec(**SEARCH).model_dump(mode="json", exclude_none=True)
+    raw["search"] = {**raw["search"], **change}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ScenarioError, match="bad.yaml") as error:
+        load_model_spec("bad", tmp_path)
+    assert words in str(error.value)
+
+
+def test_the_repo_specs_declare_a_search_over_all_three_families():
+    for name in ("traffic_flow", "air_quality"):
+        spec = load_model_spec(get_scenario(name).model_spec)
+        assert set(spec.search.families) == {"residual_mlp", "recurrent", "lightgbm"}
+        assert spec.data.window and all(c in spec.data.feature_names for cols in spec.data.window.values() for c in cols)
+
+
+# --- the families -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", ["residual_mlp", "recurrent", "lightgbm"])
+def test_every_family_learns_refits_and_survives_the_registry(family, frame, tmp_path):
+    spec = _spec(**SEARCH)
+    (x_train, x_val, x_test), (y_train, y_val, y_test), parts = _arrays(spec, frame)
+    params = {**SEARCH["families"][family]["fixed"]}
+    trained = families.fit(family, spec, params, x_train, y_train, x_val, y_val, "rmse", seed=5)
+    persistence = np.sqrt(np.mean((parts.test["lag_1h"].to_numpy() - y_test) ** 2))
+    model = np.sqrt(np.mean((trained.forecaster.predict_array(x_test) - y_test) ** 2))
+    assert model < 0.9 * persistence, f"{family}: {model:.2f} vs persistence {persistence:.2f}"
+    assert trained.history and 1 <= trained.best_step <= max(h["step"] for h in trained.history)
+
+    x_seen, y_seen = np.vstack([x_train, x_val]), np.concatenate([y_train, y_val])
+    one = families.refit(family, spec, params, trained.best_step, x_seen, y_seen, seed=5)
+    two = families.refit(family, spec, params, trained.best_step, x_seen, y_seen, seed=5)
+    assert (one.predict_array(x_test) == two.predict_array(x_test)).all(), "same settings and seed, same model"
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(name="model", python_model=one, input_example=x_test[:3])
+        loaded = mlflow.pyfunc.load_model(info.model_uri)
+        assert np.allclose(loaded.predict(x_test), one.predict_array(x_test))
+        assert loaded.unwrap_python_model().family == family
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_the_recurrent_model_reads_the_window_hour_by_hour(frame):
+    spec = _spec(**SEARCH)
+    (x_train, x_val, _), (y_train, y_val, _), _ = _arrays(spec, frame)
+    net = families.fit("recurrent", spec, SEARCH["families"]["recurrent"]["fixed"], x_train, y_train, x_val, y_val,
+                       "rmse", seed=1).forecaster.model
+    names = spec.data.feature_names
+    assert [names[i] for [i] in net.window.tolist()] == spec.data.window["level"]  # oldest first
+    shuffled = x_val.copy()
+    columns = net.window.flatten().tolist()
+    shuffled[:, columns] = shuffled[:, columns[::-1]]  # the same values, the hours reversed
+    assert not np.allclose(families.Forecaster("recurrent", {}, net, 0).predict_array(shuffled),
+                           families.Forecaster("recurrent", {}, net, 0).predict_array(x_val))
+
+
+def test_a_window_needs_the_same_hours_per_channel():
+    raw = _spec().model_dump(mode="json", exclude_none=True)
+    raw["data"]["window"]["other"] = ["lag_1h"]
+    with pytest.raises(ValueError, match="same number of hours"):
+        ModelSpec.model_validate(raw)
+
+
+# --- compression for every family ---------------------------------------------------------------
+
+def test_the_recurrent_model_goes_through_onnx_int8_and_pruning(frame, tmp_path):
+    spec = _spec(**SEARCH)
+    (x_train, x_val, x_test), (y_train, y_val, y_test), _ = _arrays(spec, frame)
+    forecaster = families.fit("recurrent", spec, SEARCH["families"]["recurrent"]["fixed"], x_train, y_train, x_val, y_val,
+                              "rmse", seed=1).forecaster
+    variants, parity = build_and_measure(forecaster.model, x_train, y_train, x_test[:500], y_test[:500], tmp_path,
+                                         parity_tolerance=0.01, scale=10.0)
+    by_name = {v.name: v for v in variants}
+    assert parity < 0.01
+    assert by_name["int8_dynamic"].size_bytes < by_name["onnx_fp32"].size_bytes
+    assert gate.choose(variants, 0.25).size_bytes < by_name["onnx_fp32"].size_bytes
+
+
+def test_trees_export_to_onnx_with_the_residual_added_back(frame, tmp_path):
+    spec = _spec(**SEARCH)
+    (x_train, x_val, x_test), (y_train, y_val, y_test), _ = _arrays(spec, frame)
+    forecaster = families.fit("lightgbm", spec, SEARCH["families"]["lightgbm"]["fixed"], x_train, y_train, x_val, y_val,
+                              "rmse", seed=1).forecaster
+    path = trees.export(forecaster.model, forecaster.residual_index, x_test.shape[1], tmp_path / "t.onnx",
+                        forecaster.iterations)
+    assert np.abs(ort_run(path, x_test) - forecaster.predict_array(x_test)).max() < 0.01  # float32 thresholds
+    variants, parity = trees.build_and_measure(forecaster, x_test.shape[1], x_test, y_test, tmp_path, 0.01)
+    assert parity < 0.01
+    by_name = {v.name: v for v in variants}
+    # int8 does not touch an ensemble: measured, same size; fewer rounds is what shrinks trees
+    assert by_name["int8_dynamic"].size_bytes >= by_name["onnx_fp32"].size_bytes * 0.95
+    assert by_name["trees_first_50pct"].size_bytes < 0.6 * by_name["onnx_fp32"].size_bytes
+    assert gate.choose(variants, 1.0).name.startswith("trees_first_")
+    assert variants[0].name == "lightgbm_native" and "vs eager" in gate.table(variants)
+
+
+# --- a batch of trials --------------------------------------------------------------------------
+
+def test_a_batch_is_deterministic_prunes_and_logs_every_trial_as_a_child_run(frame, tracking):
+    parent, experiment = tracking
+    spec = _spec(**{**SEARCH, "trials_per_batch": 4})
+    [mlp] = [b for b in plan_batches(spec, 4) if b.family == "residual_mlp"]
+    first = run_batch(spec, frame, mlp, parent, experiment)
+    second = run_batch(spec, frame, mlp, parent, experiment)
+    strip = lambda trials: [{k: v for k, v in t.items() if k not in ("run_id", "seconds")} for t in trials]
+    assert strip(first) == strip(second), "same seed and budget, same trials"
+    assert first[0]["hand_set"] and first[0]["params"]["hidden"] == "16"
+    assert {t["state"] for t in first} <= {"complete", "pruned"}
+
+    children = mlflow.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'", output_format="list")
+    assert len(children) == 2 * len(first)
+    child = mlflow.MlflowClient().get_run(first[0]["run_id"])
+    assert child.data.tags["family"] == "residual_mlp" and child.data.params["hidden"] == "16"
+    assert "best_validation_rmse" in child.data.metrics
+    assert len(mlflow.MlflowClient().get_metric_history(child.info.run_id, "validation_rmse")) >= first[0]["best_step"]
+
+
+def test_the_winner_is_the_best_completed_trial_and_the_picture_draws(tmp_path):
+    trials = [
+        {"family": "residual_mlp", "batch": 0, "number": 0, "state": "complete", "value": 5.0, "best_step": 3,
+         "seconds": 1.0, "hand_set": True, "params": {"hidden": "16"}},
+        {"family": "lightgbm", "batch": 0, "number": 0, "state": "pruned", "value": 1.0, "best_step": 10,
+         "seconds": 1.0, "hand_set": False, "params": {"num_leaves": 8, "learning_rate": 0.1}},
+        {"family": "lightgbm", "batch": 0, "number": 1, "state": "complete", "value": 4.0, "best_step": 40,
+         "seconds": 1.0, "hand_set": False, "params": {"num_leaves": 16, "learning_rate": 0.05}},
+    ]
+    assert results.winner(trials)["value"] == 4.0  # a pruned trial's last value is no result
+    with pytest.raises(ValueError, match="no trial of the search completed"):
+        results.winner([trials[1]])
+    figure = results.figure(trials, "rmse", "u", {"lightgbm": {"num_leaves": 0.7, "learning_rate": 0.3}})
+    figure.savefig(tmp_path / "search.png")
+    assert (tmp_path / "search.png").stat().st_size > 10_000
+    assert "| lightgbm | 0.1 | complete | 4.000 |" in results.table(trials, "rmse")

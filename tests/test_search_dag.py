@@ -1,0 +1,106 @@
+"""A tiny model search end to end through the DAG: trials as mapped tasks and child MLflow runs,
+the winner refitted, registered, compressed into a signed bundle, rolled out and served.
+
+The spec is the repo's traffic_flow spec with the residual MLP left out of the search (the suite's
+other runs cover it), so the LightGBM and recurrent families compete and the winner's path to the
+edge is a tree ensemble's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import httpx
+import mlflow
+import pytest
+import yaml
+from cityfactory.config.scenarios import get_scenario
+from cityfactory.governance.ledger import RunLedger
+from cityfactory.ingestion import replay
+from cityfactory.storage.lake import open_lake
+from support import REPO, write_fleet
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def searched(airflow_db, tmp_path_factory):
+    from cityfactory.edge.fleet import LocalFleet, load_fleet
+    from cityfactory.factory.scenario_dag import build_scenario_dag
+    from cityfactory.training import registry
+    from cityfactory.training.spec import load_model_spec
+
+    previous = mlflow.get_tracking_uri()
+    home = tmp_path_factory.mktemp("search")
+    models = home / "models"
+    shutil.copytree(REPO / "models", models)
+    spec = yaml.safe_load((models / "traffic_flow.yaml").read_text())
+    del spec["search"]["families"]["residual_mlp"]
+    (models / "traffic_flow.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CITYFACTORY_MODELS_DIR", str(models))
+        mp.setenv("CITYFACTORY_LAKE_URI", (home / "lake").as_uri())
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+        mp.setenv("CITYFACTORY_FLEETS_DIR", str(write_fleet(home / "fleets", "traffic_flow", 3)))
+        scenario = get_scenario("traffic_flow")
+        start, end = replay.history_interval(scenario)
+        with LocalFleet.for_scenario(scenario):
+            run = build_scenario_dag(scenario).test(run_conf={
+                "data_interval_start": str(start), "data_interval_end": str(end), "retrain": "auto",
+                "full_refresh": False, "search_trials": 3})
+            ledger = RunLedger(open_lake(), "traffic_flow", run.run_id)
+            registry.use_experiment("traffic_flow")
+            fleet = load_fleet(scenario.rollout.fleet)
+            served = [httpx.get(f"{node.url}/healthz", timeout=10).json() for node in fleet.nodes]
+            width = len(load_model_spec(scenario.model_spec).data.feature_names)
+            answer = httpx.post(f"{fleet.nodes[0].url}/predict", json={"rows": [[1000.0] * width] * 2}, timeout=10)
+            assert answer.status_code == 200, answer.text
+            yield run, ledger, mlflow.MlflowClient(), served
+    mlflow.set_tracking_uri(previous)
+
+
+def test_the_trials_ran_as_mapped_tasks_and_child_runs(searched):
+    run, ledger, client, _ = searched
+    assert run.state == "success"
+    entries = ledger.entries()
+    [planned] = [e for e in entries if e["task_id"] == "plan_search"]
+    assert planned["details"]["trials"] == 3 and planned["counts"]["batches"] == 2
+    batches = sorted((e["details"]["family"], e["counts"]["trials"]) for e in entries if e["task_id"] == "trials")
+    assert batches == [("lightgbm", 1), ("recurrent", 2)]  # 3 trials shared out, one mapped task per batch
+
+    [train] = [e for e in entries if e["task_id"] == "train"]
+    parent = next(a["uri"] for a in train["outputs"] if a["kind"] == "mlflow_run").removeprefix("runs:/")
+    experiment = client.get_run(parent).info.experiment_id
+    children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(c.data.tags["family"] for c in children) == ["lightgbm", "recurrent", "recurrent"]
+    for child in children:
+        assert child.data.params["family"] == child.data.tags["family"]
+        assert child.data.tags["trial_state"] in ("complete", "pruned")
+        assert client.get_metric_history(child.info.run_id, "validation_rmse"), "every trial logs its curve"
+    search = mlflow.artifacts.load_dict(f"runs:/{parent}/search/trials.json")
+    complete = [t for t in search["trials"] if t["state"] == "complete"]
+    winner = min(complete, key=lambda t: t["value"])
+    params = client.get_run(parent).data.params
+    assert params["family"] == winner["family"] == train["details"]["family"]
+    assert params["winner_trial"] == f"{winner['family']} {winner['batch']}.{winner['number']}"
+    assert {a.path for a in client.list_artifacts(parent, "plots")} >= {"plots/search.png", "plots/loss_curve.png"}
+    version = client.get_model_version("cityfactory.traffic_flow", str(train["counts"]["version"]))
+    assert version.tags["search_budget"] == "3" and winner["family"] in version.description
+
+
+def test_the_winner_went_through_the_bundle_and_the_rollout(searched):
+    _, ledger, _, served = searched
+    current = {e["task_id"]: e for e in ledger.current()}
+    version = str(current["train"]["counts"]["version"])
+    family = current["train"]["details"]["family"]
+    assert current["compress"]["status"] == "success"
+    manifest = json.loads(open_lake().get_bytes(f"bundles/traffic_flow/{version}/manifest.json"))
+    assert manifest["family"] == family and manifest["model_version"] == version
+    if family == "lightgbm":  # trees: int8 measured (it cannot shrink an ensemble), fewer rounds chosen
+        names = {v["name"] for v in current["compress"]["details"]["variants"]}
+        assert {"lightgbm_native", "onnx_fp32", "int8_dynamic", "trees_first_50pct"} <= names
+    assert current["promote_champion"]["status"] == "success"
+    assert {node["model_version"] for node in served} == {version}
+    report = open_lake().get_bytes(f"{ledger.prefix}/report.html").decode()
+    assert "Model search" in report and "validation score per trial" in report
