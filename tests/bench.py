@@ -275,6 +275,55 @@ def bench_search(name: str, entries: list[dict]) -> None:
             line += f" {statistics.mean(values):>17.2f} {statistics.mean(values) / persistence:>13.3f}"
         print(line)
     print(f"  (the hand-set model alone: {hand_seconds:.0f} s to fit here)")
+    bench_compression_per_family(name, spec, train, parts)
+
+
+def bench_compression_per_family(name: str, spec, train: dict, parts) -> None:
+    """Every family's best trial refitted and put through its compression path, side by side."""
+    import mlflow
+    import pandas as pd
+    from cityfactory.compression import gate, trees
+    from cityfactory.compression.variants import build_and_measure
+    from cityfactory.config.scenarios import get_scenario
+    from cityfactory.search import results
+    from cityfactory.training import data, families
+
+    budget = get_scenario(name).compression
+    run_id = next(a["uri"] for a in train["outputs"] if a["kind"] == "mlflow_run").removeprefix("runs:/")
+    trials = mlflow.artifacts.load_dict(f"runs:/{run_id}/search/trials.json")["trials"]
+    d = spec.data
+    seen = pd.concat([parts.train, parts.validation])
+    x_seen, x_test = data.features(seen, d), data.features(parts.test, d)
+    y_seen, y_test = seen[d.target].to_numpy(float), parts.test[d.target].to_numpy(float)
+    print(f"\n## Compression of every family ({name}): each family's best trial refitted, its variants on the same "
+          f"test rows; budget: test MAE within {budget.max_mae_increase:.0%} of ONNX fp32")
+    print(f"{'family':<14} {'chosen':<22} {'fp32 bytes':>10} {'chosen bytes':>12} {'x smaller':>9} {'dMAE %':>7} "
+          f"{'b1 ms fp32':>10} {'b1 ms chosen':>12}  int8 dynamic")
+    for family in spec.search.families:
+        done = [t for t in trials if t["family"] == family and t["state"] == "complete"]
+        if not done:
+            continue
+        best = results.winner(done)
+        model = families.refit(family, spec, best["params"], best["best_step"], x_seen, y_seen, spec.search.seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            if family == "lightgbm":
+                variants, _ = trees.build_and_measure(model, x_test.shape[1], x_test, y_test, Path(tmp), budget.parity_tolerance)
+            else:
+                variants, _ = build_and_measure(model.model, x_seen, y_seen, x_test, y_test, Path(tmp), budget.parity_tolerance,
+                                                spec.architecture.output_scale)
+        by_name = {v.name: v for v in variants}
+        fp32, int8 = by_name["onnx_fp32"], by_name["int8_dynamic"]
+        try:
+            chosen = gate.choose(variants, budget.max_mae_increase)
+        except gate.CompressionGateError:
+            chosen = None
+        int8_note = f"{fp32.size_bytes / int8.size_bytes:.2f}x smaller, dMAE {100 * (int8.mae / fp32.mae - 1):+.2f} %"
+        if chosen is None:
+            print(f"{family:<14} {'none within budget':<22} {fp32.size_bytes:>10}  {int8_note}")
+            continue
+        print(f"{family:<14} {chosen.name:<22} {fp32.size_bytes:>10} {chosen.size_bytes:>12} "
+              f"{fp32.size_bytes / chosen.size_bytes:>9.2f} {100 * (chosen.mae / fp32.mae - 1):>7.2f} "
+              f"{fp32.b1_median_ms:>10.4f} {chosen.b1_median_ms:>12.4f}  {int8_note}")
 
 
 async def _load(url: str, payload: dict, seconds: float, clients: int) -> tuple[list[float], int]:

@@ -103,7 +103,7 @@ def _task_instances(stack, dag_id: str, run_id: str) -> list[dict]:
 
 def test_the_whole_history_runs_on_two_workers(stack):
     start, end = replay.history_interval(get_scenario("traffic_flow"))
-    run_id = _trigger(stack, "traffic_flow", data_interval_start=str(start), data_interval_end=str(end))
+    run_id = _trigger(stack, "traffic_flow", data_interval_start=str(start), data_interval_end=str(end), search_trials=6)
     assert _finished(stack, "traffic_flow", run_id, 1200) == "success"
     instances = _task_instances(stack, "traffic_flow", run_id)
     ran = [ti for ti in instances if ti["state"] == "success"]
@@ -111,6 +111,8 @@ def test_the_whole_history_runs_on_two_workers(stack):
     deploys = [ti for ti in ran if ti["task_id"].endswith("_deploy")]
     assert len(deploys) == 6 and {ti["hostname"] for ti in deploys} == WORKERS, \
         "the mapped deploys ran on both workers"
+    trials = [ti for ti in ran if ti["task_id"] == "trials"]
+    assert len(trials) == 3 and {ti["hostname"] for ti in trials} == WORKERS, "the search's batches ran on both workers"
     registry.use_experiment("traffic_flow")  # MLflow pointed at this stack's tracking database
     version = registry.alias_version("cityfactory.traffic_flow", registry.CHAMPION)
     assert set(controller.snapshot(load_fleet("traffic_flow"), edge_token()).values()) == {version}

@@ -31,7 +31,8 @@ def run_batch(spec: ModelSpec, gold: pd.DataFrame, batch: Batch, parent_run_id: 
     y_train, y_val = (p[d.target].to_numpy(dtype=float) for p in (parts.train, parts.validation))
     pruner = (optuna.pruners.MedianPruner(search.pruner.startup_trials, search.pruner.warmup_steps) if search
               else optuna.pruners.NopPruner())
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=batch.seed), pruner=pruner)
+    sampler = optuna.samplers.TPESampler(seed=batch.seed, n_startup_trials=search.random_trials if search else 1)
+    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
     records: list[dict] = []
 
     def objective(trial: optuna.Trial) -> float:

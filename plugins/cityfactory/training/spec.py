@@ -150,6 +150,7 @@ class SearchSpec(_Strict):
     seed: int = 0
     trials: int = Field(ge=1)
     trials_per_batch: int = Field(4, ge=1)
+    random_trials: int = Field(3, ge=1)  # per batch, before the TPE sampler's model guides the rest
     timeout_minutes: float | None = Field(None, gt=0)
     pruner: PrunerSpec = PrunerSpec()
     families: dict[FamilyName, FamilySearch] = Field(min_length=1)
