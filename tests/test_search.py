@@ -123,6 +123,7 @@ def test_the_budget_comes_from_the_form_else_the_spec_capped_by_the_environment(
     ({"families": {"lightgbm": {"ranges": {"learning_rate": {"low": 0, "high": 1, "log": True}}}}}, "a log range needs low > 0"),
     ({"families": {"lightgbm": {"ranges": {"num_leaves": {"low": 4}}}}}, "give either 'choices'"),
     ({"trials": 0}, "search.trials"),
+    ({"families": {"lightgbm": {"fixed": {"learnig_rate": 0.1}}}}, "learnig_rate is no lightgbm setting"),
 ])
 def test_a_malformed_search_is_refused_naming_the_key(tmp_path, change, words):
     import yaml
@@ -185,10 +186,13 @@ def test_the_recurrent_model_reads_the_window_hour_by_hour(frame):
                            families.Forecaster("recurrent", {}, net, 0).predict_array(x_val))
 
 
-def test_a_window_needs_the_same_hours_per_channel():
-    raw = _spec().model_dump(mode="json", exclude_none=True)
+def test_a_window_needs_the_same_hours_per_channel_and_the_recurrent_family_one():
+    raw = _spec(**SEARCH).model_dump(mode="json", exclude_none=True)
     raw["data"]["window"]["other"] = ["lag_1h"]
     with pytest.raises(ValueError, match="same number of hours"):
+        ModelSpec.model_validate(raw)
+    raw["data"]["window"] = {}
+    with pytest.raises(ValueError, match="recurrent needs data.window"):
         ModelSpec.model_validate(raw)
 
 

@@ -21,18 +21,9 @@ from dataclasses import dataclass
 import mlflow.pyfunc
 import numpy as np
 
-from cityfactory.training.spec import ModelSpec
+from cityfactory.training.spec import FAMILY_DEFAULTS, ModelSpec
 
 Report = Callable[[int, float], None]
-
-DEFAULTS = {
-    "residual_mlp": {"hidden": "128-64", "epochs": 40, "patience": 8, "batch_size": 256, "learning_rate": 1e-3, "weight_decay": 1e-4},
-    "recurrent": {"hidden": 32, "context": "64", "epochs": 30, "patience": 6, "batch_size": 256,
-                  "learning_rate": 2e-3, "weight_decay": 1e-4},
-    "lightgbm": {"n_estimators": 2000, "early_stopping": 100, "learning_rate": 0.05, "num_leaves": 31,
-                 "min_child_samples": 20, "subsample": 0.8, "colsample_bytree": 0.8, "reg_lambda": 1.0},
-}
-
 
 def widths(value) -> list[int]:
     """Layer widths from a list or from the spec's spelling ``"128-64"`` (``""``: no layer)."""
@@ -162,7 +153,7 @@ def _fit_trees(spec, params, x_train, y_train, x_val, y_val, metric, seed, repor
 
 def fit(family: str, spec: ModelSpec, params: dict, x_train, y_train, x_val, y_val, metric: str, seed: int,
         report: Report | None = None) -> Trained:
-    params = {**DEFAULTS[family], **params}
+    params = {**FAMILY_DEFAULTS[family], **params}
     if family == "lightgbm":
         return _fit_trees(spec, params, x_train, y_train, x_val, y_val, metric, seed, report)
     return _fit_network(family, spec, params, x_train, y_train, x_val, y_val, metric, seed, report)
@@ -170,7 +161,7 @@ def fit(family: str, spec: ModelSpec, params: dict, x_train, y_train, x_val, y_v
 
 def refit(family: str, spec: ModelSpec, params: dict, steps: int, x, y, seed: int) -> Forecaster:
     """The chosen settings trained again on ``x`` (training + validation rows) for ``steps``."""
-    params = {**DEFAULTS[family], **params}
+    params = {**FAMILY_DEFAULTS[family], **params}
     if family == "lightgbm":
         return _fit_trees(spec, params, x, y, None, None, "rmse", seed, None, rounds=steps).forecaster
     return _fit_network(family, spec, params, x, y, None, None, "rmse", seed, None, epochs=steps).forecaster

@@ -124,6 +124,15 @@ class Range(_Strict):
 
 
 FamilyName = Literal["residual_mlp", "recurrent", "lightgbm"]
+# Each family's settings and their defaults (``training/families.py`` builds the models from them).
+FAMILY_DEFAULTS = {
+    "residual_mlp": {"hidden": "128-64", "epochs": 40, "patience": 8, "batch_size": 256, "learning_rate": 1e-3,
+                     "weight_decay": 1e-4},
+    "recurrent": {"hidden": 32, "context": "64", "epochs": 30, "patience": 6, "batch_size": 256,
+                  "learning_rate": 2e-3, "weight_decay": 1e-4},
+    "lightgbm": {"n_estimators": 2000, "early_stopping": 100, "learning_rate": 0.05, "num_leaves": 31,
+                 "min_child_samples": 20, "subsample": 0.8, "colsample_bytree": 0.8, "reg_lambda": 1.0},
+}
 
 
 class FamilySearch(_Strict):
@@ -154,6 +163,14 @@ class SearchSpec(_Strict):
     timeout_minutes: float | None = Field(None, gt=0)
     pruner: PrunerSpec = PrunerSpec()
     families: dict[FamilyName, FamilySearch] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _known_settings(self) -> SearchSpec:
+        for family, declared in self.families.items():
+            if unknown := sorted((set(declared.ranges) | set(declared.fixed)) - set(FAMILY_DEFAULTS[family])):
+                raise ValueError(f"families.{family}: {', '.join(unknown)} is no {family} setting "
+                                 f"(known: {', '.join(sorted(FAMILY_DEFAULTS[family]))})")
+        return self
 
 
 class LinearBaseline(_Strict):
@@ -202,6 +219,12 @@ class ModelSpec(_Strict):
     baselines: BaselineSpec
     gate: GateSpec
     metrics: MetricSpec = MetricSpec()
+
+    @model_validator(mode="after")
+    def _recurrent_has_a_window(self) -> ModelSpec:
+        if self.search and "recurrent" in self.search.families and not self.data.window:
+            raise ValueError("search.families.recurrent needs data.window (the recent hours, per channel)")
+        return self
 
 
 def load_model_spec(name: str, directory: Path | None = None) -> ModelSpec:
