@@ -63,13 +63,15 @@ def test_traffic_flow_dag_shape(dagbag):
     assert dag.task_dict["canary_deploy"].is_mapped and _next(dag, "city_gate") == {"promote_champion"}
     assert _next(dag, "promote_champion") == {"rollback"}  # a teardown: it waits for the whole rollout anyway
     assert dag.task_dict["rollback"].is_teardown and dag.task_dict["rollout_plan"].is_setup
-    assert {t.task_id for t in dag.tasks if t.is_mapped} == {"land", "ingest", "canary_deploy", "district_deploy", "city_deploy"}
+    assert {t.task_id for t in dag.tasks if t.is_mapped} == {"land", "ingest", "trials", "canary_deploy", "district_deploy",
+                                                             "city_deploy"}
     # governance after everything, whatever happened; the watcher, after it alone, keeps a failed run failed
     governance, watcher = dag.task_dict["governance"], dag.task_dict["watcher"]
     assert governance.trigger_rule == watcher.trigger_rule == "all_done"
     # governance follows the tasks that could still run when a failure ends the chain early: the
     # mapped ones (instances side by side) and the end; every other task is on the single chain
-    assert governance.upstream_task_ids == {"land", "ingest", "canary_deploy", "district_deploy", "city_deploy", "rollback"}
+    assert governance.upstream_task_ids == {"land", "ingest", "trials", "canary_deploy", "district_deploy", "city_deploy",
+                                            "rollback"}
     for task in set(dag.task_ids) - governance.upstream_task_ids - {"governance", "watcher"}:
         assert not dag.task_dict[task].is_mapped and "governance" in dag.task_dict[task].get_flat_relative_ids(upstream=False)
     assert watcher.upstream_task_ids == {"governance"}

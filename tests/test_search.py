@@ -266,3 +266,11 @@ def test_the_winner_is_the_best_completed_trial_and_the_picture_draws(tmp_path):
     figure.savefig(tmp_path / "search.png")
     assert (tmp_path / "search.png").stat().st_size > 10_000
     assert "| lightgbm | 0.1 | complete | 4.000 |" in results.table(trials, "rmse")
+
+
+def test_a_time_budget_stops_a_batch_after_the_trial_that_crosses_it(frame, tracking):
+    parent, experiment = tracking
+    spec = _spec(**{**SEARCH, "trials_per_batch": 4, "timeout_minutes": 0.0001})
+    [trees_batch] = [b for b in plan_batches(spec, 12) if b.family == "lightgbm"]
+    assert trees_batch.trials == 4 and trees_batch.timeout_seconds == pytest.approx(0.006)
+    assert len(run_batch(spec, frame, trees_batch, parent, experiment)) == 1
