@@ -53,7 +53,7 @@ def _synthetic_gold(days: int = 500) -> pd.DataFrame:
     level = 3000 + 2000 * np.sin(2 * np.pi * (times.hour - 6) / 24) + rng.normal(0, 150, len(times))
     volume = pd.Series(np.clip(level, 0, None)).round()
     frame = pd.DataFrame({"target_at": times, "target_volume": volume})
-    for lag in (1, 2, 3, 24, 168):
+    for lag in (*range(1, 25), 168):
         frame[f"volume_lag_{lag}h"] = volume.shift(lag)
     frame["volume_mean_24h"] = volume.shift(1).rolling(24).mean()
     frame["volume_std_24h"] = volume.shift(1).rolling(24).std()

@@ -74,7 +74,9 @@ def frame() -> pd.DataFrame:
 
 @pytest.fixture
 def tracking(tmp_path, monkeypatch):
-    """A throwaway MLflow store and a parent run for the trials."""
+    """A throwaway MLflow store and a parent run for the trials; MLflow's process-wide tracking URI
+    is put back after (the modules after this one read their own registry)."""
+    previous = mlflow.get_tracking_uri()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
@@ -82,7 +84,7 @@ def tracking(tmp_path, monkeypatch):
     with mlflow.start_run(experiment_id=experiment) as parent:
         pass
     yield parent.info.run_id, experiment
-    mlflow.set_tracking_uri(None)
+    mlflow.set_tracking_uri(previous)
 
 
 def _arrays(spec, frame):
@@ -146,7 +148,7 @@ def test_the_repo_specs_declare_a_search_over_all_three_families():
 # --- the families -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("family", ["residual_mlp", "recurrent", "lightgbm"])
-def test_every_family_learns_refits_and_survives_the_registry(family, frame, tmp_path):
+def test_every_family_learns_refits_and_survives_the_registry(family, frame, tracking):
     spec = _spec(**SEARCH)
     (x_train, x_val, x_test), (y_train, y_val, y_test), parts = _arrays(spec, frame)
     params = {**SEARCH["families"][family]["fixed"]}
@@ -161,15 +163,12 @@ def test_every_family_learns_refits_and_survives_the_registry(family, frame, tmp
     two = families.refit(family, spec, params, trained.best_step, x_seen, y_seen, seed=5)
     assert (one.predict_array(x_test) == two.predict_array(x_test)).all(), "same settings and seed, same model"
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:
-        with mlflow.start_run():
-            info = mlflow.pyfunc.log_model(name="model", python_model=one, input_example=x_test[:3])
-        loaded = mlflow.pyfunc.load_model(info.model_uri)
-        assert np.allclose(loaded.predict(x_test), one.predict_array(x_test))
-        assert loaded.unwrap_python_model().family == family
-    finally:
-        mlflow.set_tracking_uri(None)
+    _, experiment = tracking
+    with mlflow.start_run(experiment_id=experiment):
+        info = mlflow.pyfunc.log_model(name="model", python_model=one, input_example=x_test[:3])
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    assert np.allclose(loaded.predict(x_test), one.predict_array(x_test))
+    assert loaded.unwrap_python_model().family == family
 
 
 def test_the_recurrent_model_reads_the_window_hour_by_hour(frame):

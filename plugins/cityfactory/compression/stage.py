@@ -15,6 +15,7 @@ from cityfactory.compression.onnx_export import INPUT, OUTPUT
 from cityfactory.compression.variants import Variant, build_and_measure
 from cityfactory.storage.lake import Lake, StoredObject
 from cityfactory.training import data, registry
+from cityfactory.training.network import ResidualMLP
 from cityfactory.training.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,19 @@ def load_forecaster(spec: ModelSpec, version: str):
 
 
 def load_torch_model(spec: ModelSpec, version: str):
-    """The registered version's network (a version of a network family)."""
-    return load_forecaster(spec, version).model.eval()
+    """The registered version's network: a network family's, or a version logged as a plain
+    PyTorch model (the ``pytorch`` flavour)."""
+    import mlflow
+
+    uri = f"models:/{spec.registered_model}/{version}"
+    if "pytorch" not in mlflow.pyfunc.load_model(uri).metadata.flavors:
+        return load_forecaster(spec, version).model.eval()
+    state = mlflow.pytorch.load_model(uri).state_dict()  # an exported graph: its weights, in our module
+    arch, names = spec.architecture, spec.data.feature_names
+    model = ResidualMLP(len(names), arch.hidden, names.index(arch.residual_of), arch.output_scale,
+                        state["mean"].numpy(), state["std"].numpy())
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def compress_version(spec: ModelSpec, version: str, mlflow_run_id: str, gold: pd.DataFrame, scenario: str,

@@ -129,6 +129,9 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
                                metrics.get("champion", {}).get(gate.metric), gate.min_improvement_over_linear,
                                gate.champion_tolerance, worse, len(by_series) if d.series else 0,
                                gate.max_series_worse_than_persistence)
+    if champion is not None and "champion" not in predictions:
+        decision.reason = decision.reason.replace("no champion yet", f"champion {champion_version} not comparable "
+                                                  "(it reads features this spec no longer makes)")
 
     metric = spec.search.metric if spec.search else "rmse"
     found = results.importances(trials, spec.search)
@@ -183,6 +186,8 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
             target_label=d.target_label, unit=d.unit, intended_use=spec.intended_use.strip(),
             limitations=spec.limitations.strip(),
             gate_decision=f"{decision.alias or 'no alias'}: {decision.reason}",
+            model_kind=(f"{best['family']}: the best of {len(trials)} search trials by validation {metric} "
+                        f"(trial {best['batch']}.{best['number']}{', the hand-set model' if best['hand_set'] else ''})"),
         )
         mlflow.log_text(card, "model_card.md")
         drift = drift or Drift()
