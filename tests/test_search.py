@@ -165,7 +165,7 @@ def test_every_family_learns_refits_and_survives_the_registry(family, frame, tra
 
     _, experiment = tracking
     with mlflow.start_run(experiment_id=experiment):
-        info = mlflow.pyfunc.log_model(name="model", python_model=one, input_example=x_test[:3])
+        info = one.log_model(name="model", input_example=x_test[:3])
     loaded = mlflow.pyfunc.load_model(info.model_uri)
     assert np.allclose(loaded.predict(x_test), one.predict_array(x_test))
     assert loaded.unwrap_python_model().family == family

@@ -41,11 +41,31 @@ def hand_set_params(spec: ModelSpec) -> dict:
 
 class Forecaster(mlflow.pyfunc.PythonModel):
     """A fitted model of any family as an MLflow pyfunc: ``predict`` takes feature rows and returns
-    the target (the champion is scored this way whatever its family)."""
+    the target (the champion is scored this way whatever its family). Logged as code
+    (``forecaster_model.py``) with the fitted state as an artifact, so MLflow pickles no code."""
 
-    def __init__(self, family: str, params: dict, model, residual_index: int, iterations: int | None = None):
-        self.family, self.params, self.model = family, params, model
+    def __init__(self, family: str = "", params: dict | None = None, model=None, residual_index: int = 0,
+                 iterations: int | None = None):
+        self.family, self.params, self.model = family, params or {}, model
         self.residual_index, self.iterations = residual_index, iterations
+
+    def log_model(self, **kwargs):
+        """``mlflow.pyfunc.log_model`` of this forecaster; returns its ModelInfo."""
+        import pickle
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            state = Path(tmp) / STATE
+            state.write_bytes(pickle.dumps(vars(self)))
+            return mlflow.pyfunc.log_model(python_model=str(Path(__file__).with_name("forecaster_model.py")),
+                                           artifacts={STATE: str(state)}, **kwargs)
+
+    def load_context(self, context) -> None:
+        import pickle
+        from pathlib import Path
+
+        vars(self).update(pickle.loads(Path(context.artifacts[STATE]).read_bytes()))
 
     def predict(self, context, model_input: np.ndarray, params=None):  # the hint: MLflow passes rows as they come
         return self.predict_array(np.asarray(model_input, dtype=np.float32))
@@ -57,6 +77,9 @@ class Forecaster(mlflow.pyfunc.PythonModel):
         from cityfactory.training.train import predict
 
         return predict(self.model, features)
+
+
+STATE = "forecaster.pkl"
 
 
 @dataclass

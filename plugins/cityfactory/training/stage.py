@@ -171,8 +171,8 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
                          "split": {"train": _span(parts.train, d.time_column), "validation": _span(parts.validation, d.time_column),
                                    "test": _span(parts.test, d.time_column)}}, "model_summary.json")
         signature = infer_signature(x_test[:5], predicted[:5])
-        info = mlflow.pyfunc.log_model(name="model", python_model=forecaster, signature=signature,
-                                       input_example=x_test[:5], registered_model_name=spec.registered_model)
+        info = forecaster.log_model(name="model", signature=signature, input_example=x_test[:5],
+                                    registered_model_name=spec.registered_model)
         version = str(info.registered_model_version)
         card = report.model_card(
             spec.card_template, name=spec.name, version=version, description=spec.description.strip(),
