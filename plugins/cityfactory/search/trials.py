@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 
-import numpy as np
 import pandas as pd
 
 from cityfactory.search.plan import Batch
@@ -71,8 +70,6 @@ def run_batch(spec: ModelSpec, gold: pd.DataFrame, batch: Batch, parent_run_id: 
             return record["value"]
 
     def finish(record: dict, started: float) -> None:
-        import mlflow
-
         record["seconds"] = round(time.perf_counter() - started, 2)
         records.append(record)
         mlflow.log_metrics({f"best_validation_{metric}": record["value"], "best_step": record["best_step"],
@@ -87,4 +84,4 @@ def run_batch(spec: ModelSpec, gold: pd.DataFrame, batch: Batch, parent_run_id: 
     study.optimize(objective, n_trials=batch.trials, timeout=batch.timeout_seconds)
     if not any(r["state"] == "complete" for r in records):
         log.warning("batch %s %d: every trial was pruned", batch.family, batch.index)
-    return [{**r, "value": float(np.float64(r["value"]))} for r in records]
+    return records

@@ -97,8 +97,6 @@ def _network(family: str, spec: ModelSpec, params: dict, x_train: np.ndarray):
     residual, scale = names.index(spec.architecture.residual_of), spec.architecture.output_scale
     if family == "residual_mlp":
         return ResidualMLP(len(names), widths(params["hidden"]), residual, scale, mean, std)
-    if not spec.data.window:
-        raise ValueError(f"{spec.name}: the recurrent family needs data.window (the recent hours, per channel)")
     window = [list(hour) for hour in zip(*([names.index(c) for c in cols] for cols in spec.data.window.values()))]
     return RecurrentNet(len(names), window, int(params["hidden"]), widths(params["context"]), residual, scale, mean, std)
 
