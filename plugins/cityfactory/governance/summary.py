@@ -105,8 +105,11 @@ def format_training(entries: list[dict]) -> str:
         standing = "champion: this run's rollout promoted it"
     else:
         standing = details["alias"] or "no alias"
+    search = details.get("search") or {}
     lines = [(f"Model {details['registered_model']} version {train['counts']['version']}: {standing}\n"
-              f"  registry gate: {details['alias'] or 'rejected'} ({details['reason']})"),
+              + (f"  model search: {details['family']} won, the best of {search['trials']} trials by validation "
+                 f"({search['pruned']} pruned, {search['trial_seconds']:.0f} s of trials)\n" if search else "")
+              + f"  registry gate: {details['alias'] or 'rejected'} ({details['reason']})"),
              f"  {'test rows, same for all':<26} {'MAE':>8} {'RMSE':>8} {'MAPE %':>8}"]
     for name, m in details["metrics"].items():
         lines.append(f"  {name:<26} {m['mae']:>8.1f} {m['rmse']:>8.1f} {m['mape']:>8.2f}")
