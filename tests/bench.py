@@ -218,9 +218,9 @@ def bench_search(name: str, entries: list[dict]) -> None:
     from cityfactory.config.scenarios import get_scenario
     from cityfactory.storage.lake import open_lake
     from cityfactory.training import baselines, data
+    from cityfactory.training.families import fit_hand_set
     from cityfactory.training.metrics import scores_by_series
     from cityfactory.training.spec import load_model_spec
-    from cityfactory.training.train import fit, predict
     from cityfactory.transform.gold import read_gold
 
     spec = load_model_spec(get_scenario(name).model_spec)
@@ -248,7 +248,7 @@ def bench_search(name: str, entries: list[dict]) -> None:
     x_train, x_val, x_test = (data.features(p, d) for p in (parts.train, parts.validation, parts.test))
     y_train, y_val, y_test = (p[d.target].to_numpy(dtype=float) for p in (parts.train, parts.validation, parts.test))
     t = time.perf_counter()
-    hand_set = predict(fit(spec, x_train, y_train, x_val, y_val).model, x_test)
+    hand_set = fit_hand_set(spec, x_train, y_train, x_val, y_val).forecaster.predict_array(x_test)
     hand_seconds = time.perf_counter() - t
     reference = baselines.baseline_predictions(parts.train, parts.test, spec.baselines, d.target, d.series)
     metrics = train["details"]["metrics"]

@@ -7,9 +7,9 @@ import pytest
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.storage.lake import open_lake
 from cityfactory.training import data, registry
+from cityfactory.training.families import fit_hand_set
 from cityfactory.training.spec import load_model_spec
 from cityfactory.training.stage import RunFacts, train_and_register
-from cityfactory.training.train import fit, predict
 from cityfactory.transform.gold import read_gold
 
 pytestmark = pytest.mark.slow
@@ -97,9 +97,9 @@ def test_same_data_and_spec_give_the_same_model(history_run):
     parts = data.split_by_time(_gold(entries), short.data, short.split)
     x_train, x_val = data.features(parts.train, short.data), data.features(parts.validation, short.data)
     y_train, y_val = parts.train["target_volume"].to_numpy(float), parts.validation["target_volume"].to_numpy(float)
-    one, two = fit(short, x_train, y_train, x_val, y_val), fit(short, x_train, y_train, x_val, y_val)
+    one, two = fit_hand_set(short, x_train, y_train, x_val, y_val), fit_hand_set(short, x_train, y_train, x_val, y_val)
     assert one.history == two.history
-    assert (predict(one.model, x_val) == predict(two.model, x_val)).all()
+    assert (one.forecaster.predict_array(x_val) == two.forecaster.predict_array(x_val)).all()
 
 
 @pytest.mark.parametrize(

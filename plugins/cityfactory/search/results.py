@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-
 from cityfactory.search.space import distribution
 from cityfactory.training.spec import SearchSpec
-
-log = logging.getLogger(__name__)
 
 
 def winner(trials: list[dict]) -> dict:

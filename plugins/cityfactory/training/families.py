@@ -180,6 +180,11 @@ def fit(family: str, spec: ModelSpec, params: dict, x_train, y_train, x_val, y_v
     return _fit_network(family, spec, params, x_train, y_train, x_val, y_val, metric, seed, report)
 
 
+def fit_hand_set(spec: ModelSpec, x_train, y_train, x_val, y_val) -> Trained:
+    """The spec's hand-set model (``architecture`` + ``training``), as the search's first trial trains it."""
+    return fit("residual_mlp", spec, hand_set_params(spec), x_train, y_train, x_val, y_val, "rmse", spec.training.seed)
+
+
 def refit(family: str, spec: ModelSpec, params: dict, steps: int, x, y, seed: int) -> Forecaster:
     """The chosen settings trained again on ``x`` (training + validation rows) for ``steps``."""
     params = {**FAMILY_DEFAULTS[family], **params}

@@ -133,27 +133,27 @@ def version_tags(registered_model: str, version: str) -> dict[str, str]:
     return dict(mlflow.MlflowClient().get_model_version(registered_model, version).tags)
 
 
-def feature_names(registered_model: str, version: str) -> list[str] | None:
-    """The input order a version was trained with (from its model summary), or None."""
+def _version_artifact(registered_model: str, version: str, path: str) -> dict | None:
+    """A JSON artifact of the run that made a version, or None (no such version, run or file)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
         run_id = mlflow.MlflowClient().get_model_version(registered_model, version).run_id
-        return mlflow.artifacts.load_dict(f"runs:/{run_id}/model_summary.json")["feature_names"]
-    except (MlflowException, OSError, KeyError):
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
+    except (MlflowException, OSError):
         return None
+
+
+def feature_names(registered_model: str, version: str) -> list[str] | None:
+    """The input order a version was trained with (from its model summary), or None."""
+    return (_version_artifact(registered_model, version, "model_summary.json") or {}).get("feature_names")
 
 
 def offline_metrics(registered_model: str, version: str) -> dict:
     """What a version showed on its test rows: ``{"metrics": {...}, "by_series": {series: {...}}}``."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run_id = mlflow.MlflowClient().get_model_version(registered_model, version).run_id
-        summary = mlflow.artifacts.load_dict(f"runs:/{run_id}/model_summary.json")
-    except (MlflowException, OSError):
+    summary = _version_artifact(registered_model, version, "model_summary.json")
+    if summary is None:
         return {}
     return {"metrics": summary["metrics"]["model"],
             "by_series": {name: m["model"] for name, m in summary.get("metrics_by_series", {}).items()}}
@@ -161,14 +161,7 @@ def offline_metrics(registered_model: str, version: str) -> dict:
 
 def drift_reference(registered_model: str, version: str) -> dict | None:
     """The drift profile of a version's training rows (None for versions made before it existed)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run_id = mlflow.MlflowClient().get_model_version(registered_model, version).run_id
-        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{DRIFT_REFERENCE}")
-    except (MlflowException, OSError):
-        return None
+    return _version_artifact(registered_model, version, DRIFT_REFERENCE)
 
 
 DRIFT_REFERENCE = "monitoring/drift_reference.json"

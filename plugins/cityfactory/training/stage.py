@@ -81,9 +81,9 @@ def start_train_run(facts: RunFacts) -> tuple[str, str]:
         return run.info.run_id, run.info.experiment_id
 
 
-def search_in_process(spec: ModelSpec, gold: pd.DataFrame, run_id: str, experiment_id: str) -> list[dict]:
+def search_in_process(spec: ModelSpec, gold: pd.DataFrame, budget: int, run_id: str, experiment_id: str) -> list[dict]:
     """Every batch of the search, one after the other (the DAG maps them over workers instead)."""
-    return [t for batch in plan_batches(spec, trial_budget(spec)) for t in run_batch(spec, gold, batch, run_id, experiment_id)]
+    return [t for batch in plan_batches(spec, budget) for t in run_batch(spec, gold, batch, run_id, experiment_id)]
 
 
 def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, drift: Drift | None = None,
@@ -99,7 +99,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
     budget = budget or trial_budget(spec)
     if run_id is None:
         run_id, experiment_id = start_train_run(facts)
-        trials = search_in_process(spec, gold, run_id, experiment_id)
+        trials = search_in_process(spec, gold, budget, run_id, experiment_id)
     best = results.winner(trials)
     parts = data.split_by_time(gold, d, spec.split)
     seen = pd.concat([parts.train, parts.validation])  # the refit's rows

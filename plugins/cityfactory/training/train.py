@@ -1,4 +1,4 @@
-"""Deterministic network training with early stopping on a validation metric; one log line per epoch."""
+"""Deterministic network training with early stopping on a validation metric (epochs logged at debug level)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import numpy as np
 import torch
 
 from cityfactory.training.metrics import scores
-from cityfactory.training.network import ResidualMLP, scaling
-from cityfactory.training.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +82,3 @@ def fit_network(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray
     model.eval()
     return Fitted(model, history, best[1])
 
-
-def hand_set_network(spec: ModelSpec, x_train: np.ndarray) -> ResidualMLP:
-    arch = spec.architecture
-    mean, std = scaling(x_train)
-    return ResidualMLP(x_train.shape[1], arch.hidden, spec.data.feature_names.index(arch.residual_of),
-                       arch.output_scale, mean, std)
-
-
-def fit(spec: ModelSpec, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray) -> Fitted:
-    """The spec's hand-set model (``architecture`` + ``training``)."""
-    hyper = spec.training
-    seed_everything(hyper.seed)
-    return fit_network(hand_set_network(spec, x_train), x_train, y_train, x_val, y_val, epochs=hyper.epochs,
-                       patience=hyper.patience, batch_size=hyper.batch_size, learning_rate=hyper.learning_rate,
-                       weight_decay=hyper.weight_decay, seed=hyper.seed, scale=spec.architecture.output_scale)
