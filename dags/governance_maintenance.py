@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, task
-from cityfactory.config.validation import usable_scenarios
+from cityfactory.pipeline.preflight import usable_scenarios
 from cityfactory.settings import get_settings
 
 

@@ -9,7 +9,7 @@ instead of hours into a run, while the valid scenarios keep their DAGs. No DAG i
 from __future__ import annotations
 
 from cityfactory.config.scenarios import ScenarioError
-from cityfactory.config.validation import usable_scenarios
+from cityfactory.pipeline.preflight import usable_scenarios
 from cityfactory.settings import get_settings
 
 _, _broken = usable_scenarios(get_settings().scenarios_dir)

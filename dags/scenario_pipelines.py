@@ -11,8 +11,8 @@ it, so the other scenarios keep running. Check a scenario before it lands with
 from __future__ import annotations
 
 from airflow.sdk import get_parsing_context
-from cityfactory.config.validation import usable_scenarios
 from cityfactory.factory.scenario_dag import build_scenario_dag
+from cityfactory.pipeline.preflight import usable_scenarios
 from cityfactory.settings import get_settings
 
 _requested = get_parsing_context().dag_id

@@ -169,7 +169,7 @@ def bench_run(name: str) -> list[dict]:
     from cityfactory.ingestion import replay
     from cityfactory.search.plan import BUDGET_CAP
     from cityfactory.storage.lake import open_lake
-    from cityfactory.training.report import series_table
+    from cityfactory.tasktypes.forecast.report import series_table
     from support import write_fleet
 
     scenario = get_scenario(name)
@@ -216,12 +216,12 @@ def bench_search(name: str, entries: list[dict]) -> None:
     early stopping on validation) and the baselines, on the same test rows; its budget and wall time."""
     import numpy as np
     from cityfactory.config.scenarios import get_scenario
+    from cityfactory.storage.gold import read_gold
     from cityfactory.storage.lake import open_lake
-    from cityfactory.training import baselines, data
-    from cityfactory.training.families import fit_hand_set
-    from cityfactory.training.metrics import scores_by_series
-    from cityfactory.training.spec import load_model_spec
-    from cityfactory.transform.gold import read_gold
+    from cityfactory.tasktypes import load_model_spec
+    from cityfactory.tasktypes.forecast import baselines, data
+    from cityfactory.tasktypes.forecast.families import fit_hand_set
+    from cityfactory.tasktypes.forecast.metrics import scores_by_series
 
     spec = load_model_spec(get_scenario(name).model_spec)
     by_task = {}
@@ -283,11 +283,11 @@ def bench_compression_per_family(name: str, spec, train: dict, parts) -> None:
     """Every family's best trial refitted and put through its compression path, side by side."""
     import mlflow
     import pandas as pd
-    from cityfactory.compression import gate, trees
+    from cityfactory.compression import gate
     from cityfactory.compression.variants import build_and_measure
     from cityfactory.config.scenarios import get_scenario
     from cityfactory.search import results
-    from cityfactory.training import data, families
+    from cityfactory.tasktypes.forecast import data, families, trees
 
     budget = get_scenario(name).compression
     run_id = next(a["uri"] for a in train["outputs"] if a["kind"] == "mlflow_run").removeprefix("runs:/")

@@ -19,7 +19,7 @@ from cityfactory.governance.ledger import Kind, RunLedger, last_of
 from cityfactory.ingestion import replay
 from cityfactory.settings import get_settings
 from cityfactory.storage.lake import open_lake
-from cityfactory.training.spec import load_model_spec
+from cityfactory.tasktypes import load_model_spec
 from support import api_call, free_ports, logged_in_page
 
 OUT = Path(__file__).parent / "screenshots"

@@ -17,7 +17,7 @@ from cityfactory import services
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import RunLedger
 from cityfactory.ingestion import replay
-from cityfactory.runs import day_bounds
+from cityfactory.run_calendar import day_bounds
 from cityfactory.storage.lake import open_lake
 from support import (
     api_call,

@@ -10,15 +10,15 @@ from cityfactory.cli import main as cli
 from cityfactory.compression import bundle, gate
 from cityfactory.compression.onnx_export import ParityError, check_parity, export
 from cityfactory.compression.onnx_export import run as ort_run
-from cityfactory.compression.stage import load_torch_model
 from cityfactory.compression.variants import Variant
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.security.signing import public_key_pem
+from cityfactory.storage.gold import read_gold
 from cityfactory.storage.lake import open_lake
-from cityfactory.training import data
-from cityfactory.training.spec import load_model_spec
-from cityfactory.training.train import predict
-from cityfactory.transform.gold import read_gold
+from cityfactory.tasktypes import load_model_spec
+from cityfactory.tasktypes.forecast import data
+from cityfactory.tasktypes.forecast.families import load_network
+from cityfactory.tasktypes.forecast.fitting import predict
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -44,11 +44,11 @@ def test_dag_writes_a_verified_bundle(history_run):
     assert manifest["inputs"][0]["shape"] == [-1, len(SPEC.data.feature_names)]
     assert set(manifest["files"]) == {"model.onnx"}
 
-    variants = [Variant(**row) for row in compress["details"]["variants"]]
+    variants = [Variant.from_row(row) for row in compress["details"]["variants"]]
     fp32 = next(v for v in variants if v.name == "onnx_fp32")
     chosen = next(v for v in variants if v.name == compress["details"]["chosen"])
-    assert chosen.mae <= fp32.mae * 1.01
-    assert chosen.size_bytes == min(v.size_bytes for v in variants if v.size_bytes and v is not fp32 and v.mae <= fp32.mae * 1.01)
+    assert chosen.quality["mae"] <= fp32.quality["mae"] * 1.01
+    assert chosen.size_bytes == min(v.size_bytes for v in variants if v.size_bytes and v is not fp32 and v.quality["mae"] <= fp32.quality["mae"] * 1.01)
     assert {v.name for v in variants} >= {"torch_eager_fp32", "onnx_fp32", "int8_dynamic", "int8_dynamic_reduce_range",
                                           "int8_static", "pruned50_int8_dynamic"}
 
@@ -56,7 +56,7 @@ def test_dag_writes_a_verified_bundle(history_run):
     assert tags["compression_variant"] == chosen.name and tags["bundle_uri"].endswith(prefix)
     metrics = client.get_run(entries["train"]["outputs"][0]["uri"].removeprefix("runs:/")).data.metrics
     for v in variants:
-        assert metrics[f"compression_{v.name}_mae"] == pytest.approx(v.mae)
+        assert metrics[f"compression_{v.name}_mae"] == pytest.approx(v.quality["mae"])
     artifacts = {a.path for a in client.list_artifacts(manifest["mlflow_run_id"], "compression")}
     assert "compression/variants.json" in artifacts
 
@@ -64,7 +64,7 @@ def test_dag_writes_a_verified_bundle(history_run):
     test = _test_rows(entries)
     path = open_lake().path_of(f"{prefix}/model.onnx")
     predicted = ort_run(path, data.features(test, SPEC.data))
-    assert np.mean(np.abs(predicted - test["target_volume"].to_numpy())) == pytest.approx(chosen.mae, rel=1e-6)
+    assert np.mean(np.abs(predicted - test["target_volume"].to_numpy())) == pytest.approx(chosen.quality["mae"], rel=1e-6)
 
 
 def _test_rows(entries):
@@ -74,7 +74,7 @@ def _test_rows(entries):
 
 def test_onnx_parity(history_run, tmp_path):
     _, entries, _ = history_run
-    model = load_torch_model(SPEC, str(entries["train"]["counts"]["version"]))
+    model = load_network(SPEC, f"models:/{SPEC.registered_model}/{entries['train']['counts']['version']}")
     features = data.features(_test_rows(entries), SPEC.data)
     path = export(model, features.shape[1], tmp_path / "m.onnx")
     worst = check_parity(ort_run(path, features), predict(model, features), tolerance=0.5)
@@ -85,9 +85,9 @@ def test_onnx_parity(history_run, tmp_path):
 
 def test_gate_fails_with_the_table_when_the_budget_is_impossible(history_run):
     _, entries, _ = history_run
-    variants = [Variant(**row) for row in entries["compress"]["details"]["variants"]]
+    variants = [Variant.from_row(row) for row in entries["compress"]["details"]["variants"]]
     with pytest.raises(gate.CompressionGateError) as err:
-        gate.choose(variants, max_mae_increase=-0.5)
+        gate.choose(variants, "mae", max_loss=-0.5)
     assert "no variant keeps test MAE within -50.00% of fp32" in str(err.value)
     assert "int8_dynamic" in str(err.value) and "x smaller" in str(err.value)
 

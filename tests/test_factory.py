@@ -8,8 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
-from cityfactory.training.metrics import scores, scores_by_series
-from cityfactory.training.registry import decide
+from cityfactory.tasktypes.forecast.gate import decide
+from cityfactory.tasktypes.forecast.metrics import scores, scores_by_series
 from support import REPO
 
 
@@ -46,7 +46,7 @@ def test_a_broken_scenario_is_an_import_error_naming_it_and_the_others_load(dagb
 
 
 def test_nightly_days_are_the_scenarios_own_yesterday():
-    from cityfactory.runs import resolve_days
+    from cityfactory.run_calendar import resolve_days
 
     # 01:30 in Shanghai on the 10th is 17:30 UTC on the 9th: the run covers Shanghai's 9th
     start = dt.datetime(2026, 3, 8, 17, 30, tzinfo=dt.UTC)
@@ -75,7 +75,7 @@ def test_the_trigger_form_offers_stages_as_a_multi_select_and_days_in_the_scenar
     from airflow.sdk.definitions.param import ParamValidationError
     from cityfactory.config.scenarios import get_scenario
     from cityfactory.factory.scenario_dag import build_scenario_dag
-    from cityfactory.stages import STAGES
+    from cityfactory.pipeline.stages import STAGES
 
     params = build_scenario_dag(get_scenario("air_quality")).params
     stages = params.get_param("stages")
@@ -121,7 +121,7 @@ def test_the_forms_days_become_the_runs_data_interval_on_the_scenarios_clock():
 ])
 def test_a_bad_date_range_is_refused_naming_the_field(body, message):
     from cityfactory.factory.trigger_form import checked_trigger
-    from cityfactory.runs import ParamsError
+    from cityfactory.run_calendar import ParamsError
 
     with pytest.raises(ParamsError, match=message):
         checked_trigger(body, "America/Chicago", NOW)

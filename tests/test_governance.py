@@ -251,7 +251,7 @@ def test_maintenance_dag_verifies_enforces_and_refuses_on_a_broken_trail(airflow
 
 
 def test_mapped_task_states_fold_to_the_worst_instance():
-    from cityfactory.runs import fold_task_states
+    from cityfactory.pipeline.context import fold_task_states
 
     states = {"plan": "success", "land_0": "success", "land_1": "failed", "land_2": "success", "canary_deploy_0": "skipped"}
     assert fold_task_states(states, ["plan", "land", "canary_deploy", "train"]) == {
@@ -259,8 +259,8 @@ def test_mapped_task_states_fold_to_the_worst_instance():
 
 
 def test_a_retried_governance_task_adds_no_event_twice(lake_uri):
-    from cityfactory.governance.tasks import append_run_events
-    from cityfactory.runs import RunContext
+    from cityfactory.pipeline.context import RunContext
+    from cityfactory.pipeline.govern import append_run_events
 
     scenario = get_scenario("traffic_flow")
     ctx = RunContext(scenario, open_lake(), "manual__retry", "governance")

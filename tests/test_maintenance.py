@@ -101,8 +101,8 @@ def deployment(airflow_db, tmp_path_factory):
 
 def _versions(scenario) -> list[str]:
     import mlflow
+    from cityfactory.tasktypes import load_model_spec
     from cityfactory.training import registry
-    from cityfactory.training.spec import load_model_spec
 
     registry.use_experiment(scenario.name)
     model = load_model_spec(scenario.model_spec).registered_model

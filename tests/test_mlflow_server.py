@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from cityfactory import services
 from cityfactory.config.scenarios import get_scenario
-from cityfactory.training.spec import load_model_spec
-from cityfactory.training.stage import RunFacts, train_and_register
+from cityfactory.pipeline.train_stage import RunFacts, train_and_register
+from cityfactory.tasktypes import load_model_spec
 from conftest import S3_BUCKET
 from support import free_ports, postgres_admin
 

@@ -14,7 +14,9 @@ from cityfactory.monitoring import live
 from cityfactory.monitoring.collect import segment_table
 from cityfactory.monitoring.decision import Evidence, Reason, decide
 from cityfactory.monitoring.drift import drift_table, psi, reference_profile
-from cityfactory.training.spec import load_model_spec
+from cityfactory.tasktypes import load_model_spec
+from cityfactory.tasktypes.forecast import live as forecast_live
+from cityfactory.tasktypes.forecast.task import ForecastTask
 
 SPEC = load_model_spec(get_scenario("traffic_flow").model_spec)
 RULES = RetrainWhen(live_error_margin=0.25, live_error_days=3, drifted_features=2, max_model_age_days=60)
@@ -69,7 +71,7 @@ def _actuals(missing_last: int = 0):
 
 def test_a_day_is_scored_per_version_and_node_beside_offline_and_the_baselines_on_the_same_hours():
     served = pd.concat([_served(), _served().assign(purpose="bake")])  # health checks are not consumers
-    day = live.evaluate_day("2026-11-20", live.served_rows(served), _actuals(missing_last=4), SPEC,
+    day = forecast_live.evaluate_day("2026-11-20", live.served_rows(served), _actuals(missing_last=4), SPEC,
                             {"3": {"metrics": {"rmse": 50.0}}})
     assert day["served_rows"] == 24 and day["scored_rows"] == 20 and day["awaiting_actuals"] == 4
     [version] = day["versions"]
@@ -82,9 +84,9 @@ def test_live_error_is_pooled_over_the_latest_days_of_the_version():
     day = {"metric": "rmse"}
     evaluations = [{**day, "day": f"2026-11-{d}", "versions": [{"version": "3", "rows": 24, "live": live_value, "offline": 100.0}]}
                    for d, live_value in ((10, 500.0), (11, 100.0), (12, 100.0), (13, 160.0))]
-    ratio, days = live.pooled_ratio(evaluations, "3", 3)
+    ratio, days = live.pooled_ratio(evaluations, "3", 3, ForecastTask.metrics)
     assert days == 3 and ratio == pytest.approx(np.sqrt((100**2 + 100**2 + 160**2) / 3) / 100)  # the old 500 is out
-    assert live.pooled_ratio(evaluations, "4", 3) == (None, 0)
+    assert live.pooled_ratio(evaluations, "4", 3, ForecastTask.metrics) == (None, 0)
 
 
 def _evidence(**changes) -> Evidence:

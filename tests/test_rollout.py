@@ -14,15 +14,15 @@ import pytest
 import yaml
 from cityfactory.compression import bundle
 from cityfactory.compression.onnx_export import export
-from cityfactory.compression.stage import load_torch_model
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.edge.fleet import LocalFleet, edge_token, load_fleet
 from cityfactory.factory.scenario_dag import build_scenario_dag
 from cityfactory.governance.ledger import Kind, RunLedger, of_kind
 from cityfactory.rollout import controller
 from cityfactory.storage.lake import open_lake
+from cityfactory.tasktypes import load_model_spec
+from cityfactory.tasktypes.forecast.families import load_network
 from cityfactory.training import registry
-from cityfactory.training.spec import load_model_spec
 from support import FaultyProxy, write_fleet
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def test_full_rollout_in_the_dag(history_run):
 
 def _new_version(tmp_path, good: str, bias: float) -> str:
     """A registered, signed challenger: the good model with its output shifted by ``bias`` x 1000."""
-    model = load_torch_model(SPEC, good)
+    model = load_network(SPEC, f"models:/{MODEL}/{good}")
     registry.use_experiment("traffic_flow")
     with mlflow.start_run(run_name=f"trained model shifted by {bias * 1000:+.0f}"):
         model.mlp[-1].bias.data += bias

@@ -9,25 +9,27 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from cityfactory.compression import gate, trees
+from cityfactory.compression import gate
 from cityfactory.compression.onnx_export import run as ort_run
 from cityfactory.compression.variants import build_and_measure
 from cityfactory.config.scenarios import ScenarioError, get_scenario
 from cityfactory.search import results
 from cityfactory.search.plan import BUDGET_CAP, plan_batches, trial_budget
 from cityfactory.search.trials import run_batch
-from cityfactory.training import data, families
-from cityfactory.training.spec import ModelSpec, load_model_spec
+from cityfactory.tasktypes import load_model_spec
+from cityfactory.tasktypes.forecast import data, families, trees
+from cityfactory.tasktypes.forecast.metrics import edge_scores
+from cityfactory.tasktypes.forecast.spec import ForecastSpec
 
 TRAFFIC = load_model_spec(get_scenario("traffic_flow").model_spec)
 HOURS = 6
 
 
-def _spec(**search) -> ModelSpec:
+def _spec(**search) -> ForecastSpec:
     """A small spec over the synthetic frame: 3 numeric inputs, a 6-hour window, hour of day."""
     window = [f"lag_{h}h" for h in range(HOURS, 0, -1)]
     raw = {
-        "name": "synthetic", "registered_model": "test.synthetic", "description": "d", "intended_use": "u",
+        "task_type": "forecast", "name": "synthetic", "registered_model": "test.synthetic", "description": "d", "intended_use": "u",
         "limitations": "l", "card_template": "model_card.md",
         "data": {"target": "target", "target_label": "level", "unit": "u", "time_column": "target_at",
                  "usable": "usable", "numeric": ["lag_1h", "lag_24h", "temp"], "one_hot": {"hour_of_day": {"range": [0, 23]}},
@@ -40,7 +42,7 @@ def _spec(**search) -> ModelSpec:
     }
     if search:
         raw["search"] = search
-    return ModelSpec.model_validate(raw)
+    return ForecastSpec.model_validate(raw)
 
 
 SEARCH = {
@@ -189,25 +191,28 @@ def test_a_window_needs_the_same_hours_per_channel_and_the_recurrent_family_one(
     raw = _spec(**SEARCH).model_dump(mode="json", exclude_none=True)
     raw["data"]["window"]["other"] = ["lag_1h"]
     with pytest.raises(ValueError, match="same number of hours"):
-        ModelSpec.model_validate(raw)
+        ForecastSpec.model_validate(raw)
     raw["data"]["window"] = {}
     with pytest.raises(ValueError, match="recurrent needs data.window"):
-        ModelSpec.model_validate(raw)
+        ForecastSpec.model_validate(raw)
 
 
 # --- compression for every family ---------------------------------------------------------------
 
 def test_the_recurrent_model_goes_through_onnx_int8_and_pruning(frame, tmp_path):
+    import torch
+
     spec = _spec(**SEARCH)
     (x_train, x_val, x_test), (y_train, y_val, y_test), _ = _arrays(spec, frame)
     forecaster = families.fit("recurrent", spec, SEARCH["families"]["recurrent"]["fixed"], x_train, y_train, x_val, y_val,
                               "rmse", seed=1).forecaster
     variants, parity = build_and_measure(forecaster.model, x_train, y_train, x_test[:500], y_test[:500], tmp_path,
-                                         parity_tolerance=0.01, scale=10.0)
+                                         parity_tolerance=0.01, score=edge_scores,
+                                         loss=lambda out, target: torch.nn.functional.mse_loss(out / 10.0, target / 10.0))
     by_name = {v.name: v for v in variants}
     assert parity < 0.01
     assert by_name["int8_dynamic"].size_bytes < by_name["onnx_fp32"].size_bytes
-    assert gate.choose(variants, 0.25).size_bytes < by_name["onnx_fp32"].size_bytes
+    assert gate.choose(variants, "mae", 0.25).size_bytes < by_name["onnx_fp32"].size_bytes
 
 
 def test_trees_export_to_onnx_with_the_residual_added_back(frame, tmp_path):
@@ -224,8 +229,8 @@ def test_trees_export_to_onnx_with_the_residual_added_back(frame, tmp_path):
     # int8 does not touch an ensemble: measured, same size; fewer rounds is what shrinks trees
     assert by_name["int8_dynamic"].size_bytes >= by_name["onnx_fp32"].size_bytes * 0.95
     assert by_name["trees_first_50pct"].size_bytes < 0.6 * by_name["onnx_fp32"].size_bytes
-    assert gate.choose(variants, 1.0).name.startswith("trees_first_")
-    assert variants[0].name == "lightgbm_native" and "vs eager" in gate.table(variants)
+    assert gate.choose(variants, "mae", 1.0).name.startswith("trees_first_")
+    assert variants[0].name == "lightgbm_native" and "vs eager" in gate.table(variants, "mae")
 
 
 # --- a batch of trials --------------------------------------------------------------------------

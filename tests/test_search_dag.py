@@ -28,8 +28,8 @@ pytestmark = pytest.mark.slow
 def searched(airflow_db, tmp_path_factory):
     from cityfactory.edge.fleet import LocalFleet, load_fleet
     from cityfactory.factory.scenario_dag import build_scenario_dag
+    from cityfactory.tasktypes import load_model_spec
     from cityfactory.training import registry
-    from cityfactory.training.spec import load_model_spec
 
     previous = mlflow.get_tracking_uri()
     home = tmp_path_factory.mktemp("search")

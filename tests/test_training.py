@@ -5,12 +5,13 @@ from __future__ import annotations
 import mlflow
 import pytest
 from cityfactory.config.scenarios import get_scenario
+from cityfactory.pipeline.train_stage import RunFacts, train_and_register
+from cityfactory.storage.gold import read_gold
 from cityfactory.storage.lake import open_lake
-from cityfactory.training import data, registry
-from cityfactory.training.families import fit_hand_set
-from cityfactory.training.spec import load_model_spec
-from cityfactory.training.stage import RunFacts, train_and_register
-from cityfactory.transform.gold import read_gold
+from cityfactory.tasktypes import load_model_spec
+from cityfactory.tasktypes.forecast import data
+from cityfactory.tasktypes.forecast.families import fit_hand_set
+from cityfactory.tasktypes.forecast.gate import decide
 
 pytestmark = pytest.mark.slow
 TRAFFIC = get_scenario("traffic_flow")
@@ -112,5 +113,5 @@ def test_same_data_and_spec_give_the_same_model(history_run):
     ],
 )
 def test_alias_decision(candidate, champion, alias, words):
-    decision = registry.decide("rmse", candidate, 272.0, champion, 0.05, 0.02)
+    decision = decide("rmse", candidate, 272.0, champion, 0.05, 0.02)
     assert decision.alias == alias and words in decision.reason

@@ -14,8 +14,8 @@ import pytest
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import RunLedger
 from cityfactory.ingestion import replay
+from cityfactory.storage.gold import read_gold
 from cityfactory.storage.lake import open_lake
-from cityfactory.transform.gold import read_gold
 from corpus import first_day
 from support import METRO_CSV, REPO
 

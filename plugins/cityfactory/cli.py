@@ -25,8 +25,8 @@ import sys
 from zoneinfo import ZoneInfo
 
 from cityfactory.config.scenarios import get_scenario
+from cityfactory.pipeline.stages import RETRAIN_CHOICES
 from cityfactory.settings import REPO_ROOT, get_settings
-from cityfactory.stages import RETRAIN_CHOICES
 
 
 def _print_summary(scenario: str, run_id: str, tasks: bool = True) -> None:
@@ -56,8 +56,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from cityfactory.governance.ledger import safe_run_id
     from cityfactory.ingestion import replay
+    from cityfactory.pipeline.stages import STAGES
     from cityfactory.progress import TaskProgress, output_to
-    from cityfactory.stages import STAGES
 
     scenario = get_scenario(args.scenario)
     conf: dict = {"stages": args.stages or list(STAGES), "retrain": args.retrain, "full_refresh": args.full_refresh,
@@ -274,7 +274,7 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from cityfactory.config.validation import validate_scenario
+    from cityfactory.pipeline.preflight import validate_scenario
 
     directory = get_settings().scenarios_dir
     paths = [directory / f"{name}.yaml" for name in args.scenarios] or sorted(directory.glob("*.yaml"))

@@ -216,9 +216,10 @@ class Quality(_Strict):
 
 
 class Compression(_Strict):
-    # A compressed variant may lose at most this fraction of test MAE against the fp32 model.
-    max_mae_increase: float = Field(0.01, ge=-1)
-    # onnxruntime fp32 must match torch within this many target units on every test row.
+    # A compressed variant may lose at most this share of the fp32 model's test quality, measured
+    # by the task type's compression metric.
+    max_quality_loss: float = Field(0.01, ge=-1)
+    # onnxruntime fp32 must match the model within this much (the output's unit) on every test row.
     parity_tolerance: float = Field(0.5, gt=0)
 
 
@@ -243,7 +244,7 @@ class Rollout(_Strict):
     bake_rows: int = Field(168, ge=1)         # the most recent real feature rows of every series, with actuals
     max_error_rate: float = Field(0.0, ge=0, le=1)
     max_p95_ms: float = Field(100, gt=0)
-    max_mae_ratio: float = Field(1.10, ge=1)  # new model vs the model the other nodes serve
+    max_error_ratio: float = Field(1.10, ge=1)  # new model's bake error vs the model the other nodes serve
 
 
 class Drift(_Strict):

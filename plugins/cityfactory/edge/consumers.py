@@ -16,31 +16,23 @@ import httpx
 
 from cityfactory.config.scenarios import Scenario
 from cityfactory.edge.fleet import load_fleet
-from cityfactory.training import data
-from cityfactory.training.spec import load_model_spec
+from cityfactory.tasktypes import load_model_spec, task_type_of
 from cityfactory.transform.dbt import read_days
 
 
 def serve_days(scenario: Scenario, first: dt.date, last: dt.date, batch: int = 24) -> dict[str, int]:
-    """Ask the fleet for every usable mart row of ``first``..``last``; rows answered per node."""
+    """Ask the fleet for every usable mart row of ``first``..``last`` (as the task type makes
+    requests of them); rows answered per node."""
     spec = load_model_spec(scenario.model_spec)
-    frame = read_days(scenario, first, last)
-    frame = frame[frame[spec.data.usable].astype(bool)].sort_values(spec.data.time_column)
     fleet = load_fleet(scenario.rollout.fleet)
     spread = itertools.cycle(fleet.nodes)
     answered: dict[str, int] = {}
-    groups = frame.groupby(spec.data.series) if spec.data.series else [(None, frame)]
     with httpx.Client(timeout=30) as client:
-        for series, rows in groups:
-            node = next((n for n in fleet.nodes if series is not None and n.series == str(series)), None)
-            for offset in range(0, len(rows), batch):
-                part = rows.iloc[offset : offset + batch]
-                target = node or next(spread)
-                times = part[spec.data.time_column].dt.tz_localize("UTC") if part[spec.data.time_column].dt.tz is None \
-                    else part[spec.data.time_column]
-                keys = [{"series": None if series is None else str(series), "predicted_for": t.isoformat()} for t in times]
-                response = client.post(f"{target.url}/predict", json={
-                    "rows": data.features(part, spec.data).tolist(), "keys": keys, "purpose": "serve"})
-                response.raise_for_status()
-                answered[target.id] = answered.get(target.id, 0) + len(part)
+        for request in task_type_of(spec).edge_requests(spec, read_days(scenario, first, last), batch):
+            series = request["series"]
+            target = next((n for n in fleet.nodes if series is not None and n.series == series), None) or next(spread)
+            response = client.post(f"{target.url}/predict", json={
+                "rows": request["rows"], "keys": request["keys"], "purpose": "serve"})
+            response.raise_for_status()
+            answered[target.id] = answered.get(target.id, 0) + len(request["rows"])
     return answered

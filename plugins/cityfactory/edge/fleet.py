@@ -77,7 +77,7 @@ class LocalFleet:
     @classmethod
     def for_scenario(cls, scenario) -> LocalFleet:
         """The scenario's fleet file, pinned to the scenario and its model spec's registered model."""
-        from cityfactory.training.spec import load_model_spec
+        from cityfactory.tasktypes import load_model_spec
 
         return cls(load_fleet(scenario.rollout.fleet), scenario.name, load_model_spec(scenario.model_spec).registered_model)
 

@@ -15,7 +15,7 @@ from airflow.sdk import (
 )
 
 from cityfactory.config.scenarios import Scenario
-from cityfactory.stages import RETRAIN_CHOICES, STAGES
+from cityfactory.pipeline.stages import RETRAIN_CHOICES, STAGES
 
 PIPELINE_DOC = """
 ### City AI Factory: one pipeline DAG per scenario
@@ -35,12 +35,12 @@ choose which stages to run. Unpaused, the DAG waits for its next scheduled time 
   actuals that arrived, beside the champion's offline accuracy and the baselines; drift of every
   feature against the training rows; then the **retraining decision** by the scenario's rules
   (or forced from this form), with its reason;
-- **train** (only when the decision says so): a model search within the spec's budget (Optuna;
-  residual MLP, recurrent, LightGBM), batches of trials as mapped tasks, each trial a child run in
-  MLflow; the winner refitted, tracked (params, curves, metrics beside baselines, plots, the
-  search's picture, model card), registered unless a version already has these very inputs, and
-  given the `challenger` alias if it passes the gate against the linear baseline and the current
-  `champion`;
+- **train** (only when the decision says so): a model search within the spec's budget (Optuna,
+  over the families the spec's task type offers), batches of trials as mapped tasks, each trial a
+  child run in MLflow; the winner refitted, tracked (params, curves, metrics beside baselines, plots,
+  the search's picture, model card), registered unless a version already has these very inputs,
+  and given the `challenger` alias if it passes its task type's gate (baselines and the current
+  `champion`, on the same test rows);
 - **compress**: the challenger exported to ONNX (parity-checked), int8 / pruned variants measured
   side by side, the smallest within the accuracy budget signed into an edge bundle in `bundles/`;
 - **rollout**: stage by stage (from the scenario) to the fleet's edge nodes, each stage gated on a
@@ -152,7 +152,7 @@ def build_scenario_dag(scenario: Scenario):
         @task
         def plan(params=None, data_interval_start=None, data_interval_end=None) -> list[list[str]]:
             """Days this run covers, in batches for the mapped ingest tasks."""
-            from cityfactory.runs import RunContext, plan_run
+            from cityfactory.pipeline.context import RunContext, plan_run
 
             return plan_run(RunContext.current(scenario), params, data_interval_start, data_interval_end)
 
@@ -160,16 +160,16 @@ def build_scenario_dag(scenario: Scenario):
         @task(task_display_name="Land gateway files")
         def land(days: list[str]) -> dict:
             """The source's job: one file per day into landing/ (here: the dataset replayed)."""
-            from cityfactory.ingestion.tasks import land_batch
-            from cityfactory.runs import RunContext
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.ingest import land_batch
 
             return land_batch(RunContext.current(scenario), days)
 
         @task.run_if(stage_selected("ingest"))
         @task(task_display_name="Ingest to bronze")
         def ingest(landed: dict) -> dict:
-            from cityfactory.ingestion.tasks import ingest_batch
-            from cityfactory.runs import RunContext
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.ingest import ingest_batch
 
             return ingest_batch(RunContext.current(scenario), landed["days"])
 
@@ -177,8 +177,8 @@ def build_scenario_dag(scenario: Scenario):
         @task(outlets=[Asset(name=f"{scenario.name}_bronze", uri=f"cityfactory://lake/bronze/{scenario.name}")])
         def ingest_summary(results: list[dict]) -> dict:
             """Totals over all batches; fails on unacceptable input once everything is recorded."""
-            from cityfactory.ingestion.tasks import summarize
-            from cityfactory.runs import RunContext
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.ingest import summarize
 
             return summarize(RunContext.current(scenario), list(results[:]))  # one slice fetch
 
@@ -186,8 +186,8 @@ def build_scenario_dag(scenario: Scenario):
         @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Gate: bronze")
         def bronze_gate(batches: list[list[str]]) -> dict:
             """Great Expectations on the run's bronze rows; a failure stops the run before dbt."""
-            from cityfactory.quality.tasks import bronze_gate
-            from cityfactory.runs import RunContext
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.quality import bronze_gate
 
             return bronze_gate(RunContext.current(scenario), batches)
 
@@ -196,8 +196,8 @@ def build_scenario_dag(scenario: Scenario):
         def transform(batches: list[list[str]], params=None) -> dict:
             """staging -> intermediate -> marts and their dbt tests, in one dbt invocation,
             incremental over the run's days unless the form asks for a full refresh."""
-            from cityfactory.runs import RunContext
-            from cityfactory.transform.tasks import transform
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.transform import transform
 
             return transform(RunContext.current(scenario), batches, params["full_refresh"])
 
@@ -205,8 +205,8 @@ def build_scenario_dag(scenario: Scenario):
         @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Gate: features")
         def features_gate(built: dict | None) -> dict:
             """Great Expectations on the mart rows this run rebuilt."""
-            from cityfactory.quality.tasks import features_gate
-            from cityfactory.runs import RunContext
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.quality import features_gate
 
             return features_gate(RunContext.current(scenario), built)
 
@@ -217,8 +217,8 @@ def build_scenario_dag(scenario: Scenario):
             outlets=[Asset(name=f"{scenario.name}_features", uri=f"cityfactory://lake/gold/{scenario.name}")],
         )
         def export_gold(built: dict) -> dict:
-            from cityfactory.runs import RunContext
-            from cityfactory.transform.tasks import export_gold
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.transform import export_gold
 
             return export_gold(RunContext.current(scenario), built)
 
@@ -226,8 +226,8 @@ def build_scenario_dag(scenario: Scenario):
         @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Monitor: served vs actual, drift")
         def monitor(batches: list[list[str]]) -> dict:
             """Collect what the edge served, score it on the actuals that arrived, measure drift."""
-            from cityfactory.monitoring.tasks import monitor
-            from cityfactory.runs import RunContext
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.monitor import monitor
 
             return monitor(RunContext.current(scenario), batches)
 
@@ -235,8 +235,8 @@ def build_scenario_dag(scenario: Scenario):
         @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Decide: retrain?")
         def decide(monitored: dict | None, gold: dict | None, batches: list[list[str]], params=None) -> dict:
             """The scenario's retraining rules (or the form's choice), with the reason."""
-            from cityfactory.monitoring.tasks import decide_retraining
-            from cityfactory.runs import RunContext
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.monitor import decide_retraining
 
             return decide_retraining(RunContext.current(scenario), monitored, gold, params["retrain"], batches)
 
@@ -245,8 +245,8 @@ def build_scenario_dag(scenario: Scenario):
         def plan_search(gold: dict, batches: list[list[str]], decision: dict, params=None) -> list[dict]:
             """The train run in MLflow and the search's batches of trials (skipped with the reason
             when the decision says no or a version has these very inputs)."""
-            from cityfactory.runs import RunContext
-            from cityfactory.search.tasks import plan_search
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.search import plan_search
 
             return plan_search(RunContext.current(scenario), gold, batches, decision, params["search_trials"])
 
@@ -254,16 +254,16 @@ def build_scenario_dag(scenario: Scenario):
               task_display_name="Search: trials")
         def trials(gold: dict, batch: dict) -> list[dict]:
             """One batch of trials (one family's seeded Optuna study), each a child MLflow run."""
-            from cityfactory.runs import RunContext
-            from cityfactory.search.tasks import run_trials
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.search import run_trials
 
             return run_trials(RunContext.current(scenario), gold, batch)
 
         @task(task_display_name="Train the winner, register")
         def train(gold: dict, batches: list[list[str]], planned: list[dict], found: list[list[dict]]) -> dict:
             """The best trial refitted and scored once on the test rows; a registered version, the alias gate."""
-            from cityfactory.runs import RunContext
-            from cityfactory.training.tasks import train
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.train import train
 
             return train(RunContext.current(scenario), gold, batches, planned, list(found))
 
@@ -272,8 +272,8 @@ def build_scenario_dag(scenario: Scenario):
         def compress(trained: dict, gold: dict) -> dict:
             """ONNX fp32 / int8 / pruned variants measured side by side; the smallest within the
             accuracy budget becomes a signed edge bundle."""
-            from cityfactory.compression.tasks import compress
-            from cityfactory.runs import RunContext
+            from cityfactory.pipeline.compress import compress
+            from cityfactory.pipeline.context import RunContext
 
             return compress(RunContext.current(scenario), trained, gold)
 
@@ -282,39 +282,39 @@ def build_scenario_dag(scenario: Scenario):
         def rollout_plan(compressed: dict | None, gold: dict | None, params=None) -> dict:
             """Stage targets from the fleet file, what every node and the champion alias hold now,
             the bake rows. A run without the compress stage rolls out the registered challenger."""
-            from cityfactory.rollout.tasks import plan
-            from cityfactory.runs import RunContext
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.rollout import plan
 
             return plan(RunContext.current(scenario), compressed, gold, params["stages"])
 
         @task
         def targets(plan: dict, stage: str, approval: dict | None = None) -> list[dict]:
             """The nodes this stage adds (and, before a human-approved stage, who approved)."""
-            from cityfactory.rollout.tasks import targets
-            from cityfactory.runs import RunContext
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.rollout import targets
 
             return targets(RunContext.current(scenario), plan, stage, approval)
 
         @task(map_index_template="{{ task.op_kwargs['node']['id'] }}")
         def deploy(plan: dict, node: dict) -> dict:
             """Fetch, verify and swap in the bundle on one node."""
-            from cityfactory.rollout.tasks import deploy
-            from cityfactory.runs import RunContext
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.rollout import deploy
 
             return deploy(RunContext.current(scenario), plan, node)
 
         @task
         def gate(plan: dict, stage: str) -> dict:
             """Bake: recent real rows through every node; new version vs the old one."""
-            from cityfactory.rollout.tasks import gate
-            from cityfactory.runs import RunContext
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.rollout import gate
 
             return gate(RunContext.current(scenario), plan, stage)
 
         @task(task_display_name="Promote to champion")
         def promote_champion(plan: dict) -> dict:
-            from cityfactory.rollout.tasks import promote
-            from cityfactory.runs import RunContext
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.rollout import promote
 
             return promote(RunContext.current(scenario), plan)
 
@@ -322,8 +322,8 @@ def build_scenario_dag(scenario: Scenario):
         def rollback(plan: dict | None = None) -> dict:
             """Whatever happened upstream: if a rollout task ended failed, every touched node, the
             champion alias and the version tags go back to where they were."""
-            from cityfactory.rollout.tasks import roll_back_if_failed
-            from cityfactory.runs import RunContext, teardown_scope_states
+            from cityfactory.pipeline.context import RunContext, teardown_scope_states
+            from cityfactory.pipeline.rollout import roll_back_if_failed
 
             return roll_back_if_failed(RunContext.current(scenario), plan, teardown_scope_states())
 
@@ -373,8 +373,8 @@ def build_scenario_dag(scenario: Scenario):
         @task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Governance: audit, lineage, report")
         def governance() -> dict:
             """Every run, whatever happened upstream: audit events, lineage and the compliance report."""
-            from cityfactory.governance.tasks import govern
-            from cityfactory.runs import RunContext
+            from cityfactory.pipeline.context import RunContext
+            from cityfactory.pipeline.govern import govern
 
             return govern(RunContext.current(scenario))
 
@@ -384,7 +384,7 @@ def build_scenario_dag(scenario: Scenario):
             always succeeds, would otherwise make a failed run look green)."""
             from airflow.sdk.exceptions import AirflowFailException
 
-            from cityfactory.runs import failed_tasks
+            from cityfactory.pipeline.context import failed_tasks
 
             if failed := failed_tasks():
                 raise AirflowFailException(f"failed: {', '.join(failed)}; see the run's compliance report")

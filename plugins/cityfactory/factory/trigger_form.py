@@ -16,7 +16,7 @@ import re
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
-from cityfactory.runs import ParamsError, day_bounds, form_days
+from cityfactory.run_calendar import ParamsError, day_bounds, form_days
 
 TRIGGER = re.compile(r"/api/v2/dags/(?P<dag_id>[^/]+)/dagRuns")
 
@@ -65,7 +65,7 @@ def checked_trigger(body: dict, zone: str, now: dt.datetime) -> dict:
 
 def scenario_zones() -> dict[str, str]:
     """Each scenario DAG's id and time zone, read now (a scenario added since start counts)."""
-    from cityfactory.config.validation import usable_scenarios
+    from cityfactory.pipeline.preflight import usable_scenarios
     from cityfactory.settings import get_settings
 
     return {s.dag_id: s.timezone for s in usable_scenarios(get_settings().scenarios_dir)[0]}

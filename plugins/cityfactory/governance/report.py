@@ -120,6 +120,8 @@ def model_of(entries: list[dict]) -> dict | None:
     return {"registered_model": d["registered_model"], "version": str(entry["counts"]["version"]), "alias": d["alias"],
             "reason": d["reason"], "champion_version": d["champion_version"], "mlflow_run_id": run.removeprefix("runs:/"),
             "metrics": d["metrics"], "metrics_by_series": d.get("metrics_by_series", {}),
+            "metric_columns": d["metric_columns"], "gate_metric": d["gate_metric"],
+            "reference_baseline": d["reference_baseline"], "headline_figure": d["headline_figure"],
             "train_rows": d["train_rows"], "fit_seconds": d["fit_seconds"], "family": d.get("family"),
             "search": _search(entries, d.get("search"))}
 
@@ -144,6 +146,7 @@ def _compression(entries: list[dict]) -> dict | None:
         return None
     d = entry["details"]
     return {"chosen": d["chosen"], "parity_max_abs": d["parity_max_abs"], "bundle_bytes": entry["counts"]["bundle_bytes"],
+            "quality_columns": d["quality_columns"],
             "variants": [{k: v for k, v in row.items() if k != "path"} for row in d["variants"]],
             "files": [{"uri": a["uri"], "sha256": a["sha256"]} for a in entry["outputs"]]}
 
@@ -171,7 +174,7 @@ def _rollout(entries: list[dict]) -> dict | None:
     events = [{"at": e["ended_at"], "task": e["task_id"], "status": e["status"], "what": _rollout_event(e),
                "error": e["details"].get("error")} for e in timeline]
     gates = [{"stage": e["details"]["stage"], "passed": v["passed"], "reasons": v["reasons"], "new": v["new"],
-              "old": v["old"], "reference_mae": v["reference_mae"]}
+              "old": v["old"], "reference_error": v["reference_error"], "error_label": v["error_label"]}
              for e in timeline if e["kind"] == Kind.ROLLOUT_GATE and (v := e["details"].get("verdict"))]
     rollback, promote = last_of(entries, Kind.ROLLED_BACK), last_of(entries, Kind.PROMOTED)
     champion = promote["details"]["champion"] if promote and promote["status"] == "success" else None
@@ -194,7 +197,7 @@ def _monitoring(entries: list[dict]) -> dict | None:
     evaluations = [{"day": e["day"], "served_rows": e["served_rows"], "scored_rows": e["scored_rows"],
                     "awaiting_actuals": e["awaiting_actuals"], "versions": e["versions"]} for e in m.get("evaluations", [])]
     return {
-        "champion": m.get("champion"), "metric": m.get("metric"),
+        "champion": m.get("champion"), "metric": m.get("metric"), "reference_baseline": m.get("reference_baseline"),
         "collected_rows": monitored["counts"].get("predictions_collected", 0) if monitored else 0,
         "unreachable": m.get("unreachable", {}), "evaluations": evaluations,
         "live_ratio": m.get("live_ratio"), "live_days": m.get("live_days", 0),
@@ -262,7 +265,7 @@ def validate(report: dict) -> None:
         raise ReportSchemaError("; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:5]))
 
 
-def render_html(report: dict, lineage_svg: str, forecast_png_b64: str | None = None,
+def render_html(report: dict, lineage_svg: str, model_png_b64: str | None = None,
                 monitoring_png_b64: str | None = None, search_png_b64: str | None = None) -> str:
     """One self-contained page (pictures inline), readable offline and from an MLflow artifact."""
     import jinja2
@@ -270,7 +273,7 @@ def render_html(report: dict, lineage_svg: str, forecast_png_b64: str | None = N
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = lambda v, digits=1: "" if v is None else (f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}")
     env.filters["markdown"] = markdown_html
-    return env.get_template("report.html.j2").render(r=report, lineage_svg=lineage_svg, forecast_png=forecast_png_b64,
+    return env.get_template("report.html.j2").render(r=report, lineage_svg=lineage_svg, model_png=model_png_b64,
                                                    monitoring_png=monitoring_png_b64, search_png=search_png_b64)
 
 

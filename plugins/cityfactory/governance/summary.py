@@ -106,11 +106,12 @@ def format_training(entries: list[dict]) -> str:
     else:
         standing = details["alias"] or "no alias"
     search = details.get("search") or {}
+    columns = [c for c in details["metric_columns"] if c["in_summary"]]  # the task type's metrics, as it labels them
     lines = [(f"Model {details['registered_model']} version {train['counts']['version']}: {standing}\n"
               + (f"  model search: {details['family']} won, the best of {search['trials']} trials by validation "
                  f"({search['pruned']} pruned, {search['trial_seconds']:.0f} s of trials)\n" if search else "")
               + f"  registry gate: {details['alias'] or 'rejected'} ({details['reason']})"),
-             f"  {'test rows, same for all':<26} {'MAE':>8} {'RMSE':>8} {'MAPE %':>8}"]
+             f"  {'test rows, same for all':<26}" + "".join(f" {c['label']:>8}" for c in columns)]
     for name, m in details["metrics"].items():
-        lines.append(f"  {name:<26} {m['mae']:>8.1f} {m['rmse']:>8.1f} {m['mape']:>8.2f}")
+        lines.append(f"  {name:<26}" + "".join(f" {m[c['name']]:>8{c['format']}}" for c in columns))
     return "\n".join(lines)

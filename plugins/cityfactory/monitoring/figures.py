@@ -1,12 +1,13 @@
 """The monitor's picture: drift per feature against its threshold, and live accuracy per series
-(or per day) beside the offline estimate and persistence."""
+(or per day) beside the offline estimate and the task type's reference baseline."""
 
 from __future__ import annotations
 
 import io
 
 
-def monitoring_figure(drift: list[dict], evaluations: list[dict], champion: str | None, metric: str, title: str) -> bytes:
+def monitoring_figure(drift: list[dict], evaluations: list[dict], champion: str | None, metric: str, title: str,
+                      reference: str) -> bytes:
     """PNG bytes: left, PSI per feature (bar) and its threshold (tick); right, the champion's
     live metric per series on the latest day (or per evaluated day for one series)."""
     import matplotlib
@@ -34,7 +35,7 @@ def monitoring_figure(drift: list[dict], evaluations: list[dict], champion: str 
         labels = [s["series"] for s in latest]
         right.bar(labels, [s["live"] for s in latest], label="live", color="tab:blue")
         right.scatter(labels, [s["offline"] or 0 for s in latest], marker="_", s=400, color="black", label="offline (test rows)")
-        right.scatter(labels, [s["persistence"] or 0 for s in latest], marker="x", color="tab:orange", label="persistence")
+        right.scatter(labels, [s[reference] or 0 for s in latest], marker="x", color="tab:orange", label=reference)
         right.tick_params(axis="x", rotation=60, labelsize=8)
         right.set_title(f"Version {champion}, {mine[-1][0]}: live {metric.upper()} per series")
     elif mine:
@@ -42,7 +43,7 @@ def monitoring_figure(drift: list[dict], evaluations: list[dict], champion: str 
         right.plot(days, [v["live"] for _, v in mine], marker="o", label="live", color="tab:blue")
         right.plot(days, [v["offline"] for _, v in mine], linestyle="--", marker="_", markersize=24, color="black",
                    label="offline (test rows)")
-        right.plot(days, [v["baselines"].get("persistence") for _, v in mine], marker="x", color="tab:orange", label="persistence")
+        right.plot(days, [v["baselines"].get(reference) for _, v in mine], marker="x", color="tab:orange", label=reference)
         right.tick_params(axis="x", rotation=45, labelsize=8)
         right.set_title(f"Version {champion}: live {metric.upper()} per day")
     else:

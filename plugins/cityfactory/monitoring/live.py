@@ -1,18 +1,11 @@
-"""Live accuracy: what the edge served for a day, against what really happened.
-
-Served rows (purpose ``serve``, keyed by series and target hour) are joined with the feature
-mart's actuals of the same hours. Each version is scored beside the accuracy it showed offline
-(its test rows, from the registry) and beside the naive baselines on the very same hours, per
-series and per node. Rows whose actual has not arrived are counted, not scored.
-"""
+"""Live accuracy across days: the rows consumers were served, and a version's live metric pooled
+over its latest evaluated days (each day scored by the task type, ``evaluate_served``)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
-from cityfactory.training.metrics import scores
-from cityfactory.training.spec import ModelSpec
+from cityfactory.tasktypes.base import Metric
 
 
 def served_rows(predictions: pd.DataFrame | None) -> pd.DataFrame:
@@ -23,72 +16,14 @@ def served_rows(predictions: pd.DataFrame | None) -> pd.DataFrame:
     return predictions[keep]
 
 
-def join_actuals(served: pd.DataFrame, actuals: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
-    """Served rows with the actual and the baselines' predictions of their hour (and series)."""
-    d, b = spec.data, spec.baselines
-    columns = {d.time_column: "predicted_for", d.target: "actual", b.persistence: "persistence",
-               **{column: name for name, column in b.naive.items()}}
-    if d.series:
-        columns[d.series] = "series"
-    truth = actuals[list(columns)].rename(columns=columns)
-    truth["predicted_for"] = pd.to_datetime(truth["predicted_for"], utc=True)
-    served = served.assign(predicted_for=pd.to_datetime(served["predicted_for"], utc=True))
-    on = ["predicted_for", "series"] if d.series else ["predicted_for"]
-    if d.series:
-        truth["series"] = truth["series"].astype(str)
-    joined = served.drop(columns=[c for c in ("series",) if not d.series and c in served]).merge(truth, on=on, how="left")
-    return joined
-
-
-def _score(frame: pd.DataFrame, baselines: list[str], floor: float) -> dict:
-    scored = {"rows": len(frame), "model": scores(frame["actual"], frame["prediction"], floor)}
-    for name in baselines:
-        usable = frame[name].notna()
-        scored[name] = scores(frame.loc[usable, "actual"], frame.loc[usable, name], floor) if usable.any() else None
-    return scored
-
-
-def evaluate_day(day: str, served: pd.DataFrame, actuals: pd.DataFrame, spec: ModelSpec, offline: dict) -> dict:
-    """One day's live accuracy per version (overall, per series, per node); ``offline`` maps a
-    version to ``{"metrics": {...}, "by_series": {series: {...}}}`` from its training run."""
-    metric, floor = spec.gate.metric, spec.metrics.mape_floor
-    baselines = ["persistence", *spec.baselines.naive]
-    joined = join_actuals(served, actuals, spec)
-    scored = joined[joined["actual"].notna()]
-    versions = []
-    for version, rows in scored.groupby("model_version"):
-        known = offline.get(str(version), {})
-        overall = _score(rows, baselines, floor)
-        offline_value = known.get("metrics", {}).get(metric)
-        live_value = overall["model"][metric]
-        series = []
-        if "series" in rows and spec.data.series:
-            for name, part in rows.groupby("series"):
-                s = _score(part, ["persistence"], floor)
-                series.append({"series": str(name), "rows": s["rows"], "live": s["model"][metric],
-                               "offline": known.get("by_series", {}).get(str(name), {}).get(metric),
-                               "persistence": (s["persistence"] or {}).get(metric)})
-        nodes = [{"node": str(n), "rows": len(part), "live": scores(part["actual"], part["prediction"], floor)[metric]}
-                 for n, part in rows.groupby("node")]
-        versions.append({"version": str(version), "rows": overall["rows"], "live": live_value, "offline": offline_value,
-                         "ratio": live_value / offline_value if offline_value else None,
-                         "baselines": {n: (overall[n] or {}).get(metric) for n in baselines},
-                         "series": series, "nodes": nodes})
-    return {"day": day, "metric": metric, "served_rows": len(joined), "scored_rows": len(scored),
-            "awaiting_actuals": int(len(joined) - len(scored)), "versions": versions}
-
-
-def pooled_ratio(evaluations: list[dict], version: str, days: int) -> tuple[float | None, int]:
+def pooled_ratio(evaluations: list[dict], version: str, days: int, metrics: dict[str, Metric]) -> tuple[float | None, int]:
     """``version``'s live metric pooled over its latest ``days`` evaluated days (rows weighted; a
     day's 24 rows alone are too few to judge), divided by its offline metric; and how many days
-    were pooled. (None, 0) if it has no evaluated day or no offline metric."""
+    were pooled. (None, 0) if it has no evaluated day or no offline metric. The days pool the way
+    their metric does (``metrics``: the task type's table)."""
     mine = [(e["metric"], v) for e in sorted(evaluations, key=lambda e: e["day"], reverse=True)
             for v in e["versions"] if v["version"] == version and v["rows"]][:days]
     if not mine or not mine[0][1]["offline"]:
         return None, 0
-    rows = sum(v["rows"] for _, v in mine)
-    if mine[0][0] == "rmse":
-        live = float(np.sqrt(sum(v["rows"] * v["live"] ** 2 for _, v in mine) / rows))
-    else:
-        live = sum(v["rows"] * v["live"] for _, v in mine) / rows
+    live = metrics[mine[0][0]].pool([v["live"] for _, v in mine], [v["rows"] for _, v in mine])
     return live / mine[0][1]["offline"], len(mine)

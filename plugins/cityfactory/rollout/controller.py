@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import httpx
@@ -19,6 +20,8 @@ import numpy as np
 
 from cityfactory.config.scenarios import Rollout
 from cityfactory.edge.fleet import Fleet, Node
+
+BakeError = Callable[[np.ndarray, np.ndarray], float]  # (predicted, actuals) -> error, lower is better
 
 
 class RolloutError(RuntimeError):
@@ -83,15 +86,17 @@ class Telemetry:
     requests: int
     errors: int
     p95_ms: float | None
-    mae: float | None
+    error: float | None  # the task type's bake error over every row, lower is better
 
     @property
     def error_rate(self) -> float:
         return 1.0 if self.requests == 0 else self.errors / self.requests
 
 
-def bake(nodes: list[Node], rows: np.ndarray, actuals: np.ndarray, seconds: float, batch: int = 24) -> list[Telemetry]:
-    """Drive the rows through every node (in batches, round and round) for ``seconds``."""
+def bake(nodes: list[Node], rows: np.ndarray, actuals: np.ndarray, seconds: float, error: BakeError,
+         batch: int = 24) -> list[Telemetry]:
+    """Drive the rows through every node (in batches, round and round) for ``seconds``; each node's
+    answers are judged by ``error(predicted, actuals)``."""
     telemetry = {n.id: {"latencies": [], "errors": 0, "predicted": {}, "version": None} for n in nodes}
     deadline = time.monotonic() + seconds
     with httpx.Client(timeout=5) as session:
@@ -116,12 +121,12 @@ def bake(nodes: list[Node], rows: np.ndarray, actuals: np.ndarray, seconds: floa
     for node in nodes:
         record = telemetry[node.id]
         requests = len(record["latencies"]) + record["errors"]
-        mae = None
+        found = None
         if len(record["predicted"]) * batch >= len(rows):  # every row answered at least once
             predicted = np.concatenate([record["predicted"][s] for s in sorted(record["predicted"])])[: len(rows)]
-            mae = float(np.mean(np.abs(predicted - actuals)))
+            found = error(predicted, actuals)
         p95 = float(np.percentile(record["latencies"], 95)) if record["latencies"] else None
-        results.append(Telemetry(node.id, record["version"], requests, record["errors"], p95, mae))
+        results.append(Telemetry(node.id, record["version"], requests, record["errors"], p95, found))
     return results
 
 
@@ -131,30 +136,33 @@ class Verdict:
     reasons: list[str]
     new: list[dict]
     old: list[dict]
-    reference_mae: float | None
+    reference_error: float | None
+    error_label: str = "error"
 
 
-def judge(telemetry: list[Telemetry], version: str, rollout: Rollout, reference_mae: float | None) -> Verdict:
+def judge(telemetry: list[Telemetry], version: str, rollout: Rollout, reference_error: float | None,
+          error_label: str = "error") -> Verdict:
     """Gate the nodes on ``version`` against the others (or, once none are left, the reference the
     old version measured at an earlier stage; on a first rollout there is no old version)."""
     new = [t for t in telemetry if t.version == version]
-    old = [t for t in telemetry if t.version != version and t.mae is not None]
+    old = [t for t in telemetry if t.version != version and t.error is not None]
     if old:
-        reference_mae = statistics.mean(t.mae for t in old)
+        reference_error = statistics.mean(t.error for t in old)
     reasons = []
     for t in telemetry:  # every baked node serves either version: missing telemetry is a failure
-        if t.requests == 0 or t.mae is None:
+        if t.requests == 0 or t.error is None:
             reasons.append(f"{t.node}: no usable telemetry ({t.errors} failed requests)")
             continue
         if t.error_rate > rollout.max_error_rate:
             reasons.append(f"{t.node}: error rate {t.error_rate:.1%} > {rollout.max_error_rate:.1%}")
         if t.p95_ms is not None and t.p95_ms > rollout.max_p95_ms:
             reasons.append(f"{t.node}: p95 latency {t.p95_ms:.1f} ms > {rollout.max_p95_ms} ms")
-        if t.version == version and reference_mae is not None and t.mae > reference_mae * rollout.max_mae_ratio:
-            reasons.append(f"{t.node}: MAE {t.mae:.1f} > {rollout.max_mae_ratio} x reference {reference_mae:.1f}")
+        if t.version == version and reference_error is not None and t.error > reference_error * rollout.max_error_ratio:
+            reasons.append(f"{t.node}: {error_label} {t.error:.1f} > {rollout.max_error_ratio} x reference "
+                           f"{reference_error:.1f}")
     if not new:
         reasons.append(f"no node answered with version {version}")
-    return Verdict(not reasons, reasons, [asdict(t) for t in new], [asdict(t) for t in old], reference_mae)
+    return Verdict(not reasons, reasons, [asdict(t) for t in new], [asdict(t) for t in old], reference_error, error_label)
 
 
 def roll_back(fleet: Fleet, token: str, before: dict[str, str | None], scenario: str) -> list[dict]:

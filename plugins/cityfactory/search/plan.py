@@ -2,8 +2,8 @@
 
 A batch is one family's own Optuna study with a seed of its own, run trial after trial, so the
 outcome depends on the seed and the budget in trials only, not on which worker ran what when.
-The budget is shared out over the families in the spec's order; the first batch of the residual
-MLP starts with the spec's hand-set model, so a search never ends below it on validation.
+The budget is shared out over the families in the spec's order; the first batch of the task type's
+hand-set family starts with the spec's hand-set model, so a search never ends below it on validation.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
-from cityfactory.training.spec import ModelSpec
+from cityfactory.tasktypes import task_type_of
+from cityfactory.tasktypes.spec import ModelSpec
 
 BUDGET_CAP = "CITYFACTORY_SEARCH_TRIALS"  # caps every search's trials (development machines, CI)
 
@@ -39,9 +40,9 @@ def trial_budget(spec: ModelSpec, requested: int | None = None) -> int:
 
 
 def plan_batches(spec: ModelSpec, budget: int) -> list[Batch]:
-    search = spec.search
+    search, kind = spec.search, task_type_of(spec)
     if search is None:  # no search declared: the hand-set model alone
-        return [Batch("residual_mlp", 0, 1, spec.training.seed, None, True)]
+        return [Batch(kind.hand_set_family, 0, 1, kind.hand_set(spec)[1], None, True)]
     families = list(search.families)
     batches = []
     for position, family in enumerate(families):
@@ -50,5 +51,5 @@ def plan_batches(spec: ModelSpec, budget: int) -> list[Batch]:
             batches.append(Batch(family, index, min(search.trials_per_batch, share - start),
                                  search.seed + 1000 * position + index,
                                  search.timeout_minutes * 60 if search.timeout_minutes else None,
-                                 family == "residual_mlp" and index == 0))
+                                 family == kind.hand_set_family and index == 0))
     return batches

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from cityfactory.search.space import distribution
-from cityfactory.training.spec import SearchSpec
+from cityfactory.tasktypes.spec import SearchSpec
 
 
-def winner(trials: list[dict]) -> dict:
+def winner(trials: list[dict], greater_is_better: bool = False) -> dict:
     """The completed trial with the best validation score (ties: the earlier one)."""
     complete = [t for t in trials if t["state"] == "complete"]
     if not complete:
         raise ValueError(f"no trial of the search completed ({len(trials)} pruned or failed)")
-    return min(complete, key=lambda t: t["value"])
+    return (max if greater_is_better else min)(complete, key=lambda t: t["value"])
 
 
-def importances(trials: list[dict], search: SearchSpec | None) -> dict[str, dict[str, float]]:
+def importances(trials: list[dict], search: SearchSpec | None, greater_is_better: bool = False) -> dict[str, dict[str, float]]:
     """Per family, each searched parameter's share of the validation score's variance (Optuna's
     fANOVA); families with fewer than 3 searched trials or no spread are left out."""
     import optuna
@@ -24,7 +24,7 @@ def importances(trials: list[dict], search: SearchSpec | None) -> dict[str, dict
         found = [t for t in trials if t["family"] == family and t["state"] == "complete" and not t["hand_set"]]
         if len(found) < 3 or not spec.ranges or len({t["value"] for t in found}) < 2:
             continue
-        study = optuna.create_study(direction="minimize")
+        study = optuna.create_study(direction="maximize" if greater_is_better else "minimize")
         dists = {name: distribution(r) for name, r in spec.ranges.items()}
         study.add_trials([optuna.trial.create_trial(params={k: t["params"][k] for k in dists}, distributions=dists,
                                                     value=t["value"]) for t in found])
@@ -33,14 +33,25 @@ def importances(trials: list[dict], search: SearchSpec | None) -> dict[str, dict
     return out
 
 
-COLOURS = {"residual_mlp": "tab:blue", "recurrent": "tab:green", "lightgbm": "tab:orange"}
+PALETTE = ["tab:blue", "tab:green", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"]
+
+
+def families_in_order(trials: list[dict]) -> list[str]:
+    """The families in the order their trials came (the plan's: the spec's order)."""
+    return list(dict.fromkeys(t["family"] for t in trials))
+
+
+def colours(trials: list[dict]) -> dict[str, str]:
+    return {family: PALETTE[i % len(PALETTE)] for i, family in enumerate(families_in_order(trials))}
 
 
 def ordered(trials: list[dict]) -> list[dict]:
-    return sorted(trials, key=lambda t: (list(COLOURS).index(t["family"]), t["batch"], t["number"]))
+    order = families_in_order(trials)
+    return sorted(trials, key=lambda t: (order.index(t["family"]), t["batch"], t["number"]))
 
 
-def figure(trials: list[dict], metric: str, unit: str, found: dict[str, dict[str, float]]):
+def figure(trials: list[dict], metric: str, unit: str, found: dict[str, dict[str, float]],
+           greater_is_better: bool = False):
     """Left: every trial's validation score (pruned ones hollow), the best so far per family.
     Right: the parameter importances per family."""
     import matplotlib
@@ -50,7 +61,8 @@ def figure(trials: list[dict], metric: str, unit: str, found: dict[str, dict[str
 
     rows = ordered(trials)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 2]})
-    for family, colour in COLOURS.items():
+    palette = colours(trials)
+    for family, colour in palette.items():
         points = [(i, t) for i, t in enumerate(rows, 1) if t["family"] == family]
         if not points:
             continue
@@ -58,9 +70,9 @@ def figure(trials: list[dict], metric: str, unit: str, found: dict[str, dict[str
         pruned = [(i, t["value"]) for i, t in points if t["state"] != "complete"]
         if done:
             left.scatter(*zip(*done), color=colour, label=family, zorder=3)
-            best, line = float("inf"), []
+            best, line = None, []
             for i, value in done:
-                best = min(best, value)
+                best = value if best is None else (max if greater_is_better else min)(best, value)
                 line.append((i, best))
             left.step(*zip(*line), where="post", color=colour, alpha=0.6)
         if pruned:
@@ -72,14 +84,14 @@ def figure(trials: list[dict], metric: str, unit: str, found: dict[str, dict[str
     left.set_ylabel(f"validation {metric.upper()} ({unit})")
     left.set_title("validation score per trial")
     left.legend(fontsize=8)
-    labels, values, colours = [], [], []
+    labels, values, bar_colours = [], [], []
     for family, shares in found.items():
         for name, share in shares.items():
             labels.append(f"{family}: {name}")
             values.append(share)
-            colours.append(COLOURS[family])
+            bar_colours.append(palette[family])
     if labels:
-        right.barh(labels[::-1], values[::-1], color=colours[::-1])
+        right.barh(labels[::-1], values[::-1], color=bar_colours[::-1])
         right.set_xlabel("importance (share of variance, fANOVA)")
     else:
         right.text(0.5, 0.5, "too few trials for importances", ha="center", va="center")

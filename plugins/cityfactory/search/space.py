@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cityfactory.training.spec import Range
+from cityfactory.tasktypes.spec import Range
 
 
 def distribution(r: Range):

@@ -9,8 +9,8 @@ import pandas as pd
 
 from cityfactory.search.plan import Batch
 from cityfactory.search.space import suggest
-from cityfactory.training import data, families
-from cityfactory.training.spec import ModelSpec
+from cityfactory.tasktypes import task_type_of
+from cityfactory.tasktypes.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -21,22 +21,21 @@ def run_batch(spec: ModelSpec, gold: pd.DataFrame, batch: Batch, parent_run_id: 
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search, d = spec.search, spec.data
-    metric = search.metric if search else "rmse"
+    search, kind = spec.search, task_type_of(spec)
+    metric = kind.search_metric(spec)
     ranges = search.families[batch.family].ranges if search else {}
     fixed = search.families[batch.family].fixed if search else {}
-    parts = data.split_by_time(gold, d, spec.split)
-    x_train, x_val = data.features(parts.train, d), data.features(parts.validation, d)
-    y_train, y_val = (p[d.target].to_numpy(dtype=float) for p in (parts.train, parts.validation))
+    examples = kind.examples(spec, gold)
     pruner = (optuna.pruners.MedianPruner(search.pruner.startup_trials, search.pruner.warmup_steps) if search
               else optuna.pruners.NopPruner())
     sampler = optuna.samplers.TPESampler(seed=batch.seed, n_startup_trials=search.random_trials if search else 1)
-    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    direction = "maximize" if kind.metrics[metric].greater_is_better else "minimize"
+    study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)
     records: list[dict] = []
 
     def objective(trial: optuna.Trial) -> float:
         hand_set = batch.hand_set_first and trial.number == 0
-        params = families.hand_set_params(spec) if hand_set else {**fixed, **suggest(trial, ranges)}
+        params = kind.hand_set(spec)[0] if hand_set else {**fixed, **suggest(trial, ranges)}
         name = f"{batch.family} {batch.index}.{trial.number}" + (" (hand-set)" if hand_set else "")
         curve: list[tuple[int, float]] = []
 
@@ -54,15 +53,14 @@ def run_batch(spec: ModelSpec, gold: pd.DataFrame, batch: Batch, parent_run_id: 
             record = {"family": batch.family, "batch": batch.index, "number": trial.number, "params": params,
                       "hand_set": hand_set, "run_id": run.info.run_id}
             try:
-                trained = families.fit(batch.family, spec, params, x_train, y_train, x_val, y_val, metric,
-                                       batch.seed, report)
+                trained = kind.fit(batch.family, spec, params, examples, metric, batch.seed, report)
             except optuna.TrialPruned:
                 record.update(state="pruned", value=curve[-1][1], best_step=curve[-1][0])
                 for step, value in curve:
                     mlflow.log_metric(f"validation_{metric}", value, step=step)
                 finish(record, started)
                 raise
-            best = min(trained.history, key=lambda h: h[f"validation_{metric}"])
+            best = (max if direction == "maximize" else min)(trained.history, key=lambda h: h[f"validation_{metric}"])
             record.update(state="complete", value=best[f"validation_{metric}"], best_step=trained.best_step)
             for h in trained.history:
                 mlflow.log_metrics({k: v for k, v in h.items() if k != "step"}, step=h["step"])
@@ -76,10 +74,11 @@ def run_batch(spec: ModelSpec, gold: pd.DataFrame, batch: Batch, parent_run_id: 
                             "fit_seconds": record["seconds"]})
         mlflow.set_tag("trial_state", record["state"])
         done = [r["value"] for r in records if r["state"] == "complete"]
+        best_so_far = (max if direction == "maximize" else min)(done) if done else None
         log.info("trial %d/%d %s %d.%d: %s, validation %s %.4g at step %d, %.1f s (batch best %s)",
                  record["number"] + 1, batch.trials, batch.family, batch.index, record["number"], record["state"],
                  metric, record["value"], record["best_step"], record["seconds"],
-                 f"{min(done):.4g}" if done else "-")
+                 f"{best_so_far:.4g}" if done else "-")
 
     study.optimize(objective, n_trials=batch.trials, timeout=batch.timeout_seconds)
     if not any(r["state"] == "complete" for r in records):

@@ -129,7 +129,7 @@ def run_window(days: list[dt.date], zone: str, lookback_days: int) -> dict:
     """The UTC bounds (dbt vars) of what a run over ``days`` rebuilds: the mart rows of its days
     and of the ``lookback_days`` after them (their lags reach into the run's days), read from
     the bronze rows of those days plus ``lookback_days`` before."""
-    from cityfactory.runs import day_bounds
+    from cityfactory.run_calendar import day_bounds
 
     output_from, _ = day_bounds(days[0], days[0], zone)
     _, input_to = day_bounds(days[-1], days[-1] + dt.timedelta(days=lookback_days), zone)
@@ -178,7 +178,7 @@ def read_model(scenario: Scenario, model: str, time_column: str | None = None, w
 
 def read_days(scenario: Scenario, first: dt.date, last: dt.date):
     """The features mart's rows whose time falls on ``first``..``last`` (days in the scenario's zone)."""
-    from cityfactory.runs import day_bounds
+    from cityfactory.run_calendar import day_bounds
 
     start, end = day_bounds(first, last, scenario.timezone)
     stamp = "%Y-%m-%d %H:%M:%S"

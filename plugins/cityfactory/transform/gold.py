@@ -14,15 +14,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from cityfactory.config.scenarios import Scenario
-from cityfactory.storage.lake import Lake, StoredObject, join_key, sha256_bytes
+from cityfactory.storage.gold import manifest_key, read_manifest
+from cityfactory.storage.lake import Lake, StoredObject, join_key
 from cityfactory.transform.dbt import duckdb_path
-
-
-class GoldError(RuntimeError):
-    """A gold file that does not match its manifest (or no gold at all)."""
 
 
 @dataclass
@@ -31,10 +26,6 @@ class GoldExport:
     rows: int
     months_written: list[str]
     rows_written: int
-
-
-def manifest_key(scenario: str) -> str:
-    return join_key("gold", scenario, "manifest.json")
 
 
 def _months(first: dt.datetime, last: dt.datetime) -> list[str]:
@@ -46,11 +37,6 @@ def _months(first: dt.datetime, last: dt.datetime) -> list[str]:
     return months
 
 
-def _read_manifest(lake: Lake, scenario: str) -> dict | None:
-    key = manifest_key(scenario)
-    return json.loads(lake.get_bytes(key)) if lake.exists(key) else None
-
-
 def export_gold(scenario: Scenario, lake: Lake, window: dict | None) -> GoldExport:
     """Rewrite the months of ``window`` (all months without one) from the mart, then the manifest.
     Each month's rows in a total order, so equal data gives equal bytes."""
@@ -58,7 +44,7 @@ def export_gold(scenario: Scenario, lake: Lake, window: dict | None) -> GoldExpo
 
     t = scenario.transform
     model, time, order = t.features_model, t.time, ", ".join(f'"{c}"' for c in t.order_by)
-    previous = _read_manifest(lake, scenario.name) if window else None
+    previous = read_manifest(lake, scenario.name) if window else None
     months = dict(previous["months"]) if previous else {}
     written, rows_written = [], 0
     with tempfile.TemporaryDirectory(prefix="cityfactory-gold-") as tmp, duckdb.connect(
@@ -94,29 +80,3 @@ def export_gold(scenario: Scenario, lake: Lake, window: dict | None) -> GoldExpo
     if stale:
         lake.delete(sorted(set(stale)))
     return GoldExport(stored, sum(m["rows"] for m in months.values()), written, rows_written)
-
-
-def read_gold(lake: Lake, scenario: str, digest: str | None = None) -> pd.DataFrame:
-    """Every month of the scenario's gold, checked against the manifest (and the manifest against
-    ``digest``, the sha256 a run exported), as one frame in the manifest's order."""
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    key = manifest_key(scenario)
-    if not lake.exists(key):
-        raise GoldError(f"no gold for {scenario} yet ({lake.uri_for(key)}): run the transform stage")
-    raw = lake.get_bytes(key)
-    if digest and sha256_bytes(raw) != digest:
-        raise GoldError(f"{lake.uri_for(key)} changed since this run exported it (sha256 {sha256_bytes(raw)[:12]}, "
-                        f"expected {digest[:12]})")
-    tables = []
-    for month, entry in json.loads(raw)["months"].items():
-        data = lake.get_bytes(entry["key"])
-        if sha256_bytes(data) != entry["sha256"]:
-            raise GoldError(f"{lake.uri_for(entry['key'])}: sha256 does not match the manifest's for {month}")
-        tables.append(pq.read_table(io.BytesIO(data)))
-    if not tables:
-        raise GoldError(f"gold for {scenario} has no rows")
-    return pa.concat_tables(tables).to_pandas()

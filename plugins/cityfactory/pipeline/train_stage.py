@@ -1,4 +1,7 @@
-"""The train stage: gold features -> a tracked, registered and gated model version."""
+"""The train stage: gold features -> a tracked, registered and gated model version.
+
+It knows no kind of model: examples, the refit, scores, baselines, the gate, figures and card
+values come from the spec's task type."""
 
 from __future__ import annotations
 
@@ -14,9 +17,9 @@ from cityfactory.monitoring.drift import reference_profile
 from cityfactory.search import results
 from cityfactory.search.plan import plan_batches, trial_budget
 from cityfactory.search.trials import run_batch
-from cityfactory.training import baselines, data, families, registry, report
-from cityfactory.training.metrics import scores, scores_by_series
-from cityfactory.training.spec import ModelSpec, spec_digest
+from cityfactory.tasktypes import spec_digest, task_type_of
+from cityfactory.tasktypes.spec import ModelSpec
+from cityfactory.training import registry, report
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +52,16 @@ class Outcome:
     train_rows: int
     family: str = ""
     trials: int = 0
-
-
-def _span(frame: pd.DataFrame, column: str) -> str:
-    return f"{frame[column].min()} .. {frame[column].max()}"
+    gate_metric: str = ""
+    headline_figure: str | None = None  # the task type's first figure, an artifact of the MLflow run
 
 
 def champion_inputs(spec: ModelSpec, version: str) -> list[int] | None:
-    """Where the champion's inputs sit in this spec's feature row (a spec may have added
-    features since); None if it reads one this spec no longer makes: then it cannot be scored."""
-    names = registry.feature_names(spec.registered_model, version) or spec.data.feature_names
-    ours = {name: i for i, name in enumerate(spec.data.feature_names)}
+    """Where the champion's inputs sit in this spec's input row (a spec may have added inputs
+    since); None if it reads one this spec no longer makes: then it cannot be scored."""
+    ours_in_order = task_type_of(spec).input_names(spec)
+    names = registry.feature_names(spec.registered_model, version) or ours_in_order
+    ours = {name: i for i, name in enumerate(ours_in_order)}
     if missing := [n for n in names if n not in ours]:
         log.warning("champion version %s reads %s, which this spec no longer makes: not scored beside it",
                     version, ", ".join(missing[:5]))
@@ -95,54 +97,50 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
     import mlflow
     from mlflow.models import infer_signature
 
-    d = spec.data
+    kind = task_type_of(spec)
     budget = budget or trial_budget(spec)
     if run_id is None:
         run_id, experiment_id = start_train_run(facts)
         trials = search_in_process(spec, gold, budget, run_id, experiment_id)
-    best = results.winner(trials)
-    parts = data.split_by_time(gold, d, spec.split)
-    seen = pd.concat([parts.train, parts.validation])  # the refit's rows
-    x_seen, x_test = data.features(seen, d), data.features(parts.test, d)
-    y_seen, y_test = (p[d.target].to_numpy(dtype=float) for p in (seen, parts.test))
+    best = results.winner(trials, kind.metrics[kind.search_metric(spec)].greater_is_better)
+    examples = kind.examples(spec, gold)
+    seen = examples.seen  # the refit's rows
+    x_seen = np.vstack([examples.x_train, examples.x_validation])
+    y_seen = np.concatenate([examples.y_train, examples.y_validation])
+    x_test = examples.x_test
     log.info("refitting the winner (%s, trial %s.%s, validation %.4g) on %d rows for %d steps; testing on %d",
              best["family"], best["batch"], best["number"], best["value"], len(x_seen), best["best_step"], len(x_test))
     started = time.perf_counter()
-    seed = spec.search.seed if spec.search else spec.training.seed
-    forecaster = families.refit(best["family"], spec, best["params"], best["best_step"], x_seen, y_seen, seed)
+    seed = spec.search.seed if spec.search else kind.hand_set(spec)[1]
+    model = kind.refit(best["family"], spec, best["params"], best["best_step"], x_seen, y_seen, seed)
     fit_seconds = time.perf_counter() - started
-
-    predicted = forecaster.predict_array(x_test)
-    floor = spec.metrics.mape_floor
-    baseline = baselines.baseline_predictions(seen, parts.test, spec.baselines, d.target, d.series)
-    predictions = {"model": predicted, **baseline}
+    predicted = model.predict_array(x_test)
 
     registry.use_experiment(facts.scenario)
     champion, champion_version = registry.champion_model(spec.registered_model)
-    if champion is not None and (columns := champion_inputs(spec, champion_version)) is not None:
-        predictions["champion"] = np.asarray(champion.predict(x_test[:, columns]), dtype=float)
-    metrics = {name: scores(y_test, values, floor) for name, values in predictions.items()}
-    by_series = scores_by_series(parts.test[d.series] if d.series else [""] * len(y_test), y_test, predictions, floor)
-    gate = spec.gate
-    worse = [name for name, m in by_series.items() if m["model"][gate.metric] > m["persistence"][gate.metric]]
-    decision = registry.decide(gate.metric, metrics["model"][gate.metric], metrics["linear_autoregression"][gate.metric],
-                               metrics.get("champion", {}).get(gate.metric), gate.min_improvement_over_linear,
-                               gate.champion_tolerance, worse, len(by_series) if d.series else 0,
-                               gate.max_series_worse_than_persistence)
-    if champion is not None and "champion" not in predictions:
-        decision.reason = decision.reason.replace("no champion yet", f"champion {champion_version} not comparable "
-                                                  "(it reads features this spec no longer makes)")
+    champion_predicted, without_champion = None, "no champion yet"
+    if champion is not None:
+        if (columns := champion_inputs(spec, champion_version)) is not None:
+            champion_predicted = np.asarray(champion.predict(x_test[:, columns]), dtype=float)
+        else:
+            without_champion = (f"champion {champion_version} not comparable (it reads features this spec "
+                                "no longer makes)")
+    judged = kind.judge(spec, examples, predicted, champion_predicted, without_champion)
+    metrics, by_group, decision = judged.metrics, judged.by_group, judged.decision
+    gate_metric = kind.gate_metric(spec)
 
-    metric = spec.search.metric if spec.search else "rmse"
-    found = results.importances(trials, spec.search)
+    metric = kind.search_metric(spec)
+    found = results.importances(trials, spec.search, kind.metrics[metric].greater_is_better)
+    time_column = kind.time_column(spec)
     with mlflow.start_run(run_id=run_id) as run:
         mlflow.log_params({
-            "model_name": spec.name, "family": best["family"], **{f"param_{k}": v for k, v in best["params"].items()},
+            "model_name": spec.name, "task_type": spec.task_type, "family": best["family"],
+            **{f"param_{k}": v for k, v in best["params"].items()},
             "best_step": best["best_step"], "winner_trial": f"{best['family']} {best['batch']}.{best['number']}",
             "search_trials": len(trials), "search_metric": metric,
-            "n_features": len(d.feature_names), "train_rows": len(parts.train), "validation_rows": len(parts.validation),
-            "refit_rows": len(x_seen), "test_rows": len(x_test), "test_start": str(parts.test_start.date()),
-            "test_days": spec.split.test_days,
+            "n_features": len(kind.input_names(spec)), "train_rows": len(examples.train),
+            "validation_rows": len(examples.validation), "refit_rows": len(x_seen), "test_rows": len(x_test),
+            "test_start": str(examples.test_start.date()), **examples.split,
         })
         mlflow.log_metrics({f"best_validation_{metric}": best["value"],
                             "search_trials_pruned": sum(t["state"] != "complete" for t in trials),
@@ -150,48 +148,46 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
         mlflow.log_dict({"metric": metric, "winner": best, "trials": results.ordered(trials), "importances": found},
                         "search/trials.json")
         mlflow.log_text(results.table(trials, metric), "search/trials.md")
-        mlflow.log_figure(results.figure(trials, metric, d.unit, found), "plots/search.png")
+        mlflow.log_figure(results.figure(trials, metric, kind.unit(spec), found,
+                                         kind.metrics[metric].greater_is_better), "plots/search.png")
         mlflow.log_metric("fit_seconds", fit_seconds)
         for name, values in metrics.items():
             prefix = "test" if name == "model" else f"{name}_test"
             mlflow.log_metrics({f"{prefix}_{k}": v for k, v in values.items()})
-        dataset = mlflow.data.from_pandas(gold, source=facts.features_uri, name=f"{facts.scenario}_features", targets=d.target)
+        dataset = mlflow.data.from_pandas(gold, source=facts.features_uri, name=f"{facts.scenario}_features",
+                                          targets=kind.target(spec))
         mlflow.log_input(dataset, context="training", tags={"sha256": facts.features_sha256})
-        mlflow.log_figure(report.forecast_week_figure(parts.test, d.time_column, d.series, y_test, predicted,
-                                                      baseline["linear_autoregression"],
-                                                      f"{facts.scenario}: {d.target_label}, last test week",
-                                                      f"{d.target_label} ({d.unit})"), "plots/forecast_test_week.png")
+        figures = kind.figures(spec, examples, judged, facts.scenario)
+        for path, figure in figures.items():
+            mlflow.log_figure(figure, path)
         mlflow.log_figure(report.loss_figure(mlflow.MlflowClient(), best["run_id"], metric, best["best_step"]),
                           "plots/loss_curve.png")
-        if d.series:
-            for name, m in by_series.items():
-                mlflow.log_metrics({f"series_{name}_test_{k}": v for k, v in m["model"].items()})
-        mlflow.log_dict({"feature_names": d.feature_names, "target": d.target, "unit": d.unit, "metrics": metrics,
-                         "metrics_by_series": by_series,
-                         "split": {"train": _span(parts.train, d.time_column), "validation": _span(parts.validation, d.time_column),
-                                   "test": _span(parts.test, d.time_column)}}, "model_summary.json")
+        for name, m in by_group.items():
+            mlflow.log_metrics({f"series_{name}_test_{k}": v for k, v in m["model"].items()})
+        mlflow.log_dict({"feature_names": kind.input_names(spec), "target": kind.target(spec), "unit": kind.unit(spec),
+                         "metrics": metrics, "metrics_by_series": by_group, "split": examples.spans},
+                        "model_summary.json")
         signature = infer_signature(x_test[:5], predicted[:5])
-        info = forecaster.log_model(name="model", signature=signature, input_example=x_test[:5],
-                                    registered_model_name=spec.registered_model)
+        info = model.log_model(name="model", signature=signature, input_example=x_test[:5],
+                               registered_model_name=spec.registered_model)
         version = str(info.registered_model_version)
         card = report.model_card(
             spec.card_template, name=spec.name, version=version, description=spec.description.strip(),
             scenario=facts.scenario, registered_model=spec.registered_model, run_id=run.info.run_id,
             data_interval=facts.data_interval, features_uri=facts.features_uri, features_sha256=facts.features_sha256,
             code_version=registry.code_version(), risk_level=facts.risk_level, owners=", ".join(facts.owners),
-            train_rows=len(parts.train), train_span=_span(parts.train, d.time_column), validation_rows=len(parts.validation),
-            validation_span=_span(parts.validation, d.time_column), test_rows=len(x_test),
-            test_span=_span(parts.test, d.time_column), test_days=spec.split.test_days,
-            metrics_table=report.metrics_table(metrics), series_table=report.series_table(by_series, gate.metric),
-            target_label=d.target_label, unit=d.unit, intended_use=spec.intended_use.strip(),
-            limitations=spec.limitations.strip(),
+            train_rows=len(examples.train), train_span=examples.spans["train"],
+            validation_rows=len(examples.validation), validation_span=examples.spans["validation"],
+            test_rows=len(x_test), test_span=examples.spans["test"], **examples.split,
+            intended_use=spec.intended_use.strip(), limitations=spec.limitations.strip(),
             gate_decision=f"{decision.alias or 'no alias'}: {decision.reason}",
             model_kind=(f"{best['family']}: the best of {len(trials)} search trials by validation {metric} "
                         f"(trial {best['batch']}.{best['number']}{', the hand-set model' if best['hand_set'] else ''})"),
+            **kind.card_values(spec, judged),
         )
         mlflow.log_text(card, "model_card.md")
         drift = drift or Drift()
-        mlflow.log_dict(reference_profile(seen, d.numeric, d.time_column, drift.window_days, drift.bins,
+        mlflow.log_dict(reference_profile(seen, kind.drift_columns(spec), time_column, drift.window_days, drift.bins,
                                           drift.min_psi), registry.DRIFT_REFERENCE)
         mlflow.set_tag("gate_decision", decision.alias or "rejected")
 
@@ -200,27 +196,31 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
         "data_interval": facts.data_interval, "feature_digest": facts.features_sha256, "code_version": registry.code_version(),
         "airflow_run_id": facts.airflow_run_id, "gate_decision": decision.alias or "rejected", "gate_reason": decision.reason,
         "spec_digest": spec_digest(spec), "search_budget": str(budget), "feature_definition": facts.feature_definition,
-        "features_to": str(gold[d.time_column].max().date()),
+        "features_to": str(gold[time_column].max().date()), "task_type": spec.task_type,
         **{f"test_{k}": f"{v:.3f}" for k, v in metrics["model"].items()},
     }
     for key, value in version_tags.items():
         client.set_model_version_tag(spec.registered_model, version, key, value)
     client.update_registered_model(spec.registered_model, description=spec.description.strip())
     client.update_model_version(spec.registered_model, version, description=version_description(
-        spec, facts, decision, metrics, len(x_seen), best))
+        spec, facts, decision, metrics, len(x_seen), best, gate_metric))
     if decision.alias:
         client.set_registered_model_alias(spec.registered_model, decision.alias, version)
     log.info("registered %s version %s: %s", spec.registered_model, version, decision.reason)
-    return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, by_series if d.series else {},
-                   champion_version, fit_seconds, len(x_seen), best["family"], len(trials))
+    return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, by_group,
+                   champion_version, fit_seconds, len(x_seen), best["family"], len(trials), gate_metric,
+                   next(iter(figures), None))
 
 
-def version_description(spec, facts: RunFacts, decision, metrics: dict, train_rows: int, best: dict) -> str:
+def version_description(spec, facts: RunFacts, decision, metrics: dict, train_rows: int, best: dict,
+                        metric: str) -> str:
     """What the registry shows beside a version: what it is, the gate's decision and why, and its
     test scores beside the baselines (same rows)."""
-    d, metric = spec.data, spec.gate.metric
-    scores = ", ".join(f"{name} {m[metric]:.1f}" for name, m in sorted(metrics.items(), key=lambda kv: kv[1][metric]))
-    return (f"{d.target_label} ({d.unit}) for scenario {facts.scenario}: {best['family']} (search trial "
+    kind = task_type_of(spec)
+    better = kind.metrics[metric].greater_is_better
+    scores = ", ".join(f"{name} {m[metric]:.1f}" for name, m in sorted(metrics.items(), key=lambda kv: kv[1][metric],
+                                                                        reverse=better))
+    return (f"{kind.describe(spec)} for scenario {facts.scenario}: {best['family']} (search trial "
             f"{best['batch']}.{best['number']}), trained on {train_rows:,} rows of "
             f"{facts.data_interval} (features sha256 {facts.features_sha256[:12]}, Airflow run {facts.airflow_run_id}).\n\n"
             f"Registry gate: {decision.alias or 'rejected'} - {decision.reason}.\n\n"

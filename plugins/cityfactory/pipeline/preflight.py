@@ -59,21 +59,16 @@ def _fleet_file_problems(scenario: Scenario) -> list[str]:
 
 
 def _spec_problems(scenario: Scenario) -> list[str]:
-    from cityfactory.training.spec import load_model_spec
+    from cityfactory.tasktypes import load_model_spec, task_type_of
 
     try:
         spec = load_model_spec(scenario.model_spec)
     except ScenarioError as exc:
         return [f"{exc} (scenario key 'model_spec')"]
     path = get_settings().models_dir / f"{scenario.model_spec}.yaml"
-    problems = []
-    if spec.architecture.residual_of not in spec.data.numeric:
-        problems.append(f"{path}: key 'architecture.residual_of': {spec.architecture.residual_of!r} is not in data.numeric")
+    problems = task_type_of(spec).spec_problems(spec, bool(scenario.schema_.series), path)
     if not (path.parent / spec.card_template).exists():
         problems.append(f"{path}: key 'card_template': {spec.card_template} not found in {path.parent}")
-    if bool(spec.data.series) != bool(scenario.schema_.series):
-        problems.append(f"{path}: key 'data.series': the scenario {'has' if scenario.schema_.series else 'has no'} "
-                        "series key; the spec must say the same")
     return problems
 
 

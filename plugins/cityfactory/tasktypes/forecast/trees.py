@@ -22,6 +22,7 @@ from cityfactory.compression.onnx_export import (
     session,
 )
 from cityfactory.compression.variants import Variant, measure
+from cityfactory.tasktypes.forecast.metrics import edge_scores
 
 ROUNDS_KEPT = (0.9, 0.75, 0.5)
 
@@ -67,8 +68,8 @@ def build_and_measure(forecaster, n_features: int, x_test: np.ndarray, y_test: n
     for share in ROUNDS_KEPT:
         name = f"trees_first_{round(share * 100)}pct"
         paths[name] = export(booster, residual, n_features, workdir / f"{name}.onnx", max(1, int(rounds * share)))
-    variants = [measure("lightgbm_native", None, forecaster.predict_array, x_test, y_test)]
+    variants = [measure("lightgbm_native", None, forecaster.predict_array, x_test, y_test, edge_scores)]
     for name, path in paths.items():
         sess = session(path)
-        variants.append(measure(name, path, lambda x, s=sess: run(s, x), x_test, y_test))
+        variants.append(measure(name, path, lambda x, s=sess: run(s, x), x_test, y_test, edge_scores))
     return variants, parity

@@ -28,3 +28,9 @@ def scores_by_series(series, actual, predictions: dict[str, np.ndarray], mape_fl
         rows = series == value
         out[str(value)] = {name: scores(np.asarray(actual)[rows], values[rows], mape_floor) for name, values in predictions.items()}
     return out
+
+
+def edge_scores(actual, predicted) -> dict[str, float]:
+    """What a compressed variant is measured by: MAE (its budget) and RMSE."""
+    found = scores(actual, predicted)
+    return {"mae": found["mae"], "rmse": found["rmse"]}

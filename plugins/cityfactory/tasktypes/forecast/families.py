@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import mlflow.pyfunc
 import numpy as np
 
-from cityfactory.training.spec import FAMILY_DEFAULTS, ModelSpec
+from cityfactory.tasktypes.forecast.spec import FAMILY_DEFAULTS, ForecastSpec
 
 Report = Callable[[int, float], None]
 
@@ -32,7 +32,7 @@ def widths(value) -> list[int]:
     return [int(v) for v in str(value).split("-") if v.strip()]
 
 
-def hand_set_params(spec: ModelSpec) -> dict:
+def hand_set_params(spec: ForecastSpec) -> dict:
     """The spec's hand-set model as residual_mlp settings: the reference trial of every search."""
     t = spec.training
     return {"hidden": "-".join(str(w) for w in spec.architecture.hidden), "epochs": t.epochs, "patience": t.patience,
@@ -74,7 +74,7 @@ class Forecaster(mlflow.pyfunc.PythonModel):
         if self.family == "lightgbm":
             change = self.model.predict(features, num_iteration=self.iterations)
             return (features[:, self.residual_index] + change).astype(np.float32)
-        from cityfactory.training.train import predict
+        from cityfactory.tasktypes.forecast.fitting import predict
 
         return predict(self.model, features)
 
@@ -89,8 +89,12 @@ class Trained:
     best_step: int
 
 
-def _network(family: str, spec: ModelSpec, params: dict, x_train: np.ndarray):
-    from cityfactory.training.network import RecurrentNet, ResidualMLP, scaling
+def _network(family: str, spec: ForecastSpec, params: dict, x_train: np.ndarray):
+    from cityfactory.tasktypes.forecast.network import (
+        RecurrentNet,
+        ResidualMLP,
+        scaling,
+    )
 
     names = spec.data.feature_names
     mean, std = scaling(x_train)
@@ -102,7 +106,7 @@ def _network(family: str, spec: ModelSpec, params: dict, x_train: np.ndarray):
 
 
 def _fit_network(family, spec, params, x_train, y_train, x_val, y_val, metric, seed, report, epochs=None):
-    from cityfactory.training.train import fit_network, seed_everything
+    from cityfactory.tasktypes.forecast.fitting import fit_network, seed_everything
 
     seed_everything(seed)
     fitted = fit_network(_network(family, spec, params, x_train), x_train, y_train, x_val, y_val,
@@ -172,7 +176,7 @@ def _fit_trees(spec, params, x_train, y_train, x_val, y_val, metric, seed, repor
     return Trained(Forecaster("lightgbm", params, float32_splits(booster), residual, best), history, best)
 
 
-def fit(family: str, spec: ModelSpec, params: dict, x_train, y_train, x_val, y_val, metric: str, seed: int,
+def fit(family: str, spec: ForecastSpec, params: dict, x_train, y_train, x_val, y_val, metric: str, seed: int,
         report: Report | None = None) -> Trained:
     params = {**FAMILY_DEFAULTS[family], **params}
     if family == "lightgbm":
@@ -180,14 +184,32 @@ def fit(family: str, spec: ModelSpec, params: dict, x_train, y_train, x_val, y_v
     return _fit_network(family, spec, params, x_train, y_train, x_val, y_val, metric, seed, report)
 
 
-def fit_hand_set(spec: ModelSpec, x_train, y_train, x_val, y_val) -> Trained:
+def fit_hand_set(spec: ForecastSpec, x_train, y_train, x_val, y_val) -> Trained:
     """The spec's hand-set model (``architecture`` + ``training``), as the search's first trial trains it."""
     return fit("residual_mlp", spec, hand_set_params(spec), x_train, y_train, x_val, y_val, "rmse", spec.training.seed)
 
 
-def refit(family: str, spec: ModelSpec, params: dict, steps: int, x, y, seed: int) -> Forecaster:
+def refit(family: str, spec: ForecastSpec, params: dict, steps: int, x, y, seed: int) -> Forecaster:
     """The chosen settings trained again on ``x`` (training + validation rows) for ``steps``."""
     params = {**FAMILY_DEFAULTS[family], **params}
     if family == "lightgbm":
         return _fit_trees(spec, params, x, y, None, None, "rmse", seed, None, rounds=steps).forecaster
     return _fit_network(family, spec, params, x, y, None, None, "rmse", seed, None, epochs=steps).forecaster
+
+
+def load_network(spec: ForecastSpec, uri: str):
+    """A registered version's network (``models:/name/version``): a network family's, or a version
+    logged as a plain PyTorch model (the ``pytorch`` flavour), whose weights go into our module."""
+    from cityfactory.tasktypes.forecast.network import ResidualMLP
+
+    loaded = mlflow.pyfunc.load_model(uri)
+    if "pytorch" not in loaded.metadata.flavors:
+        return loaded.unwrap_python_model().model.eval()
+    from mlflow import pytorch
+
+    state = pytorch.load_model(uri).state_dict()
+    arch, names = spec.architecture, spec.data.feature_names
+    model = ResidualMLP(len(names), arch.hidden, names.index(arch.residual_of), arch.output_scale,
+                        state["mean"].numpy(), state["std"].numpy())
+    model.load_state_dict(state)
+    return model.eval()

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from cityfactory.governance.ledger import Artifact, Kind
-from cityfactory.runs import RunContext
-from cityfactory.search.tasks import run_facts
-from cityfactory.training.spec import load_model_spec
-from cityfactory.training.stage import train_and_register
-from cityfactory.transform.gold import read_gold
+from cityfactory.pipeline.context import RunContext
+from cityfactory.pipeline.search import run_facts
+from cityfactory.pipeline.train_stage import train_and_register
+from cityfactory.storage.gold import read_gold
+from cityfactory.tasktypes import load_model_spec, task_type_of
 
 
 def train(ctx: RunContext, gold: dict, batches: list[list[str]], planned: list[dict], trials: list[list[dict]]) -> dict:
     """Refit the best trial on the gold features, track in MLflow, register, and decide the alias."""
     scenario = ctx.scenario
     spec = load_model_spec(scenario.model_spec)
+    kind = task_type_of(spec)
     found = [t for batch in trials for t in batch]
     with ctx.entry(Kind.MODEL_TRAINED) as entry:
         entry.inputs.append(Artifact(gold["uri"], gold["sha256"], gold["rows"], "gold"))
@@ -28,8 +31,12 @@ def train(ctx: RunContext, gold: dict, batches: list[list[str]], planned: list[d
         entry.details.update(metrics=outcome.metrics, metrics_by_series=outcome.metrics_by_series, alias=outcome.alias,
                              reason=outcome.reason, champion_version=outcome.champion_version,
                              registered_model=spec.registered_model, fit_seconds=round(outcome.fit_seconds, 2),
-                             train_rows=outcome.train_rows, family=outcome.family,
+                             train_rows=outcome.train_rows, family=outcome.family, task_type=spec.task_type,
+                             gate_metric=outcome.gate_metric, reference_baseline=kind.reference_baseline,
+                             metric_columns=[asdict(m) for m in kind.metrics.values()],
+                             headline_figure=outcome.headline_figure,
                              search={"trials": len(found), "pruned": sum(t["state"] != "complete" for t in found),
                                      "trial_seconds": round(sum(t["seconds"] for t in found), 1)})
     return {"version": outcome.version, "alias": outcome.alias, "reason": outcome.reason,
-            "mlflow_run_id": outcome.mlflow_run_id, "test_rmse": outcome.metrics["model"]["rmse"]}
+            "mlflow_run_id": outcome.mlflow_run_id,
+            f"test_{outcome.gate_metric}": outcome.metrics["model"][outcome.gate_metric]}

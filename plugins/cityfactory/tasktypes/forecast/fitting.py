@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cityfactory.training.metrics import scores
+from cityfactory.tasktypes.forecast.metrics import scores
 
 log = logging.getLogger(__name__)
 

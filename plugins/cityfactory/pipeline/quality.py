@@ -8,8 +8,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from cityfactory.governance.ledger import Kind
 from cityfactory.ingestion.parsing import empty_bronze
+from cityfactory.pipeline.context import RunContext
 from cityfactory.quality.gates import QualityGateError, run_gate
-from cityfactory.runs import RunContext
 from cityfactory.storage.lake import join_key
 from cityfactory.storage.parquet import read_partitions
 from cityfactory.transform.dbt import duckdb_path, model_uri, read_model

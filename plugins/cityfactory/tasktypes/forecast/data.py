@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cityfactory.training.spec import DataSpec, SplitSpec
+from cityfactory.tasktypes.forecast.spec import DataSpec, SplitSpec
 
 
 @dataclass

@@ -1,22 +1,20 @@
-"""Model specs (``models/<scenario>.yaml``): what to learn, from what, and how to judge it."""
+"""A forecaster's model spec (``task_type: forecast``): the feature row, the split in time, the
+hand-set network, the naive and linear baselines and the gate against them."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from cityfactory.config.scenarios import ScenarioError, _location
-from cityfactory.settings import get_settings
+from cityfactory.tasktypes.spec import STRICT, ModelSpec
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Strict(BaseModel):
+    model_config = STRICT
 
 
-class Encoding(_Strict):
+class Encoding(Strict):
     """A categorical input as one indicator per value: ``values`` listed (strings or numbers), or
     an integer ``range`` [first, last]. A value outside them encodes as all zeros."""
 
@@ -41,7 +39,7 @@ class Encoding(_Strict):
         return list(self.values) if self.values is not None else list(range(self.range[0], self.range[1] + 1))
 
 
-class DataSpec(_Strict):
+class DataSpec(Strict):
     target: str
     target_label: str = Field(description="what the model predicts, in words (plots, bundle manifest)")
     unit: str = Field(description="the target's unit (plots, bundle manifest, metrics)")
@@ -80,19 +78,19 @@ class DataSpec(_Strict):
         return [*self.numeric, *self.one_hot, *self.flags, *self.window_extras]
 
 
-class SplitSpec(_Strict):
+class SplitSpec(Strict):
     test_days: int = Field(gt=0)
     validation_days: int = Field(gt=0)
 
 
-class ArchitectureSpec(_Strict):
+class ArchitectureSpec(Strict):
     type: Literal["residual_mlp"]
     residual_of: str
     hidden: list[int] = Field(min_length=1)
     output_scale: float = Field(gt=0)
 
 
-class TrainingSpec(_Strict):
+class TrainingSpec(Strict):
     seed: int
     epochs: int = Field(ge=1)
     patience: int = Field(ge=1)
@@ -101,29 +99,6 @@ class TrainingSpec(_Strict):
     weight_decay: float = Field(ge=0)
 
 
-class Range(_Strict):
-    """One hyper-parameter's range: ``choices``, or ``low``..``high`` (integers if both are; ``log``
-    for a log scale)."""
-
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: list[Any] | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> Range:
-        if (self.choices is None) == (self.low is None or self.high is None):
-            raise ValueError("give either 'choices' (a list) or both 'low' and 'high'")
-        if self.choices is not None and not self.choices:
-            raise ValueError("'choices' is empty")
-        if self.low is not None and self.high < self.low:
-            raise ValueError(f"high {self.high} is below low {self.low}")
-        if self.log and self.low is not None and self.low <= 0:
-            raise ValueError("a log range needs low > 0")
-        return self
-
-
-FamilyName = Literal["residual_mlp", "recurrent", "lightgbm"]
 # Each family's settings and their defaults (``training/families.py`` builds the models from them).
 FAMILY_DEFAULTS = {
     "residual_mlp": {"hidden": "128-64", "epochs": 40, "patience": 8, "batch_size": 256, "learning_rate": 1e-3,
@@ -135,45 +110,7 @@ FAMILY_DEFAULTS = {
 }
 
 
-class FamilySearch(_Strict):
-    """A model family in the search: its searched ``ranges`` and its ``fixed`` settings."""
-
-    ranges: dict[str, Range] = {}
-    fixed: dict[str, Any] = {}
-
-
-class PrunerSpec(_Strict):
-    """Median pruning: a trial stops when its intermediate validation score is worse than the
-    median of the earlier trials at the same step."""
-
-    startup_trials: int = Field(3, ge=0)
-    warmup_steps: int = Field(5, ge=0)
-
-
-class SearchSpec(_Strict):
-    """The model search (Optuna, TPE sampler): the families and their ranges, the budget, and the
-    validation metric that ranks trials. Given ``seed`` and ``trials`` it is deterministic;
-    ``timeout_minutes`` adds a time budget per batch (then it is not)."""
-
-    metric: Literal["rmse", "mae"] = "rmse"
-    seed: int = 0
-    trials: int = Field(ge=1)
-    trials_per_batch: int = Field(4, ge=1)
-    random_trials: int = Field(3, ge=1)  # per batch, before the TPE sampler's model guides the rest
-    timeout_minutes: float | None = Field(None, gt=0)
-    pruner: PrunerSpec = PrunerSpec()
-    families: dict[FamilyName, FamilySearch] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _known_settings(self) -> SearchSpec:
-        for family, declared in self.families.items():
-            if unknown := sorted((set(declared.ranges) | set(declared.fixed)) - set(FAMILY_DEFAULTS[family])):
-                raise ValueError(f"families.{family}: {', '.join(unknown)} is no {family} setting "
-                                 f"(known: {', '.join(sorted(FAMILY_DEFAULTS[family]))})")
-        return self
-
-
-class LinearBaseline(_Strict):
+class LinearBaseline(Strict):
     """Least squares on ``lags`` plus one indicator per combination of the ``seasonal`` columns'
     values (two calendar columns, say hour and weekday, give one indicator per hour of the week)."""
 
@@ -181,7 +118,7 @@ class LinearBaseline(_Strict):
     seasonal: list[str] = []
 
 
-class BaselineSpec(_Strict):
+class BaselineSpec(Strict):
     """Naive baselines (a column carried forward, e.g. the last value: ``persistence``) and a linear
     autoregression, fitted per series or pooled over all series."""
 
@@ -191,58 +128,45 @@ class BaselineSpec(_Strict):
     fit: Literal["per_series", "pooled"] = "pooled"
 
 
-class GateSpec(_Strict):
-    metric: Literal["rmse", "mae"]
+METRICS = ("rmse", "mae")  # what the gate and the search may rank by (lower is better)
+
+
+class GateSpec(Strict):
+    metric: Literal[METRICS]
     min_improvement_over_linear: float = Field(ge=0, lt=1)
     champion_tolerance: float = Field(ge=0)
     # Refuse a model worse than persistence on more than this share of the series.
     max_series_worse_than_persistence: float = Field(0.0, ge=0, le=1)
 
 
-class MetricSpec(_Strict):
+class MetricSpec(Strict):
     # MAPE divides by max(|actual|, floor): near-zero actuals do not explode it.
     mape_floor: float = Field(1.0, gt=0)
 
 
-class ModelSpec(_Strict):
-    name: str
-    registered_model: str
-    description: str
-    intended_use: str
-    limitations: str
-    card_template: str
+class ForecastSpec(ModelSpec):
+    task_type: Literal["forecast"]
     data: DataSpec
     split: SplitSpec
     architecture: ArchitectureSpec  # the hand-set model: trained alone when there is no search
     training: TrainingSpec
-    search: SearchSpec | None = None
     baselines: BaselineSpec
     gate: GateSpec
     metrics: MetricSpec = MetricSpec()
 
     @model_validator(mode="after")
-    def _recurrent_has_a_window(self) -> ModelSpec:
-        if self.search and "recurrent" in self.search.families and not self.data.window:
+    def _search_fits_the_families(self) -> ForecastSpec:
+        search = self.search
+        if search is None:
+            return self
+        if search.metric is not None and search.metric not in METRICS:
+            raise ValueError(f"search.metric: {search.metric!r} is no forecast metric (known: {', '.join(METRICS)})")
+        for family, declared in search.families.items():
+            if family not in FAMILY_DEFAULTS:
+                raise ValueError(f"search.families.{family}: no such forecast family (known: {', '.join(FAMILY_DEFAULTS)})")
+            if unknown := sorted((set(declared.ranges) | set(declared.fixed)) - set(FAMILY_DEFAULTS[family])):
+                raise ValueError(f"search.families.{family}: {', '.join(unknown)} is no {family} setting "
+                                 f"(known: {', '.join(sorted(FAMILY_DEFAULTS[family]))})")
+        if "recurrent" in search.families and not self.data.window:
             raise ValueError("search.families.recurrent needs data.window (the recent hours, per channel)")
         return self
-
-
-def load_model_spec(name: str, directory: Path | None = None) -> ModelSpec:
-    """``models/<name>.yaml`` (or ``$CITYFACTORY_MODELS_DIR``), validated; errors name file and key."""
-    path = (directory or get_settings().models_dir) / f"{name}.yaml"
-    try:
-        raw = yaml.safe_load(path.read_text())
-        return ModelSpec.model_validate(raw)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc}") from exc
-    except ValidationError as exc:
-        problems = "; ".join(f"key '{_location(e['loc'])}': {e['msg']}" for e in exc.errors())
-        raise ScenarioError(f"{path}: {problems}") from None
-
-
-def spec_digest(spec: ModelSpec) -> str:
-    """sha256 of the spec's validated content (comments and key order do not count)."""
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()

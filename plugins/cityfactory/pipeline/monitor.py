@@ -13,11 +13,11 @@ from cityfactory.monitoring.collect import collect
 from cityfactory.monitoring.decision import Evidence, decide
 from cityfactory.monitoring.drift import drift_table
 from cityfactory.monitoring.figures import monitoring_figure
-from cityfactory.runs import RunContext
+from cityfactory.pipeline.context import RunContext
 from cityfactory.storage.lake import join_key
 from cityfactory.storage.parquet import read_partitions
+from cityfactory.tasktypes import load_model_spec, spec_digest, task_type_of
 from cityfactory.training import registry
-from cityfactory.training.spec import load_model_spec, spec_digest
 from cityfactory.transform.dbt import duckdb_path, model_uri, read_days
 
 HISTORY_DAYS = 14  # evaluations read back for the picture and the decision (at least the rule's days)
@@ -43,7 +43,7 @@ def _evaluate(ctx: RunContext, spec, days: set[str]) -> list[dict]:
         served = live.served_rows(table.to_pandas() if table is not None else None)
         for version in set(served["model_version"].unique()) - set(offline):
             offline[version] = registry.offline_metrics(spec.registered_model, version)
-        evaluation = live.evaluate_day(day, served, read_days(ctx.scenario, when, when), spec, offline)
+        evaluation = task_type_of(spec).evaluate_served(day, served, read_days(ctx.scenario, when, when), spec, offline)
         evaluation["key"] = _evaluation_key(ctx.scenario.name, day)
         ctx.lake.put_bytes(evaluation["key"], json.dumps(evaluation).encode())
         evaluated.append(evaluation)
@@ -54,7 +54,7 @@ def _drift(ctx: RunContext, spec, champion: str | None, last_day: dt.date) -> tu
     """The champion's drift table over the usable mart rows of the window ending ``last_day``."""
     window = ctx.scenario.maintenance.drift.window_days
     recent = read_days(ctx.scenario, last_day - dt.timedelta(days=window - 1), last_day)
-    recent = recent[recent[spec.data.usable].astype(bool)]
+    recent = task_type_of(spec).usable(spec, recent)
     reference = registry.drift_reference(spec.registered_model, champion) if champion else None
     return (drift_table(reference, recent) if reference is not None and len(recent) else []), len(recent)
 
@@ -62,6 +62,8 @@ def _drift(ctx: RunContext, spec, champion: str | None, last_day: dt.date) -> tu
 def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
     """Collect, evaluate the days that got served rows, measure drift of the latest window."""
     scenario, spec = ctx.scenario, load_model_spec(ctx.scenario.model_spec)
+    kind = task_type_of(spec)
+    metric = kind.gate_metric(spec)
     policy = scenario.maintenance
     registry.use_experiment(scenario.name)
     champion = registry.alias_version(spec.registered_model, registry.CHAMPION)
@@ -74,11 +76,13 @@ def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
         entry.outputs += [Artifact(ctx.lake.uri_for(e.pop("key")), "", e["scored_rows"], "evaluation") for e in evaluated]
         history = _recent_evaluations(ctx, max(HISTORY_DAYS, policy.retrain_when.live_error_days))
         drift, drift_rows = _drift(ctx, spec, champion, dt.date.fromisoformat(batches[-1][-1]))
-        ratio, days = live.pooled_ratio(history, champion, policy.retrain_when.live_error_days) if champion else (None, 0)
-        result = {"champion": champion, "metric": spec.gate.metric, "live_ratio": ratio, "live_days": days,
+        ratio, days = (live.pooled_ratio(history, champion, policy.retrain_when.live_error_days, kind.metrics)
+                       if champion else (None, 0))
+        result = {"champion": champion, "metric": metric, "live_ratio": ratio, "live_days": days,
                   "drifted": [r["feature"] for r in drift if r["drifted"]]}
-        picture = monitoring_figure(drift, history, champion, spec.gate.metric,
-                                    f"{scenario.name}: drift over {drift_rows} recent rows, live accuracy")
+        picture = monitoring_figure(drift, history, champion, metric,
+                                    f"{scenario.name}: drift over {drift_rows} recent rows, live accuracy",
+                                    kind.reference_baseline)
         stored = ctx.lake.put_bytes(join_key(ctx.ledger.prefix, "monitoring.png"), picture)
         entry.outputs.append(Artifact.of(stored, kind="picture"))
         entry.counts = {"predictions_collected": collected.rows, "segments": collected.segments,
@@ -87,7 +91,8 @@ def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
                              unreachable=collected.unreachable,
                              unreadable=collected.unreadable, picture=stored.uri,
                              live_error_margin=policy.retrain_when.live_error_margin,
-                             live_error_days=policy.retrain_when.live_error_days)
+                             live_error_days=policy.retrain_when.live_error_days,
+                             reference_baseline=kind.reference_baseline)
     return result
 
 

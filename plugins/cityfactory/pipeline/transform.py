@@ -8,7 +8,7 @@ import datetime as dt
 from airflow.sdk.exceptions import AirflowFailException
 
 from cityfactory.governance.ledger import Artifact, Kind
-from cityfactory.runs import RunContext
+from cityfactory.pipeline.context import RunContext
 from cityfactory.storage.lake import join_key
 from cityfactory.transform.dbt import (
     TransformError,

@@ -17,12 +17,12 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from cityfactory.edge.fleet import Node, edge_token, load_fleet
 from cityfactory.governance.ledger import Artifact, Kind, of_kind
+from cityfactory.pipeline.context import RunContext
 from cityfactory.rollout import controller
-from cityfactory.runs import RunContext
+from cityfactory.storage.gold import read_gold
 from cityfactory.storage.lake import join_key
-from cityfactory.training import data, registry
-from cityfactory.training.spec import load_model_spec
-from cityfactory.transform.gold import read_gold
+from cityfactory.tasktypes import load_model_spec, task_type_of
+from cityfactory.training import registry
 
 FAILED_STATES = ("failed", "upstream_failed")
 
@@ -56,15 +56,13 @@ def plan(ctx: RunContext, compressed: dict | None, gold: dict | None, stages: li
     fleet = load_fleet(rollout.fleet)
     with ctx.entry(Kind.ROLLOUT_PLANNED) as entry:
         frame = read_gold(ctx.lake, scenario.name, gold["sha256"] if gold else None)
-        recent = data.latest_rows(frame, spec.data, rollout.bake_rows)  # the latest rows of every series
-        bake = {"features": data.features(recent, spec.data).tolist(), "actuals": recent[spec.data.target].tolist(),
-                "from": str(recent[spec.data.time_column].min()), "to": str(recent[spec.data.time_column].max())}
+        bake = task_type_of(spec).bake_rows(spec, frame, rollout.bake_rows)  # the latest rows of every series
         stored = ctx.lake.put_bytes(join_key(ctx.ledger.prefix, "rollout", "bake_rows.json"), json.dumps(bake).encode())
         before = controller.snapshot(fleet, edge_token())
         champion = registry.alias_version(_registered_model(ctx), registry.CHAMPION)
         targets = controller.stage_targets(fleet, rollout)
         entry.inputs.append(Artifact(compressed["bundle_uri"], "", None, "bundle"))
-        entry.outputs.append(Artifact.of(stored, len(recent), "bake_rows"))
+        entry.outputs.append(Artifact.of(stored, len(bake["actuals"]), "bake_rows"))
         entry.details.update(version=compressed["version"], before=before, previous_champion=champion,
                              stages=[{"name": s.name, "nodes": [n.id for n in t]} for s, t in zip(rollout.stages, targets)])
     return {"bundle_uri": compressed["bundle_uri"], "version": compressed["version"], "before": before,
@@ -115,13 +113,15 @@ def gate(ctx: RunContext, plan: dict, stage: str) -> dict:
     names = [s["name"] for s in plan["stages"]]
     deployed = {n["id"] for s in plan["stages"][: names.index(stage) + 1] for n in s["nodes"]}
     baked = [n for n in fleet.nodes if n.id in deployed or plan["before"].get(n.id)]  # new, or serving the old
+    kind = task_type_of(load_model_spec(ctx.scenario.model_spec))
     with ctx.entry(Kind.ROLLOUT_GATE) as entry:
         telemetry = controller.bake(baked, np.asarray(bake["features"], dtype=np.float32),
-                                    np.asarray(bake["actuals"], dtype=float), rollout.bake_seconds)
+                                    np.asarray(bake["actuals"], dtype=float), rollout.bake_seconds, kind.bake_error)
         # once every node is on the new version, compare with what the old one measured earlier
-        earlier = [e["details"]["verdict"]["reference_mae"] for e in of_kind(ctx.ledger.current(), Kind.ROLLOUT_GATE)
+        earlier = [e["details"]["verdict"]["reference_error"] for e in of_kind(ctx.ledger.current(), Kind.ROLLOUT_GATE)
                    if e["details"].get("verdict") and e["details"]["stage"] != stage]
-        verdict = controller.judge(telemetry, plan["version"], rollout, earlier[-1] if earlier else None)
+        verdict = controller.judge(telemetry, plan["version"], rollout, earlier[-1] if earlier else None,
+                                   kind.bake_metric.label)
         entry.details.update(stage=stage, verdict=asdict(verdict))
         entry.counts = {"nodes_new": len(verdict.new), "nodes_old": len(verdict.old)}
         if not verdict.passed:

@@ -17,7 +17,7 @@ from pathlib import Path
 from cityfactory.governance import audit, lineage, report
 from cityfactory.governance.events import ledger_events
 from cityfactory.governance.ledger import Artifact, Kind
-from cityfactory.runs import RunContext, fold_task_states
+from cityfactory.pipeline.context import RunContext, fold_task_states
 from cityfactory.security.keys import generated_keys
 from cityfactory.security.signing import audit_public_key_pem
 from cityfactory.settings import get_settings
@@ -76,8 +76,8 @@ def _audit_state(ctx: RunContext, first: int | None, last: int | None) -> dict:
 
 
 def _mlflow_extras(model: dict | None) -> tuple[str | None, str | None, str | None]:
-    """The model card text, the forecast and the search pictures (base64) of the run's MLflow run;
-    Nones if MLflow cannot give them (the report then shows the model card control failed)."""
+    """The model card text, the task type's headline picture and the search's (base64) of the run's
+    MLflow run; Nones if MLflow cannot give them (the report then shows the model card control failed)."""
     if model is None:
         return None, None, None
     import mlflow
@@ -87,8 +87,8 @@ def _mlflow_extras(model: dict | None) -> tuple[str | None, str | None, str | No
     try:
         card = mlflow.artifacts.load_text(f"{run}/model_card.md")
         with tempfile.TemporaryDirectory() as tmp:
-            pictures = [Path(mlflow.artifacts.download_artifacts(f"{run}/plots/{name}.png", dst_path=tmp)).read_bytes()
-                        for name in ("forecast_test_week", "search")]
+            pictures = [Path(mlflow.artifacts.download_artifacts(f"{run}/{path}", dst_path=tmp)).read_bytes()
+                        for path in (model["headline_figure"], "plots/search.png")]
     except Exception as exc:  # noqa: BLE001 - MLflow down or artifacts gone: the report must still be written
         log.error("model card and plots of %s not available: %s", run, exc)
         return None, None, None
@@ -110,13 +110,13 @@ def govern(ctx: RunContext) -> dict:
         first, last = append_run_events(ctx, entries)
         audit_state = _audit_state(ctx, first, last)
         model = report.model_of(entries)
-        card, forecast, search = _mlflow_extras(model)
+        card, headline, search = _mlflow_extras(model)
         graph = lineage.build(entries)
         facts = report.assemble(ctx.scenario, entries, run_facts, task_states, audit_state, card, graph)
         picture = lineage.svg(graph)
         files = {
             "report.json": json.dumps(facts, indent=1, default=str).encode(),
-            "report.html": report.render_html(facts, picture, forecast, _monitoring_picture(ctx, facts), search).encode(),
+            "report.html": report.render_html(facts, picture, headline, _monitoring_picture(ctx, facts), search).encode(),
             "lineage.svg": picture.encode(),
         }
         stored = {name: ctx.lake.put_bytes(join_key(ctx.ledger.prefix, name), data) for name, data in files.items()}

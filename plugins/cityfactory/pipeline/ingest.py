@@ -14,7 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from cityfactory.governance.ledger import Artifact, Kind
 from cityfactory.ingestion import pipeline, replay
 from cityfactory.ingestion.datasets import dataset_file
-from cityfactory.runs import RunContext
+from cityfactory.pipeline.context import RunContext
 
 
 def _dates(days: list[str]) -> list[dt.date]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cityfactory.training.spec import BaselineSpec, LinearBaseline
+from cityfactory.tasktypes.forecast.spec import BaselineSpec, LinearBaseline
 
 
 def _season(frame: pd.DataFrame, spec: LinearBaseline) -> pd.Series:
@@ -13,7 +13,7 @@ def _season(frame: pd.DataFrame, spec: LinearBaseline) -> pd.Series:
 
 
 def _design(frame: pd.DataFrame, spec: LinearBaseline, seasons: list[str]) -> np.ndarray:
-    from cityfactory.training.data import one_hot
+    from cityfactory.tasktypes.forecast.data import one_hot
 
     columns = [frame[spec.lags].to_numpy(dtype=float)]
     if spec.seasonal:

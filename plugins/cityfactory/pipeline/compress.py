@@ -6,11 +6,11 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from cityfactory.compression.gate import CompressionGateError
 from cityfactory.compression.onnx_export import ParityError
-from cityfactory.compression.stage import compress_version
 from cityfactory.governance.ledger import Artifact, Kind
-from cityfactory.runs import RunContext
-from cityfactory.training.spec import load_model_spec
-from cityfactory.transform.gold import read_gold
+from cityfactory.pipeline.compress_stage import compress_version
+from cityfactory.pipeline.context import RunContext
+from cityfactory.storage.gold import read_gold
+from cityfactory.tasktypes import load_model_spec
 
 
 def compress(ctx: RunContext, trained: dict, gold: dict) -> dict:
@@ -23,12 +23,13 @@ def compress(ctx: RunContext, trained: dict, gold: dict) -> dict:
         entry.inputs.append(Artifact(f"models:/{spec.registered_model}/{trained['version']}", "", None, "model_version"))
         try:
             result = compress_version(spec, trained["version"], trained["mlflow_run_id"], frame, scenario.name, ctx.lake,
-                                      scenario.compression.max_mae_increase, scenario.compression.parity_tolerance)
+                                      scenario.compression.max_quality_loss, scenario.compression.parity_tolerance)
         except (CompressionGateError, ParityError) as exc:
             raise AirflowFailException(str(exc)) from exc
         entry.outputs = [Artifact.of(s, kind="bundle") for s in result.stored]
         entry.counts = {"variants": len(result.variants), "bundle_bytes": result.chosen.size_bytes}
         entry.details.update(variants=[v.row() for v in result.variants], chosen=result.chosen.name,
+                             quality_columns=list(result.chosen.quality),
                              parity_max_abs=result.parity, table=result.table)
     prefix = result.stored[0].uri.rsplit("/", 1)[0]
     return {"version": trained["version"], "bundle_uri": prefix, "variant": result.chosen.name}

@@ -5,12 +5,12 @@ from __future__ import annotations
 from airflow.sdk.exceptions import AirflowSkipException
 
 from cityfactory.governance.ledger import Artifact, Kind
-from cityfactory.runs import RunContext
+from cityfactory.pipeline.context import RunContext
+from cityfactory.pipeline.train_stage import RunFacts, start_train_run
 from cityfactory.search.plan import Batch, plan_batches, trial_budget
+from cityfactory.storage.gold import read_gold
+from cityfactory.tasktypes import load_model_spec, spec_digest
 from cityfactory.training import registry
-from cityfactory.training.spec import load_model_spec, spec_digest
-from cityfactory.training.stage import RunFacts, start_train_run
-from cityfactory.transform.gold import read_gold
 
 
 def run_facts(ctx: RunContext, gold: dict, batches: list[list[str]]) -> RunFacts:

@@ -3,6 +3,6 @@
 
 from mlflow.models import set_model
 
-from cityfactory.training.families import Forecaster
+from cityfactory.tasktypes.forecast.families import Forecaster
 
 set_model(Forecaster())

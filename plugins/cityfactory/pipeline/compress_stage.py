@@ -1,0 +1,76 @@
+"""The compress stage: the ``challenger`` version -> measured variants -> a signed edge bundle."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cityfactory.compression import bundle, gate
+from cityfactory.compression.variants import Variant
+from cityfactory.storage.lake import Lake, StoredObject
+from cityfactory.tasktypes import task_type_of
+from cityfactory.tasktypes.spec import ModelSpec
+from cityfactory.training import registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Compressed:
+    variants: list[Variant]
+    chosen: Variant
+    parity: float
+    manifest: dict
+    stored: list[StoredObject]
+    table: str
+
+
+def compress_version(spec: ModelSpec, version: str, mlflow_run_id: str, gold: pd.DataFrame, scenario: str,
+                     lake: Lake, max_quality_loss: float, parity_tolerance: float) -> Compressed:
+    """The version's variants, as its task type builds them, measured on its test rows; the
+    smallest within the budget on the task type's compression metric is signed into a bundle."""
+    import mlflow
+
+    kind = task_type_of(spec)
+    metric = kind.compression_metric
+    better = kind.metrics[metric].greater_is_better
+    registry.use_experiment(scenario)
+    model = kind.load_model(f"models:/{spec.registered_model}/{version}")
+    examples = kind.examples(spec, gold)
+    with tempfile.TemporaryDirectory(prefix="cityfactory-compress-") as tmp:
+        variants, parity = kind.compress(spec, model, examples, Path(tmp), parity_tolerance)
+        text = gate.table(variants, metric, better)
+        log.info("compression variants (test rows: %d):\n%s", len(examples.x_test), text)
+        with mlflow.start_run(run_id=mlflow_run_id):
+            mlflow.log_table(pd.DataFrame([v.row() for v in variants]), "compression/variants.json")
+            mlflow.log_text(text, "compression/variants.txt")
+            mlflow.log_metric("compression_parity_max_abs", parity)
+            for v in variants:
+                mlflow.log_metrics({f"compression_{v.name}_{k}": value for k, value in v.row().items() if k not in ("name", "path")})
+            chosen = gate.choose(variants, metric, max_quality_loss, better)  # raises with the table if nothing fits
+            mlflow.set_tag("compression_variant", chosen.name)
+            onnx_bytes = Path(chosen.path).read_bytes()
+            mlflow.log_artifact(chosen.path, "compression")
+    facts = {
+        "scenario": scenario, "registered_model": spec.registered_model, "model_version": str(version),
+        "mlflow_run_id": mlflow_run_id, "task_type": spec.task_type, "family": model.family, "variant": chosen.name,
+        **kind.edge_contract(spec, model),
+        "test_metrics": chosen.quality,
+    }
+    files = bundle.build({bundle.MODEL: onnx_bytes}, facts)
+    stored = bundle.write(lake, scenario, version, files)
+    manifest = json.loads(files[bundle.MANIFEST])
+    client = mlflow.MlflowClient()
+    fp32 = next(v for v in variants if v.name == "onnx_fp32")
+    for key, value in {
+        "compression_variant": chosen.name, "compression_ratio": f"{fp32.size_bytes / chosen.size_bytes:.2f}",
+        "bundle_uri": lake.uri_for(bundle.bundle_prefix(scenario, version)),
+        "bundle_manifest_sha256": next(s.sha256 for s in stored if s.uri.endswith(bundle.MANIFEST)),
+    }.items():
+        client.set_model_version_tag(spec.registered_model, str(version), key, value)
+    return Compressed(variants, chosen, parity, manifest, stored, text)

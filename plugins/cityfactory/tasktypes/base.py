@@ -1,0 +1,226 @@
+"""The one protocol every kind of model implements, and the tables the stages read from it.
+
+A stage never asks which kind of model it has in hand: it asks the scenario's task type (``task_type`` in the
+model spec) for what differs by kind: the spec's own keys, examples from gold and their split,
+baselines, metrics (and which direction is better), the gate, the families a search draws from,
+the ONNX variants and the edge contract, how served predictions meet what really happened, and
+the figures and model-card values. As in MLflow Recipes, metrics are data (``Metric``), not code
+branches; as in OpenLineage's extractor manager, a new kind is a new class registered by name
+(``tasktypes.register``), and nothing that asks is edited.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from cityfactory.tasktypes.spec import ModelSpec
+
+if TYPE_CHECKING:  # parsing a DAG file reads specs through here: no numpy or pandas at import
+    import numpy as np
+    import pandas as pd
+
+    from cityfactory.compression.variants import Variant
+
+Report = Callable[[int, float], None]  # (step, validation value): a search's pruner raises from it
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric a task type reports: its label, which direction is better, and how it pools
+    over days of different sizes (``mean`` of the values, or ``rms`` for a root-mean-square)."""
+
+    name: str
+    label: str
+    greater_is_better: bool = False
+    pooled: str = "mean"
+    format: str = ".1f"
+    in_summary: bool = True  # a column of the terminal's run summary (the report shows every metric)
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.greater_is_better else a < b
+
+    def pool(self, values: list[float], rows: list[int]) -> float:
+        total = sum(rows)
+        if self.pooled == "rms":
+            return math.sqrt(sum(n * v**2 for v, n in zip(values, rows)) / total)
+        return sum(n * v for v, n in zip(values, rows)) / total
+
+
+@dataclass
+class Examples:
+    """Gold rows split for training: frames (for baselines, spans and figures) and model arrays."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_validation: np.ndarray
+    y_validation: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    test_start: pd.Timestamp
+    spans: dict[str, str] = field(default_factory=dict)  # part -> "first .. last", for the card
+    split: dict[str, int] = field(default_factory=dict)  # how the parts were cut (MLflow params, the card)
+
+    @property
+    def seen(self) -> pd.DataFrame:
+        """The rows a refit trains on: training and validation."""
+        import pandas as pd
+
+        return pd.concat([self.train, self.validation])
+
+
+@dataclass
+class Trained:
+    """A fitted model of some family, with its per-step validation history (``step`` and
+    ``validation_<metric>`` keys) and the step it was best at."""
+
+    model: Any  # has predict_array(x) and log_model(**mlflow kwargs)
+    history: list[dict]
+    best_step: int
+
+
+@dataclass
+class GateDecision:
+    alias: str | None
+    reason: str
+
+
+@dataclass
+class Judgement:
+    """A candidate scored once on the test rows beside the baselines (and the champion)."""
+
+    metrics: dict[str, dict[str, float]]  # model name -> metric -> value
+    by_group: dict[str, dict[str, dict[str, float]]]  # group (series, class, ...) -> model name -> metrics
+    decision: GateDecision
+    predictions: dict[str, np.ndarray]  # model name -> its test predictions (the candidate is "model")
+
+
+class TaskType(ABC):
+    """What a stage may ask of a kind of model. Subclasses fill the class tables and the methods;
+    ``tasktypes.register`` makes them known by ``name``."""
+
+    name: ClassVar[str]
+    spec_class: ClassVar[type[ModelSpec]]
+    metrics: ClassVar[Mapping[str, Metric]]
+    families: ClassVar[dict[str, dict[str, Any]]]  # family -> its settings with defaults
+    hand_set_family: ClassVar[str]  # the family of the spec's hand-set model (the search's first trial)
+    compression_metric: ClassVar[str]  # what a compressed variant may lose at most a share of
+    bake_metric: ClassVar[Metric]  # what ``bake_error`` measures (lower is better), for the rollout gate
+    reference_baseline: ClassVar[str]  # the baseline live accuracy is shown against
+
+    # -- the spec --------------------------------------------------------------------------------
+    @abstractmethod
+    def spec_problems(self, spec: ModelSpec, has_series: bool, path: Path) -> list[str]:
+        """Cross-file problems a spec's own validation cannot see (naming ``path`` and the key)."""
+
+    @abstractmethod
+    def gate_metric(self, spec: ModelSpec) -> str: ...
+
+    def search_metric(self, spec: ModelSpec) -> str:
+        return (spec.search.metric if spec.search else None) or self.gate_metric(spec)
+
+    @abstractmethod
+    def hand_set(self, spec: ModelSpec) -> tuple[dict, int]:
+        """The spec's hand-set model as settings of ``hand_set_family``, and its seed."""
+
+    # -- data ------------------------------------------------------------------------------------
+    @abstractmethod
+    def examples(self, spec: ModelSpec, gold: pd.DataFrame) -> Examples: ...
+
+    @abstractmethod
+    def usable(self, spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows a model can be fed (inputs and target present)."""
+
+    @abstractmethod
+    def input_names(self, spec: ModelSpec) -> list[str]:
+        """The model's inputs in order (a champion trained on others may not be comparable)."""
+
+    @abstractmethod
+    def target(self, spec: ModelSpec) -> str: ...
+
+    @abstractmethod
+    def time_column(self, spec: ModelSpec) -> str:
+        """When an example happened (the split, drift windows and spans read it)."""
+
+    @abstractmethod
+    def drift_columns(self, spec: ModelSpec) -> list[str]:
+        """The gold columns whose distribution the monitor compares with the training rows'."""
+
+    # -- training --------------------------------------------------------------------------------
+    @abstractmethod
+    def fit(self, family: str, spec: ModelSpec, params: dict, examples: Examples, metric: str, seed: int,
+            report: Report | None = None) -> Trained:
+        """Train on the training rows, early-stopped on the validation rows."""
+
+    @abstractmethod
+    def refit(self, family: str, spec: ModelSpec, params: dict, steps: int, x: np.ndarray, y: np.ndarray,
+              seed: int):
+        """The chosen settings trained again on ``x`` (training + validation rows) for ``steps``."""
+
+    @abstractmethod
+    def load_model(self, uri: str):
+        """A registered version as the model ``refit`` returns."""
+
+    # -- judging ---------------------------------------------------------------------------------
+    @abstractmethod
+    def score(self, spec: ModelSpec, actual, predicted) -> dict[str, float]: ...
+
+    @abstractmethod
+    def judge(self, spec: ModelSpec, examples: Examples, predicted: np.ndarray, champion: np.ndarray | None = None,
+              without_champion: str = "no champion yet") -> Judgement:
+        """Score the candidate on the test rows beside the baselines (fitted on training +
+        validation rows) and the champion's predictions, and decide the alias (``without_champion``
+        says why no champion was compared)."""
+
+    # -- what people look at ---------------------------------------------------------------------
+    @abstractmethod
+    def figures(self, spec: ModelSpec, examples: Examples, judgement: Judgement, title: str) -> dict[str, Any]:
+        """Artifact path -> matplotlib figure; the first is the run's headline picture."""
+
+    @abstractmethod
+    def card_values(self, spec: ModelSpec, judgement: Judgement) -> dict[str, str]:
+        """Values the model card template reads beyond the generic ones."""
+
+    @abstractmethod
+    def describe(self, spec: ModelSpec) -> str:
+        """What the model predicts, in words (registry, bundle manifest)."""
+
+    @abstractmethod
+    def unit(self, spec: ModelSpec) -> str:
+        """The unit metrics are in (plots)."""
+
+    # -- compression and the edge ----------------------------------------------------------------
+    @abstractmethod
+    def compress(self, spec: ModelSpec, model, examples: Examples, workdir: Path,
+                 parity_tolerance: float) -> tuple[list[Variant], float]:
+        """Every edge variant measured side by side (the model in its own framework first, then
+        ``onnx_fp32``); and the fp32 export's largest difference from the model."""
+
+    @abstractmethod
+    def edge_contract(self, spec: ModelSpec, model) -> dict:
+        """The bundle manifest's inputs, outputs and preprocessing (what an edge node feeds)."""
+
+    @abstractmethod
+    def bake_rows(self, spec: ModelSpec, frame: pd.DataFrame, per_group: int) -> dict:
+        """Recent real rows for a rollout's bake: ``features``, ``actuals``, ``from``, ``to``."""
+
+    @abstractmethod
+    def bake_error(self, predicted: np.ndarray, actual: np.ndarray) -> float:
+        """``bake_metric`` of a node's bake answers: one number, lower is better."""
+
+    @abstractmethod
+    def edge_requests(self, spec: ModelSpec, frame: pd.DataFrame, batch: int) -> Iterator[dict]:
+        """Requests a consumer would send for these rows (``rows`` and their ``keys``)."""
+
+    # -- monitoring ------------------------------------------------------------------------------
+    @abstractmethod
+    def evaluate_served(self, day: str, served: pd.DataFrame, actuals: pd.DataFrame, spec: ModelSpec,
+                        offline: dict) -> dict:
+        """One day's live accuracy per version: served predictions joined with what happened."""

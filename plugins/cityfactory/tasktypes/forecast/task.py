@@ -1,0 +1,185 @@
+"""The forecast task type: rows of numbers -> the next value of a target, per series.
+
+Every answer the stages ask for is here or in a module of this package; heavy imports (torch,
+LightGBM, MLflow, matplotlib) wait until a method runs, because reading a spec at DAG parse time
+comes through this class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+
+from cityfactory.tasktypes import register
+from cityfactory.tasktypes.base import Examples, Judgement, Metric, TaskType, Trained
+from cityfactory.tasktypes.forecast.spec import FAMILY_DEFAULTS, ForecastSpec
+
+
+@register
+class ForecastTask(TaskType):
+    name = "forecast"
+    spec_class = ForecastSpec
+    metrics = MappingProxyType({
+        "mae": Metric("mae", "MAE"),
+        "rmse": Metric("rmse", "RMSE", pooled="rms"),
+        "mape": Metric("mape", "MAPE %", format=".2f"),
+        "smape": Metric("smape", "sMAPE %", format=".2f", in_summary=False),
+    })
+    families = FAMILY_DEFAULTS
+    hand_set_family = "residual_mlp"
+    compression_metric = "mae"
+    bake_metric = Metric("mae", "MAE")
+    reference_baseline = "persistence"
+
+    # -- the spec --------------------------------------------------------------------------------
+    def spec_problems(self, spec: ForecastSpec, has_series: bool, path: Path) -> list[str]:
+        problems = []
+        if spec.architecture.residual_of not in spec.data.numeric:
+            problems.append(f"{path}: key 'architecture.residual_of': {spec.architecture.residual_of!r} is not in data.numeric")
+        if bool(spec.data.series) != has_series:
+            problems.append(f"{path}: key 'data.series': the scenario {'has' if has_series else 'has no'} "
+                            "series key; the spec must say the same")
+        return problems
+
+    def gate_metric(self, spec: ForecastSpec) -> str:
+        return spec.gate.metric
+
+    def search_metric(self, spec: ForecastSpec) -> str:
+        return (spec.search.metric if spec.search else None) or "rmse"
+
+    def hand_set(self, spec: ForecastSpec) -> tuple[dict, int]:
+        from cityfactory.tasktypes.forecast.families import hand_set_params
+
+        return hand_set_params(spec), spec.training.seed
+
+    # -- data ------------------------------------------------------------------------------------
+    def examples(self, spec: ForecastSpec, gold) -> Examples:
+        from cityfactory.tasktypes.forecast import data
+
+        d = spec.data
+        parts = data.split_by_time(gold, d, spec.split)
+        x = {name: data.features(getattr(parts, name), d) for name in ("train", "validation", "test")}
+        y = {name: getattr(parts, name)[d.target].to_numpy(dtype=float) for name in ("train", "validation", "test")}
+        spans = {name: f"{getattr(parts, name)[d.time_column].min()} .. {getattr(parts, name)[d.time_column].max()}"
+                 for name in ("train", "validation", "test")}
+        return Examples(parts.train, parts.validation, parts.test, x["train"], y["train"], x["validation"],
+                        y["validation"], x["test"], y["test"], parts.test_start, spans,
+                        {"test_days": spec.split.test_days})
+
+    def usable(self, spec: ForecastSpec, frame):
+        return frame[frame[spec.data.usable].astype(bool)]
+
+    def input_names(self, spec: ForecastSpec) -> list[str]:
+        return spec.data.feature_names
+
+    def target(self, spec: ForecastSpec) -> str:
+        return spec.data.target
+
+    def time_column(self, spec: ForecastSpec) -> str:
+        return spec.data.time_column
+
+    def drift_columns(self, spec: ForecastSpec) -> list[str]:
+        return spec.data.numeric
+
+    # -- training --------------------------------------------------------------------------------
+    def fit(self, family, spec: ForecastSpec, params, examples: Examples, metric, seed, report=None) -> Trained:
+        from cityfactory.tasktypes.forecast import families
+
+        e = examples
+        trained = families.fit(family, spec, params, e.x_train, e.y_train, e.x_validation, e.y_validation, metric,
+                               seed, report)
+        return Trained(trained.forecaster, trained.history, trained.best_step)
+
+    def refit(self, family, spec: ForecastSpec, params, steps, x, y, seed):
+        from cityfactory.tasktypes.forecast import families
+
+        return families.refit(family, spec, params, steps, x, y, seed)
+
+    def load_model(self, uri: str):
+        import mlflow
+
+        return mlflow.pyfunc.load_model(uri).unwrap_python_model()
+
+    # -- judging ---------------------------------------------------------------------------------
+    def score(self, spec: ForecastSpec, actual, predicted) -> dict[str, float]:
+        from cityfactory.tasktypes.forecast.metrics import scores
+
+        return scores(actual, predicted, spec.metrics.mape_floor)
+
+    def judge(self, spec: ForecastSpec, examples: Examples, predicted, champion=None,
+              without_champion: str = "no champion yet") -> Judgement:
+        from cityfactory.tasktypes.forecast.baselines import baseline_predictions
+        from cityfactory.tasktypes.forecast.gate import decide
+        from cityfactory.tasktypes.forecast.metrics import scores_by_series
+
+        d, gate, floor = spec.data, spec.gate, spec.metrics.mape_floor
+        y_test = examples.y_test
+        predictions = {"model": predicted,
+                       **baseline_predictions(examples.seen, examples.test, spec.baselines, d.target, d.series)}
+        if champion is not None:
+            predictions["champion"] = champion
+        metrics = {name: self.score(spec, y_test, values) for name, values in predictions.items()}
+        series = examples.test[d.series] if d.series else [""] * len(y_test)
+        by_series = scores_by_series(series, y_test, predictions, floor)
+        worse = [name for name, m in by_series.items() if m["model"][gate.metric] > m["persistence"][gate.metric]]
+        decision = decide(gate.metric, metrics["model"][gate.metric], metrics["linear_autoregression"][gate.metric],
+                          metrics.get("champion", {}).get(gate.metric), gate.min_improvement_over_linear,
+                          gate.champion_tolerance, worse, len(by_series) if d.series else 0,
+                          gate.max_series_worse_than_persistence, without_champion)
+        return Judgement(metrics, by_series if d.series else {}, decision, predictions)
+
+    # -- what people look at ---------------------------------------------------------------------
+    def figures(self, spec: ForecastSpec, examples: Examples, judgement: Judgement, title: str) -> dict:
+        from cityfactory.tasktypes.forecast.report import forecast_week_figure
+
+        d = spec.data
+        return {"plots/forecast_test_week.png": forecast_week_figure(
+            examples.test, d.time_column, d.series, examples.y_test, judgement.predictions["model"],
+            judgement.predictions["linear_autoregression"], f"{title}: {d.target_label}, last test week",
+            f"{d.target_label} ({d.unit})")}
+
+    def card_values(self, spec: ForecastSpec, judgement: Judgement) -> dict[str, str]:
+        from cityfactory.tasktypes.forecast.report import metrics_table, series_table
+
+        return {"metrics_table": metrics_table(judgement.metrics),
+                "series_table": series_table(judgement.by_group, spec.gate.metric),
+                "target_label": spec.data.target_label, "unit": spec.data.unit}
+
+    def describe(self, spec: ForecastSpec) -> str:
+        return f"{spec.data.target_label} ({spec.data.unit})"
+
+    def unit(self, spec: ForecastSpec) -> str:
+        return spec.data.unit
+
+    # -- compression and the edge ----------------------------------------------------------------
+    def compress(self, spec: ForecastSpec, model, examples: Examples, workdir: Path, parity_tolerance: float):
+        from cityfactory.tasktypes.forecast import edge
+
+        e = examples
+        return edge.compress(spec, model, e.x_train, e.y_train, e.x_test, e.y_test, workdir, parity_tolerance)
+
+    def edge_contract(self, spec: ForecastSpec, model) -> dict:
+        from cityfactory.tasktypes.forecast import edge
+
+        return edge.contract(spec, model)
+
+    def bake_rows(self, spec: ForecastSpec, frame, per_group: int) -> dict:
+        from cityfactory.tasktypes.forecast import edge
+
+        return edge.bake_rows(spec, frame, per_group)
+
+    def bake_error(self, predicted, actual) -> float:
+        from cityfactory.tasktypes.forecast import edge
+
+        return edge.mean_absolute_error(predicted, actual)
+
+    def edge_requests(self, spec: ForecastSpec, frame, batch: int):
+        from cityfactory.tasktypes.forecast import edge
+
+        return edge.requests(spec, frame, batch)
+
+    # -- monitoring ------------------------------------------------------------------------------
+    def evaluate_served(self, day, served, actuals, spec: ForecastSpec, offline: dict) -> dict:
+        from cityfactory.tasktypes.forecast.live import evaluate_day
+
+        return evaluate_day(day, served, actuals, spec, offline)
