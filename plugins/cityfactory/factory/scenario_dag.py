@@ -15,6 +15,7 @@ from airflow.sdk import (
 )
 
 from cityfactory.config.scenarios import Scenario
+from cityfactory.factory.steps import STEPS, Step
 from cityfactory.pipeline.stages import RETRAIN_CHOICES, STAGES
 
 PIPELINE_DOC = """
@@ -55,6 +56,38 @@ happened upstream and writes the run's audit events, lineage and compliance repo
 Built by `cityfactory.factory.scenario_dag` from `dags/scenarios/<name>.yaml`; task bodies call the
 library and import heavy modules only when they run.
 """
+
+
+def pipeline_task(scenario: Scenario, step: Step):
+    """A TaskFlow task from a row of the step table: the run's context, then the upstream results
+    (positional, then the named ones), then the step's extra values, handed to its adapter
+    (imported when the task runs: parsing stays light)."""
+    module, function = step.adapter.split(":")
+
+    def call(*upstream, **context):
+        import importlib
+
+        from cityfactory.pipeline.context import RunContext
+
+        adapter = getattr(importlib.import_module(f"cityfactory.pipeline.{module}"), function)
+        extra = [context["params"][name.removeprefix("params.")] if name.startswith("params.") else context[name]
+                 for name in step.extra]
+        named = [context[name] for name in step.keywords]
+        return adapter(RunContext.current(scenario), *upstream, *named, *extra)
+
+    call.__name__, call.__doc__ = step.task_id, step.doc
+    options = {"task_id": step.task_id, "trigger_rule": step.trigger_rule, "doc_md": step.doc}
+    if step.display_name:
+        options["task_display_name"] = step.display_name
+    if step.map_index_template:
+        options["map_index_template"] = step.map_index_template
+    if step.outlet:
+        options["outlets"] = [Asset(name=f"{scenario.name}_{step.outlet}",
+                                    uri=f"cityfactory://lake/{step.outlet}/{scenario.name}")]
+    if step.teardown_retries:
+        options["retries"] = max(2, scenario.retries.retries)
+    built = task(**options)(call)
+    return task.run_if(stage_selected(step.stage))(built) if step.stage else built
 
 
 def stage_selected(stage: str):
@@ -149,183 +182,15 @@ def build_scenario_dag(scenario: Scenario):
         },
     )
     def scenario_pipeline():
-        @task
-        def plan(params=None, data_interval_start=None, data_interval_end=None) -> list[list[str]]:
-            """Days this run covers, in batches for the mapped ingest tasks."""
-            from cityfactory.pipeline.context import RunContext, plan_run
-
-            return plan_run(RunContext.current(scenario), params, data_interval_start, data_interval_end)
-
-        @task.run_if(stage_selected("ingest"))
-        @task(task_display_name="Land gateway files")
-        def land(days: list[str]) -> dict:
-            """The source's job: one file per day into landing/ (here: the dataset replayed)."""
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.ingest import land_batch
-
-            return land_batch(RunContext.current(scenario), days)
-
-        @task.run_if(stage_selected("ingest"))
-        @task(task_display_name="Ingest to bronze")
-        def ingest(landed: dict) -> dict:
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.ingest import ingest_batch
-
-            return ingest_batch(RunContext.current(scenario), landed["days"])
-
-        @task.run_if(stage_selected("ingest"))
-        @task(outlets=[Asset(name=f"{scenario.name}_bronze", uri=f"cityfactory://lake/bronze/{scenario.name}")])
-        def ingest_summary(results: list[dict]) -> dict:
-            """Totals over all batches; fails on unacceptable input once everything is recorded."""
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.ingest import summarize
-
-            return summarize(RunContext.current(scenario), list(results[:]))  # one slice fetch
-
-        @task.run_if(stage_selected("quality"))
-        @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Gate: bronze")
-        def bronze_gate(batches: list[list[str]]) -> dict:
-            """Great Expectations on the run's bronze rows; a failure stops the run before dbt."""
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.quality import bronze_gate
-
-            return bronze_gate(RunContext.current(scenario), batches)
-
-        @task.run_if(stage_selected("transform"))
-        @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="dbt build")
-        def transform(batches: list[list[str]], params=None) -> dict:
-            """staging -> intermediate -> marts and their dbt tests, in one dbt invocation,
-            incremental over the run's days unless the form asks for a full refresh."""
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.transform import transform
-
-            return transform(RunContext.current(scenario), batches, params["full_refresh"])
-
-        @task.run_if(stage_selected("quality"))
-        @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Gate: features")
-        def features_gate(built: dict | None) -> dict:
-            """Great Expectations on the mart rows this run rebuilt."""
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.quality import features_gate
-
-            return features_gate(RunContext.current(scenario), built)
-
-        @task.run_if(stage_selected("transform"))
-        @task(
-            trigger_rule=TriggerRule.NONE_FAILED,
-            task_display_name="Export gold features",
-            outlets=[Asset(name=f"{scenario.name}_features", uri=f"cityfactory://lake/gold/{scenario.name}")],
-        )
-        def export_gold(built: dict) -> dict:
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.transform import export_gold
-
-            return export_gold(RunContext.current(scenario), built)
-
-        @task.run_if(stage_selected("monitor"))
-        @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Monitor: served vs actual, drift")
-        def monitor(batches: list[list[str]]) -> dict:
-            """Collect what the edge served, score it on the actuals that arrived, measure drift."""
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.monitor import monitor
-
-            return monitor(RunContext.current(scenario), batches)
-
-        @task.run_if(stage_selected("train"))
-        @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Decide: retrain?")
-        def decide(monitored: dict | None, gold: dict | None, batches: list[list[str]], params=None) -> dict:
-            """The scenario's retraining rules (or the form's choice), with the reason."""
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.monitor import decide_retraining
-
-            return decide_retraining(RunContext.current(scenario), monitored, gold, params["retrain"], batches)
-
-        @task.run_if(stage_selected("train"))
-        @task(task_display_name="Search: plan the trials")
-        def plan_search(gold: dict, batches: list[list[str]], decision: dict, params=None) -> list[dict]:
-            """The train run in MLflow and the search's batches of trials (skipped with the reason
-            when the decision says no or a version has these very inputs)."""
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.search import plan_search
-
-            return plan_search(RunContext.current(scenario), gold, batches, decision, params["search_trials"])
-
-        @task(map_index_template="{{ task.op_kwargs['batch']['family'] }} {{ task.op_kwargs['batch']['index'] }}",
-              task_display_name="Search: trials")
-        def trials(gold: dict, batch: dict) -> list[dict]:
-            """One batch of trials (one family's seeded Optuna study), each a child MLflow run."""
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.search import run_trials
-
-            return run_trials(RunContext.current(scenario), gold, batch)
-
-        @task(task_display_name="Train the winner, register")
-        def train(gold: dict, batches: list[list[str]], planned: list[dict], found: list[list[dict]]) -> dict:
-            """The best trial refitted and scored once on the test rows; a registered version, the alias gate."""
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.train import train
-
-            return train(RunContext.current(scenario), gold, batches, planned, list(found))
-
-        @task.run_if(stage_selected("compress"))
-        @task(task_display_name="Compress and sign bundle")
-        def compress(trained: dict, gold: dict) -> dict:
-            """ONNX fp32 / int8 / pruned variants measured side by side; the smallest within the
-            accuracy budget becomes a signed edge bundle."""
-            from cityfactory.pipeline.compress import compress
-            from cityfactory.pipeline.context import RunContext
-
-            return compress(RunContext.current(scenario), trained, gold)
-
-        @task.run_if(stage_selected("rollout"))
-        @task(trigger_rule=TriggerRule.NONE_FAILED, task_display_name="Rollout: plan")
-        def rollout_plan(compressed: dict | None, gold: dict | None, params=None) -> dict:
-            """Stage targets from the fleet file, what every node and the champion alias hold now,
-            the bake rows. A run without the compress stage rolls out the registered challenger."""
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.rollout import plan
-
-            return plan(RunContext.current(scenario), compressed, gold, params["stages"])
-
-        @task
-        def targets(plan: dict, stage: str, approval: dict | None = None) -> list[dict]:
-            """The nodes this stage adds (and, before a human-approved stage, who approved)."""
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.rollout import targets
-
-            return targets(RunContext.current(scenario), plan, stage, approval)
-
-        @task(map_index_template="{{ task.op_kwargs['node']['id'] }}")
-        def deploy(plan: dict, node: dict) -> dict:
-            """Fetch, verify and swap in the bundle on one node."""
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.rollout import deploy
-
-            return deploy(RunContext.current(scenario), plan, node)
-
-        @task
-        def gate(plan: dict, stage: str) -> dict:
-            """Bake: recent real rows through every node; new version vs the old one."""
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.rollout import gate
-
-            return gate(RunContext.current(scenario), plan, stage)
-
-        @task(task_display_name="Promote to champion")
-        def promote_champion(plan: dict) -> dict:
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.rollout import promote
-
-            return promote(RunContext.current(scenario), plan)
-
-        @task(task_display_name="Roll back on failure", retries=max(2, scenario.retries.retries))
-        def rollback(plan: dict | None = None) -> dict:
-            """Whatever happened upstream: if a rollout task ended failed, every touched node, the
-            champion alias and the version tags go back to where they were."""
-            from cityfactory.pipeline.context import RunContext, teardown_scope_states
-            from cityfactory.pipeline.rollout import roll_back_if_failed
-
-            return roll_back_if_failed(RunContext.current(scenario), plan, teardown_scope_states())
+        step = {task_id: pipeline_task(scenario, row) for task_id, row in STEPS.items()}
+        plan, land, ingest, ingest_summary = step["plan"], step["land"], step["ingest"], step["ingest_summary"]
+        bronze_gate, transform, features_gate, export_gold = (step[t] for t in ("bronze_gate", "transform",
+                                                                                  "features_gate", "export_gold"))
+        monitor, decide, plan_search, trials, train = (step[t] for t in ("monitor", "decide", "plan_search",
+                                                                          "trials", "train"))
+        compress, rollout_plan, targets, deploy, gate = (step[t] for t in ("compress", "rollout_plan", "targets",
+                                                                            "deploy", "gate"))
+        promote_champion, rollback, governance = step["promote_champion"], step["rollback"], step["governance"]
 
         batches = plan()
         with TaskGroup("ingest_stage", tooltip="land, parse, bronze + quarantine", prefix_group_id=False):
@@ -369,14 +234,6 @@ def build_scenario_dag(scenario: Scenario):
         # a teardown: runs once every rollout task between the plan and it is done, whatever happened,
         # and does not decide the run's state
         promoted >> rollback(planned).as_teardown(setups=planned)
-
-        @task(trigger_rule=TriggerRule.ALL_DONE, task_display_name="Governance: audit, lineage, report")
-        def governance() -> dict:
-            """Every run, whatever happened upstream: audit events, lineage and the compliance report."""
-            from cityfactory.pipeline.context import RunContext
-            from cityfactory.pipeline.govern import govern
-
-            return govern(RunContext.current(scenario))
 
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, task_display_name="Run outcome")
         def watcher() -> None:

@@ -33,17 +33,18 @@ def land_batch(ctx: RunContext, days: list[str]) -> dict:
     return {"days": days, **entry.counts}
 
 
-def ingest_batch(ctx: RunContext, days: list[str]) -> dict:
-    """Landing → raw → bronze + quarantine for these days; data problems are judged in summarize."""
+def ingest_batch(ctx: RunContext, landed: dict) -> dict:
+    """Landing → raw → bronze + quarantine for the days a land task landed; data problems are
+    judged in summarize."""
     with ctx.entry(Kind.BATCH_INGESTED) as entry:
-        result = pipeline.ingest_days(ctx.scenario, ctx.lake, _dates(days), entry)
+        result = pipeline.ingest_days(ctx.scenario, ctx.lake, _dates(landed["days"]), entry)
     return {**result.counts(), "reasons": dict(result.reasons), "file_errors": result.file_errors}
 
 
 def summarize(ctx: RunContext, results: list[dict]) -> dict:
     """Totals over all batches; fails the run (after recording) if the input was not acceptable."""
     total = pipeline.IngestResult()
-    for r in results:
+    for r in results[:]:  # a mapped task's results: one fetch of them all
         for name in ("days", "files", "rows_in", "rows_bronze", "rows_quarantined"):
             setattr(total, name, getattr(total, name) + r[name])
         total.reasons.update(Counter(r["reasons"]))

@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from cityfactory.edge.fleet import Node, edge_token, load_fleet
 from cityfactory.governance.ledger import Artifact, Kind, of_kind
-from cityfactory.pipeline.context import RunContext
+from cityfactory.pipeline.context import RunContext, teardown_scope_states
 from cityfactory.rollout import controller
 from cityfactory.storage.gold import read_gold
 from cityfactory.storage.lake import join_key
@@ -173,3 +173,8 @@ def roll_back_if_failed(ctx: RunContext, plan: dict | None, rollout_states: dict
             raise RollbackIncomplete(f"rollback of version {plan['version']}: {', '.join(not_restored)} not restored "
                                      f"({len(outcome) - len(not_restored)} of {len(outcome)} nodes are)")
     return {"version": plan["version"], "champion": champion, "nodes": len(outcome), "reason": reason}
+
+
+def roll_back(ctx: RunContext, plan: dict | None = None) -> dict:
+    """The rollout's teardown: Airflow's states of every task between the plan and it decide."""
+    return roll_back_if_failed(ctx, plan, teardown_scope_states())
