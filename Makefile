@@ -19,7 +19,7 @@ OPENLINEAGE_EVENTS := $(CITYFACTORY_HOME)/lake/governance/openlineage/events.jso
 export AIRFLOW__OPENLINEAGE__NAMESPACE ?= cityfactory
 export AIRFLOW__OPENLINEAGE__TRANSPORT ?= {"type": "file", "log_file_path": "$(OPENLINEAGE_EVENTS)", "append": true}
 
-.PHONY: install init run validate ui test bench screenshots lint clean
+.PHONY: install init run validate ui test test-fast services lint-imports bench screenshots lint clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,9 +46,19 @@ validate: install  ## check every scenario whole (YAML, spec, fleet, suites, dbt
 ui: init  ## Airflow UI (api-server, scheduler, dag-processor, triggerer) on the embedded stack
 	$(BIN)/python -m cityfactory.cli ui
 
-test: install  ## scenarios validated, then the whole suite (starts its own S3 server; uses the local PostgreSQL and Redis)
+test: install services lint-imports  ## the whole suite: layers checked, scenarios validated, unit, component and integration tests
 	$(BIN)/python -m cityfactory.cli validate
 	$(BIN)/python -m pytest
+
+test-fast: install lint-imports  ## while you work: unit and component tests (no services, no DAG runs), under 2 minutes
+	$(BIN)/python -m pytest -m "not integration" -q
+
+services:  ## start PostgreSQL and Redis, install Chromium, where this machine allows (says what it could not)
+	@.ci/services
+
+lint-imports: install  ## the layers hold (import-linter contracts in .importlinter)
+	@out=$$($(BIN)/lint-imports --no-cache 2>&1) && echo "lint-imports: $$(grep -E '^Contracts:' <<<"$$out")" \
+		|| { echo "$$out" | sed -n '/Broken contracts/,$$p'; exit 1; }
 
 screenshots: init  ## the README's screenshots, from the latest `make run` (Airflow form, run + report tab, report, MLflow version)
 	$(BIN)/python tests/screenshots.py

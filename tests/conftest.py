@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from support import (
     REPO,
+    S3_BUCKET,
     S3Server,
     embedded_env,
     start_seaweedfs,
@@ -23,7 +24,6 @@ from support import (
     write_fleet,
 )
 
-S3_BUCKET = "cityfactory-lake"
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="cityfactory-tests-"))
 os.environ.update(embedded_env(SESSION_HOME))
 for key in [k for k in os.environ if k.startswith(("AWS_", "CITYFACTORY_KEY_"))]:
@@ -37,6 +37,14 @@ def airflow_db() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     return home
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_db):
+    """The repo's DAG folder, parsed once per test module."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"))
 
 
 @pytest.fixture

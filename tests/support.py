@@ -17,6 +17,8 @@ from pathlib import Path
 from cityfactory.services import admin_token, api_call
 
 REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures"
+S3_BUCKET = "cityfactory-lake"  # the session's one bucket on the test S3 server (tests get a prefix each)
 # Debian's Chromium (.ci/run installs it), headless as root on a closed network: the flags keep it
 # from calling out
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -340,3 +342,28 @@ def logged_in_page(playwright, base: str, password: str, width: int = 1400, heig
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{base}/")
     return browser, page
+
+
+# The harbour_air fixture scenario (tests/fixtures): three renamed Beijing stations
+HARBOUR_STATIONS = {"Aotizhongxin": ("quay_north.csv", "Quay North"), "Dingling": ("quay_south.csv", "Quay South"),
+                    "Shunyi": ("lighthouse.csv", "Lighthouse")}
+
+
+def configure_harbour_air(root, monkeypatch, first="2015-06-01", last="2016-05-31", stations=HARBOUR_STATIONS) -> None:
+    """A config tree like the repo's for the fixture scenario, pins filled in from the data written."""
+    import yaml
+
+    pins = harbour_dataset(root / "data" / "harbour_air_fixture", stations, first, last)
+    scenario = yaml.safe_load((FIXTURES / "scenarios" / "harbour_air.yaml").read_text())
+    scenario["source"]["files"] = [{"name": name, "sha256": sha} for name, sha in pins.items()]
+    (root / "scenarios").mkdir(parents=True, exist_ok=True)
+    (root / "scenarios" / "harbour_air.yaml").write_text(yaml.safe_dump(scenario, sort_keys=False))
+    (root / "models").mkdir(exist_ok=True)
+    shutil.copy(FIXTURES / "models" / "harbour_air.yaml", root / "models")
+    shutil.copy(REPO / "models" / "model_card.md", root / "models")
+    (root / "expectations").mkdir(exist_ok=True)
+    shutil.copy(FIXTURES / "expectations" / "harbour_air_bronze.json", root / "expectations")
+    shutil.copy(REPO / "expectations" / "air_quality_features.json", root / "expectations")
+    for name, path in {"SCENARIOS": "scenarios", "MODELS": "models", "EXPECTATIONS": "expectations", "DATA": "data"}.items():
+        monkeypatch.setenv(f"CITYFACTORY_{name}_DIR", str(root / path))
+    monkeypatch.setenv("CITYFACTORY_FLEETS_DIR", str(write_fleet(root / "fleets", "harbour_air", 3)))

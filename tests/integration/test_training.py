@@ -13,7 +13,6 @@ from cityfactory.tasktypes.forecast import data
 from cityfactory.tasktypes.forecast.families import fit_hand_set
 from cityfactory.tasktypes.forecast.gate import decide
 
-pytestmark = pytest.mark.slow
 TRAFFIC = get_scenario("traffic_flow")
 SPEC = load_model_spec(TRAFFIC.model_spec)
 

@@ -21,7 +21,6 @@ from support import METRO_CSV, REPO
 
 REPORT_SCHEMA = REPO / "plugins" / "cityfactory" / "governance" / "report.schema.json"
 
-pytestmark = pytest.mark.slow
 TRAFFIC = get_scenario("traffic_flow")
 
 

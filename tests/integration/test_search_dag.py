@@ -21,8 +21,6 @@ from cityfactory.ingestion import replay
 from cityfactory.storage.lake import open_lake
 from support import REPO, write_fleet
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def searched(airflow_db, tmp_path_factory):

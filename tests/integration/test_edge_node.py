@@ -18,7 +18,6 @@ from cityfactory.security.signing import public_key_pem
 from cityfactory.storage.lake import open_lake
 from support import REPO, free_ports, wait_for_port
 
-pytestmark = pytest.mark.slow
 TOKEN = "test-token-" + os.urandom(4).hex()
 
 

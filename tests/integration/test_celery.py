@@ -29,7 +29,6 @@ from support import (
     write_fleet,
 )
 
-pytestmark = pytest.mark.slow
 WORKERS = {"worker-1", "worker-2"}
 
 

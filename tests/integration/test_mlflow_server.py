@@ -17,10 +17,7 @@ from cityfactory import services
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.pipeline.train_stage import RunFacts, train_and_register
 from cityfactory.tasktypes import load_model_spec
-from conftest import S3_BUCKET
-from support import free_ports, postgres_admin
-
-pytestmark = pytest.mark.slow
+from support import S3_BUCKET, free_ports, postgres_admin
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ from cityfactory.ingestion.pipeline import ingest_days
 from cityfactory.security import encryption
 from cityfactory.security.keys import get_secret
 from cityfactory.storage.lake import open_lake
+from support import FIXTURES
 
-PARKING = load_scenario(Path(__file__).parent / "fixtures" / "scenarios" / "parking_sessions.yaml")
+PARKING = load_scenario(FIXTURES / "scenarios" / "parking_sessions.yaml")
 DAY = dt.date(2026, 3, 14)
 PLATES = [f"B-CF {1000 + i}" for i in range(40)]
 CARDS = [f"4111 1111 1111 {2000 + i % 7:04d}" for i in range(40)]

@@ -22,7 +22,6 @@ from cityfactory.tasktypes.forecast.fitting import predict
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-pytestmark = pytest.mark.slow
 SPEC = load_model_spec(get_scenario("traffic_flow").model_spec)
 
 

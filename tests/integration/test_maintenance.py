@@ -23,7 +23,6 @@ from cityfactory.ingestion import replay
 from cityfactory.storage.lake import open_lake
 from support import REPO, write_fleet
 
-pytestmark = pytest.mark.slow
 REPLAYED = get_scenario("traffic_flow")
 _, LAST = replay.history_interval(REPLAYED)
 HISTORY_END = LAST - dt.timedelta(days=12)

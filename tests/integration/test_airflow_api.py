@@ -29,8 +29,6 @@ from support import (
     wait_for,
 )
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def airflow_on_postgres(tmp_path_factory):

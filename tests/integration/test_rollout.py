@@ -25,7 +25,6 @@ from cityfactory.tasktypes.forecast.families import load_network
 from cityfactory.training import registry
 from support import FaultyProxy, write_fleet
 
-pytestmark = pytest.mark.slow
 TRAFFIC = get_scenario("traffic_flow")
 SPEC = load_model_spec(TRAFFIC.model_spec)
 MODEL = SPEC.registered_model
