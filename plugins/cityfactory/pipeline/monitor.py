@@ -96,8 +96,8 @@ def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
     return result
 
 
-def decide_retraining(ctx: RunContext, monitored: dict | None, gold: dict | None, choice: str,
-                      batches: list[list[str]]) -> dict:
+def decide_retraining(ctx: RunContext, monitored: dict | None, gold: dict | None, batches: list[list[str]],
+                      choice: str) -> dict:
     """The scenario's retraining rules over the monitor's evidence and the champion's tags."""
     scenario, spec = ctx.scenario, load_model_spec(ctx.scenario.model_spec)
     registry.use_experiment(scenario.name)

@@ -81,7 +81,7 @@ class Trained:
     """A fitted model of some family, with its per-step validation history (``step`` and
     ``validation_<metric>`` keys) and the step it was best at."""
 
-    model: Any  # has predict_array(x) and log_model(**mlflow kwargs)
+    model: Any  # has family, predict_array(x) and log_model(**mlflow kwargs)
     history: list[dict]
     best_step: int
 
@@ -109,7 +109,6 @@ class TaskType(ABC):
     name: ClassVar[str]
     spec_class: ClassVar[type[ModelSpec]]
     metrics: ClassVar[Mapping[str, Metric]]
-    families: ClassVar[dict[str, dict[str, Any]]]  # family -> its settings with defaults
     hand_set_family: ClassVar[str]  # the family of the spec's hand-set model (the search's first trial)
     compression_metric: ClassVar[str]  # what a compressed variant may lose at most a share of
     bake_metric: ClassVar[Metric]  # what ``bake_error`` measures (lower is better), for the rollout gate
@@ -169,9 +168,6 @@ class TaskType(ABC):
         """A registered version as the model ``refit`` returns."""
 
     # -- judging ---------------------------------------------------------------------------------
-    @abstractmethod
-    def score(self, spec: ModelSpec, actual, predicted) -> dict[str, float]: ...
-
     @abstractmethod
     def judge(self, spec: ModelSpec, examples: Examples, predicted: np.ndarray, champion: np.ndarray | None = None,
               without_champion: str = "no champion yet") -> Judgement:

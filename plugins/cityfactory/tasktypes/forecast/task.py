@@ -12,7 +12,7 @@ from types import MappingProxyType
 
 from cityfactory.tasktypes import register
 from cityfactory.tasktypes.base import Examples, Judgement, Metric, TaskType, Trained
-from cityfactory.tasktypes.forecast.spec import FAMILY_DEFAULTS, ForecastSpec
+from cityfactory.tasktypes.forecast.spec import ForecastSpec
 
 
 @register
@@ -25,7 +25,6 @@ class ForecastTask(TaskType):
         "mape": Metric("mape", "MAPE %", format=".2f"),
         "smape": Metric("smape", "sMAPE %", format=".2f", in_summary=False),
     })
-    families = FAMILY_DEFAULTS
     hand_set_family = "residual_mlp"
     compression_metric = "mae"
     bake_metric = Metric("mae", "MAE")
