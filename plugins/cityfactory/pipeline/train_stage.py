@@ -148,8 +148,8 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
         mlflow.log_dict({"metric": metric, "winner": best, "trials": results.ordered(trials), "importances": found},
                         "search/trials.json")
         mlflow.log_text(results.table(trials, metric), "search/trials.md")
-        mlflow.log_figure(results.figure(trials, metric, kind.unit(spec), found,
-                                         kind.metrics[metric].greater_is_better), "plots/search.png")
+        pictures = {"plots/search.png": results.figure(trials, metric, kind.unit(spec), found,
+                                                       kind.metrics[metric].greater_is_better)}
         mlflow.log_metric("fit_seconds", fit_seconds)
         for name, values in metrics.items():
             prefix = "test" if name == "model" else f"{name}_test"
@@ -158,10 +158,10 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
                                           targets=kind.target(spec))
         mlflow.log_input(dataset, context="training", tags={"sha256": facts.features_sha256})
         figures = kind.figures(spec, examples, judged, facts.scenario)
-        for path, figure in figures.items():
-            mlflow.log_figure(figure, path)
-        mlflow.log_figure(report.loss_figure(mlflow.MlflowClient(), best["run_id"], metric, best["best_step"]),
-                          "plots/loss_curve.png")
+        pictures.update(figures)
+        pictures["plots/loss_curve.png"] = report.loss_figure(mlflow.MlflowClient(), best["run_id"], metric,
+                                                              best["best_step"])
+        _log_and_close(pictures)
         for name, m in by_group.items():
             mlflow.log_metrics({f"series_{name}_test_{k}": v for k, v in m["model"].items()})
         mlflow.log_dict({"feature_names": kind.input_names(spec), "target": kind.target(spec), "unit": kind.unit(spec),
@@ -210,6 +210,16 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
     return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, by_group,
                    champion_version, fit_seconds, len(x_seen), best["family"], len(trials), gate_metric,
                    next(iter(figures), None))
+
+
+def _log_and_close(pictures: dict) -> None:
+    """Each figure into the MLflow run, then closed (pyplot keeps every open figure alive)."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    for path, figure in pictures.items():
+        mlflow.log_figure(figure, path)
+        plt.close(figure)
 
 
 def version_description(spec, facts: RunFacts, decision, metrics: dict, train_rows: int, best: dict,
