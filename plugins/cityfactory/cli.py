@@ -265,11 +265,11 @@ def cmd_audit_proof(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch_data(args: argparse.Namespace) -> int:
-    from cityfactory.ingestion.datasets import dataset_file
+    from cityfactory.ingestion.datasets import source_file
 
     scenario = get_scenario(args.scenario)
     for spec in scenario.source.files:
-        print(dataset_file(scenario.source.dataset, spec))
+        print(source_file(scenario.source, spec))
     return 0
 
 

@@ -6,6 +6,7 @@ file fails with a :class:`ScenarioError` that names the file and the offending k
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -60,20 +61,60 @@ class JsonLines(_Strict):
     fields: dict[str, str] = Field(min_length=1)
 
 
+class ImageIndex(_Strict):
+    """How an image replay reads its dataset's index (one line per image): the columns in order
+    (whitespace- or ``delimiter``-separated), which column names the image file, which columns
+    a camera knows at capture (they go into each drop's captures file) and which ones only
+    inspectors give later (they go into the label feed)."""
+
+    file: str
+    columns: list[str] = Field(min_length=2)
+    delimiter: str | None = None  # None: runs of whitespace
+    capture_columns: list[str] = []
+    label_columns: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _known(self) -> ImageIndex:
+        for name in [self.file, *self.capture_columns, *self.label_columns]:
+            if name not in self.columns:
+                raise ValueError(f"{name!r} is not one of the index's columns {self.columns}")
+        return self
+
+
+class ImageReplay(_Strict):
+    """An inspection station's drops, replayed: ``per_day`` images a day in the index's order,
+    captured every ``interval_seconds`` from ``first_capture`` (wall clock), spread over
+    ``cameras`` in turn; the inspectors' verdicts land ``label_delay_days`` later."""
+
+    index: ImageIndex
+    per_day: int = Field(ge=1)
+    cameras: list[str] = Field(min_length=1)
+    first_capture: dt.time = dt.time(6, 0)
+    interval_seconds: int = Field(60, ge=1)
+    label_delay_days: int = Field(1, ge=0)
+    start: dt.date = dt.date(2024, 1, 1)  # the replay's own first day (``time_shift`` moves it)
+
+
 class Source(_Strict):
     """Where a scenario's files come from and how they are written.
 
     ``csv_replay`` replays a pinned public dataset into ``landing/``, one file per source file per
-    day, as the gateways would; ``gateway`` means the city's gateways drop files into landing
-    themselves. ``time_shift`` moves a replay forward by whole weeks (weekdays keep their
+    day, as the gateways would; ``image_replay`` replays an image dataset as an inspection
+    station's daily drops (image files, a captures file, a later label feed); ``gateway`` means
+    the city's gateways drop files into landing themselves. A dataset is a folder of the data
+    directory, or the data inside an installed Python ``package`` (pinned in requirements.txt). ``time_shift`` moves a replay forward by whole weeks (weekdays keep their
     meaning): ``auto`` makes the dataset's last week play as the week just past, ``none`` keeps its
     own time, an integer shifts by that many weeks.
     """
 
-    kind: Literal["csv_replay", "gateway"] = "csv_replay"
-    format: Literal["csv", "jsonl"] = "csv"
+    kind: Literal["csv_replay", "image_replay", "gateway"] = "csv_replay"
+    format: Literal["csv", "jsonl", "images"] = "csv"
     dataset: str | None = None
+    package: str | None = None
+    licence: str | None = None  # the dataset's licence, shown in the data card, model card and report
+    citation: str | None = None
     files: list[DatasetFile] = []
+    images: ImageReplay | None = None
     time_shift: Literal["auto", "none"] | int = "none"
     csv: CsvDialect = CsvDialect()
     jsonl: JsonLines | None = None
@@ -86,6 +127,9 @@ class Source(_Strict):
             raise ValueError("a csv_replay source replays CSV files: format must be csv")
         if self.format == "jsonl" and self.jsonl is None:
             raise ValueError("format jsonl needs 'jsonl.fields' (column: dotted.path)")
+        if self.kind == "image_replay" and (self.format != "images" or self.images is None or not self.files):
+            raise ValueError("an image_replay source needs format images, 'images' (index, per_day, cameras) "
+                             "and its index among 'files'")
         return self
 
 
@@ -178,6 +222,32 @@ class Schema(_Strict):
     @property
     def personal_columns(self) -> dict[str, Personal]:
         return {n: c.personal for n, c in self.columns.items() if c.personal}
+
+
+class ImageRules(_Strict):
+    """What a landed image must be to enter bronze; anything else is quarantined with a reason.
+
+    Files named like ``captures_pattern`` carry each image's capture record (file, camera, time:
+    the ``schema`` columns); files named like ``labels_pattern`` are the inspectors' later label
+    feed (the ``labels`` columns); every other landed file is an image. Images are decoded with
+    Pillow (``max_pixels`` as an error, not a warning), turned upright by their EXIF orientation,
+    converted to ``mode`` where ``convert_modes`` allows, stripped of all metadata (EXIF GPS,
+    camera serials) and kept once, as PNG, under ``images/<scenario>/<sha256[:2]>/<sha256>.png``.
+    """
+
+    formats: list[Literal["PNG", "JPEG"]] = ["PNG", "JPEG"]
+    mode: Literal["L", "RGB"] = "L"
+    convert_modes: list[str] = ["L", "RGB", "RGBA", "P", "LA"]  # converted to ``mode``; others quarantined
+    max_bytes: int = Field(5_000_000, ge=1)
+    max_pixels: int = Field(16_000_000, ge=1)
+    min_side: int = Field(32, ge=1)
+    max_side: int = Field(4096, ge=1)
+    min_contrast: float = Field(2.0, ge=0)  # grey-level standard deviation: below it, a blank frame
+    min_sharpness: float = Field(0.0, ge=0)  # variance of the Laplacian: below it, out of focus
+    captures_pattern: str = "captures*.csv"
+    labels_pattern: str = "labels*.csv"
+    file_column: str = "file"  # the column of captures and labels that names the image file
+    labels: Schema
 
 
 class Ingestion(_Strict):
@@ -298,6 +368,7 @@ class Scenario(_Strict):
     tags: list[str] = []
     source: Source
     schema_: Schema = Field(alias="schema")
+    images: ImageRules | None = None
     ingestion: Ingestion = Ingestion()
     transform: Transform
     quality: Quality
@@ -307,6 +378,14 @@ class Scenario(_Strict):
     maintenance: Maintenance = Maintenance()
     governance: Governance
     retries: Retries = Retries()
+
+    @model_validator(mode="after")
+    def _images_declared(self) -> Scenario:
+        if (self.source.format == "images") != (self.images is not None):
+            raise ValueError("a source of format images needs an 'images' block (and only it)")
+        if self.images and self.images.file_column not in self.schema_.columns:
+            raise ValueError(f"images.file_column {self.images.file_column!r} is not a schema column")
+        return self
 
     @field_validator("schedule")
     @classmethod

@@ -1,4 +1,5 @@
-"""Public datasets: found under the configured data folder, or downloaded once and checksum-pinned."""
+"""Public datasets: found under the configured data folder or inside an installed package, or
+downloaded once; always checksum-pinned."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 import urllib.request
 from pathlib import Path
 
-from cityfactory.config.scenarios import DatasetFile
+from cityfactory.config.scenarios import DatasetFile, Source
 from cityfactory.settings import get_settings
 from cityfactory.storage.lake import sha256_file
 
@@ -52,3 +53,18 @@ def dataset_file(dataset: str, spec: DatasetFile) -> Path:
         raise
     partial.replace(cached)
     return cached
+
+
+def package_file(package: str, spec: DatasetFile) -> Path:
+    """A file shipped inside an installed package (``spec.name`` relative to it), verified."""
+    import importlib.util
+
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise DatasetError(f"package {package!r} is not installed (pin it in requirements.txt)")
+    return _verify(Path(next(iter(found.submodule_search_locations))) / spec.name, spec)
+
+
+def source_file(source: Source, spec: DatasetFile) -> Path:
+    """A source's pinned file, from its package or its dataset folder."""
+    return package_file(source.package, spec) if source.package else dataset_file(source.dataset, spec)

@@ -15,6 +15,7 @@ import os
 import re
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from cityfactory.ingestion.parsing import (
     read_file,
     unreadable_file,
 )
-from cityfactory.ingestion.replay import landing_prefix
+from cityfactory.ingestion.landing import landing_prefix
 from cityfactory.security import encryption
 from cityfactory.storage.lake import Lake, LakeError, join_key, sha256_bytes
 
@@ -75,7 +76,7 @@ def partition_key(layer: str, scenario: str, day: dt.date) -> str:
     return join_key(layer, scenario, f"dt={day.isoformat()}")
 
 
-def _read_raw(lake: Lake, key: str) -> bytes:
+def read_raw(lake: Lake, key: str) -> bytes:
     data = lake.get_bytes(key)
     return encryption.unseal(data, lake.uri_for(key)) if key.endswith(SEALED_SUFFIX) else data
 
@@ -107,7 +108,7 @@ def land_to_raw(scenario: Scenario, lake: Lake, day: dt.date, entry: LedgerEntry
             continue
         raw_key = join_key(raw_prefix, name + (SEALED_SUFFIX if sealed else ""))
         created = lake.put_new(raw_key, encryption.seal(data)) if sealed else lake.move_new(key, raw_key, data)
-        if not created and sha256_bytes(_read_raw(lake, raw_key)) != sha256_bytes(data):
+        if not created and sha256_bytes(read_raw(lake, raw_key)) != sha256_bytes(data):
             raw_key = join_key(raw_prefix, _raw_name(name, data, sealed))  # a different file, same name
             lake.put_new(raw_key, encryption.seal(data) if sealed else data)
         entry.inputs.append(Artifact(lake.uri_for(key), sha256_bytes(data), kind="landing"))
@@ -139,7 +140,7 @@ def _deduplicate(table: pa.Table, key: list[str], personal: set[str]) -> tuple[p
     return table.filter(pc.invert(duplicate)), rejected
 
 
-def _write_partitions(
+def write_partitions(
     lake: Lake, layer: str, scenario: str, table: pa.Table, days: list[dt.date], basename: str, options
 ) -> dict[dt.date, list]:
     """Rewrite the ``dt=`` partition of every day in ``days`` from ``table`` (empty days too)."""
@@ -169,13 +170,18 @@ def _protect(table: pa.Table, personal: dict[str, str]) -> pa.Table:
     return table
 
 
-def ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: LedgerEntry) -> IngestResult:
-    """Ingest ``days`` (play-time dates) holding their leases; records inputs and outputs on ``entry``."""
+Ingest = Callable[[Scenario, Lake, list[dt.date], LedgerEntry], IngestResult]
+
+
+def ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: LedgerEntry,
+                ingest: Ingest | None = None) -> IngestResult:
+    """Ingest ``days`` (play-time dates) holding their leases, by ``ingest`` (rows by default);
+    records inputs and outputs on ``entry``."""
     with day_leases(lake, scenario.name, days, holder=f"{entry.task_id}[{entry.map_index}]@{uuid.uuid4().hex[:8]}"):
-        return _ingest_days(scenario, lake, days, entry)
+        return (ingest or ingest_rows)(scenario, lake, days, entry)
 
 
-def _ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: LedgerEntry) -> IngestResult:
+def ingest_rows(scenario: Scenario, lake: Lake, days: list[dt.date], entry: LedgerEntry) -> IngestResult:
     schema = scenario.schema_
     personal = schema.personal_columns
     result = IngestResult(days=len(days))
@@ -190,7 +196,7 @@ def _ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Led
         raw_keys = lake.list(partition_key("raw", scenario.name, day))
         if raw_keys:
             touched.append(day)
-        files += [(day, key, moved[key] if key in moved else _read_raw(lake, key)) for key in raw_keys]
+        files += [(day, key, moved[key] if key in moved else read_raw(lake, key)) for key in raw_keys]
 
     def parse(item: tuple[dt.date, str, bytes]) -> ReadFile:
         day, key, data = item
@@ -230,11 +236,11 @@ def _ingest_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Led
 
     encrypted = [n for n, how in personal.items() if how == "encrypt"]
     if touched:
-        bronze_files = _write_partitions(
+        bronze_files = write_partitions(
             lake, "bronze", scenario.name, bronze, touched, "part",
             encryption.parquet_write_options(encrypted) if encrypted else None,
         )
-        quarantine_files = _write_partitions(
+        quarantine_files = write_partitions(
             lake, "quarantine", scenario.name, quarantine, touched, "rejected",
             encryption.parquet_write_options(["record"]) if personal else None,
         )

@@ -22,10 +22,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 
 from cityfactory.config.scenarios import ComposedTime, DatasetFile, Scenario
+from cityfactory.ingestion import image_replay
 from cityfactory.ingestion.datasets import dataset_file
+from cityfactory.ingestion.landing import EPOCH, landing_prefix
 from cityfactory.storage.lake import Lake, StoredObject, join_key
 
-EPOCH = dt.date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -85,20 +86,25 @@ def load_dataset(scenario: Scenario) -> list[Replayable]:
 
 
 def _span(scenario: Scenario) -> tuple[dt.date, dt.date]:
+    if scenario.source.kind == "image_replay":
+        return image_replay.span(scenario)
     files = load_dataset(scenario)
     return min(f.first_day for f in files), max(f.last_day for f in files)
 
 
 def time_shift(scenario: Scenario, today: dt.date | None = None) -> dt.timedelta:
-    """How far the dataset moves forward: whole weeks, so weekdays keep their meaning."""
+    """How far the dataset moves forward: whole weeks, so weekdays keep their meaning (whole days
+    for an image replay)."""
     shift = scenario.source.time_shift
-    if scenario.source.kind != "csv_replay" or shift == "none":
+    if scenario.source.kind == "gateway" or shift == "none":
         return dt.timedelta(0)
     if isinstance(shift, int):
         return dt.timedelta(weeks=shift)
     yesterday = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=1)
-    weeks = math.ceil((yesterday - _span(scenario)[1]).days / 7)
-    return dt.timedelta(weeks=max(weeks, 0))
+    behind = (yesterday - _span(scenario)[1]).days
+    if scenario.source.kind == "image_replay":  # a line works every day alike: whole days, all of it lands
+        return dt.timedelta(days=max(behind, 0))
+    return dt.timedelta(weeks=max(math.ceil(behind / 7), 0))
 
 
 def history_interval(scenario: Scenario, today: dt.date | None = None) -> tuple[dt.date, dt.date]:
@@ -106,10 +112,6 @@ def history_interval(scenario: Scenario, today: dt.date | None = None) -> tuple[
     (first, last), shift = _span(scenario), time_shift(scenario, today)
     yesterday = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=1)
     return first + shift, min(last + shift, yesterday)
-
-
-def landing_prefix(scenario: str, day: dt.date) -> str:
-    return join_key("landing", scenario, day.isoformat())
 
 
 def _shifted(rows: pa.Table, times: pa.Array, shift: dt.timedelta, parts: list[str], fmt: str) -> pa.Table:
@@ -126,9 +128,11 @@ def _shifted(rows: pa.Table, times: pa.Array, shift: dt.timedelta, parts: list[s
 
 def replay(scenario: Scenario, lake: Lake, days: list[dt.date], today: dt.date | None = None) -> list[tuple[StoredObject, int]]:
     """Write each play-time day's rows of every source file to ``landing/<scenario>/<day>/``."""
-    if scenario.source.kind != "csv_replay":
+    if scenario.source.kind == "gateway":
         return []  # the gateways land files themselves
     shift = time_shift(scenario, today)
+    if scenario.source.kind == "image_replay":
+        return image_replay.replay_images(scenario, lake, days, shift)
     parts, fmt = _time_parts(scenario)
     dialect = scenario.source.csv
     landed = []

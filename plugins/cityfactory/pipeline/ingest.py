@@ -12,9 +12,13 @@ from collections import Counter
 from airflow.sdk.exceptions import AirflowFailException
 
 from cityfactory.governance.ledger import Artifact, Kind
-from cityfactory.ingestion import pipeline, replay
-from cityfactory.ingestion.datasets import dataset_file
+from cityfactory.ingestion import image_drops, pipeline, replay
+from cityfactory.ingestion.datasets import source_file
 from cityfactory.pipeline.context import RunContext
+
+
+# How a source's files become bronze, by its format (rows of CSV or JSON lines by default).
+INGEST_BY_FORMAT = {"images": image_drops.ingest_image_days}
 
 
 def _dates(days: list[str]) -> list[dt.date]:
@@ -26,7 +30,7 @@ def land_batch(ctx: RunContext, days: list[str]) -> dict:
     with ctx.entry(Kind.LANDED) as entry:
         landed = replay.replay(ctx.scenario, ctx.lake, _dates(days))
         source = ctx.scenario.source
-        entry.inputs = [Artifact(dataset_file(source.dataset, f).as_uri(), f.sha256, kind="source") for f in source.files]
+        entry.inputs = [Artifact(source_file(source, f).as_uri(), f.sha256, kind="source") for f in source.files]
         entry.outputs = [Artifact.of(obj, rows, "landing") for obj, rows in landed]
         entry.counts = {"files": len(landed), "rows": sum(rows for _, rows in landed)}
         entry.details["time_shift_days"] = replay.time_shift(ctx.scenario).days
@@ -37,7 +41,8 @@ def ingest_batch(ctx: RunContext, landed: dict) -> dict:
     """Landing → raw → bronze + quarantine for the days a land task landed; data problems are
     judged in summarize."""
     with ctx.entry(Kind.BATCH_INGESTED) as entry:
-        result = pipeline.ingest_days(ctx.scenario, ctx.lake, _dates(landed["days"]), entry)
+        result = pipeline.ingest_days(ctx.scenario, ctx.lake, _dates(landed["days"]), entry,
+                                        INGEST_BY_FORMAT.get(ctx.scenario.source.format))
     return {**result.counts(), "reasons": dict(result.reasons), "file_errors": result.file_errors}
 
 

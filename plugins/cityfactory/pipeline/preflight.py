@@ -111,11 +111,18 @@ def _suite_problems(scenario: Scenario) -> list[str]:
 
 
 def _dataset_problems(scenario: Scenario, path: Path) -> list[str]:
+    from cityfactory.ingestion.datasets import DatasetError, package_file
     from cityfactory.storage.lake import sha256_file
 
     source = scenario.source
     problems = []
     for index, spec in enumerate(source.files):
+        if source.package:
+            try:
+                package_file(source.package, spec)
+            except (DatasetError, OSError) as exc:
+                problems.append(f"{path}: key 'source.files.{index}': {exc}")
+            continue
         local = get_settings().data_dir / (source.dataset or "") / spec.name
         if local.exists():
             if sha256_file(local) != spec.sha256:

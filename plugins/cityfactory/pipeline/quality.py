@@ -28,7 +28,7 @@ def _gate(ctx: RunContext, frame, suite: str, dataset_uri: str, dataset_kind: st
 def bronze_gate(ctx: RunContext, batches: list[list[str]]) -> dict:
     """Validate the bronze rows of the run's days."""
     days = [dt.date.fromisoformat(d) for batch in batches for d in batch]
-    table = read_partitions(ctx.lake, "bronze", ctx.scenario.name, days)
+    table = read_partitions(ctx.lake, "bronze", ctx.scenario.name, days, prefix="part-")
     if table is None:
         table = empty_bronze(ctx.scenario.schema_)
     uri = ctx.lake.uri_for(join_key("bronze", ctx.scenario.name))

@@ -17,12 +17,13 @@ def read_table(lake: Lake, key: str) -> pa.Table:
     return pq.read_table(io.BytesIO(lake.get_bytes(key)), decryption_properties=parquet_decryption())
 
 
-def read_partitions(lake: Lake, layer: str, scenario: str, days: list[dt.date]) -> pa.Table | None:
-    """All Parquet files of ``<layer>/<scenario>/dt=<day>/`` for ``days``, with a ``dt`` column."""
+def read_partitions(lake: Lake, layer: str, scenario: str, days: list[dt.date], prefix: str = "") -> pa.Table | None:
+    """The Parquet files of ``<layer>/<scenario>/dt=<day>/`` for ``days`` whose names start with
+    ``prefix`` (bronze's rows are ``part-*``; an image day has ``labels-*`` beside), with a ``dt`` column."""
     tables = []
     for day in days:
         for key in lake.list(join_key(layer, scenario, f"dt={day.isoformat()}")):
-            if key.endswith(".parquet"):
+            if key.endswith(".parquet") and key.rsplit("/", 1)[1].startswith(prefix):
                 table = read_table(lake, key)
                 tables.append(table.append_column("dt", pa.repeat(pa.scalar(day, pa.date32()), table.num_rows)))
     return pa.concat_tables(tables) if tables else None
