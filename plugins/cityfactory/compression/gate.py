@@ -38,12 +38,35 @@ def table(variants: list[Variant], metric: str, greater_is_better: bool = False)
     return "\n".join(lines)
 
 
-def choose(variants: list[Variant], metric: str, max_loss: float, greater_is_better: bool = False) -> Variant:
-    """Among the compressed variants (smaller than the fp32 reference), the smallest that fits."""
+def refusals(variants: list[Variant], metric: str, max_loss: float, greater_is_better: bool = False,
+             also: tuple[str, ...] = (), must_be_faster: bool = False) -> dict[str, str]:
+    """Why each compressed variant (smaller than the fp32 reference) may not ship, by name: a loss
+    over budget on ``metric`` or on any of ``also`` (e.g. every class's recall), or, with
+    ``must_be_faster``, a batch-1 median latency no better than fp32's. Fitting ones are absent."""
     reference = next(v for v in variants if v.name == "onnx_fp32")
-    compressed = [v for v in variants if v.size_bytes and v.size_bytes < reference.size_bytes]
-    fitting = [v for v in compressed
-               if loss(v.quality[metric], reference.quality[metric], greater_is_better) <= max_loss]
+    refused = {}
+    for v in variants:
+        if not v.size_bytes or v.size_bytes >= reference.size_bytes:
+            continue
+        over = [f"{k} {100 * loss(v.quality[k], reference.quality[k], greater_is_better):.2f} % worse"
+                for k in (metric, *also) if loss(v.quality[k], reference.quality[k], greater_is_better) > max_loss]
+        if over:
+            refused[v.name] = f"{', '.join(over)} than fp32 (budget {max_loss:.2%})"
+        elif must_be_faster and v.b1_median_ms >= reference.b1_median_ms:
+            refused[v.name] = (f"not faster than fp32 at batch 1 ({v.b1_median_ms:.3f} ms vs "
+                               f"{reference.b1_median_ms:.3f} ms)")
+    return refused
+
+
+def choose(variants: list[Variant], metric: str, max_loss: float, greater_is_better: bool = False, *,
+           also: tuple[str, ...] = (), must_be_faster: bool = False, fallback: bool = False) -> Variant:
+    """Among the compressed variants (smaller than the fp32 reference), the smallest that fits
+    (see ``refusals``). If none does: the fp32 reference with ``fallback``, else an error."""
+    reference = next(v for v in variants if v.name == "onnx_fp32")
+    refused = refusals(variants, metric, max_loss, greater_is_better, also, must_be_faster)
+    fitting = [v for v in variants if v.size_bytes and v.size_bytes < reference.size_bytes and v.name not in refused]
+    if not fitting and fallback:
+        return reference
     if not fitting:
         raise CompressionGateError(
             f"no variant keeps test {metric.upper()} within {max_loss:.2%} of fp32 "

@@ -19,10 +19,13 @@ class ParityError(RuntimeError):
     """onnxruntime's outputs differ from torch's beyond the stated tolerance."""
 
 
-def export(model, n_features: int, path: Path) -> Path:
+def export(model, input_shape: int | tuple[int, ...], path: Path) -> Path:
+    """``model`` as ONNX for inputs of (batch, *input_shape): a feature row's width, or an image's
+    (channels, height, width)."""
     import torch
 
-    example = (torch.zeros((2, n_features), dtype=torch.float32),)
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+    example = (torch.rand((2, *shape), dtype=torch.float32),)
     torch.onnx.export(model, example, str(path), input_names=[INPUT], output_names=[OUTPUT], dynamo=True,
                       external_data=False, opset_version=18, dynamic_shapes=({0: torch.export.Dim("batch")},))
     return path

@@ -62,9 +62,11 @@ def _latency(call, batch: np.ndarray, repeats: int) -> tuple[float, float]:
     return statistics.median(times), float(np.percentile(times, 95))
 
 
-def measure(name: str, path: Path | None, predict, x_test: np.ndarray, y_test: np.ndarray, score: Score) -> Variant:
-    b1 = _latency(predict, x_test[:1], 500)
-    b256 = _latency(predict, x_test[:256], 100)
+def measure(name: str, path: Path | None, predict, x_test: np.ndarray, y_test: np.ndarray, score: Score,
+            repeats: tuple[int, int] = (500, 100)) -> Variant:
+    """Quality on every test example; latency at batch 1 and 256, ``repeats`` times each."""
+    b1 = _latency(predict, x_test[:1], repeats[0])
+    b256 = _latency(predict, x_test[:256], repeats[1])
     return Variant(name, str(path or ""), path.stat().st_size if path else 0, score(y_test, predict(x_test)), *b1, *b256)
 
 

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state-dir", help="where the highest accepted version is kept across restarts")
     serve.add_argument("--prediction-log", help="folder for what the node served (kept until collected); none: not logged")
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20)
-    serve.add_argument("--max-rows", type=int, default=4096)
+    serve.add_argument("--max-rows", type=int, default=4096, help="rows (or images) per request")
+    serve.add_argument("--max-pixels", type=int, default=16_000_000, help="pixels per image")
     serve.add_argument("--bundle", help="bundle URI to load at start")
     return parser
 
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     state = hashlib.sha256(f"{args.scenario}|{args.registered_model}|{args.bundle_base}".encode()).hexdigest()[:12]
     slots = ModelSlots(Path(args.state_dir) / f"{args.node_id}-{state}.json" if args.state_dir else None)
     served = PredictionLog(Path(args.prediction_log) / f"{args.node_id}-{state}") if args.prediction_log else None
-    app = create_app(args.node_id, public, token, pin, slots, args.max_body_bytes, args.max_rows, served)
+    app = create_app(args.node_id, public, token, pin, slots, args.max_body_bytes, args.max_rows, served,
+                     args.max_pixels)
     if args.bundle:
         slots.swap_in(load(args.bundle, public, pin))
     else:

@@ -31,8 +31,7 @@ def serve_days(scenario: Scenario, first: dt.date, last: dt.date, batch: int = 2
         for request in task_type_of(spec).edge_requests(spec, read_days(scenario, first, last), batch):
             series = request["series"]
             target = next((n for n in fleet.nodes if series is not None and n.series == series), None) or next(spread)
-            response = client.post(f"{target.url}/predict", json={
-                "rows": request["rows"], "keys": request["keys"], "purpose": "serve"})
+            response = client.post(f"{target.url}/predict", **request["http"])
             response.raise_for_status()
-            answered[target.id] = answered.get(target.id, 0) + len(request["rows"])
+            answered[target.id] = answered.get(target.id, 0) + request["count"]
     return answered

@@ -27,9 +27,19 @@ class Node(BaseModel):
     series: str | None = None  # the series (station, sensor) this node serves, if it serves one
 
 
+class NodeLimits(BaseModel):
+    """What a node accepts per request (413 beyond): body bytes, rows or images, pixels an image."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_body_bytes: int = Field(1 << 20, ge=1)
+    max_rows: int = Field(4096, ge=1)
+    max_pixels: int = Field(16_000_000, ge=1)
+
+
 class Fleet(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     nodes: list[Node] = Field(min_length=1)
+    limits: NodeLimits = NodeLimits()
 
 
 def load_fleet(name: str) -> Fleet:
@@ -73,6 +83,9 @@ class LocalFleet:
         self.fleet = fleet
         self.pin = ["--scenario", scenario, "--registered-model", registered_model, "--bundle-base", bundle_base(scenario)]
         self.processes: list[subprocess.Popen] = []
+        limits = fleet.limits
+        self.limits = ["--max-body-bytes", str(limits.max_body_bytes), "--max-rows", str(limits.max_rows),
+                       "--max-pixels", str(limits.max_pixels)]
 
     @classmethod
     def for_scenario(cls, scenario) -> LocalFleet:
@@ -98,7 +111,7 @@ class LocalFleet:
                 self.processes.append(subprocess.Popen(
                     [sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(address.port),
                      "--node-id", node.id, "--public-key", str(public), *self.pin, "--state-dir", str(home / "edge-state"),
-                     "--prediction-log", str(home / "edge-predictions")],
+                     "--prediction-log", str(home / "edge-predictions"), *self.limits],
                     env=env, stdout=log, stderr=subprocess.STDOUT))
         for node in self.fleet.nodes:
             _wait(urlparse(node.url).port)

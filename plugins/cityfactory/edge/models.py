@@ -38,7 +38,16 @@ class LoadedModel:
 
     @property
     def features(self) -> list[str]:
-        return self.manifest["feature_order"]
+        return self.manifest.get("feature_order", [])
+
+    @property
+    def takes_images(self) -> bool:
+        """The bundle declares image preprocessing: requests carry images, not feature rows."""
+        return "preprocessing" in self.manifest
+
+    def warm_up(self) -> None:
+        shape = [1 if d == -1 else d for d in self.manifest["inputs"][0]["shape"]]
+        self.predict(np.zeros(shape, dtype=np.float32))
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         spec_in, spec_out = self.manifest["inputs"][0], self.manifest["outputs"][0]
@@ -82,7 +91,7 @@ def load(uri: str, public_pem: bytes, pin: Pin) -> LoadedModel:
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(files[bundle.MODEL], options, providers=["CPUExecutionProvider"])
     model = LoadedModel(manifest, session, uri=uri)
-    model.predict(np.zeros((1, len(model.features)), dtype=np.float32))  # warm-up before it serves
+    model.warm_up()  # before it serves
     return model
 
 

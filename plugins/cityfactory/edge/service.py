@@ -25,6 +25,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from cityfactory.compression.bundle import BundleError
+from cityfactory.compression.preprocessing import ImageInputError
+from cityfactory.edge.image_requests import predict_images
 from cityfactory.edge.metrics import NodeMetrics
 from cityfactory.edge.models import (
     Downgrade,
@@ -62,7 +64,7 @@ class CountResponses:
                 self.metrics.observe(413, 0.0)
                 status, body = 413, json.dumps({"detail": f"body: more than {self.max_body_bytes} bytes"}).encode()
             else:
-                status, body = await self.predict(receive)
+                status, body = await self.predict(scope, receive)
             await send({"type": "http.response.start", "status": status,
                         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
@@ -96,8 +98,16 @@ class Refused(Exception):
         self.status, self.detail = status, detail
 
 
-def _predict(body: bytes, model, max_rows: int, node_id: str, logged: bool) -> tuple[bytes, int, bytes]:
-    """The answer, the rows answered, and (if ``logged``) the prediction log's lines for them."""
+def _predict(body: bytes, model, max_rows: int, node_id: str, logged: bool, content_type: str = "",
+             query: bytes = b"", max_pixels: int = 16_000_000) -> tuple[bytes, int, bytes]:
+    """The answer, the rows (or images) answered, and (if ``logged``) the prediction log's lines."""
+    if model.takes_images:
+        try:
+            return predict_images(model, body, content_type, query, max_rows, max_pixels, node_id, time.time(), logged)
+        except ImageInputError as exc:
+            raise Refused(exc.status, exc.detail) from None
+        except RowKeyError as exc:
+            raise Refused(422, str(exc)) from None
     try:
         payload = json.loads(body)
     except RecursionError:
@@ -123,7 +133,8 @@ def _predict(body: bytes, model, max_rows: int, node_id: str, logged: bool) -> t
 
 
 def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slots: ModelSlots | None = None,
-               max_body_bytes: int = 1 << 20, max_rows: int = 4096, served: PredictionLog | None = None) -> FastAPI:
+               max_body_bytes: int = 1 << 20, max_rows: int = 4096, served: PredictionLog | None = None,
+               max_pixels: int = 16_000_000) -> FastAPI:
     from cityfactory.security.signing import load_public_key
 
     public = load_public_key(public_pem)  # the caller validated it; fails closed here too
@@ -131,7 +142,7 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
     slots, metrics = slots or ModelSlots(), NodeMetrics()
     app.state.slots = slots
 
-    app.add_middleware(CountResponses, metrics=metrics, predict=lambda receive: predict(receive),
+    app.add_middleware(CountResponses, metrics=metrics, predict=lambda scope, receive: predict(scope, receive),
                        max_body_bytes=max_body_bytes)
 
     def openapi() -> dict:
@@ -152,9 +163,11 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
                         request.client.host if request.client else "?", "missing" if not authorization else "wrong")
             raise HTTPException(401, "missing or wrong admin token", headers={"WWW-Authenticate": "Bearer"})
 
-    async def predict(receive) -> tuple[int, bytes]:
+    async def predict(scope, receive) -> tuple[int, bytes]:
         """The hot path, as plain ASGI (no routing or dependency work per request)."""
         started = time.perf_counter()
+        content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+        query = scope.get("query_string", b"")
         status, rows = 200, 0
         try:
             body = bytearray()
@@ -168,11 +181,11 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
             model = slots.current  # one read: a swap cannot change the model under this request
             if model is None:
                 raise Refused(503, "no model loaded")
-            if len(body) <= INLINE_BYTES:
-                answer, rows, lines = _predict(bytes(body), model, max_rows, node_id, served is not None)
-            else:  # a big batch: parse and run off the event loop, so health checks stay prompt
-                answer, rows, lines = await run_in_threadpool(_predict, bytes(body), model, max_rows, node_id,
-                                                              served is not None)
+            request = (bytes(body), model, max_rows, node_id, served is not None, content_type, query, max_pixels)
+            if len(body) <= INLINE_BYTES and not model.takes_images:
+                answer, rows, lines = _predict(*request)
+            else:  # a big batch or images to decode: off the event loop, so health checks stay prompt
+                answer, rows, lines = await run_in_threadpool(_predict, *request)
             if lines:
                 try:
                     await served.append(lines)
@@ -271,6 +284,8 @@ def predict_operation(model: LoadedModel | None, max_rows: int) -> dict:
     if model is None:
         return {"summary": "Predict (no model loaded: answers 503 until a bundle is deployed)",
                 "responses": {"503": {"description": "no model loaded"}}}
+    if model.takes_images:
+        return image_operation(model, max_rows)
     features, output = model.features, model.manifest["outputs"][0]
     named = {"type": "object", "title": "Row by feature name", "additionalProperties": False, "required": features,
              "properties": {f: {"type": "number", "format": "float"} for f in features}}
@@ -290,5 +305,33 @@ def predict_operation(model: LoadedModel | None, max_rows: int) -> dict:
         "responses": {"200": {"description": "one prediction per row", "content": {"application/json": {"schema": answer}}},
                       "413": {"description": "body or rows over the node's limits"},
                       "422": {"description": "a row that does not fit: the message names the field"},
+                      "503": {"description": "no model loaded"}},
+    }
+
+
+def image_operation(model: LoadedModel, max_images: int) -> dict:
+    """The OpenAPI operation of ``POST /predict`` for a model that takes images."""
+    classes, prep = model.manifest["outputs"][0]["classes"], model.manifest["preprocessing"]
+    binary = {"type": "string", "format": "binary"}
+    answer = {"type": "object", "properties": {
+        "model_version": {"type": "string"},
+        "predictions": {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
+                        "description": "per image, the probability of each class: " + ", ".join(classes)},
+        "classes": {"type": "array", "items": {"type": "string", "enum": classes}, "description": "per image, the class"}}}
+    return {
+        "summary": f"Classify images with model version {model.version}",
+        "description": (f"One image as the raw body (query: series, predicted_for, purpose), or up to {max_images} as "
+                        f"multipart 'image' parts (fields: keys as JSON, purpose). PNG or JPEG by content; the node "
+                        f"converts to {prep['mode']} and resizes to {prep['size']}x{prep['size']}."),
+        "requestBody": {"required": True, "content": {
+            "image/png": {"schema": binary}, "image/jpeg": {"schema": binary},
+            "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
+                "image": {"type": "array", "items": binary, "maxItems": max_images},
+                "keys": {"type": "string", "description": "JSON list of {series, predicted_for}, one per image"},
+                "purpose": {"type": "string", "enum": ["serve", "bake"]}}}}}},
+        "responses": {"200": {"description": "one answer per image", "content": {"application/json": {"schema": answer}}},
+                      "413": {"description": "body, images or pixels over the node's limits"},
+                      "415": {"description": "not a PNG or JPEG image (by content), or the wrong media type"},
+                      "422": {"description": "keys or purpose that do not fit"},
                       "503": {"description": "no model loaded"}},
     }

@@ -42,6 +42,11 @@ IMAGE_COLUMNS = [
 ]
 
 
+def manifest_columns(scenario: Scenario) -> list[str]:
+    """The bronze manifest's columns (what a bronze suite may name), ``dt`` included."""
+    return [name for name, _ in IMAGE_COLUMNS] + list(scenario.schema_.columns) + [SOURCE, "dt"]
+
+
 def image_key(scenario: str, sha256: str) -> str:
     return join_key("images", scenario, sha256[:2], f"{sha256}.png")
 
@@ -124,10 +129,14 @@ def ingest_image_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry
         checked = list(pool.map(check, files["image"]))
 
     capture_of = {(row[LANDING_DAY], row[rules.file_column]): row for row in captures.to_pylist()}
+    time_column = scenario.schema_.time_column
+    found = [(day, key, data, outcome, capture_of.pop((day, key.rsplit("/", 1)[1]), None))
+             for (day, key, data), outcome in zip(files["image"], checked, strict=True)]
+    # the earliest capture of the same pixels is the one kept; a later copy is the duplicate
+    found.sort(key=lambda f: (f[4] is None, f[4][time_column] if f[4] else None, f[1]))
     manifest, first_seen, stored = [], {}, 0
-    for (day, key, data), outcome in zip(files["image"], checked, strict=True):
+    for day, key, data, outcome, capture in found:
         name, uri = key.rsplit("/", 1)[1], lake.uri_for(key)
-        capture = capture_of.pop((day, name), None)
         if isinstance(outcome, str):
             rejected.append(_refusal(day, uri, outcome))
             continue

@@ -30,6 +30,7 @@ def compress(ctx: RunContext, trained: dict, gold: dict) -> dict:
         entry.counts = {"variants": len(result.variants), "bundle_bytes": result.chosen.size_bytes}
         entry.details.update(variants=[v.row() for v in result.variants], chosen=result.chosen.name,
                              quality_columns=list(result.chosen.quality),
-                             parity_max_abs=result.parity, table=result.table)
+                             parity_max_abs=result.parity, table=result.table, choice=result.choice,
+                             refused=result.refused, facts=result.facts)
     prefix = result.stored[0].uri.rsplit("/", 1)[0]
     return {"version": trained["version"], "bundle_uri": prefix, "variant": result.chosen.name}

@@ -28,6 +28,9 @@ class Compressed:
     manifest: dict
     stored: list[StoredObject]
     table: str
+    choice: str = ""
+    refused: dict | None = None
+    facts: dict | None = None
 
 
 def compress_version(spec: ModelSpec, version: str, mlflow_run_id: str, gold: pd.DataFrame, scenario: str,
@@ -52,17 +55,28 @@ def compress_version(spec: ModelSpec, version: str, mlflow_run_id: str, gold: pd
             mlflow.log_metric("compression_parity_max_abs", parity)
             for v in variants:
                 mlflow.log_metrics({f"compression_{v.name}_{k}": value for k, value in v.row().items() if k not in ("name", "path")})
-            chosen = gate.choose(variants, metric, max_quality_loss, better)  # raises with the table if nothing fits
+            also = kind.compression_also(spec)
+            refused = gate.refusals(variants, metric, max_quality_loss, better, also, kind.compression_must_be_faster)
+            chosen = gate.choose(variants, metric, max_quality_loss, better, also=also,  # raises if nothing fits
+                                 must_be_faster=kind.compression_must_be_faster, fallback=kind.compression_fallback)
+            why = (f"{chosen.name}: the smallest variant within the budget" if chosen.name != "onnx_fp32" else
+                   "onnx_fp32: no compressed variant may ship (" + "; ".join(f"{n}: {r}" for n, r in refused.items()) + ")")
+            log.info("compression choice %s", why)
+            facts = kind.compression_facts(spec, examples)
+            if facts:
+                mlflow.log_dict(facts, "compression/facts.json")
             mlflow.set_tag("compression_variant", chosen.name)
+            mlflow.set_tag("compression_choice", why[:5000])
             onnx_bytes = Path(chosen.path).read_bytes()
             mlflow.log_artifact(chosen.path, "compression")
-    facts = {
+    bundle_facts = {
         "scenario": scenario, "registered_model": spec.registered_model, "model_version": str(version),
         "mlflow_run_id": mlflow_run_id, "task_type": spec.task_type, "family": model.family, "variant": chosen.name,
         **kind.edge_contract(spec, model),
         "test_metrics": chosen.quality,
+        "compression": {"choice": why, "refused": refused, **facts},
     }
-    files = bundle.build({bundle.MODEL: onnx_bytes}, facts)
+    files = bundle.build({bundle.MODEL: onnx_bytes}, bundle_facts)
     stored = bundle.write(lake, scenario, version, files)
     manifest = json.loads(files[bundle.MANIFEST])
     client = mlflow.MlflowClient()
@@ -73,4 +87,4 @@ def compress_version(spec: ModelSpec, version: str, mlflow_run_id: str, gold: pd
         "bundle_manifest_sha256": next(s.sha256 for s in stored if s.uri.endswith(bundle.MANIFEST)),
     }.items():
         client.set_model_version_tag(spec.registered_model, str(version), key, value)
-    return Compressed(variants, chosen, parity, manifest, stored, text)
+    return Compressed(variants, chosen, parity, manifest, stored, text, why, refused, facts)

@@ -87,12 +87,21 @@ def _fleet_problems(scenario: Scenario) -> list[str]:
     return []
 
 
-def _suite_problems(scenario: Scenario) -> list[str]:
+def _bronze_columns(scenario: Scenario) -> set[str]:
+    """What a bronze suite may name: the image manifest's columns, or the schema's rows'."""
+    from cityfactory.ingestion.image_drops import manifest_columns
     from cityfactory.ingestion.parsing import bronze_schema
+
+    if scenario.source.format == "images":
+        return set(manifest_columns(scenario))
+    return set(bronze_schema(scenario.schema_).names)
+
+
+def _suite_problems(scenario: Scenario) -> list[str]:
     from cityfactory.quality.gates import QualityGateError, load_suite
 
     problems = []
-    bronze = set(bronze_schema(scenario.schema_).names) | BRONZE_EXTRAS
+    bronze = _bronze_columns(scenario) | BRONZE_EXTRAS
     for key, name in (("bronze_suite", scenario.quality.bronze_suite), ("features_suite", scenario.quality.features_suite)):
         try:
             suite = load_suite(name)

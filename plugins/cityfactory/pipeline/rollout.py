@@ -115,7 +115,7 @@ def gate(ctx: RunContext, plan: dict, stage: str) -> dict:
     baked = [n for n in fleet.nodes if n.id in deployed or plan["before"].get(n.id)]  # new, or serving the old
     kind = task_type_of(load_model_spec(ctx.scenario.model_spec))
     with ctx.entry(Kind.ROLLOUT_GATE) as entry:
-        telemetry = controller.bake(baked, np.asarray(bake["features"], dtype=np.float32),
+        telemetry = controller.bake(baked, lambda start, stop: kind.bake_request(bake, start, stop),
                                     np.asarray(bake["actuals"], dtype=float), rollout.bake_seconds, kind.bake_error)
         # once every node is on the new version, compare with what the old one measured earlier
         earlier = [e["details"]["verdict"]["reference_error"] for e in of_kind(ctx.ledger.current(), Kind.ROLLOUT_GATE)

@@ -20,6 +20,8 @@ def run_facts(ctx: RunContext, gold: dict, batches: list[list[str]]) -> RunFacts
         data_interval=f"{batches[0][0]}..{batches[-1][-1]}", features_uri=gold["uri"],
         features_sha256=gold["sha256"], risk_level=scenario.governance.risk_level, owners=scenario.governance.owners,
         feature_definition=gold["definition_digest"],
+        data_source=scenario.source.dataset or scenario.source.package or scenario.source.kind,
+        data_licence=scenario.source.licence or "not stated", data_citation=(scenario.source.citation or "").strip(),
     )
 
 

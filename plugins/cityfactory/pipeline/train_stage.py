@@ -37,6 +37,9 @@ class RunFacts:
     risk_level: str = ""
     owners: list[str] = field(default_factory=list)
     feature_definition: str = ""  # digest of the dbt models' SQL that made the features
+    data_source: str = ""  # the dataset, its licence and citation (the data card)
+    data_licence: str = ""
+    data_citation: str = ""
 
 
 @dataclass
@@ -183,6 +186,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
             gate_decision=f"{decision.alias or 'no alias'}: {decision.reason}",
             model_kind=(f"{best['family']}: the best of {len(trials)} search trials by validation {metric} "
                         f"(trial {best['batch']}.{best['number']}{', the hand-set model' if best['hand_set'] else ''})"),
+            data_source=facts.data_source, data_licence=facts.data_licence, data_citation=facts.data_citation,
             **kind.card_values(spec, judged),
         )
         mlflow.log_text(card, "model_card.md")
@@ -197,6 +201,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
         "airflow_run_id": facts.airflow_run_id, "gate_decision": decision.alias or "rejected", "gate_reason": decision.reason,
         "spec_digest": spec_digest(spec), "search_budget": str(budget), "feature_definition": facts.feature_definition,
         "features_to": str(gold[time_column].max().date()), "task_type": spec.task_type,
+        **({"data_licence": facts.data_licence} if facts.data_licence else {}),
         **{f"test_{k}": f"{v:.3f}" for k, v in metrics["model"].items()},
     }
     for key, value in version_tags.items():
@@ -228,10 +233,11 @@ def version_description(spec, facts: RunFacts, decision, metrics: dict, train_ro
     test scores beside the baselines (same rows)."""
     kind = task_type_of(spec)
     better = kind.metrics[metric].greater_is_better
-    scores = ", ".join(f"{name} {m[metric]:.1f}" for name, m in sorted(metrics.items(), key=lambda kv: kv[1][metric],
+    shown = kind.metrics[metric].format
+    scores = ", ".join(f"{name} {m[metric]:{shown}}" for name, m in sorted(metrics.items(), key=lambda kv: kv[1][metric],
                                                                         reverse=better))
     return (f"{kind.describe(spec)} for scenario {facts.scenario}: {best['family']} (search trial "
             f"{best['batch']}.{best['number']}), trained on {train_rows:,} rows of "
             f"{facts.data_interval} (features sha256 {facts.features_sha256[:12]}, Airflow run {facts.airflow_run_id}).\n\n"
             f"Registry gate: {decision.alias or 'rejected'} - {decision.reason}.\n\n"
-            f"Test {metric.upper()} on the same rows: {scores}.")
+            f"Test {kind.metrics[metric].label} on the same examples: {scores}.")

@@ -21,7 +21,8 @@ import numpy as np
 from cityfactory.config.scenarios import Rollout
 from cityfactory.edge.fleet import Fleet, Node
 
-BakeError = Callable[[np.ndarray, np.ndarray], float]  # (predicted, actuals) -> error, lower is better
+BakeError = Callable[[np.ndarray, np.ndarray], float]
+BakeRequest = Callable[[int, int], dict]  # (start, stop) -> httpx keyword arguments of that request  # (predicted, actuals) -> error, lower is better
 
 
 class RolloutError(RuntimeError):
@@ -93,21 +94,22 @@ class Telemetry:
         return 1.0 if self.requests == 0 else self.errors / self.requests
 
 
-def bake(nodes: list[Node], rows: np.ndarray, actuals: np.ndarray, seconds: float, error: BakeError,
+def bake(nodes: list[Node], request: BakeRequest, actuals: np.ndarray, seconds: float, error: BakeError,
          batch: int = 24) -> list[Telemetry]:
-    """Drive the rows through every node (in batches, round and round) for ``seconds``; each node's
-    answers are judged by ``error(predicted, actuals)``."""
+    """Drive the bake examples through every node (in batches, round and round) for ``seconds``;
+    ``request(start, stop)`` is the HTTP request of examples start..stop as the task type sends
+    them; each node's answers are judged by ``error(predicted, actuals)``."""
     telemetry = {n.id: {"latencies": [], "errors": 0, "predicted": {}, "version": None} for n in nodes}
     deadline = time.monotonic() + seconds
     with httpx.Client(timeout=5) as session:
         first_pass = True
         while first_pass or time.monotonic() < deadline:
-            for start in range(0, len(rows), batch):
+            for start in range(0, len(actuals), batch):
                 for node in nodes:
                     record = telemetry[node.id]
                     started = time.perf_counter()
                     try:
-                        response = session.post(f"{node.url}/predict", json={"rows": rows[start : start + batch].tolist(), "purpose": "bake"})
+                        response = session.post(f"{node.url}/predict", **request(start, start + batch))
                         response.raise_for_status()
                         body = response.json()
                     except (httpx.HTTPError, ValueError):
@@ -122,8 +124,8 @@ def bake(nodes: list[Node], rows: np.ndarray, actuals: np.ndarray, seconds: floa
         record = telemetry[node.id]
         requests = len(record["latencies"]) + record["errors"]
         found = None
-        if len(record["predicted"]) * batch >= len(rows):  # every row answered at least once
-            predicted = np.concatenate([record["predicted"][s] for s in sorted(record["predicted"])])[: len(rows)]
+        if len(record["predicted"]) * batch >= len(actuals):  # every row answered at least once
+            predicted = np.concatenate([record["predicted"][s] for s in sorted(record["predicted"])])[: len(actuals)]
             found = error(predicted, actuals)
         p95 = float(np.percentile(record["latencies"], 95)) if record["latencies"] else None
         results.append(Telemetry(node.id, record["version"], requests, record["errors"], p95, found))

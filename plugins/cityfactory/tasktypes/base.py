@@ -113,6 +113,10 @@ class TaskType(ABC):
     compression_metric: ClassVar[str]  # what a compressed variant may lose at most a share of
     bake_metric: ClassVar[Metric]  # what ``bake_error`` measures (lower is better), for the rollout gate
     reference_baseline: ClassVar[str]  # the baseline live accuracy is shown against
+    # compression: may the fp32 export ship when no compressed variant fits (rather than fail), and
+    # must a compressed variant be faster at batch 1 to ship
+    compression_fallback: ClassVar[bool] = False
+    compression_must_be_faster: ClassVar[bool] = False
 
     # -- the spec --------------------------------------------------------------------------------
     @abstractmethod
@@ -199,6 +203,15 @@ class TaskType(ABC):
         """Every edge variant measured side by side (the model in its own framework first, then
         ``onnx_fp32``); and the fp32 export's largest difference from the model."""
 
+    def compression_also(self, spec: ModelSpec) -> tuple[str, ...]:
+        """Quality keys held to the same budget as ``compression_metric`` (e.g. each class's recall)."""
+        return ()
+
+    def compression_facts(self, spec: ModelSpec, examples: Examples) -> dict:
+        """Facts about how the variants were made that go with the bundle and the card (e.g. the
+        int8 calibration set's fingerprint)."""
+        return {}
+
     @abstractmethod
     def edge_contract(self, spec: ModelSpec, model) -> dict:
         """The bundle manifest's inputs, outputs and preprocessing (what an edge node feeds)."""
@@ -212,8 +225,14 @@ class TaskType(ABC):
         """``bake_metric`` of a node's bake answers: one number, lower is better."""
 
     @abstractmethod
+    def bake_request(self, bake: dict, start: int, stop: int) -> dict:
+        """The HTTP request (httpx keyword arguments) that sends bake examples start..stop of
+        ``bake`` (what ``bake_rows`` made) to a node's ``/predict``, purpose ``bake``."""
+
+    @abstractmethod
     def edge_requests(self, spec: ModelSpec, frame: pd.DataFrame, batch: int) -> Iterator[dict]:
-        """Requests a consumer would send for these rows (``rows`` and their ``keys``)."""
+        """Requests a consumer would send for these rows: each a dict with ``series``, ``count``
+        (examples in it) and ``http`` (httpx keyword arguments of ``POST /predict``)."""
 
     # -- monitoring ------------------------------------------------------------------------------
     @abstractmethod

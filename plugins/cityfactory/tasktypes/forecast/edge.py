@@ -59,7 +59,8 @@ def mean_absolute_error(predicted: np.ndarray, actual: np.ndarray) -> float:
 
 
 def requests(spec: ForecastSpec, frame: pd.DataFrame, batch: int) -> Iterator[dict]:
-    """The usable rows in time order, per series, ``batch`` at a time, keyed by series and target hour."""
+    """The usable rows in time order, per series, ``batch`` at a time, keyed by series and target
+    hour: each with its series, row count and HTTP request (httpx keyword arguments)."""
     d = spec.data
     frame = frame[frame[d.usable].astype(bool)].sort_values(d.time_column)
     for series, rows in (frame.groupby(d.series) if d.series else [(None, frame)]):
@@ -68,5 +69,11 @@ def requests(spec: ForecastSpec, frame: pd.DataFrame, batch: int) -> Iterator[di
             times = part[d.time_column]
             times = times.dt.tz_localize("UTC") if times.dt.tz is None else times
             series_key = None if series is None else str(series)
-            yield {"series": series_key, "rows": data.features(part, d).tolist(),
-                   "keys": [{"series": series_key, "predicted_for": t.isoformat()} for t in times]}
+            keys = [{"series": series_key, "predicted_for": t.isoformat()} for t in times]
+            yield {"series": series_key, "count": len(part),
+                   "http": {"json": {"rows": data.features(part, d).tolist(), "keys": keys, "purpose": "serve"}}}
+
+
+def bake_request(bake: dict, start: int, stop: int) -> dict:
+    """A bake request of rows start..stop: JSON feature rows, purpose ``bake``."""
+    return {"json": {"rows": bake["features"][start:stop], "purpose": "bake"}}

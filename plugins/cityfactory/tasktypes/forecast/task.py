@@ -172,6 +172,11 @@ class ForecastTask(TaskType):
 
         return edge.mean_absolute_error(predicted, actual)
 
+    def bake_request(self, bake: dict, start: int, stop: int) -> dict:
+        from cityfactory.tasktypes.forecast import edge
+
+        return edge.bake_request(bake, start, stop)
+
     def edge_requests(self, spec: ForecastSpec, frame, batch: int):
         from cityfactory.tasktypes.forecast import edge
 
