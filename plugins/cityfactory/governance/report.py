@@ -146,7 +146,8 @@ def _compression(entries: list[dict]) -> dict | None:
         return None
     d = entry["details"]
     return {"chosen": d["chosen"], "parity_max_abs": d["parity_max_abs"], "bundle_bytes": entry["counts"]["bundle_bytes"],
-            "quality_columns": d["quality_columns"],
+            "quality_columns": d["quality_columns"], "choice": d.get("choice"),
+            "calibration": (d.get("facts") or {}).get("calibration"),
             "variants": [{k: v for k, v in row.items() if k != "path"} for row in d["variants"]],
             "files": [{"uri": a["uri"], "sha256": a["sha256"]} for a in entry["outputs"]]}
 
@@ -233,7 +234,8 @@ def assemble(scenario: Scenario, entries: list[dict], run: dict, task_states: di
                      "risk_level": scenario.governance.risk_level, "owners": scenario.governance.owners,
                      "retention_days": dict(scenario.governance.retention_days),
                      "human_approval_final_stage": scenario.governance.human_approval_final_stage,
-                     "final_stage": scenario.rollout.stages[-1].name},
+                     "final_stage": scenario.rollout.stages[-1].name,
+                     "data_licence": scenario.source.licence, "data_citation": (scenario.source.citation or "").strip()},
         "outcome": _outcome(entries, task_states),
         "sources": _sources(scenario, entries),
         "layers": [{"name": n, "rows": r} for n, r in layer_rows(entries)],

@@ -33,6 +33,21 @@ class Compressed:
     facts: dict | None = None
 
 
+def _card_with_compression(run_id: str, why: str, table: str, facts: dict) -> None:
+    """The run's model card, with the edge variants side by side and how they were made."""
+    import mlflow
+
+    try:
+        card = mlflow.artifacts.load_text(f"runs:/{run_id}/model_card.md")
+    except Exception:  # noqa: BLE001 - a run without a card (made before cards existed) gets none
+        return
+    calibration = facts.get("calibration")
+    made = (f"\n\nint8 calibration set: {len(calibration['images'])} training images "
+            f"({', '.join(f'{c} {n}' for c, n in calibration['per_class'].items())}), fingerprint "
+            f"`{calibration['fingerprint']}`.") if calibration else ""
+    mlflow.log_text(f"{card.rstrip()}\n\n## Edge variant\n{why}.{made}\n\n```\n{table}\n```\n", "model_card.md")
+
+
 def compress_version(spec: ModelSpec, version: str, mlflow_run_id: str, gold: pd.DataFrame, scenario: str,
                      lake: Lake, max_quality_loss: float, parity_tolerance: float) -> Compressed:
     """The version's variants, as its task type builds them, measured on its test rows; the
@@ -67,6 +82,7 @@ def compress_version(spec: ModelSpec, version: str, mlflow_run_id: str, gold: pd
                 mlflow.log_dict(facts, "compression/facts.json")
             mlflow.set_tag("compression_variant", chosen.name)
             mlflow.set_tag("compression_choice", why[:5000])
+            _card_with_compression(mlflow_run_id, why, text, facts)
             onnx_bytes = Path(chosen.path).read_bytes()
             mlflow.log_artifact(chosen.path, "compression")
     bundle_facts = {

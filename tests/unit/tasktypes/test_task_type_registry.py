@@ -19,6 +19,7 @@ from cityfactory.tasktypes import (
 )
 from cityfactory.tasktypes.base import Metric, TaskType
 from cityfactory.tasktypes.forecast.task import ForecastTask
+from cityfactory.tasktypes.image_classification.task import ImageClassificationTask
 from cityfactory.tasktypes.spec import ModelSpec
 from support import REPO
 
@@ -28,9 +29,12 @@ COMMON = {"name": "n", "registered_model": "test.n", "description": "d", "intend
 
 def test_the_shipped_kinds_are_found_by_discovery_and_the_repo_specs_name_theirs():
     assert isinstance(task_types()["forecast"], ForecastTask)
-    for path in sorted((REPO / "models").glob("*.yaml")):
-        spec = load_model_spec(path.stem)
-        assert task_type_of(spec).name == spec.task_type == "forecast"
+    assert isinstance(task_types()["image_classification"], ImageClassificationTask)
+    kinds = {load_model_spec(path.stem).task_type: path.stem for path in sorted((REPO / "models").glob("*.yaml"))}
+    assert set(kinds) == {"forecast", "image_classification"}
+    for name in kinds.values():
+        spec = load_model_spec(name)
+        assert task_type_of(spec).name == spec.task_type
 
 
 @pytest.mark.parametrize(("raw", "words"), [

@@ -46,6 +46,9 @@ def examples(frame: pd.DataFrame, data: ImageDataSpec) -> Examples:
     y = {name: class_index(part[data.label], data.classes) for name, part in parts.items()}
     spans = {name: f"{part[data.time_column].min()} .. {part[data.time_column].max()}" for name, part in parts.items()}
     shares = {f"{name}_images": len(part) for name, part in parts.items()}
+    shares["class_balance"] = "; ".join(
+        f"{name} " + " / ".join(f"{int((y[name] == k).sum())} {label}" for k, label in enumerate(data.classes))
+        for name in PARTS)
     test_start = pd.Timestamp(parts["test"][data.time_column].min())
     return Examples(parts["train"], parts["validation"], parts["test"], x["train"], y["train"], x["validation"],
                     y["validation"], x["test"], y["test"], test_start, spans, shares)
