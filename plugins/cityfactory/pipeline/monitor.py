@@ -80,7 +80,8 @@ def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
                        if champion else (None, 0))
         result = {"champion": champion, "metric": metric, "live_ratio": ratio, "live_days": days,
                   "drifted": [r["feature"] for r in drift if r["drifted"]]}
-        picture = monitoring_figure(drift, history, champion, metric,
+        shown = history[-1]["metric"] if history else metric  # what live scoring measures (an error rate, for images)
+        picture = monitoring_figure(drift, history, champion, shown,
                                     f"{scenario.name}: drift over {drift_rows} recent rows, live accuracy",
                                     kind.reference_baseline)
         stored = ctx.lake.put_bytes(join_key(ctx.ledger.prefix, "monitoring.png"), picture)

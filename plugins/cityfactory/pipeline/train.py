@@ -17,7 +17,7 @@ def train(ctx: RunContext, gold: dict, batches: list[list[str]], planned: list[d
     scenario = ctx.scenario
     spec = load_model_spec(scenario.model_spec)
     kind = task_type_of(spec)
-    found = [t for batch in trials for t in batch]
+    found = [t for batch in trials[:] for t in batch]  # a mapped task's results: one fetch (iterating asks past the end)
     with ctx.entry(Kind.MODEL_TRAINED) as entry:
         entry.inputs.append(Artifact(gold["uri"], gold["sha256"], gold["rows"], "gold"))
         outcome = train_and_register(spec, read_gold(ctx.lake, scenario.name, gold["sha256"]), run_facts(ctx, gold, batches),

@@ -64,6 +64,7 @@ RECALLS = {"functional": {"recall": 0.9}, "defective": {"recall": 0.8}}
     (_metrics(0.88, 0.80), RECALLS, "challenger", "no champion yet"),
     (_metrics(0.78, 0.80), RECALLS, None, "below the baselines' bar"),
     (_metrics(0.58, 0.50), RECALLS, None, "majority 0.600"),
+    (_metrics(0.78, 0.80, majority=0.7), RECALLS, None, "classical 0.800"),
     (_metrics(0.88, 0.80), {"functional": {"recall": 0.99}, "defective": {"recall": 0.3}}, None, "defective 0.30"),
     (_metrics(0.88, 0.80, champion=0.90), RECALLS, None, "below the champion's 0.900"),
     (_metrics(0.895, 0.80, champion=0.90), RECALLS, "challenger", "champion 0.900"),

@@ -21,6 +21,11 @@ def _rate(frame: pd.DataFrame) -> float:
     return float((frame["label"] != frame["actual"]).mean())
 
 
+def _majority_rate(frame: pd.DataFrame) -> float:
+    """The error rate of always answering the day's most common true class (what a model must beat)."""
+    return _rate(frame.assign(label=frame["actual"].mode().iloc[0]))
+
+
 def evaluate_day(day: str, served: pd.DataFrame, actuals: pd.DataFrame, spec: ImageClassificationSpec,
                  offline: dict) -> dict:
     d = spec.data
@@ -33,12 +38,12 @@ def evaluate_day(day: str, served: pd.DataFrame, actuals: pd.DataFrame, spec: Im
         offline_error = known.get("error_rate")
         live = _rate(rows)
         series = [{"series": str(name), "rows": len(part), "live": _rate(part), "offline": offline_error,
-                   "persistence": None} for name, part in rows.groupby("series")]
+                   "majority": _majority_rate(part)} for name, part in rows.groupby("series")]
         nodes = [{"node": str(n), "rows": len(part), "live": _rate(part)} for n, part in rows.groupby("node")]
         confidence = rows["confidence"].astype(float)
         versions.append({"version": str(version), "rows": len(rows), "live": live, "offline": offline_error,
                          "ratio": live / offline_error if offline_error else None,
-                         "baselines": {"majority": _rate(rows.assign(label=rows["actual"].mode().iloc[0]))},
+                         "baselines": {"majority": _majority_rate(rows)},
                          "confidence": {"mean": float(confidence.mean()),
                                         "low_share": float((confidence < LOW_CONFIDENCE).mean())},
                          "series": series, "nodes": nodes})

@@ -81,6 +81,7 @@ class Baselines(Strict):
 
 class Gate(Strict):
     metric: Literal["accuracy", "macro_f1", "balanced_accuracy"] = "accuracy"
+    must_beat: list[Literal["majority", "classical"]] = Field(["majority", "classical"], min_length=1)
     min_improvement_over_classical: float = Field(0.0, ge=0)  # in the metric's points (0.01 = 1 point)
     champion_tolerance: float = Field(0.01, ge=0)  # may be this much below the champion
     min_class_recall: float = Field(0.0, ge=0, le=1)  # every class's recall at least this

@@ -130,11 +130,13 @@ class ImageClassificationTask(TaskType):
     def _decide(self, spec: ImageClassificationSpec, metrics: dict, per_class: dict, without_champion: str) -> GateDecision:
         gate, metric = spec.gate, spec.gate.metric
         model = metrics["model"][metric]
-        floor = max(metrics["classical"][metric] + gate.min_improvement_over_classical, metrics["majority"][metric])
-        if model < floor:
-            return GateDecision(None, f"test {metric} {model:.3f} is below the baselines' bar {floor:.3f} "
-                                      f"(classical {metrics['classical'][metric]:.3f} + "
-                                      f"{gate.min_improvement_over_classical}, majority {metrics['majority'][metric]:.3f})")
+        margins = {"classical": gate.min_improvement_over_classical, "majority": 0.0}
+        bars = {name: metrics[name][metric] + margins[name] for name in gate.must_beat}
+        if model < max(bars.values()):
+            shown = ", ".join(f"{name} {metrics[name][metric]:.3f}" + (f" + {margins[name]}" if margins[name] else "")
+                              for name in bars)
+            return GateDecision(None, f"test {metric} {model:.3f} is below the baselines' bar {max(bars.values()):.3f} "
+                                      f"({shown})")
         weak = [f"{label} {c['recall']:.2f}" for label, c in per_class.items() if c["recall"] < gate.min_class_recall]
         if weak:
             return GateDecision(None, f"class recall below {gate.min_class_recall}: {', '.join(weak)}")
