@@ -39,6 +39,7 @@ run: init  ## every scenario validated, then one full run of each over its whole
 	@$(BIN)/python -m cityfactory.cli validate
 	@$(BIN)/python -m cityfactory.cli run traffic_flow --history
 	@$(BIN)/python -m cityfactory.cli run air_quality --history
+	@$(BIN)/python -m cityfactory.cli run solar_cells --history --trials 1
 
 validate: install  ## check every scenario whole (YAML, spec, fleet, suites, dbt selection, pins)
 	$(BIN)/python -m cityfactory.cli validate
