@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -97,8 +98,7 @@ def test_the_run_makes_registers_compresses_and_rolls_out_a_classifier(camera_ru
             "classical_test_accuracy", "majority_test_accuracy"} <= set(metrics)
     artifacts = {a.path for a in client.list_artifacts(version.run_id, "plots")}
     assert {"plots/confusion_matrix.png", "plots/worst_mistakes.png"} <= artifacts
-    card = client.download_artifacts(version.run_id, "model_card.md")
-    text = open(card).read()
+    text = Path(client.download_artifacts(version.run_id, "model_card.md")).read_text()
     assert "CC BY-NC-SA 4.0" in text and "## Edge variant" in text and "fingerprint" in text
 
     manifest = entries["compress"]["details"]

@@ -16,7 +16,12 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from cityfactory.compression.preprocessing import ImageInputError, as_inputs, pixels, sniff
+from cityfactory.compression.preprocessing import (
+    ImageInputError,
+    as_inputs,
+    pixels,
+    sniff,
+)
 from cityfactory.edge.prediction_log import RowKeyError, parse_keys
 
 RAW_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}

@@ -16,7 +16,6 @@ import datetime as dt
 import fnmatch
 import json
 import logging
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +27,15 @@ from cityfactory.config.scenarios import Scenario
 from cityfactory.governance.ledger import Artifact, LedgerEntry
 from cityfactory.ingestion import pipeline
 from cityfactory.ingestion.images import CleanImage, ImageRefused, inspect_image
-from cityfactory.ingestion.parsing import LANDING_DAY, LINE, REJECT_SCHEMA, SOURCE, convert, empty_strings, read_file
+from cityfactory.ingestion.parsing import (
+    LANDING_DAY,
+    LINE,
+    REJECT_SCHEMA,
+    SOURCE,
+    convert,
+    empty_strings,
+    read_file,
+)
 from cityfactory.storage.lake import Lake, join_key, sha256_bytes
 
 log = logging.getLogger(__name__)
@@ -117,7 +124,7 @@ def ingest_image_days(scenario: Scenario, lake: Lake, days: list[dt.date], entry
     result.file_errors += errors + label_errors
 
     def check(item) -> CleanImage | str:
-        day, key, data = item
+        _, key, data = item
         try:
             return inspect_image(data, key.rsplit("/", 1)[1], rules)
         except ImageRefused as exc:

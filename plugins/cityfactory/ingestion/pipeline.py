@@ -27,6 +27,7 @@ import pyarrow.dataset as ds
 
 from cityfactory.config.scenarios import Scenario
 from cityfactory.governance.ledger import Artifact, LedgerEntry
+from cityfactory.ingestion.landing import landing_prefix
 from cityfactory.ingestion.leases import day_leases
 from cityfactory.ingestion.parsing import (
     REJECT_SCHEMA,
@@ -37,7 +38,6 @@ from cityfactory.ingestion.parsing import (
     read_file,
     unreadable_file,
 )
-from cityfactory.ingestion.landing import landing_prefix
 from cityfactory.security import encryption
 from cityfactory.storage.lake import Lake, LakeError, join_key, sha256_bytes
 

@@ -28,7 +28,6 @@ from cityfactory.ingestion.landing import EPOCH, landing_prefix
 from cityfactory.storage.lake import Lake, StoredObject, join_key
 
 
-
 @dataclass(frozen=True)
 class Replayable:
     """One source file as strings, with each row's wall-clock event time, sorted by day (stable)."""

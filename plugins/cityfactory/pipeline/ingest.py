@@ -16,7 +16,6 @@ from cityfactory.ingestion import image_drops, pipeline, replay
 from cityfactory.ingestion.datasets import source_file
 from cityfactory.pipeline.context import RunContext
 
-
 # How a source's files become bronze, by its format (rows of CSV or JSON lines by default).
 INGEST_BY_FORMAT = {"images": image_drops.ingest_image_days}
 

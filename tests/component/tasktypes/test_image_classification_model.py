@@ -48,11 +48,11 @@ def examples(tmp_path_factory):
 
 def test_the_split_keeps_near_duplicates_together_and_every_class_everywhere(examples):
     spec, gold, e = examples
-    labelled = gold[gold["is_labelled"]]
+    labelled = gold[gold[spec.data.usable]]
     bits = labelled["phash_bits"].to_numpy().astype(np.uint64)
     close = np.unpackbits((bits[:, None] ^ bits[None, :]).view(np.uint8), axis=-1).reshape(len(bits), len(bits), -1)
     near = (close.sum(-1) <= 4) & ~np.eye(len(bits), dtype=bool)
-    splits = labelled["split"].to_numpy()
+    splits = labelled[spec.data.split].to_numpy()
     assert not (near & (splits[:, None] != splits[None, :])).any()
     for y in (e.y_train, e.y_validation, e.y_test):
         assert set(np.unique(y)) == {0, 1}

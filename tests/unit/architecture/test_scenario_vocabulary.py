@@ -10,6 +10,7 @@ import tokenize
 from pathlib import Path
 
 import yaml
+from cityfactory.ingestion.image_drops import IMAGE_COLUMNS
 from support import REPO
 
 CODE = [*sorted((REPO / "plugins").rglob("*.py")), *sorted((REPO / "dags").glob("*.py"))]
@@ -17,8 +18,20 @@ SCENARIO_FILES = [*sorted((REPO / "dags" / "scenarios").glob("*.yaml")),
                   *sorted((REPO / "tests" / "fixtures" / "scenarios").glob("*.yaml"))]
 
 
-# The library's own field names that a scenario may also use for a column (the run ledger's times).
-LIBRARY_WORDS = {"started_at", "ended_at"}
+# The library's own field names that a scenario may also use for a column: the run ledger's times
+# and the image manifest's columns (the library makes them; a camera scenario's models read them).
+LIBRARY_WORDS = {"started_at", "ended_at", *(name for name, _ in IMAGE_COLUMNS)}
+
+
+def _strings(value, depth: int = 0) -> set[str]:
+    """Every string value in a block of YAML, and the keys one level in (column names, e.g. a one-hot
+    column's); the block's own keys and deeper ones are the spec's field names, not the scenario's."""
+    if isinstance(value, dict):
+        keys = set(map(str, value)) if depth == 1 else set()
+        return keys.union(*(_strings(v, depth + 1) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_strings(v, depth + 1) for v in value))
+    return {value} if isinstance(value, str) else set()
 
 
 def _words(scenario: dict) -> set[str]:
@@ -30,14 +43,13 @@ def _words(scenario: dict) -> set[str]:
     words.add(event["name"] if isinstance(event, dict) else event)
     words |= {schema.get("series") or "", *schema["key"]}
     words |= {f["name"] for f in scenario["source"].get("files", [])}
+    images = scenario["source"].get("images") or {}
+    words |= {*images.get("cameras", []), *images.get("index", {}).get("columns", [])}
+    words |= set((scenario.get("images") or {}).get("labels", {}).get("columns", {}))
     spec_path = REPO / "models" / f"{scenario['model_spec']}.yaml"
     if spec_path.exists():
         spec = yaml.safe_load(spec_path.read_text())
-        data = spec["data"]
-        words |= {spec["name"], spec["registered_model"], data["target"], data["unit"], data["time_column"],
-                  *data["numeric"], *data.get("one_hot", {}), *data.get("flags", [])}
-        for encoding in data.get("one_hot", {}).values():
-            words |= {str(v) for v in encoding.get("values", []) if isinstance(v, str)}
+        words |= {spec["name"], spec["registered_model"], *_strings(spec["data"])}
     fleet_path = REPO / "dags" / "fleets" / f"{scenario['rollout']['fleet']}.yaml"
     if fleet_path.exists():
         words |= {node["id"] for node in yaml.safe_load(fleet_path.read_text())["nodes"]}

@@ -10,7 +10,11 @@ import yaml
 from cityfactory.config.scenarios import ScenarioError
 from cityfactory.tasktypes import load_model_spec, task_type_of
 from cityfactory.tasktypes.image_classification.fitting import augment, class_weights
-from cityfactory.tasktypes.image_classification.metrics import class_scores, confusion, scores
+from cityfactory.tasktypes.image_classification.metrics import (
+    class_scores,
+    confusion,
+    scores,
+)
 from cityfactory.tasktypes.image_classification.network import ImageNet
 from cityfactory.tasktypes.image_classification.spec import Augmentation
 from support import REPO

@@ -19,7 +19,7 @@ select
         when verdicts.defect_probability is null then null
         when verdicts.defect_probability >= 0.5 then 'defective'
         else 'functional'
-    end as label,
+    end as defect_class,
     verdicts.label_source,
     verdicts.labelled_at
 from images

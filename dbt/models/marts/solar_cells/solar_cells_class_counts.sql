@@ -1,5 +1,5 @@
 -- Labelled examples per split and class: what the model card's data card and the gates read.
-select split, label, count(*) as examples
+select dataset_split, defect_class, count(*) as examples
 from {{ ref('solar_cells_examples') }}
 where is_labelled
-group by split, label
+group by dataset_split, defect_class

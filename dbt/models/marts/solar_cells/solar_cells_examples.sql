@@ -38,11 +38,11 @@ select
     phash_bits,
     duplicate_group,
     group_size,
-    case when split_bucket < 20 then 'test' when split_bucket < 35 then 'validation' else 'train' end as split,
-    label,
-    case label when 'defective' then 1 when 'functional' then 0 end as is_defective,
+    case when split_bucket < 20 then 'test' when split_bucket < 35 then 'validation' else 'train' end as dataset_split,
+    defect_class,
+    case defect_class when 'defective' then 1 when 'functional' then 0 end as is_defective,
     defect_probability,
     label_source,
     labelled_at,
-    label is not null as is_labelled
+    defect_class is not null as is_labelled
 from bucketed

@@ -14,7 +14,14 @@ import numpy as np
 import pandas as pd
 
 from cityfactory.compression import preprocessing
-from cityfactory.compression.onnx_export import INPUT, OUTPUT, check_parity, export, run, session
+from cityfactory.compression.onnx_export import (
+    INPUT,
+    OUTPUT,
+    check_parity,
+    export,
+    run,
+    session,
+)
 from cityfactory.compression.variants import Variant, measure
 from cityfactory.tasktypes.base import Examples
 from cityfactory.tasktypes.image_classification.metrics import class_scores, scores
@@ -65,7 +72,12 @@ def compress(spec: ImageClassificationSpec, classifier, examples: Examples, work
     """torch eager, ONNX fp32 and int8 static QDQ, each measured on the test images (accuracy,
     macro-F1, each class's recall, in points) and for latency at batch 1 and 256."""
     import torch
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     torch.set_num_threads(1)

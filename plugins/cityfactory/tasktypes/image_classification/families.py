@@ -71,7 +71,10 @@ def _network(family: str, spec: ImageClassificationSpec, settings: dict):
 
 
 def _train(family, spec, params, x_train, y_train, x_val, y_val, metric, seed, report=None, epochs=None):
-    from cityfactory.tasktypes.image_classification.fitting import fit_network, seed_everything
+    from cityfactory.tasktypes.image_classification.fitting import (
+        fit_network,
+        seed_everything,
+    )
 
     settings = _settings(spec, params)
     seed_everything(seed)

@@ -11,6 +11,8 @@ answer class probabilities (softmax inside the graph too: the node returns what 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -31,7 +33,7 @@ class ImageNet(nn.Module):
         super().__init__()
         self.family, self.input_size = family, input_size
         widths = [channels] + [min(width * 2**i, 256) for i in range(blocks)]
-        self.features = nn.Sequential(*(_block(family, a, b) for a, b in zip(widths, widths[1:])))
+        self.features = nn.Sequential(*(_block(family, a, b) for a, b in pairwise(widths)))
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(widths[-1], classes))
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:

@@ -17,11 +17,11 @@ class Strict(BaseModel):
 
 
 class ImageDataSpec(Strict):
-    image_key: str = "image_key"  # the mart column with the image's lake key
-    label: str = "label"
+    image_key: str  # the mart column with the image's lake key
+    label: str
     classes: list[str] = Field(min_length=2)  # in this order: the model's outputs
-    split: str = "split"  # the mart's stable split column (train, validation, test)
-    usable: str = "is_labelled"
+    split: str  # the mart's stable split column (train, validation, test)
+    usable: str  # true where the label has arrived
     time_column: str
     series: str | None = None  # the camera
     size: int = Field(128, ge=16, le=512)  # images are loaded at size x size; a family may resize smaller

@@ -13,7 +13,14 @@ from types import MappingProxyType
 import numpy as np
 
 from cityfactory.tasktypes import register
-from cityfactory.tasktypes.base import Examples, GateDecision, Judgement, Metric, TaskType, Trained
+from cityfactory.tasktypes.base import (
+    Examples,
+    GateDecision,
+    Judgement,
+    Metric,
+    TaskType,
+    Trained,
+)
 from cityfactory.tasktypes.image_classification.spec import ImageClassificationSpec
 
 
@@ -44,8 +51,8 @@ class ImageClassificationTask(TaskType):
     # -- the spec --------------------------------------------------------------------------------
     def spec_problems(self, spec: ImageClassificationSpec, has_series: bool, path: Path) -> list[str]:
         if bool(spec.data.series) != has_series:
-            return [f"{path}: key 'data.series': the scenario {'has' if has_series else 'has no'} series key; "
-                    "the spec must say the same"]
+            return [(f"{path}: key 'data.series': the scenario {'has' if has_series else 'has no'} series key; "
+                     "the spec must say the same")]
         return []
 
     def gate_metric(self, spec: ImageClassificationSpec) -> str:
