@@ -15,6 +15,9 @@
    time, median of 3 nights, and their ratio.
 6. Scale-out: the same whole-history run of traffic_flow on Airflow's Celery executor (PostgreSQL,
    Redis) with one worker and with two, triggered through the REST API: wall time and where it went.
+7. The camera scenario (solar_cells): a whole-history run with the spec's search budget (accuracy,
+   macro-F1 beside the baselines, int8 vs fp32, search time), and its node under 32 clients at
+   batch 1 and batched, beside onnxruntime in-process.
 """
 
 from __future__ import annotations
@@ -322,13 +325,14 @@ def bench_compression_per_family(name: str, spec, train: dict, parts) -> None:
               f"{fp32.b1_median_ms:>10.4f} {chosen.b1_median_ms:>12.4f}  {int8_note}")
 
 
-async def _load(url: str, payload: dict, seconds: float, clients: int) -> tuple[list[float], int]:
+async def _load(url: str, payload: dict | bytes, seconds: float, clients: int,
+                content_type: str = "application/json") -> tuple[list[float], int]:
     """``clients`` concurrent keep-alive connections (aiohttp), each posting back to back."""
     import asyncio
 
     import aiohttp
 
-    body = json.dumps(payload).encode()
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -338,7 +342,7 @@ async def _load(url: str, payload: dict, seconds: float, clients: int) -> tuple[
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             try:
-                async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+                async with session.post(url, data=body, headers={"Content-Type": content_type}) as response:
                     await response.read()
                     ok = response.status == 200
             except aiohttp.ClientError:
@@ -569,6 +573,96 @@ def bench_scale_out() -> None:
           f"{two['busy'] / one['busy']:.2f} (two task processes share two cores)")
 
 
+def bench_camera() -> None:
+    """The camera scenario: one DAG run over the whole replayed history with the spec's whole
+    search budget (accuracy, macro-F1, int8 vs fp32, search wall time), then its bundle on one node
+    under 32 clients (raw PNG, batch 1) and batched (multipart), beside onnxruntime in-process."""
+    import asyncio
+
+    import httpx
+    import numpy as np
+    import onnxruntime as ort
+    from airflow.dag_processing.dagbag import DagBag
+    from cityfactory.compression import bundle, preprocessing
+    from cityfactory.config.scenarios import get_scenario
+    from cityfactory.edge.fleet import LocalFleet
+    from cityfactory.governance.ledger import RunLedger
+    from cityfactory.governance.summary import format_summary, format_training, task_summary
+    from cityfactory.ingestion import replay
+    from cityfactory.search.plan import BUDGET_CAP
+    from cityfactory.security.signing import public_key_pem
+    from cityfactory.storage.gold import read_gold
+    from cityfactory.storage.lake import open_lake
+    from support import free_ports, wait_for_port
+
+    scenario = get_scenario("solar_cells")
+    start, end = replay.history_interval(scenario)
+    dag = DagBag(dag_folder=str(REPO / "dags")).get_dag("solar_cells")
+    cap = os.environ.pop(BUDGET_CAP, None)
+    with LocalFleet.for_scenario(scenario):
+        t = time.perf_counter()
+        run = dag.test(run_conf={"data_interval_start": str(start), "data_interval_end": str(end), "search_trials": None})
+        wall = time.perf_counter() - t
+    if cap is not None:
+        os.environ[BUDGET_CAP] = cap
+    entries = RunLedger(open_lake(), "solar_cells", run.run_id).entries()
+    by_task = {e["task_id"]: e for e in entries}
+    print(f"\n## solar_cells: one DAG run over the whole history ({start} .. {end}): {run.state}, {wall:.1f} s wall")
+    print(format_summary(task_summary(entries)))
+    print("\n## Camera model quality (ELPV, defective = expert probability >= 0.5; the same test images for every "
+          "model; published anchors: SVM 82.44 %, GPU CNN 88.42 %; targets >= 85 %, goal 90 %)")
+    print(format_training(entries))
+    trials = [e for e in entries if e["task_id"] == "trials"]
+    search_s = sum(r["wall_s"] for r in task_summary(trials)) if trials else 0.0
+    print(f"search: {sum(e['counts'].get('trials', 0) for e in trials)} trials in {search_s:.0f} s of task time "
+          f"(target: within 20 minutes); train task {task_summary([by_task['train']])[0]['wall_s']} s")
+    compress = by_task["compress"]["details"]
+    print("\n## Camera compression (accuracy and recalls in points; latency in ms, onnxruntime, 1 thread)")
+    print(compress["table"])
+    print(f"chosen: {compress['choice']}")
+
+    uri = by_task["compress"]["outputs"][0]["uri"].rsplit("/", 1)[0]
+    lake = open_lake()
+    files = bundle.read(lake, uri.split("/lake/", 1)[1])
+    manifest = json.loads(files["manifest.json"])
+    prep = manifest["preprocessing"]
+    gold = read_gold(lake, "solar_cells")
+    images = [lake.get_bytes(k) for k in gold["image_key"].head(64)]
+    session = ort.InferenceSession(files["model.onnx"], providers=["CPUExecutionProvider"])
+
+    def in_process(batch: list[bytes]):
+        pixels = np.stack([preprocessing.pixels(b, prep["mode"], int(prep["size"])) for b in batch])
+        return session.run(None, {"features": preprocessing.as_inputs(pixels)})
+
+    one = median_time(lambda: in_process(images[:1]), repeats=50) * 1000
+    many = median_time(lambda: in_process(images), repeats=5)
+    (HOME / "public.pem").write_bytes(public_key_pem())
+    [port] = free_ports(1)
+    node = subprocess.Popen([sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(port), "--node-id", "bench-cam",
+                             "--public-key", str(HOME / "public.pem"), "--bundle", uri, "--scenario", "solar_cells",
+                             "--registered-model", manifest["registered_model"], "--max-rows", "64",
+                             "--max-body-bytes", "16000000", "--bundle-base", lake.uri_for("bundles/solar_cells/")],
+                            env={**os.environ, "CITYFACTORY_EDGE_TOKEN": "bench", "PYTHONPATH": str(REPO / "plugins")})
+    try:
+        wait_for_port(port)
+        url = f"http://127.0.0.1:{port}/predict"
+        latencies, errors = asyncio.run(_load(url, images[0], 8, 32, "image/png"))
+        ms = np.array(latencies) * 1000
+        request = httpx.Request("POST", url, files=[("image", (f"{i}.png", b, "image/png")) for i, b in enumerate(images)])
+        body = request.read()
+        batched, batch_errors = asyncio.run(_load(url, body, 8, 4, request.headers["content-type"]))
+    finally:
+        node.terminate()
+        node.wait(timeout=20)
+    print(f"\n## Camera edge node (uvicorn, 1 process, {prep['size']}x{prep['size']} {prep['mode']} input; clients on the "
+          "same 2 cores)")
+    print(f"batch 1, 32 clients, raw PNG: {len(ms) / 8:,.0f} images/s, p50 {np.percentile(ms, 50):.2f} ms, p99 "
+          f"{np.percentile(ms, 99):.2f} ms (target <= 20 ms), errors {errors}")
+    print(f"batch 64, 4 clients, multipart: {len(batched) * 64 / 8:,.0f} images/s (target >= 500), errors {batch_errors}")
+    print(f"onnxruntime in-process, same preprocessing: batch 1 {one:.2f} ms; batch 64 {64 / many:,.0f} images/s; "
+          f"ratio node p50 / in-process batch 1 = {np.percentile(ms, 50) / one:.2f}")
+
+
 if __name__ == "__main__":
     import logging
 
@@ -584,3 +678,4 @@ if __name__ == "__main__":
     bench_edge(entries)
     bench_nightly()
     bench_scale_out()
+    bench_camera()
