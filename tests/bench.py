@@ -587,7 +587,11 @@ def bench_camera() -> None:
     from cityfactory.config.scenarios import get_scenario
     from cityfactory.edge.fleet import LocalFleet
     from cityfactory.governance.ledger import RunLedger
-    from cityfactory.governance.summary import format_summary, format_training, task_summary
+    from cityfactory.governance.summary import (
+        format_summary,
+        format_training,
+        task_summary,
+    )
     from cityfactory.ingestion import replay
     from cityfactory.search.plan import BUDGET_CAP
     from cityfactory.security.signing import public_key_pem

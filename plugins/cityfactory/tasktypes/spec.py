@@ -81,3 +81,19 @@ class ModelSpec(Strict):
     limitations: str
     card_template: str
     search: SearchSpec | None = None
+
+
+def check_search(search: SearchSpec | None, families: dict[str, tuple[str, ...]], metrics: tuple[str, ...],
+                 kind: str) -> None:
+    """A search that names only ``families`` of this kind, their known settings, and one of its
+    ``metrics``; raises ``ValueError`` naming the key otherwise."""
+    if search is None:
+        return
+    if search.metric is not None and search.metric not in metrics:
+        raise ValueError(f"search.metric: {search.metric!r} is no {kind} metric (known: {', '.join(metrics)})")
+    for family, declared in search.families.items():
+        if family not in families:
+            raise ValueError(f"search.families.{family}: no such {kind} family (known: {', '.join(families)})")
+        if unknown := sorted((set(declared.ranges) | set(declared.fixed)) - set(families[family])):
+            raise ValueError(f"search.families.{family}: {', '.join(unknown)} is no {family} setting "
+                             f"(known: {', '.join(sorted(families[family]))})")

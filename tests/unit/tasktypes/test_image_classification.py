@@ -31,7 +31,7 @@ def _spec_with(tmp_path, change) -> None:
 
 
 @pytest.mark.parametrize(("change", "words"), [
-    (lambda r: r["search"]["families"].update(resnet152={}), "search.families.resnet152: no such image family"),
+    (lambda r: r["search"]["families"].update(resnet152={}), "search.families.resnet152: no such image classification family"),
     (lambda r: r["search"]["families"]["plain_cnn"]["ranges"].update(kernel={"choices": [3]}), "kernel is no plain_cnn setting"),
     (lambda r: r["architecture"].update(input_size=256), "architecture.input_size 256 is above data.size 128"),
     (lambda r: r["data"].update(classes=["ok", "ok"]), "classes are not distinct"),

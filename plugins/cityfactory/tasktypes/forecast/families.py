@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
 
 from cityfactory.tasktypes.forecast.spec import FAMILY_DEFAULTS, ForecastSpec
+from cityfactory.tasktypes.pickled_model import PickledStateModel
 
 Report = Callable[[int, float], None]
 
@@ -39,36 +41,17 @@ def hand_set_params(spec: ForecastSpec) -> dict:
             "batch_size": t.batch_size, "learning_rate": t.learning_rate, "weight_decay": t.weight_decay}
 
 
-class Forecaster(mlflow.pyfunc.PythonModel):
+class Forecaster(PickledStateModel):
     """A fitted model of any family as an MLflow pyfunc: ``predict`` takes feature rows and returns
     the target (the champion is scored this way whatever its family). Logged as code
     (``forecaster_model.py``) with the fitted state as an artifact, so MLflow pickles no code."""
+
+    code_file, state_file, code_dir = "forecaster_model.py", "forecaster.pkl", Path(__file__).parent
 
     def __init__(self, family: str = "", params: dict | None = None, model=None, residual_index: int = 0,
                  iterations: int | None = None):
         self.family, self.params, self.model = family, params or {}, model
         self.residual_index, self.iterations = residual_index, iterations
-
-    def log_model(self, **kwargs):
-        """``mlflow.pyfunc.log_model`` of this forecaster; returns its ModelInfo."""
-        import pickle
-        import tempfile
-        from pathlib import Path
-
-        with tempfile.TemporaryDirectory() as tmp:
-            state = Path(tmp) / STATE
-            state.write_bytes(pickle.dumps(vars(self)))
-            return mlflow.pyfunc.log_model(python_model=str(Path(__file__).with_name("forecaster_model.py")),
-                                           artifacts={STATE: str(state)}, **kwargs)
-
-    def load_context(self, context) -> None:
-        import pickle
-        from pathlib import Path
-
-        vars(self).update(pickle.loads(Path(context.artifacts[STATE]).read_bytes()))
-
-    def predict(self, context, model_input: np.ndarray, params=None):  # the hint: MLflow passes rows as they come
-        return self.predict_array(np.asarray(model_input, dtype=np.float32))
 
     def predict_array(self, features: np.ndarray) -> np.ndarray:
         if self.family == "lightgbm":
@@ -77,9 +60,6 @@ class Forecaster(mlflow.pyfunc.PythonModel):
         from cityfactory.tasktypes.forecast.fitting import predict
 
         return predict(self.model, features)
-
-
-STATE = "forecaster.pkl"
 
 
 @dataclass
@@ -106,7 +86,8 @@ def _network(family: str, spec: ForecastSpec, params: dict, x_train: np.ndarray)
 
 
 def _fit_network(family, spec, params, x_train, y_train, x_val, y_val, metric, seed, report, epochs=None):
-    from cityfactory.tasktypes.forecast.fitting import fit_network, seed_everything
+    from cityfactory.tasktypes.epochs import seed_everything
+    from cityfactory.tasktypes.forecast.fitting import fit_network
 
     seed_everything(seed)
     fitted = fit_network(_network(family, spec, params, x_train), x_train, y_train, x_val, y_val,

@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-import logging
-import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from cityfactory.tasktypes.epochs import Fitted, run_epochs
 from cityfactory.tasktypes.forecast.metrics import scores
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class Fitted:
-    model: torch.nn.Module
-    history: list[dict]  # epoch, train_loss, validation_rmse, validation_mae (none when refitting)
-    best_epoch: int
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)  # same reduction order every run: same data + spec -> same metrics
 
 
 def predict(model: torch.nn.Module, features: np.ndarray) -> np.ndarray:
@@ -48,9 +28,8 @@ def fit_network(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     inputs, targets = torch.from_numpy(x_train), torch.from_numpy(y_train.astype(np.float32))
     generator = torch.Generator().manual_seed(seed)
-    history: list[dict] = []
-    best = (float("inf"), epochs, None)
-    for epoch in range(1, epochs + 1):
+
+    def epoch_step(epoch: int) -> dict:
         model.train()
         order = torch.randperm(len(inputs), generator=generator)
         total = 0.0
@@ -62,23 +41,10 @@ def fit_network(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray
             loss.backward()
             optimiser.step()
             total += loss.item() * len(batch)
-        step = {"epoch": epoch, "train_loss": total / len(inputs)}
+        step = {"train_loss": total / len(inputs)}
         if x_val is not None:
             step.update({f"validation_{k}": v for k, v in scores(y_val, predict(model, x_val)).items() if k in ("rmse", "mae")})
-        history.append(step)
-        log.debug("epoch %d/%d %s", epoch, epochs, " ".join(f"{k} {v:.5g}" for k, v in step.items() if k != "epoch"))
-        if x_val is None:
-            continue
-        value = step[f"validation_{metric}"]
-        if value < best[0]:
-            best = (value, epoch, copy.deepcopy(model.state_dict()))
-        elif epoch - best[1] >= patience:
-            log.info("early stop: no better validation %s since epoch %d", metric, best[1])
-            break
-        if report is not None:
-            report(epoch, value)
-    if best[2] is not None:
-        model.load_state_dict(best[2])
-    model.eval()
-    return Fitted(model, history, best[1])
+        return step
 
+    return run_epochs(model, epoch_step, epochs=epochs, patience=patience, metric=metric, greater_is_better=False,
+                      report=report)

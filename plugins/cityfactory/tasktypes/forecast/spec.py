@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from cityfactory.tasktypes.spec import STRICT, ModelSpec
+from cityfactory.tasktypes.spec import STRICT, ModelSpec, check_search
 
 
 class Strict(BaseModel):
@@ -157,16 +157,8 @@ class ForecastSpec(ModelSpec):
     @model_validator(mode="after")
     def _search_fits_the_families(self) -> ForecastSpec:
         search = self.search
-        if search is None:
-            return self
-        if search.metric is not None and search.metric not in METRICS:
-            raise ValueError(f"search.metric: {search.metric!r} is no forecast metric (known: {', '.join(METRICS)})")
-        for family, declared in search.families.items():
-            if family not in FAMILY_DEFAULTS:
-                raise ValueError(f"search.families.{family}: no such forecast family (known: {', '.join(FAMILY_DEFAULTS)})")
-            if unknown := sorted((set(declared.ranges) | set(declared.fixed)) - set(FAMILY_DEFAULTS[family])):
-                raise ValueError(f"search.families.{family}: {', '.join(unknown)} is no {family} setting "
-                                 f"(known: {', '.join(sorted(FAMILY_DEFAULTS[family]))})")
-        if "recurrent" in search.families and not self.data.window:
+        check_search(search, {family: tuple(settings) for family, settings in FAMILY_DEFAULTS.items()}, METRICS,
+                     "forecast")
+        if search is not None and "recurrent" in search.families and not self.data.window:
             raise ValueError("search.families.recurrent needs data.window (the recent hours, per channel)")
         return self

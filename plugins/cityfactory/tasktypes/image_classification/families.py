@@ -8,13 +8,13 @@ come from the spec's hand-set ``architecture`` and ``training``.
 
 from __future__ import annotations
 
-import mlflow.pyfunc
+from pathlib import Path
+
 import numpy as np
 
 from cityfactory.tasktypes.base import Examples, Report, Trained
 from cityfactory.tasktypes.image_classification.spec import ImageClassificationSpec
-
-STATE = "image_classifier.pkl"
+from cityfactory.tasktypes.pickled_model import PickledStateModel
 
 
 def hand_set_params(spec: ImageClassificationSpec) -> dict:
@@ -25,33 +25,15 @@ def hand_set_params(spec: ImageClassificationSpec) -> dict:
             "weight_decay": t.weight_decay}
 
 
-class ImageClassifier(mlflow.pyfunc.PythonModel):
+class ImageClassifier(PickledStateModel):
     """A fitted CNN as an MLflow pyfunc: ``predict`` takes (n, channels, size, size) images in
     [0, 1] and answers class probabilities (the champion is scored this way). Logged as code
     (``image_classifier_model.py``) with the fitted state as an artifact."""
 
+    code_file, state_file, code_dir = "image_classifier_model.py", "image_classifier.pkl", Path(__file__).parent
+
     def __init__(self, family: str = "", params: dict | None = None, model=None, classes: list[str] | None = None):
         self.family, self.params, self.model, self.classes = family, params or {}, model, classes or []
-
-    def log_model(self, **kwargs):
-        import pickle
-        import tempfile
-        from pathlib import Path
-
-        with tempfile.TemporaryDirectory() as tmp:
-            state = Path(tmp) / STATE
-            state.write_bytes(pickle.dumps(vars(self)))
-            return mlflow.pyfunc.log_model(python_model=str(Path(__file__).with_name("image_classifier_model.py")),
-                                           artifacts={STATE: str(state)}, **kwargs)
-
-    def load_context(self, context) -> None:
-        import pickle
-        from pathlib import Path
-
-        vars(self).update(pickle.loads(Path(context.artifacts[STATE]).read_bytes()))
-
-    def predict(self, context, model_input: np.ndarray, params=None):  # the hint: MLflow passes arrays as they come
-        return self.predict_array(np.asarray(model_input, dtype=np.float32))
 
     def predict_array(self, images: np.ndarray) -> np.ndarray:
         from cityfactory.tasktypes.image_classification.fitting import probabilities
@@ -71,10 +53,8 @@ def _network(family: str, spec: ImageClassificationSpec, settings: dict):
 
 
 def _train(family, spec, params, x_train, y_train, x_val, y_val, metric, seed, report=None, epochs=None):
-    from cityfactory.tasktypes.image_classification.fitting import (
-        fit_network,
-        seed_everything,
-    )
+    from cityfactory.tasktypes.epochs import seed_everything
+    from cityfactory.tasktypes.image_classification.fitting import fit_network
 
     settings = _settings(spec, params)
     seed_everything(seed)

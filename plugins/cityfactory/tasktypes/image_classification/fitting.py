@@ -3,36 +3,17 @@ stopping on a validation metric reported each epoch (a search's pruner raises fr
 
 from __future__ import annotations
 
-import copy
-import logging
-import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from cityfactory.tasktypes.epochs import Fitted, run_epochs
 from cityfactory.tasktypes.image_classification.metrics import scores
 from cityfactory.tasktypes.image_classification.spec import Augmentation
 
-log = logging.getLogger(__name__)
 PREDICT_BATCH = 256
-
-
-@dataclass
-class Fitted:
-    model: torch.nn.Module
-    history: list[dict]
-    best_epoch: int
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)  # one reduction order: same data + spec -> same model
 
 
 def probabilities(model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
@@ -92,9 +73,8 @@ def fit_network(model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarr
     weights = class_weights(y_train, classes, weighting)
     inputs, targets = torch.from_numpy(x_train), torch.from_numpy(y_train)
     generator = torch.Generator().manual_seed(seed)
-    history: list[dict] = []
-    best = (-float("inf"), epochs, None)
-    for epoch in range(1, epochs + 1):
+
+    def epoch_step(epoch: int) -> dict:
         model.train()
         order = torch.randperm(len(inputs), generator=generator)
         total = 0.0
@@ -107,23 +87,11 @@ def fit_network(model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarr
             optimiser.step()
             schedule.step()
             total += loss.item() * len(batch)
-        step = {"epoch": epoch, "train_loss": total / len(inputs)}
+        step = {"train_loss": total / len(inputs)}
         if x_val is not None:
             found = scores(y_val, probabilities(model, x_val), classes)
             step.update({f"validation_{k}": found[k] for k in ("accuracy", "macro_f1", "balanced_accuracy")})
-        history.append(step)
-        log.debug("epoch %d/%d %s", epoch, epochs, " ".join(f"{k} {v:.4g}" for k, v in step.items() if k != "epoch"))
-        if x_val is None:
-            continue
-        value = step[f"validation_{metric}"]
-        if value > best[0]:
-            best = (value, epoch, copy.deepcopy(model.state_dict()))
-        elif epoch - best[1] >= patience:
-            log.info("early stop: no better validation %s since epoch %d", metric, best[1])
-            break
-        if report is not None:
-            report(epoch, value)
-    if best[2] is not None:
-        model.load_state_dict(best[2])
-    model.eval()
-    return Fitted(model, history, best[1])
+        return step
+
+    return run_epochs(model, epoch_step, epochs=epochs, patience=patience, metric=metric, greater_is_better=True,
+                      report=report)

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from cityfactory.tasktypes.spec import STRICT, ModelSpec
+from cityfactory.tasktypes.spec import STRICT, ModelSpec, check_search
 
 
 class Strict(BaseModel):
@@ -115,17 +115,8 @@ class ImageClassificationSpec(ModelSpec):
         if self.architecture.input_size > self.data.size:
             raise ValueError(f"architecture.input_size {self.architecture.input_size} is above data.size {self.data.size}")
         search = self.search
-        if search is None:
-            return self
-        if search.metric is not None and search.metric not in METRICS:
-            raise ValueError(f"search.metric: {search.metric!r} is no image classification metric "
-                             f"(known: {', '.join(METRICS)})")
-        for family, declared in search.families.items():
-            if family not in FAMILY_SETTINGS:
-                raise ValueError(f"search.families.{family}: no such image family (known: {', '.join(FAMILY_SETTINGS)})")
-            if unknown := sorted((set(declared.ranges) | set(declared.fixed)) - set(FAMILY_SETTINGS[family])):
-                raise ValueError(f"search.families.{family}: {', '.join(unknown)} is no {family} setting "
-                                 f"(known: {', '.join(FAMILY_SETTINGS[family])})")
+        check_search(search, dict(FAMILY_SETTINGS), METRICS, "image classification")
+        for family, declared in (search.families if search else {}).items():
             sizes = declared.ranges.get("input_size")
             if sizes and max(sizes.choices or [sizes.high]) > self.data.size:
                 raise ValueError(f"search.families.{family}.ranges.input_size: above data.size {self.data.size}")
