@@ -159,27 +159,21 @@ def bench_parse() -> None:
           "The dbt project is not rendered at parse time (one dbt build task).")
 
 
-def bench_run(name: str) -> list[dict]:
+def _whole_history_run(name: str) -> list[dict]:
+    """One DAG run over the scenario's whole replayed history with the spec's whole search budget,
+    its local fleet up; prints its wall time and task summary, returns its ledger entries."""
     from airflow.dag_processing.dagbag import DagBag
     from cityfactory.config.scenarios import get_scenario
-    from cityfactory.edge.fleet import LocalFleet, load_fleet
+    from cityfactory.edge.fleet import LocalFleet
     from cityfactory.governance.ledger import RunLedger
-    from cityfactory.governance.summary import (
-        format_summary,
-        format_training,
-        task_summary,
-    )
+    from cityfactory.governance.summary import format_summary, task_summary
     from cityfactory.ingestion import replay
     from cityfactory.search.plan import BUDGET_CAP
     from cityfactory.storage.lake import open_lake
-    from cityfactory.tasktypes.forecast.report import series_table
-    from support import write_fleet
 
     scenario = get_scenario(name)
     start, end = replay.history_interval(scenario)
     dag = DagBag(dag_folder=str(REPO / "dags")).get_dag(name)
-    size = len(load_fleet(scenario.rollout.fleet).nodes)
-    os.environ["CITYFACTORY_FLEETS_DIR"] = str(write_fleet(HOME / "fleets", scenario.rollout.fleet, size))
     cap = os.environ.pop(BUDGET_CAP, None)  # the spec's whole budget here
     with LocalFleet.for_scenario(scenario):
         t = time.perf_counter()
@@ -190,6 +184,23 @@ def bench_run(name: str) -> list[dict]:
     print(f"\n## {name}: one DAG run over the whole history ({start} .. {end}): {run.state}, {wall:.1f} s wall")
     entries = RunLedger(open_lake(), name, run.run_id).entries()
     print(format_summary(task_summary(entries)))
+    return entries
+
+
+def bench_run(name: str) -> list[dict]:
+    from cityfactory.config.scenarios import get_scenario
+    from cityfactory.edge.fleet import load_fleet
+    from cityfactory.governance.summary import (
+        format_training,
+        task_summary,
+    )
+    from cityfactory.tasktypes.forecast.report import series_table
+    from support import write_fleet
+
+    scenario = get_scenario(name)
+    size = len(load_fleet(scenario.rollout.fleet).nodes)
+    os.environ["CITYFACTORY_FLEETS_DIR"] = str(write_fleet(HOME / "fleets", scenario.rollout.fleet, size))
+    entries = _whole_history_run(name)
     print("\n## Model quality (test = the last 365 days of the history; same rows for every model)")
     print(format_training(entries))
     train = next(e for e in entries if e["task_id"] == "train")
@@ -577,42 +588,10 @@ def bench_camera() -> None:
     """The camera scenario: one DAG run over the whole replayed history with the spec's whole
     search budget (accuracy, macro-F1, int8 vs fp32, search wall time), then its bundle on one node
     under 32 clients (raw PNG, batch 1) and batched (multipart), beside onnxruntime in-process."""
-    import asyncio
+    from cityfactory.governance.summary import format_training, task_summary
 
-    import httpx
-    import numpy as np
-    import onnxruntime as ort
-    from airflow.dag_processing.dagbag import DagBag
-    from cityfactory.compression import bundle, preprocessing
-    from cityfactory.config.scenarios import get_scenario
-    from cityfactory.edge.fleet import LocalFleet
-    from cityfactory.governance.ledger import RunLedger
-    from cityfactory.governance.summary import (
-        format_summary,
-        format_training,
-        task_summary,
-    )
-    from cityfactory.ingestion import replay
-    from cityfactory.search.plan import BUDGET_CAP
-    from cityfactory.security.signing import public_key_pem
-    from cityfactory.storage.gold import read_gold
-    from cityfactory.storage.lake import open_lake
-    from support import free_ports, wait_for_port
-
-    scenario = get_scenario("solar_cells")
-    start, end = replay.history_interval(scenario)
-    dag = DagBag(dag_folder=str(REPO / "dags")).get_dag("solar_cells")
-    cap = os.environ.pop(BUDGET_CAP, None)
-    with LocalFleet.for_scenario(scenario):
-        t = time.perf_counter()
-        run = dag.test(run_conf={"data_interval_start": str(start), "data_interval_end": str(end), "search_trials": None})
-        wall = time.perf_counter() - t
-    if cap is not None:
-        os.environ[BUDGET_CAP] = cap
-    entries = RunLedger(open_lake(), "solar_cells", run.run_id).entries()
+    entries = _whole_history_run("solar_cells")
     by_task = {e["task_id"]: e for e in entries}
-    print(f"\n## solar_cells: one DAG run over the whole history ({start} .. {end}): {run.state}, {wall:.1f} s wall")
-    print(format_summary(task_summary(entries)))
     print("\n## Camera model quality (ELPV, defective = expert probability >= 0.5; the same test images for every "
           "model; published anchors: SVM 82.44 %, GPU CNN 88.42 %; targets >= 85 %, goal 90 %)")
     print(format_training(entries))
@@ -625,6 +604,23 @@ def bench_camera() -> None:
     print(compress["table"])
     print(f"chosen: {compress['choice']}")
 
+    bench_camera_edge(entries)
+
+
+def bench_camera_edge(entries: list[dict]) -> None:
+    """The camera run's bundle on one node: batch 1 under 32 clients, batched, beside in-process."""
+    import asyncio
+
+    import httpx
+    import numpy as np
+    import onnxruntime as ort
+    from cityfactory.compression import bundle, preprocessing
+    from cityfactory.security.signing import public_key_pem
+    from cityfactory.storage.gold import read_gold
+    from cityfactory.storage.lake import open_lake
+    from support import free_ports, wait_for_port
+
+    by_task = {e["task_id"]: e for e in entries}
     uri = by_task["compress"]["outputs"][0]["uri"].rsplit("/", 1)[0]
     lake = open_lake()
     files = bundle.read(lake, uri.split("/lake/", 1)[1])

@@ -30,6 +30,25 @@ def seed_everything(seed: int) -> None:
     torch.set_num_threads(1)  # one reduction order: same data + spec -> same model and metrics
 
 
+def minibatch_epoch(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
+                    generator: torch.Generator, optimiser, loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                    schedule=None) -> float:
+    """One pass over the rows in a seeded random order, a step per batch; the mean training loss."""
+    model.train()
+    order = torch.randperm(len(inputs), generator=generator)
+    total = 0.0
+    for start in range(0, len(inputs), batch_size):
+        batch = order[start : start + batch_size]
+        optimiser.zero_grad()
+        loss = loss_of(inputs[batch], targets[batch])
+        loss.backward()
+        optimiser.step()
+        if schedule is not None:
+            schedule.step()
+        total += loss.item() * len(batch)
+    return total / len(inputs)
+
+
 def run_epochs(model: torch.nn.Module, epoch_step: Callable[[int], dict], *, epochs: int, patience: int, metric: str,
                greater_is_better: bool, report: Callable[[int, float], None] | None = None) -> Fitted:
     """``epoch_step(epoch)`` trains one epoch and returns its record (``train_loss`` and, when

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from cityfactory.tasktypes.epochs import Fitted, run_epochs
+from cityfactory.tasktypes.epochs import Fitted, minibatch_epoch, run_epochs
 from cityfactory.tasktypes.forecast.metrics import scores
 
 
@@ -29,19 +29,12 @@ def fit_network(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray
     inputs, targets = torch.from_numpy(x_train), torch.from_numpy(y_train.astype(np.float32))
     generator = torch.Generator().manual_seed(seed)
 
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # on the scaled change, so its size does not depend on the level of the series
+        return torch.nn.functional.mse_loss(model(x) / scale, y / scale)
+
     def epoch_step(epoch: int) -> dict:
-        model.train()
-        order = torch.randperm(len(inputs), generator=generator)
-        total = 0.0
-        for start in range(0, len(inputs), batch_size):
-            batch = order[start : start + batch_size]
-            optimiser.zero_grad()
-            # loss on the scaled change, so its size does not depend on the level of the series
-            loss = torch.nn.functional.mse_loss(model(inputs[batch]) / scale, targets[batch] / scale)
-            loss.backward()
-            optimiser.step()
-            total += loss.item() * len(batch)
-        step = {"train_loss": total / len(inputs)}
+        step = {"train_loss": minibatch_epoch(model, inputs, targets, batch_size, generator, optimiser, loss_of)}
         if x_val is not None:
             step.update({f"validation_{k}": v for k, v in scores(y_val, predict(model, x_val)).items() if k in ("rmse", "mae")})
         return step

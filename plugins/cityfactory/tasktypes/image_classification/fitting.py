@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from cityfactory.tasktypes.epochs import Fitted, run_epochs
+from cityfactory.tasktypes.epochs import Fitted, minibatch_epoch, run_epochs
 from cityfactory.tasktypes.image_classification.metrics import scores
 from cityfactory.tasktypes.image_classification.spec import Augmentation
 
@@ -74,20 +74,12 @@ def fit_network(model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarr
     inputs, targets = torch.from_numpy(x_train), torch.from_numpy(y_train)
     generator = torch.Generator().manual_seed(seed)
 
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model.logits(augment(x, augmentation, generator)), y, weight=weights)
+
     def epoch_step(epoch: int) -> dict:
-        model.train()
-        order = torch.randperm(len(inputs), generator=generator)
-        total = 0.0
-        for start in range(0, len(inputs), batch_size):
-            batch = order[start : start + batch_size]
-            optimiser.zero_grad()
-            loss = F.cross_entropy(model.logits(augment(inputs[batch], augmentation, generator)), targets[batch],
-                                   weight=weights)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            total += loss.item() * len(batch)
-        step = {"train_loss": total / len(inputs)}
+        step = {"train_loss": minibatch_epoch(model, inputs, targets, batch_size, generator, optimiser, loss_of,
+                                              schedule)}
         if x_val is not None:
             found = scores(y_val, probabilities(model, x_val), classes)
             step.update({f"validation_{k}": found[k] for k in ("accuracy", "macro_f1", "balanced_accuracy")})
