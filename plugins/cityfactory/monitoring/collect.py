@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 SCHEMA = pa.schema([("served_at", pa.timestamp("us", tz="UTC")), ("node", pa.string()), ("model_version", pa.string()),
                     ("series", pa.string()), ("predicted_for", pa.timestamp("us", tz="UTC")), ("input_sha256", pa.string()),
                     ("prediction", pa.float64()), ("purpose", pa.string()),
-                    ("confidence", pa.float64()), ("label", pa.string())])  # a classifier's answer (null otherwise)
+                    ("confidence", pa.float64()), ("label", pa.string())])  # a class's confidence and name (null for numbers)
 
 
 @dataclass

@@ -17,6 +17,8 @@ TASK_TYPES = REPO / "plugins" / "cityfactory" / "tasktypes"
 OWN_WORDS = {
     "forecast": ["persistence", "linear_autoregression", "linear autoregression", "autoregression", "residual_of",
                  "mae", "rmse", "mape", "smape", "forecast", "forecaster", "forecasts", "forecasting"],
+    "image_classification": ["macro_f1", "macro-F1", "confusion", "cnn", "hog", "augmentation", "classifier",
+                             "classifiers", "majority"],
 }
 
 
