@@ -11,7 +11,7 @@ COPY plugins/cityfactory/__init__.py /opt/edge/cityfactory/
 COPY plugins/cityfactory/edge /opt/edge/cityfactory/edge
 COPY plugins/cityfactory/security /opt/edge/cityfactory/security
 COPY plugins/cityfactory/storage /opt/edge/cityfactory/storage
-COPY plugins/cityfactory/compression/__init__.py plugins/cityfactory/compression/bundle.py /opt/edge/cityfactory/compression/
+COPY plugins/cityfactory/compression/__init__.py plugins/cityfactory/compression/bundle.py plugins/cityfactory/compression/preprocessing.py /opt/edge/cityfactory/compression/
 
 ENV PYTHONPATH=/opt/edge
 USER edge
