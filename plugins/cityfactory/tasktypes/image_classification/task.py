@@ -10,8 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from types import MappingProxyType
 
-import numpy as np
-
 from cityfactory.tasktypes import register
 from cityfactory.tasktypes.base import (
     Examples,
@@ -91,6 +89,8 @@ class ImageClassificationTask(TaskType):
         return families.fit(family, spec, params, examples, metric, seed, report)
 
     def refit(self, family, spec: ImageClassificationSpec, params, steps, x, y, seed):
+        import numpy as np
+
         from cityfactory.tasktypes.image_classification import families
 
         return families.refit(family, spec, params, steps, x, y.astype(np.int64), seed)
@@ -109,6 +109,8 @@ class ImageClassificationTask(TaskType):
 
     def judge(self, spec: ImageClassificationSpec, examples: Examples, predicted, champion=None,
               without_champion: str = "no champion yet") -> Judgement:
+        import numpy as np
+
         from cityfactory.tasktypes.image_classification import baselines
         from cityfactory.tasktypes.image_classification.metrics import class_scores
 
