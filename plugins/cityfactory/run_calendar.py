@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+EARLIEST = dt.date(1970, 1, 2)  # no city sensor's day lies before the Unix epoch (and every zone can convert it)
+
 
 class ParamsError(ValueError):
     """Trigger-form values that do not make a valid run; the message names the field."""
@@ -28,6 +30,11 @@ def form_days(params: dict) -> tuple[dt.date, dt.date] | None:
         raise ParamsError(f"data_interval_start/end must be YYYY-MM-DD dates: {exc}") from None
     if last < first:
         raise ParamsError(f"the last day (data_interval_end) {last} is before the first day (data_interval_start) {first}")
+    if first < EARLIEST:
+        raise ParamsError(f"the first day (data_interval_start) {first} is before {EARLIEST}: no data can lie there")
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    if last > tomorrow:
+        raise ParamsError(f"the last day (data_interval_end) {last} is in the future: nothing has landed for it yet")
     return first, last
 
 

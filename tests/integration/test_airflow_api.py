@@ -188,3 +188,32 @@ def test_a_person_triggers_from_the_form_and_opens_the_report(airflow_on_postgre
         finally:
             page.screenshot(path=tmp_path / "report_tab.png")
         browser.close()
+
+
+def _post(url: str, body: dict, authorization: str) -> tuple[int, dict]:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json",
+                                                                      "Authorization": authorization}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def test_trigger_attacks_are_refused_before_any_run_exists(airflow_on_postgres):
+    """A header with two spaces (which Airflow alone would accept), a 9999 day, a trillion trials:
+    each refused naming what is wrong, and no run made."""
+    base, password, _, _ = airflow_on_postgres
+    token = services.admin_token(base, password)
+    url = f"{base}/api/v2/dags/traffic_flow/dagRuns"
+    before = api_call("GET", f"{url}?limit=100", token)["total_entries"]
+    tomorrow = dt.date.today() + dt.timedelta(days=1)
+    form = {"data_interval_start": str(tomorrow), "data_interval_end": "9999-12-31", "stages": ["ingest"]}
+    status, body = _post(url, {"logical_date": None, "conf": form}, f"Bearer  {token}")
+    assert status == 401 and "one space" in body["detail"]
+    status, body = _post(url, {"logical_date": None, "conf": form}, f"Bearer {token}")
+    assert status == 400 and "9999-12-31 is in the future" in body["detail"]
+    status, body = _post(url, {"logical_date": None, "conf": {"search_trials": 10**12, "stages": ["ingest"]}},
+                         f"Bearer {token}")
+    assert status == 400 and "search_trials" in json.dumps(body)
+    assert api_call("GET", f"{url}?limit=100", token)["total_entries"] == before

@@ -42,7 +42,8 @@ def _serve(tmp_path, port, public: bytes, *extra):
         return subprocess.Popen(
             [sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(port), "--node-id", "n1", "--public-key", str(pem),
              "--scenario", "traffic_flow", "--registered-model", "cityfactory.traffic_flow",
-             "--bundle-base", open_lake().uri_for("bundles/traffic_flow/"), "--state-dir", str(tmp_path / "state"), *extra],
+             "--bundle-base", open_lake().uri_for("bundles/traffic_flow/"), "--state-dir", str(tmp_path / "state"),
+             "--rate", "100000", "--burst", "100000", *extra],  # load tests come from one address: no limit unless asked
             env={**os.environ, "CITYFACTORY_EDGE_TOKEN": TOKEN, "PYTHONPATH": str(REPO / "plugins")},
             stdout=log, stderr=subprocess.STDOUT,
         )
@@ -240,9 +241,15 @@ def test_downgrades_need_a_signed_rollback_order_and_rollback_is_explicit(node, 
     assert _admin(base, "/admin/rollback", {"order": other_node}).status_code == 403
     order = {"order": sign_rollback("n1", "traffic_flow", old)}
     assert _admin(base, "/admin/rollback", order).json()["model_version"] == old
-    assert _admin(base, "/admin/rollback", order).json()["model_version"] == old  # not a toggle
+    fresh = {"order": sign_rollback("n1", "traffic_flow", old)}
+    assert _admin(base, "/admin/rollback", fresh).json()["model_version"] == old  # not a toggle
     status = httpx.get(f"{base}/admin/status", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert status["highest_version"] == 2000 and status["model_version"] == old
+    # the attack: roll forward again, then replay the captured order within its validity
+    assert _admin(base, "/admin/deploy", {"uri": second}).json()["model_version"] == "2000"
+    replayed = _admin(base, "/admin/rollback", order)
+    assert replayed.status_code == 403 and "already followed" in replayed.text
+    assert httpx.get(f"{base}/healthz").json()["model_version"] == "2000"
 
 
 def test_a_validly_signed_bundle_of_another_scenario_or_place_is_refused(node, bundles, tmp_path):
@@ -324,7 +331,8 @@ def test_served_rows_are_logged_kept_through_a_kill_and_collected_once(tmp_path,
     process = _serve(tmp_path, port, public_key_pem(), "--prediction-log", str(log_dir))
     wait_for_port(port)
     assert _admin(base, "/admin/deploy", {"uri": first}).status_code == 200
-    hours = [dt.datetime(2026, 11, 20, h, tzinfo=dt.UTC) for h in range(24)]
+    now = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    hours = [now - dt.timedelta(hours=h) for h in range(24)]  # the last day's hours: inside the node's window
     answered = {}
 
     def consumer(hour):
@@ -352,13 +360,13 @@ def test_served_rows_are_logged_kept_through_a_kill_and_collected_once(tmp_path,
         fleet = Fleet(nodes=[Node(id="n1", district="d", url=base)])
         lake = open_lake()
         collected = collect(lake, "traffic_flow", fleet, TOKEN, "UTC")
-        assert collected.rows == 24 and collected.days == {"2026-11-20"} and not collected.unreachable
+        assert collected.rows == 24 and collected.days == {h.date().isoformat() for h in hours} and not collected.unreachable
         again = collect(lake, "traffic_flow", fleet, TOKEN, "UTC")
         assert again.rows == 0 and again.segments == 0
     finally:
         process.terminate()
         process.wait(timeout=20)
-    frame = read_partitions(lake, "predictions", "traffic_flow", [dt.date(2026, 11, 20)]).to_pandas()
+    frame = read_partitions(lake, "predictions", "traffic_flow", [now.date()]).to_pandas()  # by the day served
     assert len(frame) == 24 and set(frame["purpose"]) == {"serve"}  # the bake request was not logged
     logged = dict(zip(frame["predicted_for"].dt.to_pydatetime(), frame["prediction"]))
     assert logged == pytest.approx(answered) and set(frame["model_version"]) == {manifest["model_version"]}

@@ -38,6 +38,7 @@ def searched(airflow_db, tmp_path_factory):
     (models / "traffic_flow.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CITYFACTORY_MODELS_DIR", str(models))
+        mp.setenv("CITYFACTORY_SEARCH_TRIALS", "3")  # this deployment's cap, which the form's number cannot pass
         mp.setenv("CITYFACTORY_LAKE_URI", (home / "lake").as_uri())
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
         mp.setenv("CITYFACTORY_FLEETS_DIR", str(write_fleet(home / "fleets", "traffic_flow", 3)))

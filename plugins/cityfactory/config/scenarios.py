@@ -255,6 +255,12 @@ class Ingestion(_Strict):
     max_rejected_fraction: float = Field(0.25, ge=0, le=1)
     # Days per mapped ingest task in a bulk run.
     days_per_batch: int = Field(31, ge=1)
+    # A landed file larger than this is set aside in quarantine whole, unread (its batch goes on).
+    max_file_bytes: int = Field(256 << 20, ge=1)
+    # A landed file is taken once its size and change time held still this long; one still changing
+    # waits in landing for the next run (a gateway that writes under a .tmp- name and renames the
+    # finished file is never caught mid-write).
+    settle_seconds: float = Field(1, ge=0, le=600)
 
 
 class Transform(_Strict):
@@ -354,11 +360,25 @@ class Retries(_Strict):
     delay_seconds: float = Field(30, ge=0)
 
 
+RetainedLayer = Literal["raw", "quarantine", "set_aside", "bronze", "predictions", "refused_predictions", "monitoring"]
+KEPT_AS = {"predictions": "bronze", "refused_predictions": "bronze", "monitoring": "bronze",  # unless declared
+           "set_aside": "quarantine"}
+
+
 class Governance(_Strict):
     risk_level: Literal["minimal", "limited", "high"]
     owners: list[str] = Field(min_length=1)
-    retention_days: dict[Literal["raw", "quarantine", "bronze"], int]
+    retention_days: dict[RetainedLayer, int] = Field(description="days each layer's day partitions are kept; what the "
+                                                                 "edge served and its evaluations default to bronze's, "
+                                                                 "landed files set aside to quarantine's")
     human_approval_final_stage: bool = False
+
+    @model_validator(mode="after")
+    def _kept_as_their_kin(self):
+        for layer, kin in KEPT_AS.items():
+            if kin in self.retention_days:
+                self.retention_days.setdefault(layer, self.retention_days[kin])
+        return self
 
 
 class Scenario(_Strict):

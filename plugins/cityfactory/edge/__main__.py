@@ -1,7 +1,9 @@
 """``python -m cityfactory.edge serve --port 9001 --node-id n1 --public-key signing-public.pem
 --scenario S --registered-model M --bundle-base s3://lake/bundles/S/``
 
-The admin token comes from ``CITYFACTORY_EDGE_TOKEN`` (never a flag, so it stays out of ``ps``).
+The admin token comes from ``CITYFACTORY_EDGE_TOKEN`` (never a flag, so it stays out of ``ps``); the
+scenario's consumer token, if set, from ``CITYFACTORY_CONSUMER_TOKEN``: then only requests carrying it
+are logged for the monitor.
 A key that is not an Ed25519 public key stops the node at start (fail closed).
 """
 
@@ -31,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20)
     serve.add_argument("--max-rows", type=int, default=4096, help="rows (or images) per request")
     serve.add_argument("--max-pixels", type=int, default=16_000_000, help="pixels per image")
+    serve.add_argument("--key-past-hours", type=float, default=48, help="how far before now a key's predicted_for may lie")
+    serve.add_argument("--key-ahead-hours", type=float, default=48, help="how far after now a key's predicted_for may lie")
+    serve.add_argument("--log-max-bytes", type=int, default=256 << 20, help="prediction log waiting to be collected, at most")
+    serve.add_argument("--rate", type=float, default=200, help="predict requests per second per client, on average")
+    serve.add_argument("--burst", type=int, default=400, help="predict requests a client may send at once")
     serve.add_argument("--bundle", help="bundle URI to load at start")
     return parser
 
@@ -45,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from cityfactory.edge.models import ModelSlots, Pin, load
-    from cityfactory.edge.prediction_log import PredictionLog
-    from cityfactory.edge.service import create_app
+    from cityfactory.edge.orders import SpentOrders
+    from cityfactory.edge.prediction_log import KeyWindow, PredictionLog
+    from cityfactory.edge.rate_limit import RateLimiter
+    from cityfactory.edge.service import Serving, create_app
     from cityfactory.security.signing import load_public_key
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.node_id} %(levelname)s %(message)s")
@@ -62,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     pin = Pin(args.scenario, args.registered_model, args.bundle_base)
     state = hashlib.sha256(f"{args.scenario}|{args.registered_model}|{args.bundle_base}".encode()).hexdigest()[:12]
     slots = ModelSlots(Path(args.state_dir) / f"{args.node_id}-{state}.json" if args.state_dir else None)
-    served = PredictionLog(Path(args.prediction_log) / f"{args.node_id}-{state}") if args.prediction_log else None
-    app = create_app(args.node_id, public, token, pin, slots, args.max_body_bytes, args.max_rows, served,
-                     args.max_pixels)
+    spent = SpentOrders(Path(args.state_dir) / f"{args.node_id}-{state}-orders.json" if args.state_dir else None)
+    served = (PredictionLog(Path(args.prediction_log) / f"{args.node_id}-{state}", args.log_max_bytes)
+              if args.prediction_log else None)
+    serving = Serving(args.max_body_bytes, args.max_rows, args.max_pixels, KeyWindow(args.key_past_hours, args.key_ahead_hours),
+                      os.environ.get("CITYFACTORY_CONSUMER_TOKEN") or None, RateLimiter(args.rate, args.burst))
+    app = create_app(args.node_id, public, token, pin, slots, serving, served, spent)
     if args.bundle:
         slots.swap_in(load(args.bundle, public, pin))
     else:

@@ -10,7 +10,7 @@ import base64
 import os
 import subprocess
 import sys
-from typing import Self
+from typing import Literal, Self
 from urllib.parse import urlparse
 
 import yaml
@@ -28,18 +28,35 @@ class Node(BaseModel):
 
 
 class NodeLimits(BaseModel):
-    """What a node accepts per request (413 beyond): body bytes, rows or images, pixels an image."""
+    """What a node accepts per request (413 beyond): body bytes, rows or images, pixels an image;
+    and per client (429 beyond): predict requests a second on average, and at once."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     max_body_bytes: int = Field(1 << 20, ge=1)
     max_rows: int = Field(4096, ge=1)
     max_pixels: int = Field(16_000_000, ge=1)
+    requests_per_second: float = Field(100, gt=0)
+    burst: int = Field(200, ge=1)
+
+
+class PredictionLogging(BaseModel):
+    """What a node logs of what it served, for the monitor: only the requests of holders of the
+    scenario's consumer token (``consumers: token``) or everyone's (``anyone``); a row's target time
+    between ``past_hours`` before and ``ahead_hours`` after the moment it is served (the consumers'
+    look-back, the model's horizon, clock skew); at most ``max_bytes`` waiting to be collected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    consumers: Literal["token", "anyone"] = "token"
+    past_hours: float = Field(48, gt=0, le=24 * 366)
+    ahead_hours: float = Field(48, ge=0, le=24 * 366)
+    max_bytes: int = Field(256 << 20, ge=1 << 16)
 
 
 class Fleet(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     nodes: list[Node] = Field(min_length=1)
     limits: NodeLimits = NodeLimits()
+    logging: PredictionLogging = PredictionLogging()
 
 
 def load_fleet(name: str) -> Fleet:
@@ -70,6 +87,16 @@ def edge_token() -> str:
     return base64.urlsafe_b64encode(get_secret("edge-admin")).decode()
 
 
+def consumer_token(scenario: str) -> str:
+    """The token the scenario's consumers send for their requests to count in monitoring: env, Airflow
+    Variable, or generated once."""
+    if token := os.environ.get("CITYFACTORY_CONSUMER_TOKEN"):
+        return token
+    from cityfactory.security.keys import get_secret
+
+    return base64.urlsafe_b64encode(get_secret(f"consumer-{scenario}")).decode()
+
+
 def bundle_base(scenario: str) -> str:
     """The fleet's bundle folder: the only place its nodes load bundles from."""
     return get_settings().lake_uri.rstrip("/") + f"/bundles/{scenario}/"
@@ -80,12 +107,14 @@ class LocalFleet:
     for the block, each pinned to the scenario, its registered model and its bundle folder."""
 
     def __init__(self, fleet: Fleet, scenario: str, registered_model: str):
-        self.fleet = fleet
+        self.fleet, self.scenario = fleet, scenario
         self.pin = ["--scenario", scenario, "--registered-model", registered_model, "--bundle-base", bundle_base(scenario)]
         self.processes: list[subprocess.Popen] = []
-        limits = fleet.limits
+        limits, logging = fleet.limits, fleet.logging
         self.limits = ["--max-body-bytes", str(limits.max_body_bytes), "--max-rows", str(limits.max_rows),
-                       "--max-pixels", str(limits.max_pixels)]
+                       "--max-pixels", str(limits.max_pixels), "--rate", str(limits.requests_per_second),
+                       "--burst", str(limits.burst), "--key-past-hours", str(logging.past_hours),
+                       "--key-ahead-hours", str(logging.ahead_hours), "--log-max-bytes", str(logging.max_bytes)]
 
     @classmethod
     def for_scenario(cls, scenario) -> LocalFleet:
@@ -103,6 +132,10 @@ class LocalFleet:
         public.write_bytes(public_key_pem())
         (home / "logs").mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "CITYFACTORY_EDGE_TOKEN": edge_token(), "PYTHONPATH": str(REPO_ROOT / "plugins")}
+        if self.fleet.logging.consumers == "token":
+            env["CITYFACTORY_CONSUMER_TOKEN"] = consumer_token(self.scenario)
+        else:
+            env.pop("CITYFACTORY_CONSUMER_TOKEN", None)
         for node in self.fleet.nodes:
             address = urlparse(node.url)
             if address.hostname not in ("127.0.0.1", "localhost"):

@@ -22,7 +22,7 @@ from cityfactory.compression.preprocessing import (
     pixels,
     sniff,
 )
-from cityfactory.edge.prediction_log import RowKeyError, parse_keys
+from cityfactory.edge.prediction_log import KeyWindow, RowKeyError, parse_keys
 
 RAW_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
 
@@ -89,6 +89,8 @@ def read_images(body: bytes, content_type: str, query: bytes, max_images: int) -
             raise ImageInputError(415, "body: no 'image' part")
         try:
             keys = json.loads(fields["keys"]) if "keys" in fields else None
+        except RecursionError:
+            raise RowKeyError("keys: JSON nested too deeply") from None
         except ValueError as exc:
             raise RowKeyError(f"keys: not JSON ({exc})") from None
         if len(images) > max_images:
@@ -98,10 +100,10 @@ def read_images(body: bytes, content_type: str, query: bytes, max_images: int) -
 
 
 def predict_images(model, body: bytes, content_type: str, query: bytes, max_images: int, max_pixels: int,
-                   node_id: str, served_at: float, logged: bool) -> tuple[bytes, int, bytes]:
+                   node_id: str, served_at: float, logged: bool, window: KeyWindow) -> tuple[bytes, int, bytes]:
     """The answer, the images answered, and (if ``logged``) the prediction log's lines for them."""
     images, payload = read_images(body, content_type, query, max_images)
-    keys, purpose = parse_keys(payload, len(images))
+    keys, purpose = parse_keys(payload, len(images), served_at, window)
     prep = model.manifest["preprocessing"]
     batch = as_inputs(np.stack([pixels(data, prep["mode"], int(prep["size"]), max_pixels) for data in images]))
     probabilities = model.predict(batch)

@@ -22,7 +22,8 @@ class NodeMetrics:
         self.buckets = [0] * (len(BUCKETS) + 1)
         self.latency_sum = 0.0
         self.other: Counter = Counter()  # (path, status) of every other endpoint
-        self.unlogged = 0  # answered rows the prediction log could not keep
+        self.unlogged = 0  # answered rows the prediction log could not keep (a disk error)
+        self.log_dropped = 0  # answered rows not logged because the log was full
 
     def observe_other(self, path: str, status: int) -> None:
         with self._lock:
@@ -45,6 +46,9 @@ class NodeMetrics:
                       "# TYPE edge_predicted_rows_total counter", f'edge_predicted_rows_total{{node="{node_id}"}} {self.rows}',
                       "# HELP edge_unlogged_rows_total Answered rows the prediction log could not keep.",
                       "# TYPE edge_unlogged_rows_total counter", f'edge_unlogged_rows_total{{node="{node_id}"}} {self.unlogged}',
+                      "# HELP edge_log_dropped_rows_total Answered rows not logged: the log held its maximum, uncollected.",
+                      "# TYPE edge_log_dropped_rows_total counter",
+                      f'edge_log_dropped_rows_total{{node="{node_id}"}} {self.log_dropped}',
                       "# HELP edge_latency_seconds Prediction latency.", "# TYPE edge_latency_seconds histogram"]
             cumulative = 0
             for bound, count in zip([*map(str, BUCKETS), "+Inf"], self.buckets):

@@ -180,9 +180,12 @@ def parse_rows(payload: dict, features: list[str], max_rows: int, numbers_only: 
     width = len(features)
     if all(type(row) is list and len(row) == width and (numbers_only or all(type(v) in NUMBERS for v in row))
            for row in rows):
-        with np.errstate(over="ignore"):
-            matrix = np.asarray(rows, dtype=np.float32)  # fast path: one conversion
-        if np.isfinite(matrix).all():
+        try:
+            with np.errstate(over="ignore"):
+                matrix = np.asarray(rows, dtype=np.float32)  # fast path: one conversion
+        except (ValueError, TypeError):  # a value that is a list or an object: the slow path names it
+            matrix = None
+        if matrix is not None and matrix.shape == (len(rows), width) and np.isfinite(matrix).all():
             return matrix
     matrix = np.empty((len(rows), len(features)), dtype=np.float32)
     for i, row in enumerate(rows):

@@ -11,18 +11,24 @@ bundle folder; it keeps the highest version it accepted and refuses lower ones w
 rollback order; deploying the version already serving changes nothing. A refused bundle leaves
 the node serving what it had. Request bodies and rows per request are capped (413), every response
 status is counted in ``/metrics``.
+
+Who can do what: anyone who reaches the node may ask for predictions, within a per-client rate
+(429 beyond). Only requests carrying the scenario's consumer token (``Authorization: Bearer``) are
+logged for the monitor when the node is given one: an anonymous client gets answers but cannot
+put a row in front of the monitor. Keys must fall in the node's window (``KeyWindow``). The admin
+routes need the admin token; rollbacks, in addition, a signed single-use order.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
 from cityfactory.compression.bundle import BundleError
 from cityfactory.compression.preprocessing import ImageInputError
@@ -37,36 +43,66 @@ from cityfactory.edge.models import (
     load,
     parse_rows,
 )
-from cityfactory.edge.orders import OrderError, verify_rollback
+from cityfactory.edge.orders import OrderError, SpentOrders, verify_rollback
 from cityfactory.edge.prediction_log import (
+    KeyWindow,
     PredictionLog,
     RowKeyError,
     log_lines,
     parse_keys,
 )
+from cityfactory.edge.rate_limit import RateLimiter
+from cityfactory.security.bearer import holds
 
 log = logging.getLogger("cityfactory.edge")
 INLINE_BYTES = 256 * 1024  # bodies up to this are handled on the event loop (well under a millisecond)
 KNOWN_PATHS = {"/healthz", "/metrics", "/admin/deploy", "/admin/rollback", "/admin/status"}
+DROPPED_LOG_EVERY = 60.0  # seconds between log lines about dropped prediction-log rows
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What the node accepts and from whom: sizes per request (413 beyond), the keys' window, the
+    consumer token whose requests are logged (None: every request's), the per-client rate."""
+
+    max_body_bytes: int = 1 << 20
+    max_rows: int = 4096
+    max_pixels: int = 16_000_000
+    window: KeyWindow = field(default_factory=KeyWindow)
+    consumer_token: str | None = None
+    rate: RateLimiter | None = field(default=None, compare=False)
 
 
 class CountResponses:
     """Plain ASGI in front of the app: ``POST /predict`` is answered here directly (the hot path:
     no routing, no dependency work), every other response's status is counted."""
 
-    def __init__(self, app, metrics: NodeMetrics, predict, max_body_bytes: int):
-        self.app, self.metrics, self.predict, self.max_body_bytes = app, metrics, predict, max_body_bytes
+    def __init__(self, app, metrics: NodeMetrics, predict, serving: Serving, admin_token: str):
+        self.app, self.metrics, self.predict, self.serving, self.admin_token = app, metrics, predict, serving, admin_token
+
+    def _wait(self, scope, authorization: bytes | None) -> float:
+        """How long this client must wait (0: go on); the admin token's holder (a rollout's bake) is not limited."""
+        if self.serving.rate is None or (authorization and holds(authorization, self.admin_token)):
+            return 0.0
+        return self.serving.rate.wait_seconds(scope["client"][0] if scope.get("client") else "?")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST":
-            declared = dict(scope["headers"]).get(b"content-length", b"0")
-            if not declared.isdigit() or int(declared) > self.max_body_bytes:
+            request_headers = dict(scope["headers"])
+            declared = request_headers.get(b"content-length", b"0")
+            headers = [(b"content-type", b"application/json")]
+            wait = self._wait(scope, request_headers.get(b"authorization"))
+            if wait:
+                self.metrics.observe(429, 0.0)
+                status, body = 429, b'{"detail": "too many requests from this client: slow down"}'
+                headers.append((b"retry-after", RateLimiter.retry_after(wait).encode()))
+            elif not declared.isdigit() or int(declared) > self.serving.max_body_bytes:
                 self.metrics.observe(413, 0.0)
-                status, body = 413, json.dumps({"detail": f"body: more than {self.max_body_bytes} bytes"}).encode()
+                status, body = 413, json.dumps({"detail": f"body: more than {self.serving.max_body_bytes} bytes"}).encode()
             else:
                 status, body = await self.predict(scope, receive)
             await send({"type": "http.response.start", "status": status,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                        "headers": [*headers, (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
             return None
         if scope["type"] != "http":
@@ -98,12 +134,14 @@ class Refused(Exception):
         self.status, self.detail = status, detail
 
 
-def _predict(body: bytes, model, max_rows: int, node_id: str, logged: bool, content_type: str = "",
-             query: bytes = b"", max_pixels: int = 16_000_000) -> tuple[bytes, int, bytes]:
+def _predict(body: bytes, model, serving: Serving, node_id: str, logged: bool, content_type: str = "",
+             query: bytes = b"") -> tuple[bytes, int, bytes]:
     """The answer, the rows (or images) answered, and (if ``logged``) the prediction log's lines."""
+    served_at, max_rows = time.time(), serving.max_rows
     if model.takes_images:
         try:
-            return predict_images(model, body, content_type, query, max_rows, max_pixels, node_id, time.time(), logged)
+            return predict_images(model, body, content_type, query, max_rows, serving.max_pixels, node_id, served_at,
+                                  logged, serving.window)
         except ImageInputError as exc:
             raise Refused(exc.status, exc.detail) from None
         except RowKeyError as exc:
@@ -118,7 +156,7 @@ def _predict(body: bytes, model, max_rows: int, node_id: str, logged: bool, cont
         # a body whose only string is the "rows" key and with no true/false/null holds numbers only
         numbers_only = body.count(b'"') == 2 and not any(word in body for word in (b"true", b"false", b"null"))
         rows = parse_rows(payload if isinstance(payload, dict) else {}, model.features, max_rows, numbers_only)
-        keys, purpose = parse_keys(payload, len(rows))
+        keys, purpose = parse_keys(payload, len(rows), served_at, serving.window)
     except InputError as exc:
         raise Refused(413 if str(exc).startswith("rows: ") and "at most" in str(exc) else 422, str(exc)) from None
     except RowKeyError as exc:
@@ -128,22 +166,24 @@ def _predict(body: bytes, model, max_rows: int, node_id: str, logged: bool, cont
         answer = json.dumps({"model_version": model.version, "predictions": values.tolist()}, allow_nan=False)
     except ValueError:
         raise Refused(500, "the model produced a value that is not a finite number") from None
-    lines = log_lines(time.time(), node_id, model.version, rows, values, keys, purpose) if logged else b""
+    lines = log_lines(served_at, node_id, model.version, rows, values, keys, purpose) if logged else b""
     return answer.encode(), len(rows), lines
 
 
 def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slots: ModelSlots | None = None,
-               max_body_bytes: int = 1 << 20, max_rows: int = 4096, served: PredictionLog | None = None,
-               max_pixels: int = 16_000_000) -> FastAPI:
+               serving: Serving | None = None, served: PredictionLog | None = None,
+               spent: SpentOrders | None = None) -> FastAPI:
     from cityfactory.security.signing import load_public_key
 
     public = load_public_key(public_pem)  # the caller validated it; fails closed here too
     app = FastAPI(title=f"City AI Factory edge node {node_id}")
-    slots, metrics = slots or ModelSlots(), NodeMetrics()
+    slots, metrics, spent, serving = slots or ModelSlots(), NodeMetrics(), spent or SpentOrders(), serving or Serving()
+    max_body_bytes, max_rows = serving.max_body_bytes, serving.max_rows
     app.state.slots = slots
+    last_drop_logged = [0.0]
 
     app.add_middleware(CountResponses, metrics=metrics, predict=lambda scope, receive: predict(scope, receive),
-                       max_body_bytes=max_body_bytes)
+                       serving=serving, admin_token=admin_token)
 
     def openapi() -> dict:
         """FastAPI's schema of the routes, plus ``POST /predict`` (answered in plain ASGI) with the
@@ -157,8 +197,7 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
     app.openapi = openapi
 
     def admin(request: Request, authorization: str | None = Header(default=None)) -> None:
-        supplied = (authorization or "").removeprefix("Bearer ")
-        if not authorization or not hmac.compare_digest(supplied.encode(), admin_token.encode()):
+        if not holds(authorization, admin_token):
             log.warning("refused admin call %s %s from %s: %s token", request.method, request.url.path,
                         request.client.host if request.client else "?", "missing" if not authorization else "wrong")
             raise HTTPException(401, "missing or wrong admin token", headers={"WWW-Authenticate": "Bearer"})
@@ -166,10 +205,18 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
     async def predict(scope, receive) -> tuple[int, bytes]:
         """The hot path, as plain ASGI (no routing or dependency work per request)."""
         started = time.perf_counter()
-        content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+        headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
         query = scope.get("query_string", b"")
         status, rows = 200, 0
         try:
+            logged = served is not None
+            if serving.consumer_token is not None and b"authorization" in headers:
+                if not holds(headers[b"authorization"], serving.consumer_token) and \
+                        not holds(headers[b"authorization"], admin_token):
+                    raise Refused(401, "authorization: not this scenario's consumer token (send none to be answered unlogged)")
+            elif serving.consumer_token is not None:
+                logged = False  # anonymous: answered, never in front of the monitor
             body = bytearray()
             more = True
             while more:
@@ -181,14 +228,20 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
             model = slots.current  # one read: a swap cannot change the model under this request
             if model is None:
                 raise Refused(503, "no model loaded")
-            request = (bytes(body), model, max_rows, node_id, served is not None, content_type, query, max_pixels)
+            request = (bytes(body), model, serving, node_id, logged, content_type, query)
             if len(body) <= INLINE_BYTES and not model.takes_images:
                 answer, rows, lines = _predict(*request)
             else:  # a big batch or images to decode: off the event loop, so health checks stay prompt
                 answer, rows, lines = await run_in_threadpool(_predict, *request)
             if lines:
                 try:
-                    await served.append(lines)
+                    if not await served.append(lines):  # full: answered, not logged, counted
+                        metrics.log_dropped += rows
+                        if time.monotonic() - last_drop_logged[0] > DROPPED_LOG_EVERY:
+                            last_drop_logged[0] = time.monotonic()
+                            log.warning("prediction log full (%d bytes wait to be collected): served rows are not "
+                                        "logged until the collector takes them; %d dropped so far",
+                                        served.max_bytes, metrics.log_dropped)
                 except OSError as exc:  # serving goes on; the gap shows in the log and the metrics
                     metrics.unlogged += rows
                     log.warning("could not log %d served rows: %s", rows, exc)
@@ -238,7 +291,7 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
     @app.post("/admin/rollback", dependencies=[Depends(admin)])
     def rollback(payload: dict):
         try:
-            target = verify_rollback(payload.get("order"), public, node_id, pin.scenario)
+            target = verify_rollback(payload.get("order"), public, node_id, pin.scenario, spent)
             model = slots.roll_back_to(target)
         except OrderError as exc:
             raise HTTPException(403, str(exc)) from None
@@ -252,10 +305,13 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
         """Close the open segment; the closed ones (oldest first) wait to be collected."""
         return {"node": node_id, "segments": served.rotate() if served else []}
 
-    @app.get("/admin/predictions/{segment}", dependencies=[Depends(admin)], response_class=PlainTextResponse)
+    @app.get("/admin/predictions/{segment}", dependencies=[Depends(admin)])
     def read_predictions(segment: str):
+        """A closed segment, streamed (its size does not pass through memory)."""
         try:
-            return PlainTextResponse(served.read(segment) if served else b"", media_type="application/x-ndjson")
+            if served is None:
+                raise LookupError(f"no closed segment {segment!r}: this node keeps no prediction log")
+            return FileResponse(served.path(segment), media_type="application/x-ndjson")
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from None
 

@@ -17,6 +17,7 @@ from airflow.sdk import (
 from cityfactory.config.scenarios import Scenario
 from cityfactory.factory.steps import STEPS, Step
 from cityfactory.pipeline.stages import RETRAIN_CHOICES, STAGES
+from cityfactory.search.plan import TRIALS_CEILING
 
 PIPELINE_DOC = """
 ### City AI Factory: one pipeline DAG per scenario
@@ -160,8 +161,10 @@ def build_scenario_dag(scenario: Scenario):
                 None,
                 type=["null", "integer"],
                 minimum=1,
+                maximum=TRIALS_CEILING,
                 title="Model search: trials (optional)",
-                description="The search's budget in trials for this run. Empty = the model spec's budget.",
+                description="The search's budget in trials for this run. Empty = the model spec's budget. Never "
+                            "more than this deployment's cap (CITYFACTORY_SEARCH_TRIALS), whatever is asked here.",
             ),
             "full_refresh": Param(
                 False,

@@ -16,7 +16,8 @@ import re
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
-from cityfactory.run_calendar import ParamsError, day_bounds, form_days
+from cityfactory.run_calendar import EARLIEST, ParamsError, day_bounds, form_days
+from cityfactory.security.bearer import bearer_token
 
 TRIGGER = re.compile(r"/api/v2/dags/(?P<dag_id>[^/]+)/dagRuns")
 
@@ -28,6 +29,8 @@ def _instant(value: str, name: str) -> dt.datetime:
         raise ParamsError(f"{name} {value!r} is not an ISO date-time") from None
     if instant.tzinfo is None:
         raise ParamsError(f"{name} {value!r} has no time zone")
+    if not EARLIEST <= instant.astimezone(dt.UTC).date() <= dt.date.max - dt.timedelta(days=2):
+        raise ParamsError(f"{name} {value!r} is out of range")
     return instant
 
 
@@ -71,9 +74,10 @@ def scenario_zones() -> dict[str, str]:
     return {s.dag_id: s.timezone for s in usable_scenarios(get_settings().scenarios_dir)[0]}
 
 
-async def _authenticated(scope) -> bool:
-    """The caller holds a valid Airflow token (bearer header or the UI's cookie), checked as
-    Airflow checks it: others get Airflow's own 401/403, never a word from us."""
+async def _authenticated(scope) -> bool | None:
+    """Whether the caller holds a valid Airflow token (bearer header or the UI's cookie), checked as
+    Airflow checks it; None for an Authorization header that is not one well-formed bearer token,
+    which Airflow might read more leniently than we do: such a request is refused here."""
     from airflow.api_fastapi.auth.managers.base_auth_manager import (
         COOKIE_NAME_JWT_TOKEN,
     )
@@ -82,8 +86,10 @@ async def _authenticated(scope) -> bool:
     from starlette.requests import Request
 
     request = Request(scope)
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    token = credentials if scheme.lower() == "bearer" else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
+    header = request.headers.get("authorization")
+    token = bearer_token(header) if header is not None else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
+    if header is not None and token is None:
+        return None
     try:
         await resolve_user_from_token(token)
     except HTTPException:
@@ -93,15 +99,26 @@ async def _authenticated(scope) -> bool:
 
 class TriggerFormMiddleware:
     """Pure ASGI: reads an authenticated caller's trigger of a scenario DAG, answers 400 or passes
-    the completed body on."""
+    the completed body on. The caller is authenticated before any work (no scenario is read for an
+    anonymous request): an unauthenticated one gets Airflow's own 401/403; a malformed
+    Authorization header, our 401."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
+        from starlette.responses import JSONResponse
+
         match = scope["type"] == "http" and scope["method"] == "POST" and TRIGGER.search(scope["path"])
-        zone = scenario_zones().get(unquote(match["dag_id"])) if match else None
-        if zone is None or not await _authenticated(scope):
+        if not match:
+            return await self.app(scope, receive, send)
+        authenticated = await _authenticated(scope)
+        if authenticated is None:
+            refused = JSONResponse({"detail": "Authorization: expected 'Bearer <token>' (one space, one token)"},
+                                   status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return await refused(scope, receive, send)
+        zone = scenario_zones().get(unquote(match["dag_id"])) if authenticated else None
+        if zone is None:
             return await self.app(scope, receive, send)
         raw, more = b"", True
         while more:
@@ -110,11 +127,9 @@ class TriggerFormMiddleware:
         try:
             body = json.loads(raw)
             data = json.dumps(checked_trigger(body, zone, dt.datetime.now(dt.UTC))).encode() if isinstance(body, dict) else raw
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             data = raw  # Airflow answers malformed JSON itself
         except ParamsError as exc:
-            from starlette.responses import JSONResponse
-
             return await JSONResponse({"detail": f"{match['dag_id']}: {exc}"}, status_code=400)(scope, receive, send)
         headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
         delivered = False

@@ -10,6 +10,7 @@ readers decide from typed facts and from the latest try of each task instance, n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -82,8 +83,10 @@ class LedgerEntry:
 
 
 def safe_run_id(run_id: str) -> str:
-    """Run ids carry ':' and '+'; keep lake keys portable."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
+    """A run id as a portable lake folder name (run ids carry ':' and '+'), injective: the cleaned
+    id is followed by a digest of the id itself, so two ids never share a folder, however alike
+    they look once cleaned (``a:b`` and ``a_b``) or whatever a caller names a run."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)[:120] + "." + hashlib.sha256(run_id.encode()).hexdigest()[:16]
 
 
 def _now() -> str:

@@ -80,7 +80,8 @@ def format_monitoring(entries: list[dict]) -> str:
         live = f", live/offline x{m['live_ratio']:.2f} over {m['live_days']} day(s)" if m.get("live_ratio") else ""
         watched = (f"{c['features_drifting']} of {len(m['drift'])} features drifting" if m.get("champion")
                    else "no champion to watch yet")
-        lines.append(f"Monitor: {c['predictions_collected']:,} served rows collected, {c['days_evaluated']} day(s) scored{live}, "
+        refused = f" ({c['predictions_refused']:,} set aside: unplaceable)" if c.get("predictions_refused") else ""
+        lines.append(f"Monitor: {c['predictions_collected']:,} served rows collected{refused}, {c['days_evaluated']} day(s) scored{live}, "
                      + watched)
     if decided is not None and "summary" in decided["details"]:
         lines.append(f"Decision: {decided['details']['summary']}")

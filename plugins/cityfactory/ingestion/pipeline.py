@@ -27,7 +27,7 @@ import pyarrow.dataset as ds
 
 from cityfactory.config.scenarios import Scenario
 from cityfactory.governance.ledger import Artifact, LedgerEntry
-from cityfactory.ingestion.landing import landing_prefix
+from cityfactory.ingestion.landing import take_landed
 from cityfactory.ingestion.leases import day_leases
 from cityfactory.ingestion.parsing import (
     REJECT_SCHEMA,
@@ -39,7 +39,7 @@ from cityfactory.ingestion.parsing import (
     unreadable_file,
 )
 from cityfactory.security import encryption
-from cityfactory.storage.lake import Lake, LakeError, join_key, sha256_bytes
+from cityfactory.storage.lake import Lake, join_key, sha256_bytes
 
 log = logging.getLogger(__name__)
 RULE = re.compile(r" (is below the minimum|is above the maximum|is not|does not match|does not exist in \S+)")
@@ -89,32 +89,29 @@ def _raw_name(name: str, data: bytes, sealed: bool) -> str:
 
 
 def land_to_raw(scenario: Scenario, lake: Lake, day: dt.date, entry: LedgerEntry) -> tuple[dict[str, bytes], list[str]]:
-    """Move the day's landed files into raw (never overwriting); returns raw key -> plain bytes, and
-    a problem for each landed name that was not taken (a link, a device, an unfinished write): those
-    stay in landing and are reported, never silently skipped."""
+    """Copy the day's landed files that may be taken (``landing.take_landed``) into raw, read-only
+    and never overwriting, then remove them from landing; returns raw key -> plain bytes, and a
+    problem for each landed name that was refused or set aside (reported, never silently skipped).
+    Raw is a copy of exactly the bytes read and hashed: no name the gateway kept reaches it."""
     sealed = bool(scenario.schema_.personal_columns)
     raw_prefix = partition_key("raw", scenario.name, day)
+    landed = take_landed(lake, scenario.name, day, scenario.ingestion)
+    if landed.waiting:
+        entry.details.setdefault("waiting_in_landing", []).extend(landed.waiting)
+        log.warning("%d landed file(s) still being written, left for the next run: %s", len(landed.waiting),
+                    "; ".join(landed.waiting[:3]))
     moved: dict[str, bytes] = {}
-    problems: list[str] = []
-    for key in lake.list(landing_prefix(scenario.name, day), include_partial=True):
+    for key, data in landed.files.items():
         name = key.rsplit("/", 1)[1]
-        if name.startswith(".tmp-"):
-            problems.append(f"{lake.uri_for(key)}: a name starting with '.tmp-' marks an unfinished write; left in landing")
-            continue
-        try:
-            data = lake.get_bytes(key)
-        except LakeError as exc:
-            problems.append(f"{exc}; left in landing")
-            continue
+        stored = encryption.seal(data) if sealed else data
         raw_key = join_key(raw_prefix, name + (SEALED_SUFFIX if sealed else ""))
-        created = lake.put_new(raw_key, encryption.seal(data)) if sealed else lake.move_new(key, raw_key, data)
-        if not created and sha256_bytes(read_raw(lake, raw_key)) != sha256_bytes(data):
+        if not lake.put_new(raw_key, stored, read_only=True) and sha256_bytes(read_raw(lake, raw_key)) != sha256_bytes(data):
             raw_key = join_key(raw_prefix, _raw_name(name, data, sealed))  # a different file, same name
-            lake.put_new(raw_key, encryption.seal(data) if sealed else data)
+            lake.put_new(raw_key, stored, read_only=True)
         entry.inputs.append(Artifact(lake.uri_for(key), sha256_bytes(data), kind="landing"))
         moved[raw_key] = data
         lake.delete([key])
-    return moved, problems
+    return moved, landed.problems
 
 
 def _deduplicate(table: pa.Table, key: list[str], personal: set[str]) -> tuple[pa.Table, list[dict]]:

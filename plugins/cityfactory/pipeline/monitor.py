@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+
+import pandas as pd
 
 from cityfactory.edge.fleet import edge_token, load_fleet
+from cityfactory.edge.prediction_log import KeyWindow
 from cityfactory.governance.ledger import Artifact, Kind
 from cityfactory.monitoring import live
 from cityfactory.monitoring.collect import collect
@@ -33,17 +37,30 @@ def _recent_evaluations(ctx: RunContext, days: int) -> list[dict]:
     return [json.loads(ctx.lake.get_bytes(_evaluation_key(ctx.scenario.name, day))) for day in names]
 
 
-def _evaluate(ctx: RunContext, spec, days: set[str]) -> list[dict]:
-    """Each day that got served rows, scored on its actuals (all of its rows: earlier collections
-    of the same day too), kept under ``monitoring/``."""
+def _predicted_on(ctx: RunContext, day: dt.date, window: KeyWindow):
+    """The served rows that predicted ``day`` (local), from every served day that can hold them."""
+    before, after = math.ceil(window.ahead_hours / 24) + 1, math.ceil(window.past_hours / 24) + 1
+    served_days = [day + dt.timedelta(days=d) for d in range(-before, after + 1)]
+    table = read_partitions(ctx.lake, "predictions", ctx.scenario.name, served_days)
+    served = live.served_rows(table.to_pandas() if table is not None else None)
+    local = pd.to_datetime(served["predicted_for"], utc=True).dt.tz_convert(ctx.scenario.timezone).dt.date
+    return served[local == day]
+
+
+def _evaluate(ctx: RunContext, spec, days: set[str], window: KeyWindow) -> list[dict]:
+    """Each of ``days`` that has actuals in the mart, scored on them with every row served for it
+    (earlier collections too), kept under ``monitoring/``. A day without actuals (not yet arrived,
+    or one no sensor ever saw) is left for a later night: never a client's claim alone."""
     evaluated, offline = [], {}  # a version's offline metrics: one MLflow read for all the days
     for day in sorted(days):
         when = dt.date.fromisoformat(day)
-        table = read_partitions(ctx.lake, "predictions", ctx.scenario.name, [when])
-        served = live.served_rows(table.to_pandas() if table is not None else None)
+        actuals = read_days(ctx.scenario, when, when)
+        if actuals.empty:
+            continue
+        served = _predicted_on(ctx, when, window)
         for version in set(served["model_version"].unique()) - set(offline):
             offline[version] = registry.offline_metrics(spec.registered_model, version)
-        evaluation = task_type_of(spec).evaluate_served(day, served, read_days(ctx.scenario, when, when), spec, offline)
+        evaluation = task_type_of(spec).evaluate_served(day, served, actuals, spec, offline)
         evaluation["key"] = _evaluation_key(ctx.scenario.name, day)
         ctx.lake.put_bytes(evaluation["key"], json.dumps(evaluation).encode())
         evaluated.append(evaluation)
@@ -70,9 +87,12 @@ def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
     with ctx.entry(Kind.MONITORED) as entry:
         mart = scenario.transform.features_model
         entry.inputs.append(Artifact(model_uri(duckdb_path(scenario), mart), "", None, "dbt_model"))
-        collected = collect(ctx.lake, scenario.name, load_fleet(scenario.rollout.fleet), edge_token(), scenario.timezone)
+        fleet = load_fleet(scenario.rollout.fleet)
+        window = KeyWindow(fleet.logging.past_hours, fleet.logging.ahead_hours)
+        collected = collect(ctx.lake, scenario.name, fleet, edge_token(), scenario.timezone)
         entry.outputs += [Artifact.of(s, kind="predictions") for s in collected.stored]
-        evaluated = _evaluate(ctx, spec, collected.days)
+        awaiting = {e["day"] for e in _recent_evaluations(ctx, HISTORY_DAYS) if e.get("awaiting_actuals")}
+        evaluated = _evaluate(ctx, spec, collected.days | awaiting, window)
         entry.outputs += [Artifact(ctx.lake.uri_for(e.pop("key")), "", e["scored_rows"], "evaluation") for e in evaluated]
         history = _recent_evaluations(ctx, max(HISTORY_DAYS, policy.retrain_when.live_error_days))
         drift, drift_rows = _drift(ctx, spec, champion, dt.date.fromisoformat(batches[-1][-1]))
@@ -86,11 +106,11 @@ def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
                                     kind.reference_baseline)
         stored = ctx.lake.put_bytes(join_key(ctx.ledger.prefix, "monitoring.png"), picture)
         entry.outputs.append(Artifact.of(stored, kind="picture"))
-        entry.counts = {"predictions_collected": collected.rows, "segments": collected.segments,
+        entry.counts = {"predictions_collected": collected.rows, "predictions_refused": sum(collected.refused.values()),
+                        "segments": collected.segments,
                         "days_evaluated": len(evaluated), "features_drifting": len(result["drifted"])}
         entry.details.update(**result, evaluations=evaluated, drift=drift, drift_rows=drift_rows,
-                             unreachable=collected.unreachable,
-                             unreadable=collected.unreadable, picture=stored.uri,
+                             unreachable=collected.unreachable, refused=dict(collected.refused), picture=stored.uri,
                              live_error_margin=policy.retrain_when.live_error_margin,
                              live_error_days=policy.retrain_when.live_error_days,
                              reference_baseline=kind.reference_baseline)

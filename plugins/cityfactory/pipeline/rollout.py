@@ -116,7 +116,8 @@ def gate(ctx: RunContext, plan: dict, stage: str) -> dict:
     kind = task_type_of(load_model_spec(ctx.scenario.model_spec))
     with ctx.entry(Kind.ROLLOUT_GATE) as entry:
         telemetry = controller.bake(baked, lambda start, stop: kind.bake_request(bake, start, stop),
-                                    np.asarray(bake["actuals"], dtype=float), rollout.bake_seconds, kind.bake_error)
+                                    np.asarray(bake["actuals"], dtype=float), rollout.bake_seconds, kind.bake_error,
+                                    edge_token())
         # once every node is on the new version, compare with what the old one measured earlier
         earlier = [e["details"]["verdict"]["reference_error"] for e in of_kind(ctx.ledger.current(), Kind.ROLLOUT_GATE)
                    if e["details"].get("verdict") and e["details"]["stage"] != stage]

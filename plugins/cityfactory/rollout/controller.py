@@ -95,13 +95,14 @@ class Telemetry:
 
 
 def bake(nodes: list[Node], request: BakeRequest, actuals: np.ndarray, seconds: float, error: BakeError,
-         batch: int = 24) -> list[Telemetry]:
+         token: str, batch: int = 24) -> list[Telemetry]:
     """Drive the bake examples through every node (in batches, round and round) for ``seconds``;
     ``request(start, stop)`` is the HTTP request of examples start..stop as the task type sends
-    them; each node's answers are judged by ``error(predicted, actuals)``."""
+    them; each node's answers are judged by ``error(predicted, actuals)``. The admin ``token``
+    exempts the bake from the nodes' per-client rate limit."""
     telemetry = {n.id: {"latencies": [], "errors": 0, "predicted": {}, "version": None} for n in nodes}
     deadline = time.monotonic() + seconds
-    with httpx.Client(timeout=5) as session:
+    with httpx.Client(timeout=5, headers={"Authorization": f"Bearer {token}"}) as session:
         first_pass = True
         while first_pass or time.monotonic() < deadline:
             for start in range(0, len(actuals), batch):

@@ -15,6 +15,7 @@ from cityfactory.tasktypes import task_type_of
 from cityfactory.tasktypes.spec import ModelSpec
 
 BUDGET_CAP = "CITYFACTORY_SEARCH_TRIALS"  # caps every search's trials (development machines, CI)
+TRIALS_CEILING = 1000  # no run searches more, whatever asked (the trigger form's maximum too)
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,11 @@ class Batch:
 
 
 def trial_budget(spec: ModelSpec, requested: int | None = None) -> int:
-    """Trials for this run: the form's number if given, else the spec's, at most ``$CITYFACTORY_SEARCH_TRIALS``."""
-    if requested:
-        return requested
-    budget = spec.search.trials if spec.search else 1
+    """Trials for this run: the form's number if given, else the spec's; never more than this
+    deployment's ``$CITYFACTORY_SEARCH_TRIALS`` nor ``TRIALS_CEILING``, whatever the form or the API said."""
+    budget = requested if requested else (spec.search.trials if spec.search else 1)
     cap = os.environ.get(BUDGET_CAP, "").strip()
-    return min(budget, int(cap)) if cap else budget
+    return max(1, min(int(budget), TRIALS_CEILING, int(cap) if cap else TRIALS_CEILING))
 
 
 def plan_batches(spec: ModelSpec, budget: int) -> list[Batch]:

@@ -29,6 +29,13 @@ class StoredObject:
     size: int
 
 
+@dataclass(frozen=True)
+class ObjectFacts:
+    size: int
+    modified_ns: int
+    links: int = 1  # names of the same file (a local lake's hard links); an object store has one
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -59,17 +66,19 @@ class Lake:
     def put_file(self, key: str, path: Path) -> StoredObject:
         raise NotImplementedError
 
-    def put_new(self, key: str, data: bytes) -> bool:
-        """Write only if ``key`` does not exist yet (atomically); False if it already did."""
+    def put_new(self, key: str, data: bytes, read_only: bool = False) -> bool:
+        """Write only if ``key`` does not exist yet (atomically); False if it already did.
+        ``read_only``: nobody may change the stored object afterwards (raw is immutable)."""
         raise NotImplementedError
 
-    def move_new(self, source: str, key: str, data: bytes) -> bool:
-        """Move ``source`` (holding ``data``) to ``key`` unless ``key`` exists (then False, and
-        ``source`` stays)."""
-        created = self.put_new(key, data)
-        if created:
-            self.delete([source])
-        return created
+    def describe(self, key: str) -> ObjectFacts:
+        """Size, last change and link count of one object, without reading it; ``LakeError`` for a
+        link, a device or a folder."""
+        raise NotImplementedError
+
+    def move(self, source: str, key: str) -> None:
+        """Move an object without reading it through memory (a whole file set aside)."""
+        raise NotImplementedError
 
     def get_bytes(self, key: str) -> bytes:
         raise NotImplementedError
@@ -130,10 +139,19 @@ class LocalLake(Lake):
         return StoredObject(self.uri_for(key), sha256_bytes(data), len(data))
 
     def put_file(self, key: str, path: Path) -> StoredObject:
-        return self.put_bytes(key, Path(path).read_bytes())
+        """Copied block by block (a large file never passes through memory whole)."""
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        os.close(fd)
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+        return StoredObject(self.uri_for(key), sha256_file(target), target.stat().st_size)
 
-    def put_new(self, key: str, data: bytes) -> bool:
+    def put_new(self, key: str, data: bytes, read_only: bool = False) -> bool:
         path, tmp = self._staged(key, data)
+        if read_only:
+            os.chmod(tmp, 0o444)
         try:
             os.link(tmp, path)  # atomic, and fails if the name is taken
             return True
@@ -142,15 +160,19 @@ class LocalLake(Lake):
         finally:
             os.unlink(tmp)
 
-    def move_new(self, source: str, key: str, data: bytes) -> bool:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def describe(self, key: str) -> ObjectFacts:
         try:
-            os.link(self._path(source), path)  # atomic, fails if the name is taken; no bytes copied
-        except FileExistsError:
-            return False
-        self._path(source).unlink()
-        return True
+            facts = os.lstat(self._path(key))
+        except FileNotFoundError:
+            raise LakeError(f"read {self.uri_for(key)}: no such object") from None
+        if not stat.S_ISREG(facts.st_mode):
+            raise LakeError(f"read {self.uri_for(key)}: not a regular file")
+        return ObjectFacts(facts.st_size, facts.st_mtime_ns, facts.st_nlink)
+
+    def move(self, source: str, key: str) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._path(source), target)  # a rename: no byte read, whatever the size
 
     def get_bytes(self, key: str) -> bytes:
         """A regular file's bytes; a link, device or folder is refused (opened with O_NOFOLLOW)."""
@@ -244,9 +266,18 @@ class S3Lake(Lake):
         return StoredObject(self.uri_for(key), sha256_bytes(data), len(data))
 
     def put_file(self, key: str, path: Path) -> StoredObject:
-        return self.put_bytes(key, Path(path).read_bytes())
+        """Uploaded in parts by boto3 (a large file never passes through memory whole)."""
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
 
-    def put_new(self, key: str, data: bytes) -> bool:
+        try:
+            self.client.upload_file(str(path), self.bucket, self._key(key))
+        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+            raise self._fail("write", key, exc) from exc
+        return StoredObject(self.uri_for(key), sha256_file(Path(path)), Path(path).stat().st_size)
+
+    def put_new(self, key: str, data: bytes, read_only: bool = False) -> bool:
+        """Objects are never changed in place here; ``read_only`` is the bucket's policy (object lock)."""
         from botocore.exceptions import ClientError
 
         try:
@@ -264,6 +295,24 @@ class S3Lake(Lake):
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("read", key, exc) from exc
+
+    def describe(self, key: str) -> ObjectFacts:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("read", key, exc) from exc
+        return ObjectFacts(head["ContentLength"], int(head["LastModified"].timestamp() * 1e9))
+
+    def move(self, source: str, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:  # a managed copy: server side, in parts beyond 5 GB
+            self.client.copy({"Bucket": self.bucket, "Key": self._key(source)}, self.bucket, self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("write", key, exc) from exc
+        self.delete([source])
 
     def list(self, prefix: str, include_partial: bool = False) -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError

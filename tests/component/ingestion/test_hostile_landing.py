@@ -5,8 +5,12 @@ bad file never blocks its batch, nothing is lost, and every landed name is inges
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
+import stat
 import threading
+import time
 
 import pyarrow.compute as pc
 import pytest
@@ -143,3 +147,80 @@ def test_rejected_records_are_valid_json_whatever_they_hold():
     record = json.loads(reject["record"])
     assert record["holiday"] == 'say "hi" \\ back\tslash' and record["traffic_volume"] == "many"
     assert reject["reason"] == "traffic_volume='many' is not an integer" and reject["line"] == 2
+
+
+def test_a_sparse_file_larger_than_a_third_of_memory_is_set_aside_unread_and_the_batch_goes_on(lake_uri):
+    lake = open_lake()
+    _land(lake, {"clean.csv": corpus_on(DAY)["clean.csv"][0]})
+    landing = lake.path_of(f"landing/traffic_flow/{DAY}")
+    huge = landing / "huge.csv"
+    with open(huge, "wb") as fh:
+        fh.truncate(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 3 + 1)  # sparse: no disk used
+    result = ingest_days(SCENARIO, lake, [DAY], LedgerEntry("ingest", Kind.BATCH_INGESTED))
+
+    assert result.rows_bronze > 0 and not lake.list(f"landing/traffic_flow/{DAY}")
+    [problem] = [e for e in result.file_errors if "huge.csv" in e]
+    assert "over the limit of" in problem and "set aside unread" in problem
+    kept = f"set_aside/traffic_flow/dt={DAY}/huge.csv"
+    assert lake.exists(kept) and "over the limit" in json.loads(lake.get_bytes(kept + ".reason.json"))["reason"]
+    assert not any("huge" in k for k in lake.list("raw"))
+    again = ingest_days(SCENARIO, lake, [DAY], LedgerEntry("ingest", Kind.BATCH_INGESTED))
+    assert again.file_errors == []  # the next night is not failed by it again
+
+
+def test_a_file_still_being_written_waits_and_raw_holds_exactly_the_bytes_hashed(lake_uri):
+    from cityfactory.ingestion.landing import take_landed
+
+    lake = open_lake()
+    first, rest = b"timestamp,volume\n", b"2019-06-03 01:00:00,12\n"
+    _land(lake, {"growing.csv": first})
+    path = lake.path_of(f"landing/traffic_flow/{DAY}/growing.csv")
+
+    def the_gateway_writes_on(seconds):
+        with open(path, "ab") as fh:
+            fh.write(rest)
+
+    taken = take_landed(lake, "traffic_flow", DAY, SCENARIO.ingestion, sleep=the_gateway_writes_on)
+    assert taken.files == {} and "still being written" in taken.waiting[0] and path.exists()
+    entry = LedgerEntry("ingest", Kind.BATCH_INGESTED)
+    ingest_days(SCENARIO, lake, [DAY], entry)  # settled now
+    [raw] = lake.list(f"raw/traffic_flow/dt={DAY}")
+    assert lake.get_bytes(raw) == first + rest
+    [landed] = [a for a in entry.inputs if a.kind == "landing"]
+    assert landed.sha256 == hashlib.sha256(first + rest).hexdigest()
+
+
+def test_a_gateway_cannot_change_raw_through_a_name_it_kept(lake_uri, tmp_path):
+    lake = open_lake()
+    data = corpus_on(DAY)["clean.csv"][0]
+    _land(lake, {"clean.csv": data})
+    landed = lake.path_of(f"landing/traffic_flow/{DAY}/clean.csv")
+    handle = open(landed, "r+b")  # noqa: SIM115 - the gateway keeps its file open
+    time.sleep(SCENARIO.ingestion.settle_seconds)
+    ingest_days(SCENARIO, lake, [DAY], LedgerEntry("ingest", Kind.BATCH_INGESTED))
+    handle.seek(0)
+    handle.write(b"EDITED AFTER INGESTION")
+    handle.close()
+    [raw] = lake.list(f"raw/traffic_flow/dt={DAY}")
+    assert lake.get_bytes(raw) == data  # raw is a copy, not the gateway's file
+    assert stat.S_IMODE(os.stat(lake.path_of(raw)).st_mode) == 0o444  # and read-only once written
+
+
+def test_hard_links_are_refused_whoever_owns_the_file(lake_uri, tmp_path):
+    lake = open_lake()
+    _land(lake, {"clean.csv": corpus_on(DAY)["clean.csv"][0], "kept.csv": b"timestamp,volume\n"})
+    landing = lake.path_of(f"landing/traffic_flow/{DAY}")
+    os.link(landing / "kept.csv", tmp_path / "the_gateways_copy.csv")  # a name the gateway keeps
+    secret = tmp_path / "not_yours.csv"
+    secret.write_bytes(b"TOP SECRET of another user\n")
+    os.chown(secret, 65534, 65534)
+    secret.chmod(0o600)
+    os.link(secret, landing / "linked.csv")
+    result = ingest_days(SCENARIO, lake, [DAY], LedgerEntry("ingest", Kind.BATCH_INGESTED))
+
+    assert result.rows_bronze > 0
+    assert sum("kept.csv" in e and "hard link" in e for e in result.file_errors) == 1
+    assert sum("linked.csv" in e and "hard link" in e for e in result.file_errors) == 1
+    everything = b"".join(lake.get_bytes(k) for k in lake.list("raw") + lake.list("quarantine"))
+    assert b"TOP SECRET" not in everything
+    assert (landing / "linked.csv").exists() and (landing / "kept.csv").exists()  # left where they were, reported

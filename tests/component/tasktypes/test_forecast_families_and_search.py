@@ -14,7 +14,12 @@ from cityfactory.compression.onnx_export import run as ort_run
 from cityfactory.compression.variants import build_and_measure
 from cityfactory.config.scenarios import ScenarioError, get_scenario
 from cityfactory.search import results
-from cityfactory.search.plan import BUDGET_CAP, plan_batches, trial_budget
+from cityfactory.search.plan import (
+    BUDGET_CAP,
+    TRIALS_CEILING,
+    plan_batches,
+    trial_budget,
+)
 from cityfactory.search.trials import run_batch
 from cityfactory.tasktypes import load_model_spec
 from cityfactory.tasktypes.forecast import data, families, trees
@@ -113,8 +118,9 @@ def test_the_budget_comes_from_the_form_else_the_spec_capped_by_the_environment(
     spec = _spec(**SEARCH)
     monkeypatch.delenv(BUDGET_CAP, raising=False)
     assert trial_budget(spec) == 6 and trial_budget(spec, 2) == 2
+    assert trial_budget(spec, 10**12) == TRIALS_CEILING  # the API's 1e12 trials: the ceiling, not the worker's memory
     monkeypatch.setenv(BUDGET_CAP, "1")
-    assert trial_budget(spec) == 1 and trial_budget(spec, 5) == 5
+    assert trial_budget(spec) == 1 and trial_budget(spec, 5) == 1  # the form cannot pass this deployment's cap
     [only] = plan_batches(spec, 1)
     assert (only.family, only.trials, only.hand_set_first) == ("residual_mlp", 1, True)  # the hand-set model alone
     [alone] = plan_batches(_spec(), 1)  # a spec without a search trains its hand-set model

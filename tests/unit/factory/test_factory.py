@@ -87,6 +87,28 @@ def test_the_trigger_form_offers_stages_as_a_multi_select_and_days_in_the_scenar
             params.get_param("stages").resolve(bad)
 
 
+def test_every_numeric_param_has_a_maximum_and_the_server_caps_whatever_the_form_says(monkeypatch):
+    from airflow.sdk.definitions.param import ParamValidationError
+    from cityfactory.config.scenarios import get_scenario, load_scenarios
+    from cityfactory.factory.scenario_dag import build_scenario_dag
+    from cityfactory.search.plan import BUDGET_CAP, trial_budget
+    from cityfactory.settings import get_settings
+    from cityfactory.tasktypes import load_model_spec
+
+    for scenario in load_scenarios(get_settings().scenarios_dir):
+        params = build_scenario_dag(scenario).params
+        for name in params:
+            schema = params.get_param(name).schema
+            types = schema.get("type") if isinstance(schema.get("type"), list) else [schema.get("type")]
+            if {"integer", "number"} & set(types):
+                assert "maximum" in schema, f"{scenario.name}: param {name} has no maximum"
+    trials = build_scenario_dag(get_scenario("traffic_flow")).params.get_param("search_trials")
+    with pytest.raises(ParamValidationError):
+        trials.resolve(10**12)
+    monkeypatch.setenv(BUDGET_CAP, "2")
+    assert trial_budget(load_model_spec(get_scenario("traffic_flow").model_spec), 500) == 2
+
+
 NOW = dt.datetime(2026, 11, 25, 9, 30, tzinfo=dt.UTC)
 
 
@@ -118,6 +140,10 @@ def test_the_forms_days_become_the_runs_data_interval_on_the_scenarios_clock():
      "data interval start is 2025-12-31 18:00 in America/Chicago: a run covers whole days there"),
     ({"conf": {}, "data_interval_start": "2026-01-01T06:00:00Z", "data_interval_end": None}, "give both data interval start and end"),
     ({"conf": {}, "data_interval_start": "2026-01-02T06:00:00Z", "data_interval_end": "2026-01-01T06:00:00Z"}, "not after its start"),
+    ({"conf": {"data_interval_start": "9999-12-30", "data_interval_end": "9999-12-31"}}, r"data_interval_end\) 9999-12-31 is in the future"),
+    ({"conf": {"data_interval_start": "0001-01-01", "data_interval_end": "2026-01-01"}}, r"data_interval_start\) 0001-01-01 is before"),
+    ({"conf": {}, "data_interval_start": "9999-12-31T06:00:00Z", "data_interval_end": "9999-12-31T07:00:00Z"},
+     "data_interval_start '9999-12-31T06:00:00Z' is out of range"),
 ])
 def test_a_bad_date_range_is_refused_naming_the_field(body, message):
     from cityfactory.factory.trigger_form import checked_trigger
@@ -125,3 +151,45 @@ def test_a_bad_date_range_is_refused_naming_the_field(body, message):
 
     with pytest.raises(ParamsError, match=message):
         checked_trigger(body, "America/Chicago", NOW)
+
+
+def _trigger(middleware, headers: list[tuple[bytes, bytes]]) -> tuple[list[dict], list[bool]]:
+    """A POST to a scenario's dagRuns through the middleware; what went out, and whether Airflow's app was reached."""
+    import asyncio
+
+    sent, reached = [], []
+
+    async def airflow(scope, receive, send):
+        reached.append(True)
+
+    async def receive():
+        return {"type": "http.request", "body": b'{"conf": {}}', "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/v2/dags/traffic_flow/dagRuns", "headers": headers,
+             "query_string": b"", "root_path": "", "scheme": "http", "server": ("127.0.0.1", 8080)}
+    asyncio.run(middleware(airflow)(scope, receive, send))
+    return sent, reached
+
+
+def test_an_anonymous_trigger_is_passed_to_airflow_before_any_scenario_is_read(monkeypatch):
+    from cityfactory.factory import trigger_form
+
+    read = []
+    monkeypatch.setattr(trigger_form, "scenario_zones", lambda: read.append(1) or {"traffic_flow": "UTC"})
+    sent, reached = _trigger(trigger_form.TriggerFormMiddleware, [(b"content-type", b"application/json")])
+    assert reached and not sent and read == []  # Airflow answers 401 itself; no work done for the anonymous
+
+
+@pytest.mark.parametrize("header", [b"Bearer  eyJhbGciOi.x.y", b"Bearer eyJ x", b"Bearer\teyJhbGciOi.x.y", b"Basic abc"])
+def test_a_malformed_authorization_header_never_reaches_airflow(monkeypatch, header):
+    """Airflow strips what follows 'Bearer ' and would accept two spaces: such a trigger must not
+    pass without the form's check, so it is refused here, before any scenario is read."""
+    from cityfactory.factory import trigger_form
+
+    read = []
+    monkeypatch.setattr(trigger_form, "scenario_zones", lambda: read.append(1) or {"traffic_flow": "UTC"})
+    sent, reached = _trigger(trigger_form.TriggerFormMiddleware, [(b"authorization", header)])
+    assert not reached and read == [] and sent[0]["status"] == 401

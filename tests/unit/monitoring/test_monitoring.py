@@ -1,17 +1,15 @@
 """Maintenance logic, fast: drift (PSI and its data-derived thresholds), live accuracy, the
-retraining decision, and the collector's reading of a node's log segments."""
+retraining decision (the collector's reading of a node's log segments: test_hostile_predictions)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import numpy as np
 import pandas as pd
 import pytest
 from cityfactory.config.scenarios import RetrainWhen, get_scenario
 from cityfactory.monitoring import live
-from cityfactory.monitoring.collect import segment_table
 from cityfactory.monitoring.decision import Evidence, Reason, decide
 from cityfactory.monitoring.drift import drift_table, psi, reference_profile
 from cityfactory.tasktypes import load_model_spec
@@ -127,11 +125,3 @@ def test_the_form_overrules_the_rules_both_ways():
 def test_the_rules_can_be_switched_off():
     rules = RULES.model_copy(update={"on_code_change": False, "max_model_age_days": None})
     assert not decide(_evidence(current={**NOW, "code_version": "c2"}, last_day=dt.date(2030, 1, 1)), rules).retrain
-
-
-def test_a_torn_last_line_of_a_segment_is_counted_not_fatal():
-    good = {"served_at": 1764000000.5, "node": "n", "model_version": "1", "series": None,
-            "predicted_for": "2026-11-24T05:00:00+00:00", "input_sha256": "ab", "prediction": 1.5, "purpose": "serve"}
-    table, bad = segment_table((json.dumps(good) + "\n" + '{"served_at": 17').encode())
-    assert table.num_rows == 1 and bad == 1
-    assert table["predicted_for"][0].as_py() == dt.datetime(2026, 11, 24, 5, tzinfo=dt.UTC)
