@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -337,7 +338,7 @@ def bench_compression_per_family(name: str, spec, train: dict, parts) -> None:
 
 
 async def _load(url: str, payload: dict | bytes, seconds: float, clients: int,
-                content_type: str = "application/json") -> tuple[list[float], int]:
+                content_type: str = "application/json", headers: dict | None = None) -> tuple[list[float], int]:
     """``clients`` concurrent keep-alive connections (aiohttp), each posting back to back."""
     import asyncio
 
@@ -353,7 +354,7 @@ async def _load(url: str, payload: dict | bytes, seconds: float, clients: int,
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             try:
-                async with session.post(url, data=body, headers={"Content-Type": content_type}) as response:
+                async with session.post(url, data=body, headers={"Content-Type": content_type, **(headers or {})}) as response:
                     await response.read()
                     ok = response.status == 200
             except aiohttp.ClientError:
@@ -395,20 +396,27 @@ def bench_edge(entries: list[dict]) -> None:
                                  "--public-key", str(HOME / "public.pem"), "--bundle", uri, "--scenario", "traffic_flow",
                                  "--registered-model", manifest["registered_model"],
                                  "--bundle-base", lake.uri_for("bundles/traffic_flow/"), *extra],
-                                env={**os.environ, "CITYFACTORY_EDGE_TOKEN": token, "PYTHONPATH": str(REPO / "plugins")})
+                                env={**os.environ, "CITYFACTORY_EDGE_TOKEN": token, "CITYFACTORY_CONSUMER_TOKEN": consumer,
+                                     "PYTHONPATH": str(REPO / "plugins")})
 
     port, logged_port = free_ports(2)
     row = [100.0] * len(manifest["feature_order"])
+    consumer = "bench-consumer-" + os.urandom(4).hex()
+    hour = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).replace(minute=0, second=0, microsecond=0).isoformat()
     print("\n## Edge node on loopback (uvicorn, 1 process; 32 concurrent clients in one asyncio process on the same 2 cores)")
-    print("without / with the prediction log (every row written before its answer, keyed by series and hour)")
+    print("off: no prediction log, no rate limit; on: every row logged before its answer (consumer token, keys checked "
+          "against the window) and the per-client rate limit checked on every request (set high enough not to refuse)")
     medians = {}
-    for label, node_port, extra in (("no log", port, ()), ("logged", logged_port, ("--prediction-log", str(HOME / "served")))):
+    for label, node_port, extra in (("off", port, ("--rate", "0")),
+                                    ("on", logged_port, ("--prediction-log", str(HOME / "served"), "--rate", "1e9",
+                                                         "--burst", "1000000000"))):
         node = start(node_port, *extra)
         try:
             wait_for_port(node_port)
             for batch in (1, 256):
-                body = {"rows": [row] * batch, "keys": [{"series": None, "predicted_for": "2026-11-24T05:00:00+00:00"}] * batch}
-                latencies, errors = asyncio.run(_load(f"http://127.0.0.1:{node_port}/predict", body, 8, 32))
+                body = {"rows": [row] * batch, "keys": [{"series": None, "predicted_for": hour}] * batch}
+                latencies, errors = asyncio.run(_load(f"http://127.0.0.1:{node_port}/predict", body, 8, 32,
+                                                      headers={"Authorization": f"Bearer {consumer}"}))
                 ms = np.array(latencies) * 1000
                 medians[(label, batch)] = np.percentile(ms, 50)
                 print(f"{label:<7} batch {batch:>3}: {len(ms) / 8:,.0f} requests/s ({len(ms) * batch / 8:,.0f} predictions/s), "
@@ -416,9 +424,8 @@ def bench_edge(entries: list[dict]) -> None:
         finally:
             node.terminate()
             node.wait(timeout=20)
-    print("ratio p50 logged / no log: " + ", ".join(f"batch {b} {medians[('logged', b)] / medians[('no log', b)]:.2f}"
-                                                       for b in (1, 256)))
-    node = start(port)
+    print("ratio p50 on / off: " + ", ".join(f"batch {b} {medians[('on', b)] / medians[('off', b)]:.2f}" for b in (1, 256)))
+    node = start(port, "--rate", "0")
     try:
         wait_for_port(port)
         base = f"http://127.0.0.1:{port}"
@@ -438,6 +445,87 @@ def bench_edge(entries: list[dict]) -> None:
     finally:
         node.terminate()
         node.wait(timeout=20)
+
+
+COLLECT_CHILD = """
+import json, resource, sys, time
+from cityfactory.edge.fleet import Fleet, Node
+from cityfactory.monitoring.collect import collect
+from cityfactory.storage.lake import open_lake
+started = time.perf_counter()
+got = collect(open_lake(sys.argv[2]), "traffic_flow", Fleet(nodes=[Node(id="bench", district="d", url=sys.argv[1])]),
+              sys.argv[3], "UTC", timeout=600)
+print(json.dumps({"rows": got.rows, "refused": sum(got.refused.values()), "objects": len(got.stored),
+                  "seconds": time.perf_counter() - started,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _segment(path: Path, size: int) -> int:
+    """A node's log segment of about ``size`` bytes of served rows (the last day's hours, 24 series);
+    one line in a thousand is hostile (a far-future key or a torn line)."""
+    now = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    lines = []
+    for i in range(100_000):
+        hostile = i % 1000 == 999
+        lines.append(json.dumps({"served_at": now.timestamp() - i % 3600, "node": "bench", "model_version": "7",
+                                 "series": f"s{i % 24}", "predicted_for": "9999-12-31T23:00:00+00:00" if hostile else
+                                 (now - dt.timedelta(hours=i % 24)).isoformat(), "input_sha256": f"{i:016x}",
+                                 "prediction": 1000.0 + i % 977, "purpose": "serve"}))
+    block = ("\n".join(lines) + "\n").encode()
+    with open(path, "wb") as out:
+        out.writelines(block for _ in range(max(1, size // len(block))))
+    return path.stat().st_size
+
+
+def bench_collect() -> None:
+    """Collect memory and time against the size of a node's prediction log: flat memory, linear time."""
+    from support import free_ports, wait_for_port
+
+    print("\n## Collecting a node's prediction log (streamed; one process measured per size)")
+    print("size    rows         set aside  objects  seconds  peak RSS")
+    from cityfactory.security.signing import public_key_pem
+
+    token = "bench-" + os.urandom(4).hex()
+    HOME.mkdir(parents=True, exist_ok=True)
+    (HOME / "public.pem").write_bytes(public_key_pem())
+    results = {}
+    for size in (100 << 20, 1 << 30):
+        work = Path(tempfile.mkdtemp(prefix="collect-", dir=HOME))
+        logs = work / "served"
+        folder = logs / f"bench-{_state_of(work)}"  # the node's own log folder: the segment is closed, waiting
+        folder.mkdir(parents=True)
+        written = _segment(folder / "seg-00000001.jsonl", size)
+        [port] = free_ports(1)
+        node = subprocess.Popen([sys.executable, "-m", "cityfactory.edge", "serve", "--port", str(port), "--node-id", "bench",
+                                 "--public-key", str(HOME / "public.pem"), "--scenario", "traffic_flow",
+                                 "--registered-model", "cityfactory.traffic_flow", "--bundle-base", (work / "lake").as_uri(),
+                                 "--prediction-log", str(logs)],
+                                env={**os.environ, "CITYFACTORY_EDGE_TOKEN": token, "PYTHONPATH": str(REPO / "plugins")})
+        try:
+            wait_for_port(port)
+            child = subprocess.run([sys.executable, "-c", COLLECT_CHILD, f"http://127.0.0.1:{port}", (work / "lake").as_uri(),
+                                    token], capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(REPO / "plugins")})
+            if child.returncode:
+                raise RuntimeError(child.stderr[-2000:])
+            got = json.loads(child.stdout.strip().splitlines()[-1])
+        finally:
+            node.terminate()
+            node.wait(timeout=20)
+        results[size] = got
+        print(f"{written / (1 << 20):>5,.0f} MB {got['rows']:>11,} {got['refused']:>10,} {got['objects']:>8} "
+              f"{got['seconds']:>8.1f} {got['peak_rss_mb']:>6,.0f} MB")
+        shutil.rmtree(work, ignore_errors=True)
+    small, large = results[100 << 20], results[1 << 30]
+    print(f"ratio 1 GB / 100 MB: peak RSS {large['peak_rss_mb'] / small['peak_rss_mb']:.2f} (target <= 300 MB at 1 GB), "
+          f"time {large['seconds'] / small['seconds']:.1f}")
+
+
+def _state_of(work: Path) -> str:
+    """The folder name a node gives its log (``cityfactory.edge.__main__``): its pin's digest."""
+    import hashlib
+
+    return hashlib.sha256(f"traffic_flow|cityfactory.traffic_flow|{(work / 'lake').as_uri()}".encode()).hexdigest()[:12]
 
 
 def bench_governance(entries: list[dict]) -> None:
@@ -676,6 +764,7 @@ if __name__ == "__main__":
     entries = bench_run("traffic_flow")
     bench_governance(entries)
     bench_edge(entries)
+    bench_collect()
     bench_nightly()
     bench_scale_out()
     bench_camera()

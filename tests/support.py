@@ -61,9 +61,10 @@ def openlineage_events(home: Path) -> Path:
     return home / "lake" / "governance" / "openlineage" / "events.jsonl"
 
 
-def write_fleet(directory: Path, name: str, size: int) -> Path:
+def write_fleet(directory: Path, name: str, size: int, past_hours: float | None = None) -> Path:
     """A fleet file of ``size`` loopback nodes on free ports, beside copies of the repo's other
-    fleets (so every scenario still loads); returns the fleets folder."""
+    fleets (so every scenario still loads); returns the fleets folder. ``past_hours``: how far back
+    the nodes accept keys, for tests whose replayed consumers ask about days well in the past."""
     import yaml
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -72,7 +73,8 @@ def write_fleet(directory: Path, name: str, size: int) -> Path:
             shutil.copy(other, directory)
     nodes = [{"id": f"{name}-{i + 1}", "district": f"d{i % 3}", "url": f"http://127.0.0.1:{port}"}
              for i, port in enumerate(free_ports(size))]
-    (directory / f"{name}.yaml").write_text(yaml.safe_dump({"nodes": nodes}))
+    fleet = {"nodes": nodes} | ({"logging": {"past_hours": past_hours}} if past_hours else {})
+    (directory / f"{name}.yaml").write_text(yaml.safe_dump(fleet))
     return directory
 
 

@@ -1,8 +1,11 @@
 """Start the embedded services: Airflow (api-server, scheduler, dag-processor, triggerer) and the
 MLflow UI.
 
-``airflow standalone`` runs all four with a LocalExecutor; we give it a login whose password is
-generated once into the git-ignored home, and wait until the API answers.
+The four run as ``airflow standalone`` would run them (LocalExecutor, the simple auth manager), but
+started here so that nothing listens beyond loopback: the API on 127.0.0.1, and no log server at
+all (standalone's scheduler and triggerer would serve task logs on 0.0.0.0:8793/8794; on one
+machine the API server reads the log files itself). The login's password is generated once into
+the git-ignored home; we wait until the API answers.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ def admin_password(passwords_file: Path, user: str = "admin") -> str:
     return password
 
 
+COMPONENTS = ("airflow db migrate > /dev/null && { airflow api-server & airflow scheduler --skip-serve-logs & "
+              "airflow dag-processor & airflow triggerer --skip-serve-logs & wait; }")
+
+
 def start_airflow(port: int, passwords_file: Path, log_file: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     environment = {
         **os.environ,
@@ -41,15 +48,15 @@ def start_airflow(port: int, passwords_file: Path, log_file: Path, env: dict[str
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
     }
     bin_dir = str(Path(sys.executable).parent)
-    environment["PATH"] = bin_dir + os.pathsep + environment.get("PATH", "")  # standalone spawns `airflow ...`
-    airflow = str(Path(bin_dir) / "airflow")
+    environment["PATH"] = bin_dir + os.pathsep + environment.get("PATH", "")  # `airflow` of this virtualenv
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as log:
-        return subprocess.Popen(
-            [airflow, "standalone"], env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    with open(log_file, "ab") as log:  # one process group: stop() ends every component
+        return subprocess.Popen(["bash", "-c", COMPONENTS], env=environment, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def start_mlflow_ui(port: int, log_file: Path) -> subprocess.Popen:

@@ -54,7 +54,7 @@ def airflow_on_postgres(tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("CITYFACTORY_LAKE_URI", lake_uri)
             mp.setenv("CITYFACTORY_SCENARIOS_DIR", env["CITYFACTORY_SCENARIOS_DIR"])
-            yield base, password, port, next_runs
+            yield base, password, port, next_runs, process
     finally:
         services.stop(process)
         postgres_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
@@ -64,7 +64,7 @@ def airflow_on_postgres(tmp_path_factory):
 def test_trigger_with_params_through_the_rest_api(airflow_on_postgres):
     import psutil
 
-    base, password, port, _ = airflow_on_postgres
+    base, password, port, _, _ = airflow_on_postgres
     listening = {c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port}
     assert listening == {"127.0.0.1"}, f"the embedded Airflow UI listens on {listening}, not only on loopback"
     token = services.admin_token(base, password)
@@ -111,7 +111,7 @@ def test_trigger_with_params_through_the_rest_api(airflow_on_postgres):
 def test_unpausing_as_make_ui_does_runs_nothing_until_the_next_scheduled_time(airflow_on_postgres):
     """The maintenance DAG keeps its real daily cron here: before, unpausing it ran yesterday's
     05:00 at once (Airflow's catch-up of the last missed run)."""
-    base, password, _, next_runs = airflow_on_postgres
+    base, password, _, next_runs, _ = airflow_on_postgres
     now = dt.datetime.now(dt.UTC)
     assert all(dt.datetime.fromisoformat(at) > now for at in next_runs.values()), next_runs
     assert dt.datetime.fromisoformat(next_runs["governance_maintenance"]) - now <= dt.timedelta(days=1)
@@ -129,7 +129,7 @@ def _instant(iso: str) -> dt.datetime:
 
 
 def test_reports_are_served_only_to_those_airflow_lets_read_the_run(airflow_on_postgres):
-    base, password, _, _ = airflow_on_postgres
+    base, password, _, _, _ = airflow_on_postgres
     plugins = api_call("GET", f"{base}/api/v2/plugins", services.admin_token(base, password))["plugins"]
     [plugin] = [p for p in plugins if p["name"] == "cityfactory_compliance_report"]
     assert {v["destination"] for v in plugin["external_views"]} == {"dag_run", "task_instance"}
@@ -144,7 +144,7 @@ def test_reports_are_served_only_to_those_airflow_lets_read_the_run(airflow_on_p
 def test_a_person_triggers_from_the_form_and_opens_the_report(airflow_on_postgres, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    base, password, _, _ = airflow_on_postgres
+    base, password, _, _, _ = airflow_on_postgres
     start, _ = replay.history_interval(get_scenario("traffic_flow"))
     # weeks (the lags are complete), overlapping the first test's days (a history without a hole),
     # and a first day no other run has (the run is found by its form values)
@@ -203,7 +203,7 @@ def _post(url: str, body: dict, authorization: str) -> tuple[int, dict]:
 def test_trigger_attacks_are_refused_before_any_run_exists(airflow_on_postgres):
     """A header with two spaces (which Airflow alone would accept), a 9999 day, a trillion trials:
     each refused naming what is wrong, and no run made."""
-    base, password, _, _ = airflow_on_postgres
+    base, password, _, _, _ = airflow_on_postgres
     token = services.admin_token(base, password)
     url = f"{base}/api/v2/dags/traffic_flow/dagRuns"
     before = api_call("GET", f"{url}?limit=100", token)["total_entries"]
@@ -217,3 +217,18 @@ def test_trigger_attacks_are_refused_before_any_run_exists(airflow_on_postgres):
                          f"Bearer {token}")
     assert status == 400 and "search_trials" in json.dumps(body)
     assert api_call("GET", f"{url}?limit=100", token)["total_entries"] == before
+
+
+def test_every_airflow_component_listens_on_loopback_only(airflow_on_postgres):
+    """The README promises loopback: no scheduler or triggerer log server on 0.0.0.0 (8793/8794)."""
+    import psutil
+
+    *_, process = airflow_on_postgres
+    listening = []
+    for pid in services.live_members(process.pid):
+        try:
+            listening += [(c.laddr.ip, c.laddr.port) for c in psutil.Process(pid).net_connections(kind="inet")
+                          if c.status == psutil.CONN_LISTEN]
+        except psutil.NoSuchProcess:
+            continue
+    assert listening and all(ip in ("127.0.0.1", "::1") for ip, _ in listening), listening

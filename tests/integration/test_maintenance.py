@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 
+import httpx
 import pyarrow as pa
 import pyarrow.csv as pv
 import pytest
@@ -21,6 +23,7 @@ from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import RunLedger
 from cityfactory.ingestion import replay
 from cityfactory.storage.lake import open_lake
+from cityfactory.tasktypes import load_model_spec
 from support import REPO, write_fleet
 
 REPLAYED = get_scenario("traffic_flow")
@@ -83,7 +86,8 @@ def deployment(airflow_db, tmp_path_factory):
         mp.setenv("CITYFACTORY_SCENARIOS_DIR", str(scenarios))
         mp.setenv("CITYFACTORY_LAKE_URI", (home / "lake").as_uri())
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-        mp.setenv("CITYFACTORY_FLEETS_DIR", str(write_fleet(home / "fleets", "traffic_flow", 3)))
+        # the replayed consumers ask about days up to 12 before yesterday: the nodes accept two weeks back
+        mp.setenv("CITYFACTORY_FLEETS_DIR", str(write_fleet(home / "fleets", "traffic_flow", 3, past_hours=24 * 16)))
         scenario = get_scenario("traffic_flow")
         dag = DagBag(dag_folder=str(REPO / "dags" / "scenario_pipelines.py")).get_dag("traffic_flow")
         with LocalFleet.for_scenario(scenario):
@@ -115,12 +119,43 @@ def _serving(scenario) -> set[str | None]:
     return set(snapshot(load_fleet(scenario.rollout.fleet), edge_token()).values())
 
 
+def _attack(scenario) -> int:
+    """What an anonymous client and an altered node log can do before a night: keyed rows from
+    far outside any window, thousands of target days, lines that do not parse. Returns the
+    number of lines planted in the node's log (the edge refuses or does not log the rest)."""
+    import hashlib
+
+    from cityfactory.edge.fleet import bundle_base, load_fleet
+    from cityfactory.settings import get_settings
+
+    node = load_fleet(scenario.rollout.fleet).nodes[0]
+    width = len(load_model_spec(scenario.model_spec).data.feature_names)
+    far = {"rows": [[1.0] * width], "keys": [{"series": None, "predicted_for": "9999-12-31T23:00:00+00:00"}]}
+    assert httpx.post(f"{node.url}/predict", json=far).status_code == 422
+    now = dt.datetime.now(dt.UTC)
+    many = {"rows": [[1.0] * width] * 2000,
+            "keys": [{"series": None, "predicted_for": (now - dt.timedelta(minutes=m)).isoformat()} for m in range(2000)]}
+    assert httpx.post(f"{node.url}/predict", json=many).status_code == 200  # answered; anonymous: not logged
+    pin = f"{scenario.name}|{load_model_spec(scenario.model_spec).registered_model}|{bundle_base(scenario.name)}"
+    state = hashlib.sha256(pin.encode()).hexdigest()[:12]  # the node's log folder, as the node names it
+    planted = [json.dumps({"served_at": now.timestamp(), "node": node.id, "model_version": "1", "series": None,
+                           "predicted_for": f"9999-12-{d:02d}T23:00:00+00:00", "input_sha256": "ab", "prediction": 1.0,
+                           "purpose": "serve"}) for d in range(1, 15)] + ['{"served_at": 17']
+    (get_settings().home / "edge-predictions" / f"{node.id}-{state}" / "seg-99999999.jsonl").write_text("\n".join(planted) + "\n")
+    return len(planted)
+
+
 def test_a_quiet_week_retrains_nothing_and_rolls_nothing_out(deployment):
     versions, serving = _versions(deployment.scenario), _serving(deployment.scenario)
     assert len(versions) == 1 and serving == {versions[0]}
+    planted = _attack(deployment.scenario)
     for day in QUIET:
         deployment.land([day])
         night = deployment.night(day)
+        if planted:  # the night after the attack: the bad rows counted and set aside, the real day scored
+            assert night["monitor"]["counts"]["predictions_refused"] == planted
+            assert night["monitor"]["details"]["evaluations"][0]["day"] == str(day - dt.timedelta(days=1))
+            planted = 0
         deployment.serve(day)
         decided, monitored = night["decide"]["details"], night["monitor"]
         assert not decided["retrain"] and decided["reasons"] == [], decided["summary"]

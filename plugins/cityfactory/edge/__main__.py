@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--key-past-hours", type=float, default=48, help="how far before now a key's predicted_for may lie")
     serve.add_argument("--key-ahead-hours", type=float, default=48, help="how far after now a key's predicted_for may lie")
     serve.add_argument("--log-max-bytes", type=int, default=256 << 20, help="prediction log waiting to be collected, at most")
-    serve.add_argument("--rate", type=float, default=200, help="predict requests per second per client, on average")
+    serve.add_argument("--rate", type=float, default=200, help="predict requests per second per client, on average (0: no limit)")
     serve.add_argument("--burst", type=int, default=400, help="predict requests a client may send at once")
     serve.add_argument("--bundle", help="bundle URI to load at start")
     return parser
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     served = (PredictionLog(Path(args.prediction_log) / f"{args.node_id}-{state}", args.log_max_bytes)
               if args.prediction_log else None)
     serving = Serving(args.max_body_bytes, args.max_rows, args.max_pixels, KeyWindow(args.key_past_hours, args.key_ahead_hours),
-                      os.environ.get("CITYFACTORY_CONSUMER_TOKEN") or None, RateLimiter(args.rate, args.burst))
+                      os.environ.get("CITYFACTORY_CONSUMER_TOKEN") or None,
+                      RateLimiter(args.rate, args.burst) if args.rate > 0 else None)
     app = create_app(args.node_id, public, token, pin, slots, serving, served, spent)
     if args.bundle:
         slots.swap_in(load(args.bundle, public, pin))
