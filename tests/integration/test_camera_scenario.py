@@ -48,7 +48,7 @@ def _fleet(directory):
     fleet = yaml.safe_load((REPO / "dags" / "fleets" / "solar_cells.yaml").read_text())
     for node, port in zip(fleet["nodes"], free_ports(len(fleet["nodes"]))):
         node["url"] = f"http://127.0.0.1:{port}"
-    fleet["logging"] = {"past_hours": 24 * 400}  # the replayed inspectors ask about captures of the history's days
+    fleet["logging"] = {"past_hours": 24 * 90}  # the replayed inspectors ask about captures of the history's days
     (directory / "solar_cells.yaml").write_text(yaml.safe_dump(fleet))
     return directory
 

@@ -5,6 +5,7 @@ image's sha256 and the answer, never the image; the answer equals the model's on
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import json
@@ -68,7 +69,8 @@ def node(tmp_path, lake_uri):
 def test_raw_and_multipart_images_are_classified_as_the_model_would(node):
     base, session, served = node
     image = _png(1)
-    one = httpx.post(f"{base}/predict?series=el-cam-1&predicted_for=2026-12-01T08:00:00%2B00:00",
+    captured = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).isoformat()  # inside the node's window
+    one = httpx.post(f"{base}/predict", params={"series": "el-cam-1", "predicted_for": captured},
                      content=image, headers={"content-type": "image/png"})
     assert one.status_code == 200, one.text
     body = one.json()
@@ -89,6 +91,18 @@ def test_raw_and_multipart_images_are_classified_as_the_model_would(node):
     assert first["label"] in SPEC.data.classes and 0.5 <= first["confidence"] <= 1
     logged = b"".join(p.read_bytes() for p in served.rglob("seg-*.jsonl"))
     assert image[8:64] not in logged  # the answer, never the image
+
+
+def test_hostile_keys_with_images_get_422_naming_them(node):
+    base, _, _ = node
+    image = _png(4)
+    far = httpx.post(f"{base}/predict", params={"predicted_for": "9999-12-31T23:00:00+00:00"}, content=image,
+                     headers={"content-type": "image/png"})
+    assert far.status_code == 422 and "keys[0].predicted_for" in far.json()["detail"]
+    deep = httpx.post(f"{base}/predict", files=[("image", ("a.png", image, "image/png"))],
+                      data={"keys": "[" * 100_000 + "]" * 100_000})
+    assert deep.status_code == 422 and "nested too deeply" in deep.json()["detail"]
+    assert httpx.get(f"{base}/healthz").json()["status"] == "ok"
 
 
 @pytest.mark.parametrize(("headers", "content", "status", "words"), [

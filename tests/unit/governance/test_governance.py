@@ -85,3 +85,27 @@ def test_the_model_card_is_rendered_as_html_and_raw_html_in_it_is_escaped():
     html = markdown_html("## Metrics\n\n| model | RMSE |\n|---|---|\n| model | 229.0 |\n\n<script>alert(1)</script>")
     assert "<h2>Metrics</h2>" in html and "<td>229.0</td>" in html
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_what_the_edge_served_and_its_evaluations_expire_as_declared_or_with_bronze(lake_uri):
+    import datetime as dt
+
+    from cityfactory.governance import retention
+
+    scenario = get_scenario("traffic_flow")
+    days = scenario.governance.retention_days
+    assert days["predictions"] == days["monitoring"] == days["refused_predictions"] == days["bronze"]
+    assert days["set_aside"] == days["quarantine"]
+    lake = open_lake()
+    today = dt.date(2026, 12, 5)
+    old, recent = today - dt.timedelta(days=days["bronze"] + 1), today - dt.timedelta(days=1)
+    for layer in ("predictions", "refused_predictions", "monitoring"):
+        for day in (old, recent):
+            lake.put_bytes(f"{layer}/traffic_flow/dt={day}/x", b"1")
+    expired = {(e.layer, e.day) for e, _ in retention.expired_partitions(lake, scenario, today)}
+    assert expired == {(layer, str(old)) for layer in ("predictions", "refused_predictions", "monitoring")}
+    from cityfactory.config.scenarios import Governance
+
+    declared = Governance.model_validate({**scenario.governance.model_dump(),
+                                          "retention_days": {"raw": 9, "quarantine": 8, "bronze": 7, "predictions": 3}})
+    assert declared.retention_days["predictions"] == 3 and declared.retention_days["monitoring"] == 7
