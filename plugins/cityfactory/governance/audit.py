@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -285,6 +285,7 @@ class Verified:
     entries: int
     sealed_through: int
     read: int = 0  # entries fetched to verify
+    verified: list[dict] = field(default_factory=list, repr=False)  # those entries, checked (all of them if full)
 
 
 def verify(lake: Lake, public_pem: bytes, full: bool = True) -> Verified:
@@ -320,7 +321,7 @@ def verify(lake: Lake, public_pem: bytes, full: bool = True) -> Verified:
     if extra or head > latest.size:
         first = latest.size + 1
         raise AuditError(f"entry {first} ({_key(ENTRIES, first)}): appended without a valid checkpoint")
-    return Verified(latest.size, latest.size, len(run))
+    return Verified(latest.size, latest.size, len(run), run)
 
 
 def _consistent(witnessed: Checkpoint, prefix: list[dict], public) -> None:

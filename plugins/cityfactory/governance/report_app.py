@@ -49,10 +49,10 @@ def recorded_sha256(lake, scenario: str, run_id: str) -> str | None:
     from cityfactory.security.signing import audit_public_key_pem
 
     try:
-        audit.verify(lake, audit_public_key_pem())
+        trail = audit.verify(lake, audit_public_key_pem()).verified
     except (audit.AuditError, FileNotFoundError) as exc:
         raise ReportAltered(f"the audit trail does not verify ({exc}), so no report can be trusted") from None
-    found = [e["details"]["html_sha256"] for e in audit.entries(lake) if e.get("event") == "run_report"
+    found = [e["details"]["html_sha256"] for e in trail if e.get("event") == "run_report"
              and e["details"].get("scenario") == scenario and e["details"].get("run_id") == run_id]
     return found[-1] if found else None
 

@@ -37,31 +37,36 @@ def _recent_evaluations(ctx: RunContext, days: int) -> list[dict]:
     return [json.loads(ctx.lake.get_bytes(_evaluation_key(ctx.scenario.name, day))) for day in names]
 
 
-def _predicted_on(ctx: RunContext, day: dt.date, window: KeyWindow):
-    """The served rows that predicted ``day`` (local), from every served day that can hold them."""
+def _served_for(ctx: RunContext, days: list[dt.date], window: KeyWindow) -> pd.DataFrame:
+    """The served rows that predicted any of ``days``, read once from every served day that can
+    hold them (a key lies within the window around the moment it was served), with their local day."""
     before, after = math.ceil(window.ahead_hours / 24) + 1, math.ceil(window.past_hours / 24) + 1
-    served_days = [day + dt.timedelta(days=d) for d in range(-before, after + 1)]
+    served_days = sorted({day + dt.timedelta(days=d) for day in days for d in range(-before, after + 1)})
     table = read_partitions(ctx.lake, "predictions", ctx.scenario.name, served_days)
     served = live.served_rows(table.to_pandas() if table is not None else None)
     local = pd.to_datetime(served["predicted_for"], utc=True).dt.tz_convert(ctx.scenario.timezone).dt.date
-    return served[local == day]
+    return served.assign(predicted_day=local.to_numpy())
 
 
 def _evaluate(ctx: RunContext, spec, days: set[str], window: KeyWindow) -> list[dict]:
     """Each of ``days`` that has actuals in the mart, scored on them with every row served for it
     (earlier collections too), kept under ``monitoring/``. A day without actuals (not yet arrived,
     or one no sensor ever saw) is left for a later night: never a client's claim alone."""
-    evaluated, offline = [], {}  # a version's offline metrics: one MLflow read for all the days
-    for day in sorted(days):
-        when = dt.date.fromisoformat(day)
+    with_actuals = {}
+    for when in sorted(dt.date.fromisoformat(day) for day in days):
         actuals = read_days(ctx.scenario, when, when)
-        if actuals.empty:
-            continue
-        served = _predicted_on(ctx, when, window)
-        for version in set(served["model_version"].unique()) - set(offline):
+        if not actuals.empty:
+            with_actuals[when] = actuals
+    if not with_actuals:
+        return []
+    served = _served_for(ctx, list(with_actuals), window)
+    evaluated, offline = [], {}  # a version's offline metrics: one MLflow read for all the days
+    for when, actuals in with_actuals.items():
+        rows = served[served["predicted_day"] == when].drop(columns="predicted_day")
+        for version in set(rows["model_version"].unique()) - set(offline):
             offline[version] = registry.offline_metrics(spec.registered_model, version)
-        evaluation = task_type_of(spec).evaluate_served(day, served, actuals, spec, offline)
-        evaluation["key"] = _evaluation_key(ctx.scenario.name, day)
+        evaluation = task_type_of(spec).evaluate_served(when.isoformat(), rows, actuals, spec, offline)
+        evaluation["key"] = _evaluation_key(ctx.scenario.name, when.isoformat())
         ctx.lake.put_bytes(evaluation["key"], json.dumps(evaluation).encode())
         evaluated.append(evaluation)
     return evaluated
