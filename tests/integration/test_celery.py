@@ -67,6 +67,7 @@ def stack(tmp_path_factory):
         mp.setenv("CITYFACTORY_LAKE_URI", (home / "lake").as_uri())
         mp.setenv("CITYFACTORY_SCENARIOS_DIR", str(home / "scenarios"))
         mp.setenv("CITYFACTORY_FLEETS_DIR", str(write_fleet(home / "fleets", "traffic_flow", 6)))
+        mp.setenv("CITYFACTORY_SEARCH_TRIALS", "6")  # this deployment's cap: the form's 6 trials, three batches
         try:
             with production_stack(home, 2, heartbeat) as (celery, token), LocalFleet.for_scenario(get_scenario("traffic_flow")):
                 for dag_id in ("traffic_flow", "air_quality"):
