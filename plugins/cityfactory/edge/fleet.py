@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from cityfactory.edge.prediction_log import KeyWindow
 from cityfactory.settings import REPO_ROOT, get_settings
 
 
@@ -50,6 +51,10 @@ class PredictionLogging(BaseModel):
     past_hours: float = Field(48, gt=0, le=24 * 366)
     ahead_hours: float = Field(48, ge=0, le=24 * 366)
     max_bytes: int = Field(256 << 20, ge=1 << 16)
+
+    @property
+    def window(self) -> KeyWindow:
+        return KeyWindow(self.past_hours, self.ahead_hours)
 
 
 class Fleet(BaseModel):

@@ -185,7 +185,7 @@ def _download(client: httpx.Client, segment: str, target: Path) -> str:
 def collect(lake: Lake, scenario: str, fleet: Fleet, token: str, zone: str, timeout: float = 30) -> Collected:
     """Every node's closed segments into the lake, node by node (see the module's doc)."""
     collected = Collected()
-    window = KeyWindow(fleet.logging.past_hours, fleet.logging.ahead_hours)
+    window = fleet.logging.window
     today = dt.datetime.now(ZoneInfo(zone)).date().isoformat()
     headers = {"Authorization": f"Bearer {token}"}
     for node in fleet.nodes:

@@ -93,13 +93,15 @@ def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
         mart = scenario.transform.features_model
         entry.inputs.append(Artifact(model_uri(duckdb_path(scenario), mart), "", None, "dbt_model"))
         fleet = load_fleet(scenario.rollout.fleet)
-        window = KeyWindow(fleet.logging.past_hours, fleet.logging.ahead_hours)
         collected = collect(ctx.lake, scenario.name, fleet, edge_token(), scenario.timezone)
         entry.outputs += [Artifact.of(s, kind="predictions") for s in collected.stored]
-        awaiting = {e["day"] for e in _recent_evaluations(ctx, HISTORY_DAYS) if e.get("awaiting_actuals")}
-        evaluated = _evaluate(ctx, spec, collected.days | awaiting, window)
+        shown_days = max(HISTORY_DAYS, policy.retrain_when.live_error_days)
+        earlier = _recent_evaluations(ctx, shown_days)  # read once: for the days awaiting actuals, and the history
+        awaiting = {e["day"] for e in earlier if e.get("awaiting_actuals")}
+        evaluated = _evaluate(ctx, spec, collected.days | awaiting, fleet.logging.window)
         entry.outputs += [Artifact(ctx.lake.uri_for(e.pop("key")), "", e["scored_rows"], "evaluation") for e in evaluated]
-        history = _recent_evaluations(ctx, max(HISTORY_DAYS, policy.retrain_when.live_error_days))
+        history = sorted(({e["day"]: e for e in earlier} | {e["day"]: e for e in evaluated}).values(),
+                         key=lambda e: e["day"])[-shown_days:]
         drift, drift_rows = _drift(ctx, spec, champion, dt.date.fromisoformat(batches[-1][-1]))
         ratio, days = (live.pooled_ratio(history, champion, policy.retrain_when.live_error_days, kind.metrics)
                        if champion else (None, 0))
