@@ -86,8 +86,9 @@ def deployment(airflow_db, tmp_path_factory):
         mp.setenv("CITYFACTORY_SCENARIOS_DIR", str(scenarios))
         mp.setenv("CITYFACTORY_LAKE_URI", (home / "lake").as_uri())
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-        # the replayed consumers ask about days up to 12 before yesterday: the nodes accept two weeks back
-        mp.setenv("CITYFACTORY_FLEETS_DIR", str(write_fleet(home / "fleets", "traffic_flow", 3, past_hours=24 * 16)))
+        # the replayed consumers ask about days up to 12 before the history's end (at most a week before
+        # yesterday): the nodes accept 23 days back
+        mp.setenv("CITYFACTORY_FLEETS_DIR", str(write_fleet(home / "fleets", "traffic_flow", 3, past_hours=24 * 23)))
         scenario = get_scenario("traffic_flow")
         dag = DagBag(dag_folder=str(REPO / "dags" / "scenario_pipelines.py")).get_dag("traffic_flow")
         with LocalFleet.for_scenario(scenario):

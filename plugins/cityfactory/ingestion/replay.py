@@ -3,7 +3,14 @@
 One landed file per source file (a station, a sensor) and day, named after that source file, so a
 scenario's sensors can be added or retired without touching history. The dataset can play
 shifted by whole weeks (see ``Source.time_shift``) so that a deployment looks live: with ``auto``,
-the dataset's last week plays as the week just past and the nightly run finds yesterday's drop.
+the whole dataset lands by yesterday (its last day within the week just past), and each night after
+its end replays the dataset's last week again, weekday for weekday, so the nightly run always
+finds yesterday's drop. Whatever today is, the history holds the same readings: a model trained
+on it sees the same rows in the dataset's own time.
+
+The shift moves instants, not wall-clock text: a reading keeps its place in real time, so one that
+the shift would put into a skipped spring-forward hour lands an hour on, and the two readings of a
+fall-back hour land as the two of the target's (or an hour apart): no reading is lost or doubled.
 Files keep the source's own columns, dialect and formatting; only the event-time fields move.
 """
 
@@ -36,6 +43,7 @@ class Replayable:
     header: list[str]
     table: pa.Table
     event_time: pa.Array  # timestamp[s], dataset wall clock
+    instants: pa.Array  # timestamp[s, UTC]: the wall clock in the scenario's zone (null where it does not exist there)
     days: np.ndarray  # days since epoch, ascending
 
     @property
@@ -55,7 +63,8 @@ def _time_parts(scenario: Scenario) -> tuple[list[str], str]:
 
 
 @lru_cache(maxsize=32)
-def _load(dataset: str, spec: DatasetFile, delimiter: str, quote_char: str, parts: tuple[str, ...], fmt: str) -> Replayable:
+def _load(dataset: str, spec: DatasetFile, delimiter: str, quote_char: str, parts: tuple[str, ...], fmt: str,
+          zone: str, key: tuple[str, ...]) -> Replayable:
     path = dataset_file(dataset, spec)
     with open(path, "rb") as handle:
         first = handle.readline().decode("utf-8-sig").rstrip("\r\n")
@@ -73,7 +82,9 @@ def _load(dataset: str, spec: DatasetFile, delimiter: str, quote_char: str, part
     table, event_time = table.filter(known), event_time.filter(known)
     days = pc.cast(pc.cast(event_time, pa.date32()), pa.int32()).to_numpy()
     order = np.argsort(days, kind="stable")
-    return Replayable(spec.name, header, table.take(order), pc.take(event_time, order).combine_chunks(), days[order])
+    table, event_time = table.take(order), pc.take(event_time, order).combine_chunks()
+    instants = wall_clock_instants(event_time, zone, [table[k] for k in key if k in table.column_names and k not in parts])
+    return Replayable(spec.name, header, table, event_time, instants, days[order])
 
 
 def load_dataset(scenario: Scenario) -> list[Replayable]:
@@ -81,7 +92,8 @@ def load_dataset(scenario: Scenario) -> list[Replayable]:
     parts, fmt = _time_parts(scenario)
     source = scenario.source
     dialect = source.csv
-    return [_load(source.dataset, f, dialect.delimiter, dialect.quote_char, tuple(parts), fmt) for f in source.files]
+    return [_load(source.dataset, f, dialect.delimiter, dialect.quote_char, tuple(parts), fmt, scenario.schema_.timezone,
+                  tuple(scenario.schema_.key)) for f in source.files]
 
 
 def _span(scenario: Scenario) -> tuple[dt.date, dt.date]:
@@ -93,7 +105,7 @@ def _span(scenario: Scenario) -> tuple[dt.date, dt.date]:
 
 def time_shift(scenario: Scenario, today: dt.date | None = None) -> dt.timedelta:
     """How far the dataset moves forward: whole weeks, so weekdays keep their meaning (whole days
-    for an image replay)."""
+    for an image replay); with ``auto``, as far as keeps its last day on or before yesterday."""
     shift = scenario.source.time_shift
     if scenario.source.kind == "gateway" or shift == "none":
         return dt.timedelta(0)
@@ -103,20 +115,51 @@ def time_shift(scenario: Scenario, today: dt.date | None = None) -> dt.timedelta
     behind = (yesterday - _span(scenario)[1]).days
     if scenario.source.kind == "image_replay":  # a line works every day alike: whole days, all of it lands
         return dt.timedelta(days=max(behind, 0))
-    return dt.timedelta(weeks=max(math.ceil(behind / 7), 0))
+    return dt.timedelta(weeks=max(behind // 7, 0))
 
 
 def history_interval(scenario: Scenario, today: dt.date | None = None) -> tuple[dt.date, dt.date]:
-    """The dataset's whole span in play time, clipped to yesterday (nothing lands in the future)."""
+    """The dataset's whole span in play time: every reading, once (nothing lands in the future)."""
     (first, last), shift = _span(scenario), time_shift(scenario, today)
     yesterday = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=1)
     return first + shift, min(last + shift, yesterday)
 
 
-def _shifted(rows: pa.Table, times: pa.Array, shift: dt.timedelta, parts: list[str], fmt: str) -> pa.Table:
-    if not shift:
-        return rows
-    texts = pc.strftime(pc.add(times, pa.scalar(shift, pa.duration("s"))), format=fmt)
+def source_day(play_day: dt.date, shift: dt.timedelta, last: dt.date) -> dt.date:
+    """The dataset's day a play-time day replays: the day the shift says, or, past the dataset's
+    end, the same weekday of its last week."""
+    day = play_day - shift
+    return day - dt.timedelta(weeks=math.ceil((day - last).days / 7)) if day > last else day
+
+
+def wall_clock_instants(wall: pa.Array, zone: str, identities: list[pa.Array]) -> pa.Array:
+    """Wall-clock times in ``zone`` as UTC instants, as the parser reads them: in a repeated
+    (fall-back) hour the first record of an identity is the earlier instant, the next the later;
+    a wall time the zone skips is null."""
+    earliest = pc.assume_timezone(wall, zone, ambiguous="earliest", nonexistent="earliest")
+    latest = pc.assume_timezone(wall, zone, ambiguous="latest", nonexistent="latest")
+    exists = pc.equal(pc.local_timestamp(earliest), wall)
+    ambiguous = np.flatnonzero(pc.fill_null(pc.and_(exists, pc.not_equal(earliest, latest)), False).to_numpy(False))
+    later, seen = np.zeros(len(wall), dtype=bool), set()
+    for i in ambiguous:  # one hour a year per series: few rows
+        ident = (wall[int(i)].as_py(), *(column[int(i)].as_py() for column in identities))
+        later[i] = ident in seen
+        seen.add(ident)
+    chosen = pc.if_else(pa.array(later), latest, earliest)
+    return pc.if_else(exists, chosen, pa.scalar(None, chosen.type))
+
+
+def _shifted_wall(data: Replayable, lo: int, hi: int, shift: dt.timedelta, zone: str) -> pa.Array:
+    """The rows' wall clock after the shift: instants moved and read on the zone's clock; a source
+    time that does not exist in the zone (the parser will say so) moves as text."""
+    moved = pa.scalar(shift, pa.duration("s"))
+    instants = pc.add(data.instants.slice(lo, hi - lo), moved)
+    local = pc.local_timestamp(instants.cast(pa.timestamp("s", tz=zone)))
+    return pc.if_else(pc.is_valid(instants), local, pc.add(data.event_time.slice(lo, hi - lo), moved))
+
+
+def _with_times(rows: pa.Table, wall: pa.Array, parts: list[str], fmt: str) -> pa.Table:
+    texts = pc.strftime(wall, format=fmt)
     if len(parts) == 1:
         return rows.set_column(rows.schema.get_field_index(parts[0]), parts[0], texts)
     pieces = pc.split_pattern(texts, " ")  # a composed time: one space-separated part per column
@@ -135,14 +178,20 @@ def replay(scenario: Scenario, lake: Lake, days: list[dt.date], today: dt.date |
     parts, fmt = _time_parts(scenario)
     dialect = scenario.source.csv
     landed = []
-    for data in load_dataset(scenario):
+    files = load_dataset(scenario)
+    last = max(f.last_day for f in files)
+    for data in files:
         stem = data.name.rsplit(".", 1)[0]
         for day in days:
-            source_day = (day - shift - EPOCH).days
-            lo, hi = np.searchsorted(data.days, [source_day, source_day + 1])
-            if lo == hi:
+            replayed = source_day(day, shift, last)
+            move = shift + (day - shift - replayed)  # a looped week moves further
+            # the shift moves instants, so a row may change day by the hour two zones' clocks differ
+            lo, hi = np.searchsorted(data.days, [(replayed - EPOCH).days - 1, (replayed - EPOCH).days + 2])
+            wall = _shifted_wall(data, lo, hi, move, scenario.schema_.timezone)
+            today = pc.equal(pc.cast(wall, pa.date32()), pa.scalar(day, pa.date32()))
+            rows = _with_times(data.table.slice(lo, hi - lo).filter(today), wall.filter(today), parts, fmt)
+            if not rows.num_rows:
                 continue
-            rows = _shifted(data.table.slice(lo, hi - lo), data.event_time.slice(lo, hi - lo), shift, parts, fmt)
             buffer = io.BytesIO()
             pv.write_csv(rows.rename_columns(data.header), buffer,
                          pv.WriteOptions(quoting_style="needed", delimiter=dialect.delimiter))

@@ -1,0 +1,69 @@
+"""The replay's time shift, tried on the days it is easiest to break: whatever today is, the history
+holds the same readings (instants minus the shift), none lost or doubled by a clock change of the
+dataset's year or of the year it plays in."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pytest
+from cityfactory.config.scenarios import get_scenario
+from cityfactory.governance.ledger import Kind, LedgerEntry
+from cityfactory.ingestion import replay
+from cityfactory.ingestion.pipeline import ingest_days
+from cityfactory.storage.lake import open_lake
+
+TRAFFIC = get_scenario("traffic_flow")  # America/Chicago: two clock changes a year
+# the dataset's own clock changes of 2016, and days that the shifts below move onto the target's
+SOURCE_WINDOWS = [(dt.date(2016, 3, 10), 7), (dt.date(2016, 11, 3), 7), (dt.date(2017, 3, 1), 21),
+                  (dt.date(2017, 10, 25), 21)]
+
+
+def _source_instants(first: dt.date, last: dt.date) -> list:
+    (data,) = replay.load_dataset(TRAFFIC)
+    wall = data.event_time
+    inside = pc.and_(pc.greater_equal(wall, dt.datetime.combine(first, dt.time())),
+                     pc.less(wall, dt.datetime.combine(last, dt.time())))
+    return sorted(data.instants.filter(inside).cast("int64").to_pylist())
+
+
+@pytest.mark.parametrize("today", [dt.date(2026, 3, 4), dt.date(2026, 3, 11), dt.date(2026, 10, 28),
+                                   dt.date(2026, 11, 4), dt.date(2027, 6, 30)])
+def test_every_reading_lands_once_whatever_today(lake_uri, today):
+    shift = replay.time_shift(TRAFFIC, today)
+    days = sorted({first + shift + dt.timedelta(days=i) for first, n in SOURCE_WINDOWS for i in range(n)})
+    replay.replay(TRAFFIC, open_lake(), days, today=today)
+    result = ingest_days(TRAFFIC, open_lake(), days, LedgerEntry("ingest", Kind.BATCH_INGESTED))
+
+    assert result.rows_quarantined == 0, "the shift made no reading invalid"
+    bronze = ds.dataset(lake_uri.removeprefix("file://") + "/bronze/traffic_flow", format="parquet",
+                        partitioning="hive").to_table()
+    played = bronze["date_time"].cast(pa.timestamp("s", tz="UTC")).cast("int64").to_numpy() - int(shift.total_seconds())
+    for first, n in SOURCE_WINDOWS:  # the inner days of each window (a row may cross a day's edge by an hour)
+        lo, hi = first + dt.timedelta(days=1), first + dt.timedelta(days=n - 1)
+        expected = _source_instants(lo, hi)
+        start, stop = expected[0], expected[-1]
+        assert sorted(int(t) for t in played if start <= t <= stop) == expected
+
+
+def test_history_is_whole_and_ends_by_yesterday():
+    (first, last) = (min(f.first_day for f in replay.load_dataset(TRAFFIC)),
+                     max(f.last_day for f in replay.load_dataset(TRAFFIC)))
+    for today in (dt.date(2026, 12, 5) + dt.timedelta(days=i) for i in range(8)):
+        start, end = replay.history_interval(TRAFFIC, today)
+        shift = replay.time_shift(TRAFFIC, today)
+        assert (start - shift, end - shift) == (first, last), "every day of the dataset, whatever today is"
+        assert today - dt.timedelta(days=7) <= end < today
+
+
+def test_nights_after_the_end_replay_its_last_week_weekday_for_weekday():
+    last = max(f.last_day for f in replay.load_dataset(TRAFFIC))
+    shift = dt.timedelta(weeks=400)
+    for k in range(1, 15):
+        night = last + shift + dt.timedelta(days=k)
+        source = replay.source_day(night, shift, last)
+        assert last - dt.timedelta(days=6) <= source <= last
+        assert source.weekday() == night.weekday()
