@@ -108,9 +108,14 @@ def format_training(entries: list[dict]) -> str:
         standing = details["alias"] or "no alias"
     search = details.get("search") or {}
     columns = [c for c in details["metric_columns"] if c["in_summary"]]  # the task type's metrics, as it labels them
+    correlation = search.get("rank_correlation")
     lines = [(f"Model {details['registered_model']} version {train['counts']['version']}: {standing}\n"
               + (f"  model search: {details['family']} won, the best of {search['trials']} trials by validation "
-                 f"({search['pruned']} pruned, {search['trial_seconds']:.0f} s of trials)\n" if search else "")
+                 f"over {search.get('folds', 1)} fold(s) ({search['pruned']} pruned, {search['trial_seconds']:.0f} s "
+                 f"of trials); rank correlation validation/test = "
+                 f"{'n/a (under 3 scored trials)' if correlation is None else f'{correlation:.2f}'}\n" if search else "")
+              + (f"  examples: {details['train_rows']:,} seen (sha256 {details['fingerprint']['seen'][:12]}), "
+                 f"test sha256 {details['fingerprint']['test'][:12]}\n" if details.get("fingerprint") else "")
               + f"  registry gate: {details['alias'] or 'rejected'} ({details['reason']})"),
              f"  {'test rows, same for all':<26}" + "".join(f" {c['label']:>8}" for c in columns)]
     for name, m in details["metrics"].items():

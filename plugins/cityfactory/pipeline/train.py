@@ -34,9 +34,11 @@ def train(ctx: RunContext, gold: dict, batches: list[list[str]], planned: list[d
                              train_rows=outcome.train_rows, family=outcome.family, task_type=spec.task_type,
                              gate_metric=outcome.gate_metric, reference_baseline=kind.reference_baseline,
                              metric_columns=[asdict(m) for m in kind.metrics.values()],
-                             headline_figure=outcome.headline_figure,
+                             headline_figure=outcome.headline_figure, fingerprint=outcome.fingerprint,
                              search={"trials": len(found), "pruned": sum(t["state"] != "complete" for t in found),
-                                     "trial_seconds": round(sum(t["seconds"] for t in found), 1)})
+                                     "trial_seconds": round(sum(t["seconds"] for t in found), 1),
+                                     "folds": len(found[0].get("folds", [None])) if found else 1,
+                                     "rank_correlation": outcome.rank_correlation})
     return {"version": outcome.version, "alias": outcome.alias, "reason": outcome.reason,
             "mlflow_run_id": outcome.mlflow_run_id,
             f"test_{outcome.gate_metric}": outcome.metrics["model"][outcome.gate_metric]}

@@ -57,6 +57,8 @@ class Outcome:
     trials: int = 0
     gate_metric: str = ""
     headline_figure: str | None = None  # the task type's first figure, an artifact of the MLflow run
+    fingerprint: dict[str, str] = field(default_factory=dict)  # sha256 of the seen and the test examples
+    rank_correlation: float | None = None  # validation vs test ranks of the search's trials (Spearman)
 
 
 def champion_inputs(spec: ModelSpec, version: str) -> list[int] | None:
@@ -108,9 +110,8 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
     best = results.winner(trials, kind.metrics[kind.search_metric(spec)].greater_is_better)
     examples = kind.examples(spec, gold)
     seen = examples.seen  # the refit's rows
-    x_seen = np.vstack([examples.x_train, examples.x_validation])
-    y_seen = np.concatenate([examples.y_train, examples.y_validation])
-    x_test = examples.x_test
+    x_seen, y_seen, x_test = examples.x_seen, examples.y_seen, examples.x_test
+    fingerprint = examples.fingerprint()
     log.info("refitting the winner (%s, trial %s.%s, validation %.4g) on %d rows for %d steps; testing on %d",
              best["family"], best["batch"], best["number"], best["value"], len(x_seen), best["best_step"], len(x_test))
     started = time.perf_counter()
@@ -134,6 +135,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
 
     metric = kind.search_metric(spec)
     found = results.importances(trials, spec.search, kind.metrics[metric].greater_is_better)
+    correlation = results.rank_correlation(trials)
     time_column = kind.time_column(spec)
     with mlflow.start_run(run_id=run_id) as run:
         mlflow.log_params({
@@ -144,7 +146,10 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
             "n_features": len(kind.input_names(spec)), "train_rows": len(examples.train),
             "validation_rows": len(examples.validation), "refit_rows": len(x_seen), "test_rows": len(x_test),
             "test_start": str(examples.test_start.date()), **examples.split,
+            "seen_sha256": fingerprint["seen"], "test_sha256": fingerprint["test"],
         })
+        if correlation is not None:
+            mlflow.log_metric("search_rank_correlation_validation_test", correlation)
         mlflow.log_metrics({f"best_validation_{metric}": best["value"],
                             "search_trials_pruned": sum(t["state"] != "complete" for t in trials),
                             "search_trial_seconds": sum(t["seconds"] for t in trials)})
@@ -201,6 +206,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
         "airflow_run_id": facts.airflow_run_id, "gate_decision": decision.alias or "rejected", "gate_reason": decision.reason,
         "spec_digest": spec_digest(spec), "search_budget": str(budget), "feature_definition": facts.feature_definition,
         "features_to": str(gold[time_column].max().date()), "task_type": spec.task_type,
+        "seen_sha256": fingerprint["seen"], "test_sha256": fingerprint["test"],
         **({"data_licence": facts.data_licence} if facts.data_licence else {}),
         **{f"test_{k}": f"{v:.3f}" for k, v in metrics["model"].items()},
     }
@@ -214,7 +220,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
     log.info("registered %s version %s: %s", spec.registered_model, version, decision.reason)
     return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, by_group,
                    champion_version, fit_seconds, len(x_seen), best["family"], len(trials), gate_metric,
-                   next(iter(figures), None))
+                   next(iter(figures), None), fingerprint, correlation)
 
 
 def _log_and_close(pictures: dict) -> None:

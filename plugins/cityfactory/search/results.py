@@ -14,6 +14,17 @@ def winner(trials: list[dict], greater_is_better: bool = False) -> dict:
     return (max if greater_is_better else min)(complete, key=lambda t: t["value"])
 
 
+def rank_correlation(trials: list[dict]) -> float | None:
+    """Spearman's rank correlation of the completed trials' validation and test scores: near 1, the
+    validation ranks trials as the test year would; None with fewer than 3 trials or no spread."""
+    from scipy.stats import spearmanr
+
+    scored = [t for t in trials if t["state"] == "complete" and t.get("test_value") is not None]
+    if len(scored) < 3 or len({t["value"] for t in scored}) < 2 or len({t["test_value"] for t in scored}) < 2:
+        return None
+    return float(spearmanr([t["value"] for t in scored], [t["test_value"] for t in scored]).statistic)
+
+
 def importances(trials: list[dict], search: SearchSpec | None, greater_is_better: bool = False) -> dict[str, dict[str, float]]:
     """Per family, each searched parameter's share of the validation score's variance (Optuna's
     fANOVA); families with fewer than 3 searched trials or no spread are left out."""

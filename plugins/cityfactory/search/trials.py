@@ -1,8 +1,18 @@
-"""One batch of trials: a seeded Optuna study, each trial a child MLflow run of the train run."""
+"""One batch of trials: a seeded Optuna study, each trial a child MLflow run of the train run.
+
+Deterministic: the batch's trials run one after the other in one study whose sampler is seeded, and
+every fit seeds itself and uses one thread (``tasktypes.epochs.seed_everything``, LightGBM's
+``deterministic``), so the same gold rows, spec and budget give the same trials on any worker.
+
+A trial is scored on every validation fold of the examples (rolling origin): the latest window first,
+which the pruner watches, then the earlier ones; its value is their mean. Its test score is kept
+beside it, never used to choose, only to tell whether validation ranks trials as test would.
+"""
 
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 
 import pandas as pd
@@ -60,12 +70,21 @@ def run_batch(spec: ModelSpec, gold: pd.DataFrame, batch: Batch, parent_run_id: 
                     mlflow.log_metric(f"validation_{metric}", value, step=step)
                 finish(record, started)
                 raise
-            best = (max if direction == "maximize" else min)(trained.history, key=lambda h: h[f"validation_{metric}"])
-            record.update(state="complete", value=best[f"validation_{metric}"], best_step=trained.best_step)
             for h in trained.history:
                 mlflow.log_metrics({k: v for k, v in h.items() if k != "step"}, step=h["step"])
+            folds = [trained] + [kind.fit(batch.family, spec, params, fold, metric, batch.seed)
+                                 for fold in examples.earlier_folds()]
+            values = [best_value(f.history) for f in folds]
+            record.update(state="complete", value=statistics.fmean(values), folds=values,
+                          best_step=round(statistics.median(f.best_step for f in folds)),
+                          test_value=kind.score(spec, examples.y_test, trained.model.predict_array(examples.x_test))[metric])
+            mlflow.log_metrics({f"validation_{metric}_fold_{k}": v for k, v in enumerate(values, 1)}
+                               | {f"test_{metric}_not_for_selection": record["test_value"]})
             finish(record, started)
             return record["value"]
+
+    def best_value(history: list[dict]) -> float:
+        return (max if direction == "maximize" else min)(h[f"validation_{metric}"] for h in history)
 
     def finish(record: dict, started: float) -> None:
         record["seconds"] = round(time.perf_counter() - started, 2)

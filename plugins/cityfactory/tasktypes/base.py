@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -67,6 +68,9 @@ class Examples:
     test_start: pd.Timestamp
     spans: dict[str, str] = field(default_factory=dict)  # part -> "first .. last", for the card
     split: dict[str, int] = field(default_factory=dict)  # how the parts were cut (MLflow params, the card)
+    # rolling-origin validation: the earlier windows as (training end, validation end) row positions
+    # in the seen rows (training then validation, in time order), the latest first
+    folds: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def seen(self) -> pd.DataFrame:
@@ -74,6 +78,42 @@ class Examples:
         import pandas as pd
 
         return pd.concat([self.train, self.validation])
+
+    @cached_property
+    def x_seen(self) -> np.ndarray:
+        import numpy as np
+
+        return np.concatenate([self.x_train, self.x_validation])
+
+    @cached_property
+    def y_seen(self) -> np.ndarray:
+        import numpy as np
+
+        return np.concatenate([self.y_train, self.y_validation])
+
+    def fingerprint(self) -> dict[str, str]:
+        """sha256 of the model arrays a refit trains on and of the test arrays: two runs saw the same
+        examples exactly when these are equal, whatever day or machine they ran on."""
+        import hashlib
+
+        import numpy as np
+
+        def digest(*arrays) -> str:
+            h = hashlib.sha256()
+            for a in arrays:
+                h.update(str((a.dtype, a.shape)).encode())
+                h.update(np.ascontiguousarray(a).tobytes())
+            return h.hexdigest()
+
+        return {"seen": digest(self.x_seen, self.y_seen), "test": digest(self.x_test, self.y_test)}
+
+    def earlier_folds(self) -> Iterator[Examples]:
+        """Each earlier validation window with the rows before it to train on (views, no copies), so
+        a trial is judged on several origins rather than on one window's luck."""
+        x, y = self.x_seen, self.y_seen
+        for train_end, validation_end in self.folds:
+            yield replace(self, x_train=x[:train_end], y_train=y[:train_end], x_validation=x[train_end:validation_end],
+                          y_validation=y[train_end:validation_end], folds=[])
 
 
 @dataclass

@@ -21,7 +21,7 @@ from cityfactory.search.plan import (
     trial_budget,
 )
 from cityfactory.search.trials import run_batch
-from cityfactory.tasktypes import load_model_spec
+from cityfactory.tasktypes import load_model_spec, task_type_of
 from cityfactory.tasktypes.forecast import data, families, trees
 from cityfactory.tasktypes.forecast.metrics import edge_scores
 from cityfactory.tasktypes.forecast.spec import ForecastSpec
@@ -284,3 +284,67 @@ def test_a_time_budget_stops_a_batch_after_the_trial_that_crosses_it(frame, trac
     [trees_batch] = [b for b in plan_batches(spec, 12) if b.family == "lightgbm"]
     assert trees_batch.trials == 4 and trees_batch.timeout_seconds == pytest.approx(0.006)
     assert len(run_batch(spec, frame, trees_batch, parent, experiment)) == 1
+
+
+# --- rolling-origin validation -----------------------------------------------------------------
+
+def test_folds_are_consecutive_windows_each_trained_on_what_came_before(frame):
+    spec = _spec()
+    spec = spec.model_copy(update={"split": spec.split.model_copy(update={"folds": 3})})
+    examples = task_type_of(spec).examples(spec, frame)
+    folds = list(examples.earlier_folds())
+    assert len(folds) == 2 and [len(f.y_validation) for f in folds] == [20 * 24] * 2
+    seen_times = examples.seen[spec.data.time_column].to_numpy()
+    (train_end, validation_end), _ = examples.folds
+    assert validation_end == len(examples.train), "the latest earlier fold ends where validation begins"
+    assert seen_times[train_end - 1] < seen_times[train_end], "a fold trains only on rows before its window"
+    assert (folds[0].x_validation == examples.x_seen[train_end:validation_end]).all()
+    assert set(examples.spans) >= {"validation fold 2", "validation fold 3"}
+
+    too_many = spec.model_copy(update={"split": spec.split.model_copy(update={"folds": 12})})
+    with pytest.raises(ValueError, match="too short for 12 folds of 20 days"):
+        data.split_by_time(frame, too_many.data, too_many.split)
+
+
+def test_a_trial_is_the_mean_of_its_folds_and_keeps_its_test_score_aside(frame, tracking):
+    parent, experiment = tracking
+    spec = _spec(**{**SEARCH, "trials_per_batch": 2})
+    spec = spec.model_copy(update={"split": spec.split.model_copy(update={"folds": 3})})
+    [trees_batch] = [b for b in plan_batches(spec, 6) if b.family == "lightgbm"]
+    found = run_batch(spec, frame, trees_batch, parent, experiment)
+    for trial in (t for t in found if t["state"] == "complete"):
+        assert len(trial["folds"]) == 3 and trial["value"] == pytest.approx(np.mean(trial["folds"]))
+        assert trial["test_value"] > 0
+        logged = mlflow.MlflowClient().get_run(trial["run_id"]).data.metrics
+        assert {"validation_rmse_fold_1", "validation_rmse_fold_3", "test_rmse_not_for_selection"} <= set(logged)
+
+
+def test_rank_correlation_of_validation_and_test():
+    def trial(value, test, state="complete"):
+        return {"state": state, "value": value, "test_value": test}
+
+    agreeing = [trial(1, 10), trial(2, 20), trial(3, 30), trial(4, 5, "pruned")]
+    assert results.rank_correlation(agreeing) == pytest.approx(1.0)
+    assert results.rank_correlation([trial(1, 30), trial(2, 20), trial(3, 10)]) == pytest.approx(-1.0)
+    assert results.rank_correlation(agreeing[:2]) is None, "under 3 scored trials"
+    assert results.rank_correlation([trial(1, 1), trial(1, 2), trial(1, 3)]) is None, "no spread"
+
+
+def test_two_workers_find_the_same_trials_and_winner_as_one(frame, tracking):
+    """The batches spread over two worker processes (as over two Celery workers) or run one after the
+    other in this one: the same trials, scores and winner."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    parent, experiment = tracking
+    spec = _spec(**SEARCH)
+    spec = spec.model_copy(update={"split": spec.split.model_copy(update={"folds": 2})})
+    batches = plan_batches(spec, 6)
+    alone = [t for b in batches for t in run_batch(spec, frame, b, parent, experiment)]
+    n = len(batches)
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        spread = [t for found in pool.map(run_batch, [spec] * n, [frame] * n, batches, [parent] * n, [experiment] * n)
+                  for t in found]
+    strip = lambda trials: [{k: v for k, v in t.items() if k not in ("run_id", "seconds")} for t in trials]
+    assert strip(spread) == strip(alone)
+    assert results.winner(spread)["params"] == results.winner(alone)["params"]

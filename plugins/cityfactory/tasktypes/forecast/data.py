@@ -17,25 +17,36 @@ class Split:
     test: pd.DataFrame
     test_start: pd.Timestamp
     end: pd.Timestamp
+    folds: list[tuple[int, int]]  # the earlier validation windows in train + validation rows (Examples.folds)
+    fold_spans: list[str]
 
 
 def split_by_time(frame: pd.DataFrame, data: DataSpec, split: SplitSpec) -> Split:
     """Chronological split anchored at the end of the history (so time shifting does not move it):
-    test = the last ``test_days`` days, validation = the ``validation_days`` before, train = earlier.
-    Only usable rows (target and inputs present) are kept."""
+    test = the last ``test_days`` days, validation = the ``validation_days`` before, train = earlier;
+    with ``folds`` > 1, the windows of ``validation_days`` before that are earlier origins, each
+    trained on the rows before it. Only usable rows (target and inputs present) are kept."""
     times = frame[data.time_column]
     end = times.max().normalize() + pd.Timedelta(days=1)
     test_start = end - pd.Timedelta(days=split.test_days)
-    validation_start = test_start - pd.Timedelta(days=split.validation_days)
-    usable = frame[frame[data.usable].astype(bool)]
+    window = pd.Timedelta(days=split.validation_days)
+    validation_start = test_start - window
+    usable = frame[frame[data.usable].astype(bool)].sort_values(data.time_column, kind="stable")
     t = usable[data.time_column]
-    parts = Split(
-        usable[t < validation_start], usable[(t >= validation_start) & (t < test_start)], usable[t >= test_start],
-        test_start, end,
-    )
+    seen = t[t < test_start].to_numpy()
+    starts = [validation_start - k * window for k in range(1, split.folds)]
+    folds = [(int(seen.searchsorted(start.to_datetime64())), int(seen.searchsorted((start + window).to_datetime64())))
+             for start in starts]
+    parts = Split(usable[t < validation_start], usable[(t >= validation_start) & (t < test_start)],
+                  usable[t >= test_start], test_start, end, folds,
+                  [f"{start.date()} .. {(start + window - pd.Timedelta(days=1)).date()}" for start in starts])
     for name in ("train", "validation", "test"):
         if getattr(parts, name).empty:
             raise ValueError(f"the {name} split is empty: history {times.min()} .. {times.max()} is too short for {split}")
+    for (train_end, validation_end), span in zip(folds, parts.fold_spans):
+        if train_end == 0 or validation_end == train_end:
+            raise ValueError(f"the validation fold {span} or the rows before it are empty: history {times.min()} .. "
+                             f"{times.max()} is too short for {split.folds} folds of {split.validation_days} days")
     return parts
 
 

@@ -79,8 +79,12 @@ class DataSpec(Strict):
 
 
 class SplitSpec(Strict):
+    """Test = the last ``test_days``; before it, ``folds`` validation windows of ``validation_days``
+    each (rolling origin: each trains on every row before it; the search ranks by their mean)."""
+
     test_days: int = Field(gt=0)
     validation_days: int = Field(gt=0)
+    folds: int = Field(1, ge=1, le=12)
 
 
 class ArchitectureSpec(Strict):

@@ -61,9 +61,10 @@ class ForecastTask(TaskType):
         y = {name: getattr(parts, name)[d.target].to_numpy(dtype=float) for name in ("train", "validation", "test")}
         spans = {name: f"{getattr(parts, name)[d.time_column].min()} .. {getattr(parts, name)[d.time_column].max()}"
                  for name in ("train", "validation", "test")}
+        spans.update({f"validation fold {k}": span for k, span in enumerate(parts.fold_spans, 2)})
         return Examples(parts.train, parts.validation, parts.test, x["train"], y["train"], x["validation"],
                         y["validation"], x["test"], y["test"], parts.test_start, spans,
-                        {"test_days": spec.split.test_days})
+                        {"test_days": spec.split.test_days, "validation_folds": spec.split.folds}, parts.folds)
 
     def usable(self, spec: ForecastSpec, frame):
         return frame[frame[spec.data.usable].astype(bool)]
