@@ -8,9 +8,10 @@ its end replays the dataset's last week again, weekday for weekday, so the night
 finds yesterday's drop. Whatever today is, the history holds the same readings: a model trained
 on it sees the same rows in the dataset's own time.
 
-The shift moves instants, not wall-clock text: a reading keeps its place in real time, so one that
-the shift would put into a skipped spring-forward hour lands an hour on, and the two readings of a
-fall-back hour land as the two of the target's (or an hour apart): no reading is lost or doubled.
+The shift moves wall-clock text, so every reading keeps its hour of the day and its weekday: the
+calendar a model reads is the dataset's. Where the two years' clock changes differ, the few readings
+of a skipped or repeated hour cannot be written in the source's format (it has no offset) and are
+quarantined at parsing with that reason (about two hours a year).
 Files keep the source's own columns, dialect and formatting; only the event-time fields move.
 """
 
@@ -43,7 +44,6 @@ class Replayable:
     header: list[str]
     table: pa.Table
     event_time: pa.Array  # timestamp[s], dataset wall clock
-    instants: pa.Array  # timestamp[s, UTC]: the wall clock in the scenario's zone (null where it does not exist there)
     days: np.ndarray  # days since epoch, ascending
 
     @property
@@ -63,8 +63,7 @@ def _time_parts(scenario: Scenario) -> tuple[list[str], str]:
 
 
 @lru_cache(maxsize=32)
-def _load(dataset: str, spec: DatasetFile, delimiter: str, quote_char: str, parts: tuple[str, ...], fmt: str,
-          zone: str, key: tuple[str, ...]) -> Replayable:
+def _load(dataset: str, spec: DatasetFile, delimiter: str, quote_char: str, parts: tuple[str, ...], fmt: str) -> Replayable:
     path = dataset_file(dataset, spec)
     with open(path, "rb") as handle:
         first = handle.readline().decode("utf-8-sig").rstrip("\r\n")
@@ -82,9 +81,7 @@ def _load(dataset: str, spec: DatasetFile, delimiter: str, quote_char: str, part
     table, event_time = table.filter(known), event_time.filter(known)
     days = pc.cast(pc.cast(event_time, pa.date32()), pa.int32()).to_numpy()
     order = np.argsort(days, kind="stable")
-    table, event_time = table.take(order), pc.take(event_time, order).combine_chunks()
-    instants = wall_clock_instants(event_time, zone, [table[k] for k in key if k in table.column_names and k not in parts])
-    return Replayable(spec.name, header, table, event_time, instants, days[order])
+    return Replayable(spec.name, header, table.take(order), pc.take(event_time, order).combine_chunks(), days[order])
 
 
 def load_dataset(scenario: Scenario) -> list[Replayable]:
@@ -92,8 +89,7 @@ def load_dataset(scenario: Scenario) -> list[Replayable]:
     parts, fmt = _time_parts(scenario)
     source = scenario.source
     dialect = source.csv
-    return [_load(source.dataset, f, dialect.delimiter, dialect.quote_char, tuple(parts), fmt, scenario.schema_.timezone,
-                  tuple(scenario.schema_.key)) for f in source.files]
+    return [_load(source.dataset, f, dialect.delimiter, dialect.quote_char, tuple(parts), fmt) for f in source.files]
 
 
 def _span(scenario: Scenario) -> tuple[dt.date, dt.date]:
@@ -132,34 +128,10 @@ def source_day(play_day: dt.date, shift: dt.timedelta, last: dt.date) -> dt.date
     return day - dt.timedelta(weeks=math.ceil((day - last).days / 7)) if day > last else day
 
 
-def wall_clock_instants(wall: pa.Array, zone: str, identities: list[pa.Array]) -> pa.Array:
-    """Wall-clock times in ``zone`` as UTC instants, as the parser reads them: in a repeated
-    (fall-back) hour the first record of an identity is the earlier instant, the next the later;
-    a wall time the zone skips is null."""
-    earliest = pc.assume_timezone(wall, zone, ambiguous="earliest", nonexistent="earliest")
-    latest = pc.assume_timezone(wall, zone, ambiguous="latest", nonexistent="latest")
-    exists = pc.equal(pc.local_timestamp(earliest), wall)
-    ambiguous = np.flatnonzero(pc.fill_null(pc.and_(exists, pc.not_equal(earliest, latest)), False).to_numpy(False))
-    later, seen = np.zeros(len(wall), dtype=bool), set()
-    for i in ambiguous:  # one hour a year per series: few rows
-        ident = (wall[int(i)].as_py(), *(column[int(i)].as_py() for column in identities))
-        later[i] = ident in seen
-        seen.add(ident)
-    chosen = pc.if_else(pa.array(later), latest, earliest)
-    return pc.if_else(exists, chosen, pa.scalar(None, chosen.type))
-
-
-def _shifted_wall(data: Replayable, lo: int, hi: int, shift: dt.timedelta, zone: str) -> pa.Array:
-    """The rows' wall clock after the shift: instants moved and read on the zone's clock; a source
-    time that does not exist in the zone (the parser will say so) moves as text."""
-    moved = pa.scalar(shift, pa.duration("s"))
-    instants = pc.add(data.instants.slice(lo, hi - lo), moved)
-    local = pc.local_timestamp(instants.cast(pa.timestamp("s", tz=zone)))
-    return pc.if_else(pc.is_valid(instants), local, pc.add(data.event_time.slice(lo, hi - lo), moved))
-
-
-def _with_times(rows: pa.Table, wall: pa.Array, parts: list[str], fmt: str) -> pa.Table:
-    texts = pc.strftime(wall, format=fmt)
+def _shifted(rows: pa.Table, times: pa.Array, shift: dt.timedelta, parts: list[str], fmt: str) -> pa.Table:
+    if not shift:
+        return rows
+    texts = pc.strftime(pc.add(times, pa.scalar(shift, pa.duration("s"))), format=fmt)
     if len(parts) == 1:
         return rows.set_column(rows.schema.get_field_index(parts[0]), parts[0], texts)
     pieces = pc.split_pattern(texts, " ")  # a composed time: one space-separated part per column
@@ -183,15 +155,12 @@ def replay(scenario: Scenario, lake: Lake, days: list[dt.date], today: dt.date |
     for data in files:
         stem = data.name.rsplit(".", 1)[0]
         for day in days:
-            replayed = source_day(day, shift, last)
-            move = shift + (day - shift - replayed)  # a looped week moves further
-            # the shift moves instants, so a row may change day by the hour two zones' clocks differ
-            lo, hi = np.searchsorted(data.days, [(replayed - EPOCH).days - 1, (replayed - EPOCH).days + 2])
-            wall = _shifted_wall(data, lo, hi, move, scenario.schema_.timezone)
-            today = pc.equal(pc.cast(wall, pa.date32()), pa.scalar(day, pa.date32()))
-            rows = _with_times(data.table.slice(lo, hi - lo).filter(today), wall.filter(today), parts, fmt)
-            if not rows.num_rows:
+            replayed = (source_day(day, shift, last) - EPOCH).days
+            lo, hi = np.searchsorted(data.days, [replayed, replayed + 1])
+            if lo == hi:
                 continue
+            move = day - EPOCH - dt.timedelta(days=replayed)  # the shift, or further for a looped week
+            rows = _shifted(data.table.slice(lo, hi - lo), data.event_time.slice(lo, hi - lo), move, parts, fmt)
             buffer = io.BytesIO()
             pv.write_csv(rows.rename_columns(data.header), buffer,
                          pv.WriteOptions(quoting_style="needed", delimiter=dialect.delimiter))
