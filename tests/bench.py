@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -38,6 +39,25 @@ from support import REPO, embedded_env
 HOME = Path(tempfile.mkdtemp(prefix="cityfactory-bench-"))
 os.environ.update(embedded_env(HOME))
 REPEATS = 3
+
+
+@contextlib.contextmanager
+def scoped_env(**changes: str):
+    """Environment changes for one section only: a later section never runs on an earlier one's
+    scenarios, lake or fleet (a leaked gateway copy once made the scale-out ingest nothing)."""
+    before = dict(os.environ)
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
+
+
+def succeeded(state: str, what: str, reason: str = "") -> None:
+    """Every figure comes from a run that succeeded: anything else ends ``make bench`` with why."""
+    if state != "success":
+        raise SystemExit(f"make bench: {what} ended {state}, so it gives no figure{': ' + reason if reason else ''}")
 
 
 def median_time(fn, setup=lambda: None, repeats: int = REPEATS) -> float:
@@ -113,23 +133,25 @@ sys.path[:0] = [{plugins!r}, {tests!r}]
 from corpus import first_day
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.ingestion.parsing import parse_file
+scenario, day = get_scenario("traffic_flow"), first_day()[0]
+parse_file(b"", "warm.csv", scenario, day)  # every import and lazy load done before the file
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 data = Path({path!r}).read_bytes()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
-read, converted = parse_file(data, "big.csv", get_scenario("traffic_flow"), first_day()[0])
+read, converted = parse_file(data, "big.csv", scenario, day)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(len(data), converted.accepted.num_rows, converted.rejected_table.num_rows, seconds, (peak - base) * 1024)
+print(len(data), converted.accepted.num_rows, converted.rejected_table.num_rows, seconds, before * 1024, peak * 1024)
 """
 
 
 def bench_large_files() -> None:
-    """One large landed file, parsed in a fresh interpreter: time and the memory parsing adds on top
-    of the file's own bytes (peak RSS after reading the file vs after parsing it)."""
+    """One large landed file, parsed in a fresh interpreter: time, and the peak RSS of that process
+    (the one that parses), beside the interpreter's own before the file and the file's size."""
     from corpus import first_day
 
     _, header, rows = first_day()
-    print("\n## One large landed file (fresh interpreter; memory = peak RSS growth while parsing)")
+    print("\n## One large landed file (parsed in a fresh interpreter; memory = that process's peak RSS)")
     for count, good in ((2_800_000, True), (1_000_000, False)):
         line = (rows[0] if good else rows[0].rsplit(",", 1)[0] + ",many").encode() + b"\r\n"
         path = HOME / f"large-{count}.csv"
@@ -138,11 +160,14 @@ def bench_large_files() -> None:
             for _ in range(count // 10_000):
                 out.write(line * 10_000)
         code = LARGE_FILE.format(plugins=str(REPO / "plugins"), tests=str(REPO / "tests"), path=str(path))
-        size, accepted, rejected, seconds, grown = (float(v) for v in subprocess.run(
+        size, accepted, rejected, seconds, before, peak = (float(v) for v in subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
         path.unlink()
+        if accepted + rejected != count:
+            raise SystemExit(f"make bench: the large file's {count:,} rows came out as {accepted + rejected:,.0f}")
         print(f"{size / 1e6:,.0f} MB, {count:,} rows: {accepted:,.0f} accepted, {rejected:,.0f} rejected in {seconds:.1f} s; "
-              f"memory {grown / 1e6:,.0f} MB = {grown / size:.1f}x the file")
+              f"peak RSS {peak / 1e6:,.0f} MB (interpreter before the file {before / 1e6:,.0f} MB): "
+              f"{(peak - before) / size:.1f}x the file on top")
 
 
 def bench_parse() -> None:
@@ -182,8 +207,9 @@ def _whole_history_run(name: str) -> list[dict]:
         wall = time.perf_counter() - t
     if cap is not None:
         os.environ[BUDGET_CAP] = cap
-    print(f"\n## {name}: one DAG run over the whole history ({start} .. {end}): {run.state}, {wall:.1f} s wall")
     entries = RunLedger(open_lake(), name, run.run_id).entries()
+    succeeded(run.state, f"{name}'s whole-history run", format_summary(task_summary(entries)))
+    print(f"\n## {name}: one DAG run over the whole history ({start} .. {end}): {run.state}, {wall:.1f} s wall")
     print(format_summary(task_summary(entries)))
     return entries
 
@@ -561,13 +587,8 @@ def bench_nightly(copies: tuple[int, ...] = (1, 4), nights: int = 3) -> None:
     """A gateway deployment per history length: the history landed (the dataset at ``copies``
     offsets, each one span of whole weeks earlier), one bulk run, then the night of the last day."""
     import yaml
-    from airflow.dag_processing.dagbag import DagBag
     from cityfactory.config.scenarios import get_scenario
-    from cityfactory.edge.consumers import serve_days
-    from cityfactory.edge.fleet import LocalFleet
-    from cityfactory.governance.ledger import RunLedger
     from cityfactory.ingestion import replay
-    from cityfactory.storage.lake import open_lake
     from support import write_fleet
 
     replayed = get_scenario("traffic_flow")
@@ -585,37 +606,52 @@ def bench_nightly(copies: tuple[int, ...] = (1, 4), nights: int = 3) -> None:
     results = {}
     for n in copies:
         home = HOME / f"nightly-x{n}"
-        os.environ.update({"CITYFACTORY_SCENARIOS_DIR": str(scenarios), "CITYFACTORY_LAKE_URI": (home / "lake").as_uri(),
-                           "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-                           "CITYFACTORY_FLEETS_DIR": str(write_fleet(home / "fleets", "traffic_flow", 3))})
         home.mkdir(parents=True, exist_ok=True)
-        lake = open_lake()
-        for k in range(n):  # copy k plays the dataset k spans earlier
-            source = replayed.source.model_copy(update={"time_shift": shift - k * weeks})
-            copy = replayed.model_copy(update={"source": source})
-            start, end = replay.history_interval(copy)
-            replay.replay(copy, lake, [start + dt.timedelta(days=i) for i in range((end - start).days + 1)])
-        scenario = get_scenario("traffic_flow")
-        dag = DagBag(dag_folder=str(REPO / "dags" / "scenario_pipelines.py")).get_dag("traffic_flow")
-        with LocalFleet.for_scenario(scenario):
-            history = dag.test(run_conf={"data_interval_start": str(first - (n - 1) * span), "data_interval_end": str(last)})
-            walls, rows = [], 0
-            for _ in range(nights):
-                serve_days(scenario, last, last)
-                t = time.perf_counter()
-                night = dag.test(run_conf={"data_interval_start": str(last), "data_interval_end": str(last)})
-                walls.append(time.perf_counter() - t)
-                entries = {e["task_id"]: e for e in RunLedger(lake, "traffic_flow", night.run_id).entries()}
-                rows = entries["export_gold"]["counts"]["rows"]
-        results[n] = (history.state, night.state, rows, statistics.median(walls),
-                      entries["decide"]["details"]["summary"])
+        with scoped_env(CITYFACTORY_SCENARIOS_DIR=str(scenarios), CITYFACTORY_LAKE_URI=(home / "lake").as_uri(),
+                        MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
+                        CITYFACTORY_FLEETS_DIR=str(write_fleet(home / "fleets", "traffic_flow", 3))):
+            results[n] = _nightly(replayed, n, span, shift, weeks, first, last, nights)
     print(f"\n## The nightly run (one day ingested, the champion monitored and kept), median of {nights} nights")
+
     print(f"{'history':<52} {'gold rows':>10} {'night s':>8}  decision")
     for n, (_, state, rows, wall, summary) in results.items():
         label = "the replayed history" if n == 1 else f"{n}x: the dataset replayed at {n - 1} earlier offsets too"
         print(f"{label:<52} {rows:>10,} {wall:>8.1f}  {state}: {summary}")
     one, four = results[copies[0]][3], results[copies[-1]][3]
     print(f"ratio night on {copies[-1]}x history / on 1x = {four / one:.2f} (target <= 1.3)")
+
+
+def _nightly(replayed, n: int, span, shift: int, weeks: int, first, last, nights: int) -> tuple:
+    """One gateway deployment: ``n`` copies of the history landed, the bulk run, ``nights`` nights."""
+    from airflow.dag_processing.dagbag import DagBag
+    from cityfactory.config.scenarios import get_scenario
+    from cityfactory.edge.consumers import serve_days
+    from cityfactory.edge.fleet import LocalFleet
+    from cityfactory.governance.ledger import RunLedger
+    from cityfactory.ingestion import replay
+    from cityfactory.storage.lake import open_lake
+
+    lake = open_lake()
+    for k in range(n):  # copy k plays the dataset k spans earlier
+        source = replayed.source.model_copy(update={"time_shift": shift - k * weeks})
+        copy = replayed.model_copy(update={"source": source})
+        start, end = replay.history_interval(copy)
+        replay.replay(copy, lake, [start + dt.timedelta(days=i) for i in range((end - start).days + 1)])
+    scenario = get_scenario("traffic_flow")
+    dag = DagBag(dag_folder=str(REPO / "dags" / "scenario_pipelines.py")).get_dag("traffic_flow")
+    with LocalFleet.for_scenario(scenario):
+        history = dag.test(run_conf={"data_interval_start": str(first - (n - 1) * span), "data_interval_end": str(last)})
+        succeeded(history.state, f"the nightly bench's bulk run on {n}x history")
+        walls, rows = [], 0
+        for _ in range(nights):
+            serve_days(scenario, last, last)
+            t = time.perf_counter()
+            night = dag.test(run_conf={"data_interval_start": str(last), "data_interval_end": str(last)})
+            walls.append(time.perf_counter() - t)
+            succeeded(night.state, f"a night on {n}x history")
+            entries = {e["task_id"]: e for e in RunLedger(lake, "traffic_flow", night.run_id).entries()}
+            rows = entries["export_gold"]["counts"]["rows"]
+    return history.state, night.state, rows, statistics.median(walls), entries["decide"]["details"]["summary"]
 
 
 def _seconds(start: str | None, end: str | None) -> float:
@@ -636,11 +672,12 @@ def bench_scale_out() -> None:
     rows = []
     for workers in (1, 2):
         home = HOME / f"celery-{workers}"
-        os.environ["CITYFACTORY_LAKE_URI"] = (home / "lake").as_uri()
-        os.environ["CITYFACTORY_FLEETS_DIR"] = str(write_fleet(home / "fleets", scenario.rollout.fleet, 6))
-        with production_stack(home, workers) as (stack, token), LocalFleet.for_scenario(scenario):
+        with scoped_env(CITYFACTORY_LAKE_URI=(home / "lake").as_uri(),
+                        CITYFACTORY_FLEETS_DIR=str(write_fleet(home / "fleets", scenario.rollout.fleet, 6))), \
+                production_stack(home, workers) as (stack, token), LocalFleet.for_scenario(scenario):
             run, instances = trigger_and_wait(stack, token, "traffic_flow",
                                               {"data_interval_start": str(start), "data_interval_end": str(end)})
+        succeeded(run["state"], f"the scale-out run on {workers} Celery worker(s)")
         ran = [ti for ti in instances if ti["start_date"]]
         busy = sum(_seconds(ti["start_date"], ti["end_date"]) for ti in ran)
         spans = sorted((ti["start_date"], ti["end_date"]) for ti in ran if ti["end_date"])

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import RunLedger
+from cityfactory.governance.summary import format_training
 from cityfactory.ingestion import replay
 from cityfactory.storage.lake import open_lake
 from cityfactory.tasktypes import load_model_spec
@@ -28,9 +29,10 @@ from support import REPO, write_fleet
 
 REPLAYED = get_scenario("traffic_flow")
 _, LAST = replay.history_interval(REPLAYED)
-HISTORY_END = LAST - dt.timedelta(days=12)
+HISTORY_END = LAST - dt.timedelta(days=14)
 QUIET = [HISTORY_END + dt.timedelta(days=i) for i in range(1, 8)]
-FAULT = [QUIET[-1] + dt.timedelta(days=i) for i in range(1, 5)]
+SHIFTED = [QUIET[-1] + dt.timedelta(days=i) for i in range(1, 3)]
+FAULT = [SHIFTED[-1] + dt.timedelta(days=i) for i in range(1, 5)]
 
 
 class Deployment:
@@ -39,14 +41,16 @@ class Deployment:
     def __init__(self, dag, scenario):
         self.dag, self.scenario, self.runs = dag, scenario, []
 
-    def land(self, days, stuck_at: int | None = None):
+    def land(self, days, stuck_at: int | None = None, scale: float | None = None):
         lake = open_lake()
         for obj, _ in replay.replay(REPLAYED, lake, days):  # the sensors' files, as the gateways drop them
-            if stuck_at is not None:  # the counter reports one value, whatever passes
+            if stuck_at is not None or scale is not None:  # stuck on one value, or reading a share of what passes
                 key = obj.uri.removeprefix(lake.uri + "/")
                 table = pv.read_csv(io.BytesIO(lake.get_bytes(key)))
                 volume = table.schema.get_field_index("traffic_volume")
-                table = table.set_column(volume, "traffic_volume", pa.array([stuck_at] * table.num_rows, pa.int64()))
+                values = ([stuck_at] * table.num_rows if stuck_at is not None else
+                          [round(v * scale) for v in table["traffic_volume"].to_pylist()])
+                table = table.set_column(volume, "traffic_volume", pa.array(values, pa.int64()))
                 buffer = io.BytesIO()
                 pv.write_csv(table, buffer)
                 lake.put_bytes(key, buffer.getvalue())
@@ -188,6 +192,28 @@ def test_two_nights_on_unchanged_data_register_nothing_and_a_forced_retrain_regi
     assert _versions(deployment.scenario) == sorted([*versions, new])
 
 
+def test_a_level_shift_is_caught_within_two_nights_and_its_days_are_not_trained_on(deployment):
+    """A sensor reading 35 % low from one night on (a lane closed, a miscalibration): inside every
+    gate, the forecaster follows it within the hour; the level-shift test catches it."""
+    caught = None
+    for night_number, day in enumerate(SHIFTED, 1):
+        deployment.land([day], scale=0.65)
+        night = deployment.night(day)
+        deployment.serve(day)
+        if night["decide"]["details"]["retrain"]:
+            caught = night
+            break
+    assert caught is not None, "two nights of a 35 % level shift never led to retraining"
+    reasons = {r["code"]: r["text"] for r in caught["decide"]["details"]["reasons"]}
+    assert "level_shift" in reasons and f"since {SHIFTED[0]}" in reasons["level_shift"], reasons
+    shift = caught["monitor"]["details"]["level_shift"]
+    assert shift["faulty_days"][0] == str(SHIFTED[0]) and -0.45 < shift["change"] < -0.25
+    assert caught["plan_search"]["details"]["excluded_days"] == shift["faulty_days"]
+    assert caught["train"]["details"]["excluded_days"] == shift["faulty_days"]
+    summary = format_training(list(caught.values()))
+    assert f"left out of training: {len(shift['faulty_days'])} faulty day(s)" in summary
+
+
 def test_a_stuck_counter_is_flagged_and_the_retrained_version_is_judged_on_the_same_rows(deployment):
     before = _versions(deployment.scenario)
     decided = None
@@ -200,7 +226,7 @@ def test_a_stuck_counter_is_flagged_and_the_retrained_version_is_judged_on_the_s
             break
     assert decided is not None, "four nights of a stuck counter never led to retraining"
     reasons = {r["code"] for r in decided["decide"]["details"]["reasons"]}
-    assert reasons & {"drift", "live_error"}, reasons
+    assert reasons & {"drift", "live_error", "level_shift"}, reasons
     drifted = decided["monitor"]["details"]["drifted"]
     assert "drift" not in reasons or any(f.startswith("volume_") for f in drifted), drifted
     trained = decided["train"]

@@ -334,6 +334,16 @@ class Drift(_Strict):
     min_psi: float = Field(0.1, gt=0)
 
 
+class LevelShiftTest(_Strict):
+    """A sensor's level shift (``monitoring/level_shift.py``): the Page-Hinkley test over the hourly
+    residuals against the task type's seasonal reference, in (robust) standard deviations of normal
+    weeks. An alarm needs about ``threshold`` / (shift - ``delta``) hours: a 35 % drop of traffic
+    (some 3.7 standard deviations) within a day of rows; a one-day holiday dip stays under it."""
+
+    threshold: float = Field(48.0, gt=0)
+    delta: float = Field(1.5, ge=0)
+
+
 class RetrainWhen(_Strict):
     """When the nightly run retrains (any one reason is enough; none: the champion stays)."""
 
@@ -343,12 +353,14 @@ class RetrainWhen(_Strict):
     max_model_age_days: int | None = Field(90, ge=1)  # data days since the champion's last training day
     on_feature_change: bool = True               # the dbt models or the model spec changed
     on_code_change: bool = True                  # the platform's code version changed
+    on_level_shift: bool = True                  # a sensor's level shifted (its days are left out of training)
 
 
 class Maintenance(_Strict):
     """Watching the champion in the field and deciding whether a run retrains."""
 
     drift: Drift = Drift()
+    level_shift: LevelShiftTest = LevelShiftTest()
     retrain_when: RetrainWhen = RetrainWhen()
 
 

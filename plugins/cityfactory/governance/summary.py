@@ -116,6 +116,8 @@ def format_training(entries: list[dict]) -> str:
                  f"{'n/a (under 3 scored trials)' if correlation is None else f'{correlation:.2f}'}\n" if search else "")
               + (f"  examples: {details['train_rows']:,} seen (sha256 {details['fingerprint']['seen'][:12]}), "
                  f"test sha256 {details['fingerprint']['test'][:12]}\n" if details.get("fingerprint") else "")
+              + (f"  left out of training: {len(details['excluded_days'])} faulty day(s) the monitor flagged "
+                 f"({details['excluded_days'][0]} .. {details['excluded_days'][-1]})\n" if details.get("excluded_days") else "")
               + f"  registry gate: {details['alias'] or 'rejected'} ({details['reason']})"),
              f"  {'test rows, same for all':<26}" + "".join(f" {c['label']:>8}" for c in columns)]
     for name, m in details["metrics"].items():

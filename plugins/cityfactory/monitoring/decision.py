@@ -19,6 +19,7 @@ class Reason(StrEnum):
     LIVE_ERROR = "live_error"
     DRIFT = "drift"
     MODEL_AGE = "model_age"
+    LEVEL_SHIFT = "level_shift"
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Evidence:
     live_ratio: float | None = None    # the champion's live / offline metric, pooled over its latest days
     live_days: int = 0                 # how many evaluated days that pooled
     drifted: list[str] = field(default_factory=list)
+    level_shift: dict = field(default_factory=dict)  # monitoring.level_shift.LevelShift, as a dict
 
 
 @dataclass
@@ -74,6 +76,11 @@ def decide(evidence: Evidence, rules: RetrainWhen) -> Decision:
         if len(e.drifted) >= rules.drifted_features:
             because(Reason.DRIFT, f"{len(e.drifted)} features drift ({', '.join(e.drifted[:6])}); "
                                   f"the rule is {rules.drifted_features}")
+        shift = e.level_shift
+        if rules.on_level_shift and shift.get("faulty_days"):
+            because(Reason.LEVEL_SHIFT, f"a level shift of {shift['change']:+.0%} against the seasonal reference since "
+                                        f"{shift['faulty_days'][0]} (caught on {shift['detected_on']}); its "
+                                        f"{len(shift['faulty_days'])} day(s) are left out of training")
         age = _age_days(e.champion_tags, e.last_day)
         if rules.max_model_age_days and age is not None and age > rules.max_model_age_days:
             because(Reason.MODEL_AGE, f"version {e.champion}'s data ends {age} days before this run's last day "

@@ -9,7 +9,7 @@ from cityfactory.compression.onnx_export import ParityError
 from cityfactory.governance.ledger import Artifact, Kind
 from cityfactory.pipeline.compress_stage import compress_version
 from cityfactory.pipeline.context import RunContext
-from cityfactory.storage.gold import read_gold
+from cityfactory.pipeline.search import examples_gold
 from cityfactory.tasktypes import load_model_spec
 
 
@@ -19,7 +19,7 @@ def compress(ctx: RunContext, trained: dict, gold: dict) -> dict:
     scenario = ctx.scenario
     spec = load_model_spec(scenario.model_spec)
     with ctx.entry(Kind.BUNDLE_SIGNED) as entry:
-        frame = read_gold(ctx.lake, scenario.name, gold["sha256"])
+        frame, _ = examples_gold(ctx, gold)  # the rows the version was judged on
         entry.inputs.append(Artifact(f"models:/{spec.registered_model}/{trained['version']}", "", None, "model_version"))
         try:
             result = compress_version(spec, trained["version"], trained["mlflow_run_id"], frame, scenario.name, ctx.lake,

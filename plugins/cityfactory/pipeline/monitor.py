@@ -12,7 +12,7 @@ import pandas as pd
 from cityfactory.edge.fleet import edge_token, load_fleet
 from cityfactory.edge.prediction_log import KeyWindow
 from cityfactory.governance.ledger import Artifact, Kind
-from cityfactory.monitoring import live
+from cityfactory.monitoring import level_shift, live
 from cityfactory.monitoring.collect import collect
 from cityfactory.monitoring.decision import Evidence, decide
 from cityfactory.monitoring.drift import drift_table
@@ -25,6 +25,7 @@ from cityfactory.training import registry
 from cityfactory.transform.dbt import duckdb_path, model_uri, read_days
 
 HISTORY_DAYS = 14  # evaluations read back for the picture and the decision (at least the rule's days)
+SHIFT_DAYS = 60  # the level-shift test looks this far back at most (and never before the champion's data ends)
 
 
 def _evaluation_key(scenario: str, day: str) -> str:
@@ -81,6 +82,30 @@ def _drift(ctx: RunContext, spec, champion: str | None, last_day: dt.date) -> tu
     return (drift_table(reference, recent) if reference is not None and len(recent) else []), len(recent)
 
 
+def _level_shift(ctx: RunContext, spec, champion: str | None, last_day: dt.date) -> level_shift.LevelShift:
+    """The level-shift test over the mart's rows since the champion's training data ended, against
+    the residuals of its last weeks of training data."""
+    kind = task_type_of(spec)
+    trained_to = registry.version_tags(spec.registered_model, champion).get("features_to") if champion else None
+    if trained_to is None:
+        return level_shift.LevelShift()
+    trained_to = dt.date.fromisoformat(trained_to)
+    first = max(trained_to + dt.timedelta(days=1), last_day - dt.timedelta(days=SHIFT_DAYS - 1))
+    if first > last_day:
+        return level_shift.LevelShift()
+    reference = kind.usable(spec, read_days(ctx.scenario, trained_to - dt.timedelta(days=level_shift.REFERENCE_DAYS - 1),
+                                            trained_to))
+    recent = kind.usable(spec, read_days(ctx.scenario, first, last_day)).sort_values(kind.time_column(spec), kind="stable")
+    residuals = kind.level_residuals(spec, recent)
+    if residuals is None or reference.empty or recent.empty:
+        return level_shift.LevelShift()
+    days = pd.to_datetime(recent[kind.time_column(spec)], utc=True).dt.tz_convert(ctx.scenario.timezone).dt.date
+    test = ctx.scenario.maintenance.level_shift
+    return level_shift.detect(kind.level_residuals(spec, reference), pd.DataFrame({"day": days.to_numpy(),
+                                                                                  "residual": residuals}),
+                              test.threshold, test.delta)
+
+
 def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
     """Collect, evaluate the days that got served rows, measure drift of the latest window."""
     scenario, spec = ctx.scenario, load_model_spec(ctx.scenario.model_spec)
@@ -105,8 +130,10 @@ def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
         drift, drift_rows = _drift(ctx, spec, champion, dt.date.fromisoformat(batches[-1][-1]))
         ratio, days = (live.pooled_ratio(history, champion, policy.retrain_when.live_error_days, kind.metrics)
                        if champion else (None, 0))
+        shift = _level_shift(ctx, spec, champion, dt.date.fromisoformat(batches[-1][-1]))
+        level_shift.record(ctx.lake, scenario.name, shift, ctx.run_id)
         result = {"champion": champion, "metric": metric, "live_ratio": ratio, "live_days": days,
-                  "drifted": [r["feature"] for r in drift if r["drifted"]]}
+                  "drifted": [r["feature"] for r in drift if r["drifted"]], "level_shift": shift.as_dict()}
         shown = history[-1]["metric"] if history else metric  # what live scoring measures (an error rate, for images)
         picture = monitoring_figure(drift, history, champion, shown,
                                     f"{scenario.name}: drift over {drift_rows} recent rows, live accuracy",
@@ -115,7 +142,8 @@ def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
         entry.outputs.append(Artifact.of(stored, kind="picture"))
         entry.counts = {"predictions_collected": collected.rows, "predictions_refused": sum(collected.refused.values()),
                         "segments": collected.segments,
-                        "days_evaluated": len(evaluated), "features_drifting": len(result["drifted"])}
+                        "days_evaluated": len(evaluated), "features_drifting": len(result["drifted"]),
+                        "faulty_days": len(shift.faulty_days)}
         entry.details.update(**result, evaluations=evaluated, drift=drift, drift_rows=drift_rows,
                              unreachable=collected.unreachable, refused=dict(collected.refused), picture=stored.uri,
                              live_error_margin=policy.retrain_when.live_error_margin,
@@ -139,6 +167,7 @@ def decide_retraining(ctx: RunContext, monitored: dict | None, gold: dict | None
                      "code_version": registry.code_version()},
             last_day=dt.date.fromisoformat(batches[-1][-1]), live_ratio=monitored.get("live_ratio"),
             live_days=monitored.get("live_days", 0), drifted=monitored.get("drifted", []),
+            level_shift=monitored.get("level_shift", {}),
         )
         decision = decide(evidence, scenario.maintenance.retrain_when)
         entry.details.update(**decision.as_dict(), choice=choice, champion=champion, monitored=bool(monitored),

@@ -5,12 +5,23 @@ from __future__ import annotations
 from airflow.sdk.exceptions import AirflowSkipException
 
 from cityfactory.governance.ledger import Artifact, Kind
+from cityfactory.monitoring import level_shift
 from cityfactory.pipeline.context import RunContext
 from cityfactory.pipeline.train_stage import RunFacts, start_train_run
 from cityfactory.search.plan import Batch, plan_batches, trial_budget
 from cityfactory.storage.gold import read_gold
-from cityfactory.tasktypes import load_model_spec, spec_digest
+from cityfactory.tasktypes import load_model_spec, spec_digest, task_type_of
 from cityfactory.training import registry
+
+
+def examples_gold(ctx: RunContext, gold: dict):
+    """The gold rows a model learns and is judged from: the export without the days the monitor
+    flagged as faulty (a sensor's level shift); and those days."""
+    faulty = level_shift.faulty_days(ctx.lake, ctx.scenario.name)
+    spec = load_model_spec(ctx.scenario.model_spec)
+    frame = read_gold(ctx.lake, ctx.scenario.name, gold["sha256"])
+    return (level_shift.without_faulty_days(frame, task_type_of(spec).time_column(spec), ctx.scenario.timezone, faulty),
+            sorted(faulty))
 
 
 def run_facts(ctx: RunContext, gold: dict, batches: list[list[str]]) -> RunFacts:
@@ -22,6 +33,7 @@ def run_facts(ctx: RunContext, gold: dict, batches: list[list[str]]) -> RunFacts
         feature_definition=gold["definition_digest"],
         data_source=scenario.source.dataset or scenario.source.package or scenario.source.kind,
         data_licence=scenario.source.licence or "not stated", data_citation=(scenario.source.citation or "").strip(),
+        excluded_days=sorted(level_shift.faulty_days(ctx.lake, scenario.name)),
     )
 
 
@@ -34,8 +46,9 @@ def plan_search(ctx: RunContext, gold: dict, batches: list[list[str]], decision:
         raise AirflowSkipException(decision["summary"])
     registry.use_experiment(ctx.scenario.name)
     budget = trial_budget(spec, requested_trials)
+    excluded = sorted(level_shift.faulty_days(ctx.lake, ctx.scenario.name))
     inputs = {"feature_digest": gold["sha256"], "spec_digest": spec_digest(spec), "code_version": registry.code_version(),
-              "search_budget": str(budget)}
+              "search_budget": str(budget), "excluded_days": level_shift.excluded_digest(excluded)}
     with ctx.entry(Kind.SEARCH_PLANNED) as entry:
         entry.inputs.append(Artifact(gold["uri"], gold["sha256"], gold["rows"], "gold"))
         if same := registry.version_with_inputs(spec.registered_model, inputs):
@@ -51,6 +64,7 @@ def plan_search(ctx: RunContext, gold: dict, batches: list[list[str]], decision:
             entry.outputs.append(Artifact(f"runs:/{run_id}", "", None, "mlflow_run"))
             entry.counts = {"trials": budget, "batches": len(planned)}
             entry.details.update(trials=budget, batches=[f"{b['family']} {b['index']}: {b['trials']}" for b in planned],
+                                 excluded_days=excluded,
                                  seed=spec.search.seed if spec.search else spec.training.seed,
                                  timeout_minutes=spec.search.timeout_minutes if spec.search else None)
     if same:
@@ -67,8 +81,7 @@ def run_trials(ctx: RunContext, gold: dict, batch: dict) -> list[dict]:
     plan = Batch(**{k: batch[k] for k in Batch.__dataclass_fields__})
     with ctx.entry(Kind.SEARCH_TRIALS) as entry:
         entry.inputs.append(Artifact(gold["uri"], gold["sha256"], gold["rows"], "gold"))
-        found = run_batch(spec, read_gold(ctx.lake, ctx.scenario.name, gold["sha256"]), plan, batch["run_id"],
-                          batch["experiment_id"])
+        found = run_batch(spec, examples_gold(ctx, gold)[0], plan, batch["run_id"], batch["experiment_id"])
         entry.outputs.append(Artifact(f"runs:/{batch['run_id']}", "", None, "mlflow_run"))  # the trials are its children
         entry.counts = {"trials": len(found), "pruned": sum(t["state"] != "complete" for t in found)}
         entry.details.update(family=plan.family, batch=plan.index, seed=plan.seed, trial_runs=[t["run_id"] for t in found],

@@ -6,9 +6,8 @@ from dataclasses import asdict
 
 from cityfactory.governance.ledger import Artifact, Kind
 from cityfactory.pipeline.context import RunContext
-from cityfactory.pipeline.search import run_facts
+from cityfactory.pipeline.search import examples_gold, run_facts
 from cityfactory.pipeline.train_stage import train_and_register
-from cityfactory.storage.gold import read_gold
 from cityfactory.tasktypes import load_model_spec, task_type_of
 
 
@@ -20,7 +19,8 @@ def train(ctx: RunContext, gold: dict, batches: list[list[str]], planned: list[d
     found = [t for batch in trials[:] for t in batch]  # a mapped task's results: one fetch (iterating asks past the end)
     with ctx.entry(Kind.MODEL_TRAINED) as entry:
         entry.inputs.append(Artifact(gold["uri"], gold["sha256"], gold["rows"], "gold"))
-        outcome = train_and_register(spec, read_gold(ctx.lake, scenario.name, gold["sha256"]), run_facts(ctx, gold, batches),
+        frame, excluded = examples_gold(ctx, gold)
+        outcome = train_and_register(spec, frame, run_facts(ctx, gold, batches),
                                      scenario.maintenance.drift, found, planned[0]["run_id"], planned[0]["budget"])
         run_uri = f"runs:/{outcome.mlflow_run_id}"
         entry.outputs += [
@@ -35,6 +35,7 @@ def train(ctx: RunContext, gold: dict, batches: list[list[str]], planned: list[d
                              gate_metric=outcome.gate_metric, reference_baseline=kind.reference_baseline,
                              metric_columns=[asdict(m) for m in kind.metrics.values()],
                              headline_figure=outcome.headline_figure, fingerprint=outcome.fingerprint,
+                             excluded_days=excluded,
                              search={"trials": len(found), "pruned": sum(t["state"] != "complete" for t in found),
                                      "trial_seconds": round(sum(t["seconds"] for t in found), 1),
                                      "folds": len(found[0].get("folds", [None])) if found else 1,

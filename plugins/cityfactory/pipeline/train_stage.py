@@ -14,6 +14,7 @@ import pandas as pd
 
 from cityfactory.config.scenarios import Drift
 from cityfactory.monitoring.drift import reference_profile
+from cityfactory.monitoring.level_shift import excluded_digest
 from cityfactory.search import results
 from cityfactory.search.plan import plan_batches, trial_budget
 from cityfactory.search.trials import run_batch
@@ -40,6 +41,7 @@ class RunFacts:
     data_source: str = ""  # the dataset, its licence and citation (the data card)
     data_licence: str = ""
     data_citation: str = ""
+    excluded_days: list[str] = field(default_factory=list)  # faulty days left out (monitoring.level_shift)
 
 
 @dataclass
@@ -147,6 +149,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
             "validation_rows": len(examples.validation), "refit_rows": len(x_seen), "test_rows": len(x_test),
             "test_start": str(examples.test_start.date()), **examples.split,
             "seen_sha256": fingerprint["seen"], "test_sha256": fingerprint["test"],
+        "excluded_days": excluded_digest(facts.excluded_days),
         })
         if correlation is not None:
             mlflow.log_metric("search_rank_correlation_validation_test", correlation)

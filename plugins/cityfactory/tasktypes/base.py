@@ -196,6 +196,12 @@ class TaskType(ABC):
     def drift_columns(self, spec: ModelSpec) -> list[str]:
         """The gold columns whose distribution the monitor compares with the training rows'."""
 
+    def level_residuals(self, spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray | None:
+        """Per usable row, the target's relative deviation from a seasonal reference, in which a
+        sensor's level shift shows at once (``monitoring/level_shift.py``); None for a kind
+        without a level to shift (the default)."""
+        return None
+
     # -- training --------------------------------------------------------------------------------
     @abstractmethod
     def fit(self, family: str, spec: ModelSpec, params: dict, examples: Examples, metric: str, seed: int,

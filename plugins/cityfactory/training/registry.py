@@ -82,7 +82,7 @@ def champion_model(registered_model: str):
 
 
 # the inputs that make two versions the same model: no second version is registered for them
-INPUT_TAGS = ("feature_digest", "spec_digest", "code_version", "search_budget")
+INPUT_TAGS = ("feature_digest", "spec_digest", "code_version", "search_budget", "excluded_days")
 
 
 def version_with_inputs(registered_model: str, inputs: dict[str, str]) -> str | None:

@@ -81,6 +81,17 @@ class ForecastTask(TaskType):
     def drift_columns(self, spec: ForecastSpec) -> list[str]:
         return spec.data.numeric
 
+    def level_residuals(self, spec: ForecastSpec, frame):
+        """Against the spec's first seasonal naive baseline (the same hour a week or a day before),
+        relative, with the MAPE floor under quiet hours."""
+        import numpy as np
+
+        if not spec.baselines.naive:
+            return None
+        reference = frame[next(iter(spec.baselines.naive.values()))].to_numpy(dtype=float)
+        actual = frame[spec.data.target].to_numpy(dtype=float)
+        return (actual - reference) / np.maximum(np.abs(reference), spec.metrics.mape_floor)
+
     # -- training --------------------------------------------------------------------------------
     def fit(self, family, spec: ForecastSpec, params, examples: Examples, metric, seed, report=None) -> Trained:
         from cityfactory.tasktypes.forecast import families
