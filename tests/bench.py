@@ -57,7 +57,13 @@ def scoped_env(**changes: str):
 def succeeded(state: str, what: str, reason: str = "") -> None:
     """Every figure comes from a run that succeeded: anything else ends ``make bench`` with why."""
     if state != "success":
-        raise SystemExit(f"make bench: {what} ended {state}, so it gives no figure{': ' + reason if reason else ''}")
+        fail(f"make bench: {what} ended {state}, so it gives no figure{': ' + reason if reason else ''}")
+
+
+def fail(message: str) -> None:
+    """On stdout, where ``make bench`` shows it (its stderr carries the libraries' logs)."""
+    print(message, flush=True)
+    sys.exit(1)
 
 
 def median_time(fn, setup=lambda: None, repeats: int = REPEATS) -> float:
@@ -164,7 +170,7 @@ def bench_large_files() -> None:
             [sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
         path.unlink()
         if accepted + rejected != count:
-            raise SystemExit(f"make bench: the large file's {count:,} rows came out as {accepted + rejected:,.0f}")
+            fail(f"make bench: the large file's {count:,} rows came out as {accepted + rejected:,.0f}")
         print(f"{size / 1e6:,.0f} MB, {count:,} rows: {accepted:,.0f} accepted, {rejected:,.0f} rejected in {seconds:.1f} s; "
               f"peak RSS {peak / 1e6:,.0f} MB (interpreter before the file {before / 1e6:,.0f} MB): "
               f"{(peak - before) / size:.1f}x the file on top")

@@ -24,6 +24,12 @@ SCENARIOS = ("traffic_flow", "air_quality")
 REPRODUCED = 0.005  # the second run's test RMSE within 0.5 % of the first's
 
 
+def fail(message: str) -> None:
+    """On stdout, where ``make evaluate`` shows it (its stderr carries the libraries' logs)."""
+    print(message, flush=True)
+    sys.exit(1)
+
+
 def one_run(name: str, home: Path) -> dict:
     """The whole history through the DAG on the stack under ``home`` (this interpreter's env)."""
     import numpy as np
@@ -74,10 +80,10 @@ def run_in_fresh_stack(name: str) -> dict:
     done = subprocess.run([sys.executable, __file__, "--one", name, str(home)], check=False, env=env, capture_output=True,
                           text=True)
     if done.returncode:
-        raise SystemExit(f"{name}: the evaluation run crashed:\n{done.stderr[-3000:]}")
+        fail(f"{name}: the evaluation run crashed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if result["state"] != "success":
-        raise SystemExit(f"{name}: the run did not succeed ({result['state']}), so it gives no figure:\n{result['reason']}")
+        fail(f"{name}: the run did not succeed ({result['state']}), so it gives no figure:\n{result['reason']}")
     return result
 
 
@@ -102,7 +108,7 @@ def main() -> None:
         print(f"{name} second run: test RMSE {second['model']:.3f} vs {first['model']:.3f} = {drift:.2%} apart "
               f"(target <= {REPRODUCED:.1%}); winner {second['family']}; same examples: {same}")
         if drift > REPRODUCED or not same:
-            raise SystemExit(f"{name}: the second run did not reproduce the first")
+            fail(f"{name}: the second run did not reproduce the first")
 
 
 if __name__ == "__main__":

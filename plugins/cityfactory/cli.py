@@ -120,12 +120,12 @@ def _print_governance(scenario: str, run_id: str) -> None:
     if governed is None or governed["status"] != "success":
         print("  report      none: the governance task did not finish (see its log)")
         return
-    print(f"  report      {governed['details']['report']}")
     try:
         verified = audit.verify(lake, audit_public_key_pem())
-        print(f"  audit       {verified.entries} entries; log, checkpoints and witness verify")
+        trail = f"audit trail: {verified.entries} entries; log, checkpoints and witness verify"
     except (audit.AuditError, FileNotFoundError) as exc:
-        print(f"  audit       DOES NOT VERIFY: {exc}")
+        trail = f"audit trail DOES NOT VERIFY: {exc}"
+    print(f"  report {governed['details']['report']}; {trail}")
 
 
 def _local_fleet(scenario):

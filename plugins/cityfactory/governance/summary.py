@@ -113,9 +113,10 @@ def format_training(entries: list[dict]) -> str:
               + (f"  model search: {details['family']} won, the best of {search['trials']} trials by validation "
                  f"over {search.get('folds', 1)} fold(s) ({search['pruned']} pruned, {search['trial_seconds']:.0f} s "
                  f"of trials); rank correlation validation/test = "
-                 f"{'n/a (under 3 scored trials)' if correlation is None else f'{correlation:.2f}'}\n" if search else "")
-              + (f"  examples: {details['train_rows']:,} seen (sha256 {details['fingerprint']['seen'][:12]}), "
-                 f"test sha256 {details['fingerprint']['test'][:12]}\n" if details.get("fingerprint") else "")
+                 f"{'n/a (under 3 scored trials)' if correlation is None else f'{correlation:.2f}'}"
+                 + (f"; examples {details['train_rows']:,} seen (sha256 {details['fingerprint']['seen'][:12]}), test "
+                    f"sha256 {details['fingerprint']['test'][:12]}" if details.get("fingerprint") else "") + "\n"
+                 if search else "")
               + (f"  left out of training: {len(details['excluded_days'])} faulty day(s) the monitor flagged "
                  f"({details['excluded_days'][0]} .. {details['excluded_days'][-1]})\n" if details.get("excluded_days") else "")
               + f"  registry gate: {details['alias'] or 'rejected'} ({details['reason']})"),

@@ -3,7 +3,7 @@ hourly residuals of the target against the task type's seasonal reference, stand
 residuals of the weeks the champion was trained on (median and MAD: the residuals are heavy-tailed,
 one odd hour can be 80 times its reference; standardized values are clipped at ``CLIP``).
 
-A forecaster that reads the last hour follows a level shift at once, so its live error barely
+A model that reads the last hour follows a level shift at once, so its live error barely
 moves and drift grows slowly; the target against the same hour a week before drops at once. The
 days the shift covers are *faulty*: kept in ``monitoring/<scenario>/faulty_days.json`` and left
 out of every later training.
