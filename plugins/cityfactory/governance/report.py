@@ -123,7 +123,8 @@ def model_of(entries: list[dict]) -> dict | None:
             "metric_columns": d["metric_columns"], "gate_metric": d["gate_metric"],
             "reference_baseline": d["reference_baseline"], "headline_figure": d["headline_figure"],
             "train_rows": d["train_rows"], "fit_seconds": d["fit_seconds"], "family": d.get("family"),
-            "search": _search(entries, d.get("search"))}
+            "search": _search(entries, d.get("search")), "excluded_days": d.get("excluded_days", []),
+            "fingerprint": d.get("fingerprint")}
 
 
 def _search(entries: list[dict], totals: dict | None) -> dict | None:

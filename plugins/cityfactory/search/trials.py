@@ -79,6 +79,7 @@ def run_batch(spec: ModelSpec, gold: pd.DataFrame, batch: Batch, parent_run_id: 
                           best_step=round(statistics.median(f.best_step for f in folds)),
                           test_value=kind.score(spec, examples.y_test, trained.model.predict_array(examples.x_test))[metric])
             mlflow.log_metrics({f"validation_{metric}_fold_{k}": v for k, v in enumerate(values, 1)}
+                               | {f"best_step_fold_{k}": f.best_step for k, f in enumerate(folds, 1)}
                                | {f"test_{metric}_not_for_selection": record["test_value"]})
             finish(record, started)
             return record["value"]
