@@ -67,6 +67,16 @@ class Deployment:
         self.runs.append(entries)
         return entries
 
+    def until_retrained(self, days, **fault) -> dict[str, dict] | None:
+        """Night after night of a faulty sensor (``land``'s options) until one decides to retrain."""
+        for day in days:
+            self.land([day], **fault)
+            night = self.night(day)
+            self.serve(day)
+            if night["decide"]["details"]["retrain"]:
+                return night
+        return None
+
     def serve(self, day):
         from cityfactory.edge.consumers import serve_days
 
@@ -195,14 +205,7 @@ def test_two_nights_on_unchanged_data_register_nothing_and_a_forced_retrain_regi
 def test_a_level_shift_is_caught_within_two_nights_and_its_days_are_not_trained_on(deployment):
     """A sensor reading 35 % low from one night on (a lane closed, a miscalibration): inside every
     gate, the forecaster follows it within the hour; the level-shift test catches it."""
-    caught = None
-    for night_number, day in enumerate(SHIFTED, 1):
-        deployment.land([day], scale=0.65)
-        night = deployment.night(day)
-        deployment.serve(day)
-        if night["decide"]["details"]["retrain"]:
-            caught = night
-            break
+    caught = deployment.until_retrained(SHIFTED, scale=0.65)
     assert caught is not None, "two nights of a 35 % level shift never led to retraining"
     reasons = {r["code"]: r["text"] for r in caught["decide"]["details"]["reasons"]}
     assert "level_shift" in reasons and f"since {SHIFTED[0]}" in reasons["level_shift"], reasons
@@ -216,14 +219,7 @@ def test_a_level_shift_is_caught_within_two_nights_and_its_days_are_not_trained_
 
 def test_a_stuck_counter_is_flagged_and_the_retrained_version_is_judged_on_the_same_rows(deployment):
     before = _versions(deployment.scenario)
-    decided = None
-    for day in FAULT:
-        deployment.land([day], stuck_at=3000)  # stuck from this day on: passes every gate
-        night = deployment.night(day)
-        deployment.serve(day)
-        if night["decide"]["details"]["retrain"]:
-            decided = night
-            break
+    decided = deployment.until_retrained(FAULT, stuck_at=3000)  # stuck from the first day on: passes every gate
     assert decided is not None, "four nights of a stuck counter never led to retraining"
     reasons = {r["code"] for r in decided["decide"]["details"]["reasons"]}
     assert reasons & {"drift", "live_error", "level_shift"}, reasons
