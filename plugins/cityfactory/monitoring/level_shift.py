@@ -89,12 +89,14 @@ def faulty_days(lake: Lake, scenario: str) -> dict[str, dict]:
 
 
 def record(lake: Lake, scenario: str, shift: LevelShift, run_id: str) -> dict[str, dict]:
-    """Adds the shift's days to the scenario's faulty days (kept: a later retraining leaves them out too)."""
+    """Adds the shift's days to the scenario's faulty days (kept: a later retraining leaves them out
+    too); all of them, or nothing when this shift has none (a quiet night reads nothing)."""
+    if not shift.faulty_days:
+        return {}
     known = faulty_days(lake, scenario)
     for day in shift.faulty_days:
         known.setdefault(day, {"detected_on": shift.detected_on, "change": shift.change, "run_id": run_id})
-    if shift.faulty_days:
-        lake.put_bytes(_key(scenario), json.dumps(dict(sorted(known.items()))).encode())
+    lake.put_bytes(_key(scenario), json.dumps(dict(sorted(known.items()))).encode())
     return known
 
 

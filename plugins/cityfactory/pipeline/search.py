@@ -24,7 +24,7 @@ def examples_gold(ctx: RunContext, gold: dict):
             sorted(faulty))
 
 
-def run_facts(ctx: RunContext, gold: dict, batches: list[list[str]]) -> RunFacts:
+def run_facts(ctx: RunContext, gold: dict, batches: list[list[str]], excluded_days: list[str]) -> RunFacts:
     scenario = ctx.scenario
     return RunFacts(
         scenario=scenario.name, dag_id=scenario.dag_id, airflow_run_id=ctx.run_id,
@@ -33,7 +33,7 @@ def run_facts(ctx: RunContext, gold: dict, batches: list[list[str]]) -> RunFacts
         feature_definition=gold["definition_digest"],
         data_source=scenario.source.dataset or scenario.source.package or scenario.source.kind,
         data_licence=scenario.source.licence or "not stated", data_citation=(scenario.source.citation or "").strip(),
-        excluded_days=sorted(level_shift.faulty_days(ctx.lake, scenario.name)),
+        excluded_days=excluded_days,
     )
 
 
@@ -58,7 +58,7 @@ def plan_search(ctx: RunContext, gold: dict, batches: list[list[str]], decision:
                                         f"{inputs['feature_digest'][:12]}, spec {inputs['spec_digest'][:12]}, "
                                         f"code {inputs['code_version']}, {budget} search trials): nothing new to register")
         else:
-            run_id, experiment_id = start_train_run(run_facts(ctx, gold, batches))
+            run_id, experiment_id = start_train_run(run_facts(ctx, gold, batches, excluded))
             planned = [{**b.as_dict(), "run_id": run_id, "experiment_id": experiment_id, "budget": budget}
                        for b in plan_batches(spec, budget)]
             entry.outputs.append(Artifact(f"runs:/{run_id}", "", None, "mlflow_run"))

@@ -20,7 +20,7 @@ def train(ctx: RunContext, gold: dict, batches: list[list[str]], planned: list[d
     with ctx.entry(Kind.MODEL_TRAINED) as entry:
         entry.inputs.append(Artifact(gold["uri"], gold["sha256"], gold["rows"], "gold"))
         frame, excluded = examples_gold(ctx, gold)
-        outcome = train_and_register(spec, frame, run_facts(ctx, gold, batches),
+        outcome = train_and_register(spec, frame, run_facts(ctx, gold, batches, excluded),
                                      scenario.maintenance.drift, found, planned[0]["run_id"], planned[0]["budget"])
         run_uri = f"runs:/{outcome.mlflow_run_id}"
         entry.outputs += [
@@ -38,7 +38,7 @@ def train(ctx: RunContext, gold: dict, batches: list[list[str]], planned: list[d
                              excluded_days=excluded,
                              search={"trials": len(found), "pruned": sum(t["state"] != "complete" for t in found),
                                      "trial_seconds": round(sum(t["seconds"] for t in found), 1),
-                                     "folds": len(found[0].get("folds", [None])) if found else 1,
+                                     "folds": max((len(t.get("folds", ())) for t in found), default=0) or 1,
                                      "rank_correlation": outcome.rank_correlation})
     return {"version": outcome.version, "alias": outcome.alias, "reason": outcome.reason,
             "mlflow_run_id": outcome.mlflow_run_id,

@@ -149,7 +149,6 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
             "validation_rows": len(examples.validation), "refit_rows": len(x_seen), "test_rows": len(x_test),
             "test_start": str(examples.test_start.date()), **examples.split,
             "seen_sha256": fingerprint["seen"], "test_sha256": fingerprint["test"],
-        "excluded_days": excluded_digest(facts.excluded_days),
         })
         if correlation is not None:
             mlflow.log_metric("search_rank_correlation_validation_test", correlation)
@@ -210,6 +209,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
         "spec_digest": spec_digest(spec), "search_budget": str(budget), "feature_definition": facts.feature_definition,
         "features_to": str(gold[time_column].max().date()), "task_type": spec.task_type,
         "seen_sha256": fingerprint["seen"], "test_sha256": fingerprint["test"],
+        "excluded_days": excluded_digest(facts.excluded_days),  # one of the inputs a same-inputs check compares
         **({"data_licence": facts.data_licence} if facts.data_licence else {}),
         **{f"test_{k}": f"{v:.3f}" for k, v in metrics["model"].items()},
     }
