@@ -2,7 +2,7 @@
 
 The run's days come from the trigger form (``data_interval_start``/``data_interval_end``, both
 inclusive, for a bulk run of history) or, by default, from the run's data interval (the nightly run
-ingests the previous day).
+ingests the previous day, and the days missed since the last one ingested: see ``with_missed_days``).
 """
 
 from __future__ import annotations
@@ -57,6 +57,16 @@ def resolve_days(params: dict, interval_start: dt.datetime | None, interval_end:
         first = interval_start.astimezone(ZoneInfo(zone)).date()
         last = max(interval_end.astimezone(ZoneInfo(zone)).date() - dt.timedelta(days=1), first)
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def with_missed_days(days: list[dt.date], last_ingested: dt.date | None, limit: int) -> list[dt.date]:
+    """A nightly run's days, from the day after the last one ingested before them (a night that did
+    not run, a history ending days before yesterday): a hole in the lake would fail the features
+    gate of every later night. At most ``limit`` days back; nothing ingested yet, nothing added."""
+    if last_ingested is None or last_ingested >= days[0] - dt.timedelta(days=1):
+        return days
+    first = max(last_ingested + dt.timedelta(days=1), days[0] - dt.timedelta(days=limit))
+    return [first + dt.timedelta(days=i) for i in range((days[0] - first).days)] + days
 
 
 def batches(days: list[dt.date], size: int) -> list[list[str]]:

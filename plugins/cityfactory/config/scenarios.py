@@ -261,6 +261,9 @@ class Ingestion(_Strict):
     # waits in landing for the next run (a gateway that writes under a .tmp- name and renames the
     # finished file is never caught mid-write).
     settle_seconds: float = Field(1, ge=0, le=600)
+    # A nightly run also lands the days missed since the last ingested one (nights that did not run,
+    # a history that ends before yesterday), at most this many: a longer hole is a bulk run's job.
+    catch_up_days: int = Field(14, ge=0, le=366)
 
 
 class Transform(_Strict):

@@ -8,8 +8,15 @@ from dataclasses import dataclass
 
 from cityfactory.config.scenarios import Scenario
 from cityfactory.governance.ledger import Kind, RunLedger, timed_entry
-from cityfactory.run_calendar import ParamsError, batches, resolve_days
+from cityfactory.run_calendar import (
+    ParamsError,
+    batches,
+    form_days,
+    resolve_days,
+    with_missed_days,
+)
 from cityfactory.storage.lake import Lake, open_lake
+from cityfactory.storage.parquet import partition_days
 
 
 @dataclass
@@ -92,7 +99,8 @@ def failed_tasks() -> list[str]:
 
 
 def plan_run(ctx: RunContext, params: dict, interval_start, interval_end) -> list[list[str]]:
-    """Record the run's days and stages in the ledger; bad form values fail without retries."""
+    """Record the run's days and stages in the ledger; bad form values fail without retries. A
+    nightly run (no days on the form) also takes the days missed since the last one ingested."""
     from airflow.sdk.exceptions import AirflowFailException
 
     with ctx.entry(Kind.RUN_PLANNED) as entry:
@@ -101,6 +109,9 @@ def plan_run(ctx: RunContext, params: dict, interval_start, interval_end) -> lis
             days = resolve_days(params, interval_start, interval_end, ctx.scenario.timezone)
         except ParamsError as exc:
             raise AirflowFailException(str(exc)) from exc
+        if form_days(params) is None:
+            before = [d for d in partition_days(ctx.lake, "bronze", ctx.scenario.name) if d < days[0]]
+            days = with_missed_days(days, before[-1] if before else None, ctx.scenario.ingestion.catch_up_days)
         entry.counts["days"] = len(days)
         entry.details.update(first_day=days[0].isoformat(), last_day=days[-1].isoformat())
     return batches(days, ctx.scenario.ingestion.days_per_batch)

@@ -33,7 +33,7 @@ def run_facts(ctx: RunContext, gold: dict, batches: list[list[str]], excluded_da
         feature_definition=gold["definition_digest"],
         data_source=scenario.source.dataset or scenario.source.package or scenario.source.kind,
         data_licence=scenario.source.licence or "not stated", data_citation=(scenario.source.citation or "").strip(),
-        excluded_days=excluded_days,
+        excluded_days=excluded_days, zone=scenario.timezone,
     )
 
 

@@ -42,6 +42,7 @@ class RunFacts:
     data_licence: str = ""
     data_citation: str = ""
     excluded_days: list[str] = field(default_factory=list)  # faulty days left out (monitoring.level_shift)
+    zone: str = "UTC"  # the scenario's clock: the days the monitor and the ledger speak of
 
 
 @dataclass
@@ -207,7 +208,8 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
         "data_interval": facts.data_interval, "feature_digest": facts.features_sha256, "code_version": registry.code_version(),
         "airflow_run_id": facts.airflow_run_id, "gate_decision": decision.alias or "rejected", "gate_reason": decision.reason,
         "spec_digest": spec_digest(spec), "search_budget": str(budget), "feature_definition": facts.feature_definition,
-        "features_to": str(gold[time_column].max().date()), "task_type": spec.task_type,
+        "features_to": str(pd.to_datetime(gold[time_column].max(), utc=True).tz_convert(facts.zone).date()),  # a local day
+        "task_type": spec.task_type,
         "seen_sha256": fingerprint["seen"], "test_sha256": fingerprint["test"],
         "excluded_days": excluded_digest(facts.excluded_days),  # one of the inputs a same-inputs check compares
         **({"data_licence": facts.data_licence} if facts.data_licence else {}),

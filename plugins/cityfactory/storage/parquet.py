@@ -17,6 +17,17 @@ def read_table(lake: Lake, key: str) -> pa.Table:
     return pq.read_table(io.BytesIO(lake.get_bytes(key)), decryption_properties=parquet_decryption())
 
 
+def partition_days(lake: Lake, layer: str, scenario: str) -> list[dt.date]:
+    """The days ``<layer>/<scenario>/`` holds a ``dt=`` partition for, in order."""
+    days = []
+    for folder in lake.list_dirs(join_key(layer, scenario)):
+        try:
+            days.append(dt.date.fromisoformat(folder.removeprefix("dt=")))
+        except ValueError:
+            continue  # not a day partition
+    return sorted(days)
+
+
 def read_partitions(lake: Lake, layer: str, scenario: str, days: list[dt.date], prefix: str = "") -> pa.Table | None:
     """The Parquet files of ``<layer>/<scenario>/dt=<day>/`` for ``days`` whose names start with
     ``prefix`` (bronze's rows are ``part-*``; an image day has ``labels-*`` beside), with a ``dt`` column."""

@@ -55,6 +55,16 @@ def test_nightly_days_are_the_scenarios_own_yesterday():
     assert resolve_days({}, start, end, "UTC") == [dt.date(2026, 3, 8)]
 
 
+def test_a_nightly_run_takes_the_days_missed_since_the_last_ingested_one():
+    from cityfactory.run_calendar import with_missed_days
+
+    night = [dt.date(2026, 3, 9)]
+    assert with_missed_days(night, dt.date(2026, 3, 8), 14) == night
+    assert with_missed_days(night, None, 14) == night, "a new scenario does not backfill"
+    assert with_missed_days(night, dt.date(2026, 3, 5), 14) == [dt.date(2026, 3, d) for d in (6, 7, 8, 9)]
+    assert with_missed_days(night, dt.date(2025, 1, 1), 2) == [dt.date(2026, 3, d) for d in (7, 8, 9)], "at most the limit"
+
+
 def test_the_gate_refuses_a_model_worse_than_persistence_on_too_many_series():
     good = decide("rmse", 9.0, 10.0, None, 0.05, 0.02, worse_series=["b"], series_count=4, max_worse_share=0.25)
     assert good.alias == "challenger"
