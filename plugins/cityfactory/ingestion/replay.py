@@ -6,8 +6,8 @@ shifted by whole weeks (see ``Source.time_shift``) so that a deployment looks li
 the whole dataset lands by yesterday (its last day within the week just past), and each night after
 its end replays the dataset's last week again, weekday for weekday, so the nightly run always
 finds yesterday's drop (and the first night lands the days between the history's end and yesterday,
-as every night catches up the days it missed). Whatever today is, the history holds the same readings: a model trained
-on it sees the same rows in the dataset's own time.
+as every night catches up the days it missed). Whatever today is, the history holds the same
+readings: a model trained on it sees the same rows in the dataset's own time.
 
 The shift moves wall-clock text, so every reading keeps its hour of the day and its weekday: the
 calendar a model reads is the dataset's. Where the two years' clock changes differ, the few readings
