@@ -73,7 +73,7 @@ screenshots: init  ## the README's screenshots, from the latest `make run` (Airf
 bench: init  ## figures and ratios, printed; a run that fails ends it with its reason
 	$(BIN)/python tests/bench.py 2>/dev/null
 
-evaluate: init  ## model quality with the production search budget, each forecaster run twice (about an hour)
+evaluate: init  ## model quality with the production search budget, each forecaster run twice (about 25 minutes)
 	$(BIN)/python tests/evaluate.py 2>/dev/null
 
 lint:
