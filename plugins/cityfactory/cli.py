@@ -278,11 +278,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     directory = get_settings().scenarios_dir
     paths = [directory / f"{name}.yaml" for name in args.scenarios] or sorted(directory.glob("*.yaml"))
-    failed = 0
+    passed, failed = [], 0
     for path in paths:
         problems = validate_scenario(path, check_dbt=not args.no_dbt) if path.exists() else [f"{path}: no such scenario file"]
-        failed += bool(problems)
-        print(f"{'OK  ' if not problems else 'FAIL'} {path.stem}" + "".join(f"\n     - {p}" for p in problems))
+        if problems:
+            failed += 1
+            print(f"FAIL {path.stem}" + "".join(f"\n     - {p}" for p in problems))
+        else:
+            passed.append(path.stem)
+    if passed:
+        print(f"OK   {', '.join(passed)}")
     return 1 if failed else 0
 
 
