@@ -91,6 +91,14 @@ def format_monitoring(entries: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _search_outcome(family: str, search: dict) -> str:
+    scored = (f"by validation over {search.get('folds', 1)} fold(s) ({search['pruned']} pruned, "
+              f"{search['trial_seconds']:.0f} s of trials)")
+    if search["trials"] == 1:
+        return f"{family}, a budget of one trial, scored {scored}"
+    return f"{family} won, the best of {search['trials']} trials {scored}"
+
+
 def format_training(entries: list[dict]) -> str:
     """The train task's metrics beside the baselines, and its alias decision."""
     current = latest_tries(entries)
@@ -110,10 +118,8 @@ def format_training(entries: list[dict]) -> str:
     columns = [c for c in details["metric_columns"] if c["in_summary"]]  # the task type's metrics, as it labels them
     correlation = search.get("rank_correlation")
     lines = [(f"Model {details['registered_model']} version {train['counts']['version']}: {standing}\n"
-              + (f"  model search: {details['family']} won, the best of {search['trials']} trials by validation "
-                 f"over {search.get('folds', 1)} fold(s) ({search['pruned']} pruned, {search['trial_seconds']:.0f} s "
-                 f"of trials); rank correlation validation/test = "
-                 f"{'n/a (under 3 scored trials)' if correlation is None else f'{correlation:.2f}'}"
+              + (f"  model search: {_search_outcome(details['family'], search)}"
+                 + ("" if correlation is None else f"; rank correlation validation/test = {correlation:.2f}")
                  + (f"; examples {details['train_rows']:,} seen (sha256 {details['fingerprint']['seen'][:12]}), test "
                     f"sha256 {details['fingerprint']['test'][:12]}" if details.get("fingerprint") else "") + "\n"
                  if search else "")
