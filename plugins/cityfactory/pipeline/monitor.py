@@ -19,7 +19,7 @@ from cityfactory.monitoring.drift import drift_table
 from cityfactory.monitoring.figures import monitoring_figure
 from cityfactory.pipeline.context import RunContext
 from cityfactory.storage.lake import join_key
-from cityfactory.storage.parquet import read_partitions
+from cityfactory.storage.parquet import partition_days, read_partitions
 from cityfactory.tasktypes import load_model_spec, spec_digest, task_type_of
 from cityfactory.training import registry
 from cityfactory.transform.dbt import duckdb_path, model_uri, read_days
@@ -33,9 +33,8 @@ def _evaluation_key(scenario: str, day: str) -> str:
 
 
 def _recent_evaluations(ctx: RunContext, days: int) -> list[dict]:
-    prefix = join_key("monitoring", ctx.scenario.name)
-    names = [n.removeprefix("dt=") for n in ctx.lake.list_dirs(prefix) if n.startswith("dt=")][-days:]
-    return [json.loads(ctx.lake.get_bytes(_evaluation_key(ctx.scenario.name, day))) for day in names]
+    recent = partition_days(ctx.lake, "monitoring", ctx.scenario.name)[-days:]
+    return [json.loads(ctx.lake.get_bytes(_evaluation_key(ctx.scenario.name, day.isoformat()))) for day in recent]
 
 
 def _served_for(ctx: RunContext, days: list[dt.date], window: KeyWindow) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 
@@ -21,10 +22,9 @@ def partition_days(lake: Lake, layer: str, scenario: str) -> list[dt.date]:
     """The days ``<layer>/<scenario>/`` holds a ``dt=`` partition for, in order."""
     days = []
     for folder in lake.list_dirs(join_key(layer, scenario)):
-        try:
-            days.append(dt.date.fromisoformat(folder.removeprefix("dt=")))
-        except ValueError:
-            continue  # not a day partition
+        if folder.startswith("dt="):
+            with contextlib.suppress(ValueError):  # a name that is not a day is not a day partition
+                days.append(dt.date.fromisoformat(folder.removeprefix("dt=")))
     return sorted(days)
 
 
