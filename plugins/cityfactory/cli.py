@@ -24,7 +24,7 @@ import datetime as dt
 import sys
 from zoneinfo import ZoneInfo
 
-from cityfactory.config.scenarios import get_scenario
+from cityfactory.config.scenarios import ScenarioError, get_scenario
 from cityfactory.pipeline.stages import RETRAIN_CHOICES
 from cityfactory.settings import REPO_ROOT, get_settings
 
@@ -274,21 +274,17 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from cityfactory.pipeline.preflight import validate_scenario
+    from cityfactory.pipeline.preflight import validate_scenarios
 
     directory = get_settings().scenarios_dir
     paths = [directory / f"{name}.yaml" for name in args.scenarios] or sorted(directory.glob("*.yaml"))
-    passed, failed = [], 0
-    for path in paths:
-        problems = validate_scenario(path, check_dbt=not args.no_dbt) if path.exists() else [f"{path}: no such scenario file"]
+    found = validate_scenarios(paths, check_dbt=not args.no_dbt)
+    for name, problems in found.items():
         if problems:
-            failed += 1
-            print(f"FAIL {path.stem}" + "".join(f"\n     - {p}" for p in problems))
-        else:
-            passed.append(path.stem)
-    if passed:
+            print(f"FAIL {name}" + "".join(f"\n     - {p}" for p in problems))
+    if passed := [name for name, problems in found.items() if not problems]:
         print(f"OK   {', '.join(passed)}")
-    return 1 if failed else 0
+    return 1 if any(found.values()) else 0
 
 
 def cmd_edge_token(args: argparse.Namespace) -> int:
@@ -352,7 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     token = sub.add_parser("edge-token", help="print the edge nodes' admin token (Authorization: Bearer ...)")
     token.set_defaults(func=cmd_edge_token)
     args = parser.parse_args(argv)
-    return args.func(args)
+    from cityfactory.ingestion.datasets import DatasetError
+
+    try:
+        return args.func(args)
+    except (ScenarioError, DatasetError) as exc:  # a file to fix, named in the message: no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,19 +11,17 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
+from cityfactory.config.yaml_files import ScenarioError, load_validated
 
-class ScenarioError(ValueError):
-    """A scenario file that cannot be used; the message names the file and the key."""
+__all__ = ["Scenario", "ScenarioError", "get_scenario", "load_scenario", "load_scenarios", "scan_scenarios"]
 
 
 class _Strict(BaseModel):
@@ -439,23 +437,9 @@ class Scenario(_Strict):
         return self.schema_.timezone
 
 
-def _location(loc: tuple) -> str:
-    return ".".join("schema" if p == "schema_" else str(p) for p in loc)
-
-
 def load_scenario(path: Path) -> Scenario:
     """Read and validate one scenario file; the file's stem must equal its ``name``."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ScenarioError(f"{path}: cannot read YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ScenarioError(f"{path}: expected a mapping at the top level")
-    try:
-        scenario = Scenario.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"key '{_location(e['loc'])}': {e['msg']}" for e in exc.errors())
-        raise ScenarioError(f"{path}: {problems}") from None
+    scenario = load_validated(path, Scenario.model_validate)
     if scenario.name != path.stem:
         raise ScenarioError(f"{path}: key 'name' is {scenario.name!r} but the file is {path.name}")
     return scenario

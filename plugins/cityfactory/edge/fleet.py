@@ -13,7 +13,6 @@ import sys
 from typing import Literal, Self
 from urllib.parse import urlparse
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from cityfactory.edge.prediction_log import KeyWindow
@@ -66,17 +65,10 @@ class Fleet(BaseModel):
 
 def load_fleet(name: str) -> Fleet:
     """``dags/fleets/<name>.yaml`` (or ``$CITYFACTORY_FLEETS_DIR``); errors name the file and key."""
-    from pydantic import ValidationError
-
-    from cityfactory.config.scenarios import ScenarioError, _location
+    from cityfactory.config.yaml_files import ScenarioError, load_validated
 
     path = get_settings().fleets_dir / f"{name}.yaml"
-    try:
-        fleet = Fleet.model_validate(yaml.safe_load(path.read_text()))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc}") from None
-    except ValidationError as exc:
-        raise ScenarioError(f"{path}: " + "; ".join(f"key '{_location(e['loc'])}': {e['msg']}" for e in exc.errors())) from None
+    fleet = load_validated(path, Fleet.model_validate)
     ids = [n.id for n in fleet.nodes]
     if len(set(ids)) != len(ids):
         raise ScenarioError(f"{path}: key 'nodes': node ids repeat")

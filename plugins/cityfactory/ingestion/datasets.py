@@ -25,6 +25,17 @@ def _verify(path: Path, spec: DatasetFile) -> Path:
     return path
 
 
+def file_stamp(dataset: str, spec: DatasetFile) -> tuple | None:
+    """Where the file lies now, its size and modification time: a cache of its content keyed by
+    this notices a file changed under a running process (and verifies it again)."""
+    settings = get_settings()
+    for path in (settings.data_dir / dataset / spec.name, settings.cache_dir / "datasets" / dataset / spec.name):
+        if path.exists():
+            stat = path.stat()
+            return str(path), stat.st_size, stat.st_mtime_ns
+    return None
+
+
 def dataset_file(dataset: str, spec: DatasetFile) -> Path:
     """Local path of a verified dataset file: ``$CITYFACTORY_DATA_DIR/<dataset>/<name>`` when
     present, else a download from ``spec.url`` into the cache, verified before use."""

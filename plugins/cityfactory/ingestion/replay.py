@@ -24,6 +24,7 @@ import io
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +33,7 @@ import pyarrow.csv as pv
 
 from cityfactory.config.scenarios import ComposedTime, DatasetFile, Scenario
 from cityfactory.ingestion import image_replay
-from cityfactory.ingestion.datasets import dataset_file
+from cityfactory.ingestion.datasets import dataset_file, file_stamp
 from cityfactory.ingestion.landing import EPOCH, landing_prefix
 from cityfactory.storage.lake import Lake, StoredObject, join_key
 
@@ -63,12 +64,18 @@ def _time_parts(scenario: Scenario) -> tuple[list[str], str]:
     return [event], scenario.schema_.columns[event].format
 
 
-@lru_cache(maxsize=32)
-def _load(dataset: str, spec: DatasetFile, delimiter: str, quote_char: str, parts: tuple[str, ...], fmt: str) -> Replayable:
-    path = dataset_file(dataset, spec)
+def read_header(path: Path, delimiter: str, quote_char: str) -> list[str]:
+    """A CSV file's column names as written (a UTF-8 byte-order mark is not part of the first)."""
     with open(path, "rb") as handle:
-        first = handle.readline().decode("utf-8-sig").rstrip("\r\n")
-    header = next(csv.reader([first], delimiter=delimiter, quotechar=quote_char))
+        first = handle.readline().decode("utf-8-sig", "replace").rstrip("\r\n")
+    return next(csv.reader([first], delimiter=delimiter, quotechar=quote_char), [])
+
+
+@lru_cache(maxsize=32)
+def _load(dataset: str, spec: DatasetFile, stamp: tuple | None, delimiter: str, quote_char: str, parts: tuple[str, ...],
+          fmt: str) -> Replayable:
+    path = dataset_file(dataset, spec)
+    header = read_header(path, delimiter, quote_char)
     names = [h if h.strip() else f"_blank_{i}" for i, h in enumerate(header)]
     table = pv.read_csv(
         path,
@@ -90,7 +97,8 @@ def load_dataset(scenario: Scenario) -> list[Replayable]:
     parts, fmt = _time_parts(scenario)
     source = scenario.source
     dialect = source.csv
-    return [_load(source.dataset, f, dialect.delimiter, dialect.quote_char, tuple(parts), fmt) for f in source.files]
+    return [_load(source.dataset, f, file_stamp(source.dataset, f), dialect.delimiter, dialect.quote_char, tuple(parts), fmt)
+            for f in source.files]
 
 
 def _span(scenario: Scenario) -> tuple[dt.date, dt.date]:

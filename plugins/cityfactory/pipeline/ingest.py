@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from cityfactory.governance.ledger import Artifact, Kind
 from cityfactory.ingestion import image_drops, pipeline, replay
-from cityfactory.ingestion.datasets import source_file
+from cityfactory.ingestion.datasets import DatasetError, source_file
 from cityfactory.pipeline.context import RunContext
 
 # How a source's files become bronze, by its format (rows of CSV or JSON lines by default).
@@ -27,9 +27,12 @@ def _dates(days: list[str]) -> list[dt.date]:
 def land_batch(ctx: RunContext, days: list[str]) -> dict:
     """Replay the scenario's dataset into landing/ for these days (the gateway's job)."""
     with ctx.entry(Kind.LANDED) as entry:
-        landed = replay.replay(ctx.scenario, ctx.lake, _dates(days))
         source = ctx.scenario.source
-        entry.inputs = [Artifact(source_file(source, f).as_uri(), f.sha256, kind="source") for f in source.files]
+        try:
+            entry.inputs = [Artifact(source_file(source, f).as_uri(), f.sha256, kind="source") for f in source.files]
+            landed = replay.replay(ctx.scenario, ctx.lake, _dates(days))
+        except DatasetError as exc:
+            raise AirflowFailException(str(exc)) from exc  # a file that does not match its pin: a retry will not help
         entry.outputs = [Artifact.of(obj, rows, "landing") for obj, rows in landed]
         entry.counts = {"files": len(landed), "rows": sum(rows for _, rows in landed)}
         entry.details["time_shift_days"] = replay.time_shift(ctx.scenario).days

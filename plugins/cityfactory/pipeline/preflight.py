@@ -5,10 +5,13 @@ so a typo is found in seconds rather than hours into a run (``python -m cityfact
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import json
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cityfactory.config.scenarios import (
     Scenario,
@@ -27,11 +30,60 @@ def validate_scenario(path: Path, check_dbt: bool = True) -> list[str]:
         scenario = load_scenario(path)
     except ScenarioError as exc:
         return [str(exc)]
-    problems = _spec_problems(scenario) + _fleet_problems(scenario) + _suite_problems(scenario)
-    problems += _dataset_problems(scenario, path)
+    pins = _dataset_problems(scenario, path)
+    problems = _spec_problems(scenario) + _fleet_problems(scenario) + _suite_problems(scenario) + pins
+    if not pins:
+        problems += _source_problems(scenario, path)
     if check_dbt:
         problems += _dbt_problems(scenario, path)
     return problems
+
+
+def validate_scenarios(paths: list[Path], check_dbt: bool = True) -> dict[str, list[str]]:
+    """Each named scenario whole, and what no scenario can see alone: a registered-model name or an
+    edge node's address that it shares with another scenario (of any file in the folder)."""
+    problems = {path.stem: validate_scenario(path, check_dbt) if path.exists() else [f"{path}: no such scenario file"]
+                for path in paths}
+    everyone = {s.name: s for s in scan_scenarios(get_settings().scenarios_dir)[0]}
+    for path in paths:
+        with contextlib.suppress(ScenarioError):
+            everyone[path.stem] = load_scenario(path)
+    for name, clashes in _shared_problems(everyone).items():
+        if name in problems:
+            problems[name] += clashes
+    return problems
+
+
+def _shared_problems(scenarios: dict[str, Scenario]) -> dict[str, list[str]]:
+    """Scenario name -> its clashes with others: one registered model (versions and the champion
+    would mix) or one edge node address (the second fleet could not start)."""
+    from cityfactory.edge.fleet import load_fleet
+    from cityfactory.tasktypes import load_model_spec
+
+    settings = get_settings()
+    models: dict[str, list[str]] = {}
+    addresses: dict[tuple, list[tuple[str, str]]] = {}
+    for name, scenario in scenarios.items():
+        with contextlib.suppress(ScenarioError):
+            models.setdefault(load_model_spec(scenario.model_spec).registered_model, []).append(name)
+        with contextlib.suppress(ScenarioError):
+            for node in load_fleet(scenario.rollout.fleet).nodes:
+                url = urlsplit(node.url)
+                addresses.setdefault((url.hostname, url.port), []).append((name, node.id))
+    clashes: dict[str, list[str]] = {}
+    for model, users in models.items():
+        for name in users if len(users) > 1 else []:
+            others = ", ".join(u for u in users if u != name)
+            clashes.setdefault(name, []).append(
+                f"{settings.models_dir / scenarios[name].model_spec}.yaml: key 'registered_model': {model!r} is also "
+                f"the registered model of {others} (give each scenario its own name)")
+    for (host, port), nodes in addresses.items():
+        for name, node in nodes if len(nodes) > 1 else []:
+            others = ", ".join(f"node {n} of {s}" for s, n in nodes if (s, n) != (name, node))
+            clashes.setdefault(name, []).append(
+                f"{settings.fleets_dir / scenarios[name].rollout.fleet}.yaml: key 'nodes' (node {node}): {host}:{port} "
+                f"is also the address of {others} (give it a free port)")
+    return clashes
 
 
 def usable_scenarios(directory: Path) -> tuple[list[Scenario], dict[str, str]]:
@@ -134,10 +186,63 @@ def _dataset_problems(scenario: Scenario, path: Path) -> list[str]:
             continue
         local = get_settings().data_dir / (source.dataset or "") / spec.name
         if local.exists():
-            if sha256_file(local) != spec.sha256:
-                problems.append(f"{path}: key 'source.files.{index}.sha256': {local} does not match its pin")
+            if (actual := sha256_file(local)) != spec.sha256:
+                problems.append(f"{path}: key 'source.files.{index}.sha256': {local} has sha256 {actual}, the pin says "
+                                f"{spec.sha256} (pin the file you mean to use, or restore that file)")
         elif not spec.url:
             problems.append(f"{path}: key 'source.files.{index}': {local} not found and no 'url' to download it from")
+    return problems
+
+
+def _source_problems(scenario: Scenario, path: Path) -> list[str]:
+    """A replayed CSV dataset against the files that read it: every declared column in each file's
+    header, spelled the same (case and all); every series in the data known to the model spec (if
+    it names them) and served by a node of the fleet (or by one that serves all)."""
+    from cityfactory.ingestion import replay
+
+    source = scenario.source
+    if source.kind != "csv_replay":
+        return []
+    problems = []
+    declared = list(scenario.schema_.columns)
+    for index, spec in enumerate(source.files):
+        local = get_settings().data_dir / source.dataset / spec.name
+        if not local.exists():
+            continue  # downloaded on first use, checked by the run's first task
+        header = replay.read_header(local, source.csv.delimiter, source.csv.quote_char)
+        for column in (c for c in declared if c not in header):
+            spelled = [h for h in header if h.casefold() == column.casefold()]
+            fix = (f"the file spells it {spelled[0]!r} (names are case-sensitive)" if spelled else
+                   f"the header has {', '.join(header[:30])}" + (f"; did you mean {close[0]!r}?"
+                                                                 if (close := difflib.get_close_matches(column, header, 1)) else ""))
+            problems.append(f"{path}: key 'schema.columns.{column}': {spec.name} (source.files.{index}) has no column "
+                            f"{column!r}; {fix}")
+    series = scenario.schema_.series
+    if problems or not series:
+        return problems
+    seen = sorted({value for f in replay.load_dataset(scenario) for value in f.table[series].unique().to_pylist() if value})
+    return _series_problems(scenario, seen)
+
+
+def _series_problems(scenario: Scenario, seen: list[str]) -> list[str]:
+    from cityfactory.edge.fleet import load_fleet
+    from cityfactory.tasktypes import load_model_spec, task_type_of
+
+    settings = get_settings()
+    problems = []
+    with contextlib.suppress(ScenarioError):  # a spec or fleet that does not load is reported already
+        spec = load_model_spec(scenario.model_spec)
+        known = task_type_of(spec).series_categories(spec)
+        if known is not None and (unknown := [s for s in seen if s not in {str(k) for k in known}]):
+            problems.append(f"{settings.models_dir / scenario.model_spec}.yaml: the series {', '.join(unknown)} are in "
+                            f"the data's {scenario.schema_.series!r} column but not among the spec's categories for it "
+                            "(the model would see them as unknown, all zeros): add them to its one-hot values")
+    served: set[str | None] = {None}  # a fleet that does not load is reported already
+    with contextlib.suppress(ScenarioError):
+        served = {n.series for n in load_fleet(scenario.rollout.fleet).nodes}
+    if None not in served and (unserved := [s for s in seen if s not in served]):
+        problems.append(f"{settings.fleets_dir / scenario.rollout.fleet}.yaml: key 'nodes': no node serves the series "
+                        f"{', '.join(unserved)} (add a node with 'series:' each, or one without 'series' to serve all)")
     return problems
 
 
@@ -161,4 +266,29 @@ def _dbt_problems(scenario: Scenario, path: Path) -> list[str]:
     if scenario.transform.features_model not in models:
         return [(f"{path}: key 'transform.features_model': {scenario.transform.features_model!r} is not among the "
                  f"selected models ({', '.join(models)})")]
-    return []
+    return _feature_problems(scenario, _documented_columns(target / "manifest.json", scenario.transform.features_model))
+
+
+def _documented_columns(manifest: Path, model: str) -> tuple[Path, list[str]]:
+    """The feature mart's yml file and the columns it documents, from the manifest dbt just wrote."""
+    nodes = json.loads(manifest.read_text())["nodes"].values()
+    node = next(n for n in nodes if n["resource_type"] == "model" and n["name"] == model)
+    yml = REPO_ROOT / "dbt" / (node.get("patch_path") or f"x://{node['original_file_path']}").split("://", 1)[1]
+    return yml, list(node["columns"])
+
+
+def _feature_problems(scenario: Scenario, mart: tuple[Path, list[str]]) -> list[str]:
+    """Every column the model spec reads is one the feature mart documents (dbt's manifest)."""
+    from cityfactory.tasktypes import load_model_spec, task_type_of
+
+    yml, documented = mart
+    spec = load_model_spec(scenario.model_spec)
+    path = get_settings().models_dir / f"{scenario.model_spec}.yaml"
+    problems = []
+    for key, column in task_type_of(spec).mart_columns(spec).items():
+        if column not in documented:
+            close = difflib.get_close_matches(column, documented, 1)
+            fix = f"did you mean {close[0]!r}?" if close else f"add it to the mart's SQL and document it in {yml}"
+            problems.append(f"{path}: key '{key}': {column!r} is not a column of the feature mart "
+                            f"{scenario.transform.features_model} (as documented in {yml}); {fix}")
+    return problems

@@ -13,10 +13,7 @@ import json
 import pkgutil
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
-from cityfactory.config.scenarios import ScenarioError, _location
+from cityfactory.config.yaml_files import load_validated
 from cityfactory.settings import get_settings
 from cityfactory.tasktypes.base import TaskType
 from cityfactory.tasktypes.spec import ModelSpec
@@ -54,16 +51,7 @@ def parse_model_spec(raw: object) -> ModelSpec:
 
 def load_model_spec(name: str, directory: Path | None = None) -> ModelSpec:
     """``models/<name>.yaml`` (or ``$CITYFACTORY_MODELS_DIR``), validated; errors name file and key."""
-    path = (directory or get_settings().models_dir) / f"{name}.yaml"
-    try:
-        return parse_model_spec(yaml.safe_load(path.read_text()))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc}") from exc
-    except ValidationError as exc:
-        problems = "; ".join(f"key '{_location(e['loc'])}': {e['msg']}" for e in exc.errors())
-        raise ScenarioError(f"{path}: {problems}") from None
-    except ValueError as exc:
-        raise ScenarioError(f"{path}: {exc}") from None
+    return load_validated((directory or get_settings().models_dir) / f"{name}.yaml", parse_model_spec)
 
 
 def spec_digest(spec: ModelSpec) -> str:

@@ -164,6 +164,16 @@ class TaskType(ABC):
         """Cross-file problems a spec's own validation cannot see (naming ``path`` and the key)."""
 
     @abstractmethod
+    def mart_columns(self, spec: ModelSpec) -> dict[str, str]:
+        """Every feature-mart column the spec names, by its key in the spec (``data.numeric.3``):
+        ``validate`` checks each against the mart's documented columns before any run."""
+
+    def series_categories(self, spec: ModelSpec) -> list | None:
+        """The series the model knows by name (a one-hot list, say), or None if it takes any: a
+        series in the data but not here would reach the model as unknown."""
+        return None
+
+    @abstractmethod
     def gate_metric(self, spec: ModelSpec) -> str: ...
 
     def search_metric(self, spec: ModelSpec) -> str:

@@ -33,7 +33,7 @@ def _write_variant(tmp_path: Path, edit) -> Path:
     [
         (lambda d: d.pop("governance"), "governance", "Field required"),
         (lambda d: d["schema"]["columns"]["temp"].update(type="decimal"), "schema.columns.temp.type", "Input should be"),
-        (lambda d: d["source"].update(colour="blue"), "source.colour", "Extra inputs are not permitted"),
+        (lambda d: d["source"].update(colour="blue"), "source.colour", "'colour' is not a key here"),
         (lambda d: d.update(schedule="nightly"), "schedule", "5-field cron"),
         (lambda d: d["schema"].update(key=["date_time", "plate"]), "schema", "'plate' is not a declared column"),
         (lambda d: d["source"]["files"][0].update(sha256="abc"), "source.files.0.sha256", "pattern"),
@@ -59,3 +59,25 @@ def test_unreadable_yaml_names_file(tmp_path):
     path.write_text("name: [unclosed\n")
     with pytest.raises(ScenarioError, match=str(path)):
         load_scenario(path)
+
+
+def test_unreadable_yaml_names_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: broken\nsource:\n  kind: csv_replay\n   dataset: x\n")
+    with pytest.raises(ScenarioError, match=rf"^{path}:4: not valid YAML: "):
+        load_scenario(path)
+
+
+def test_a_comma_in_unquoted_text_gets_a_hint_and_the_line(tmp_path):
+    text = (REPO / "dags" / "scenarios" / "air_quality.yaml").read_text()
+    broken = text.replace("{type: float, unit: ug/m3, min: 0, max: 2000, nullable: true, description: Fine particulate matter}",
+                          "{type: float, unit: ug/m3, min: 0, max: 2000, nullable: true, description: Fine, particulate}")
+    assert broken != text
+    path = tmp_path / "air_quality.yaml"
+    path.write_text(broken)
+    line = next(n for n, row in enumerate(broken.splitlines(), 1) if "Fine, particulate" in row)
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert str(caught.value) == (f"{path}:{line}: key 'schema.columns.PM2.5.particulate': 'particulate' is not a key here; "
+                                 "if it is part of a text value, put that value in quotes (in {...} an unquoted comma "
+                                 "starts a new key)")

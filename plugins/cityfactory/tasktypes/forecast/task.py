@@ -40,6 +40,25 @@ class ForecastTask(TaskType):
                             "series key; the spec must say the same")
         return problems
 
+    def mart_columns(self, spec: ForecastSpec) -> dict[str, str]:
+        d, b = spec.data, spec.baselines
+        named = {"data.target": d.target, "data.time_column": d.time_column, "data.usable": d.usable,
+                 **({"data.series": d.series} if d.series else {}),
+                 **{f"data.numeric.{i}": c for i, c in enumerate(d.numeric)},
+                 **{f"data.one_hot.{c}": c for c in d.one_hot},
+                 **{f"data.flags.{i}": c for i, c in enumerate(d.flags)},
+                 **{f"data.window.{name}.{i}": c for name, cs in d.window.items() for i, c in enumerate(cs)},
+                 "baselines.persistence": b.persistence,
+                 **{f"baselines.naive.{name}": c for name, c in b.naive.items()},
+                 **{f"baselines.linear_autoregression.lags.{i}": c for i, c in enumerate(b.linear_autoregression.lags)},
+                 **{f"baselines.linear_autoregression.seasonal.{i}": c
+                    for i, c in enumerate(b.linear_autoregression.seasonal)}}
+        return named
+
+    def series_categories(self, spec: ForecastSpec) -> list | None:
+        encoding = spec.data.one_hot.get(spec.data.series) if spec.data.series else None
+        return encoding.categories if encoding else None
+
     def gate_metric(self, spec: ForecastSpec) -> str:
         return spec.gate.metric
 

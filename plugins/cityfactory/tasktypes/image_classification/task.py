@@ -53,6 +53,13 @@ class ImageClassificationTask(TaskType):
                      "the spec must say the same")]
         return []
 
+    def mart_columns(self, spec: ImageClassificationSpec) -> dict[str, str]:
+        d = spec.data
+        return {"data.image_key": d.image_key, "data.label": d.label, "data.split": d.split, "data.usable": d.usable,
+                "data.time_column": d.time_column, **({"data.series": d.series} if d.series else {}),
+                **{f"data.report_by.{i}": c for i, c in enumerate(d.report_by)},
+                **{f"data.drift.{i}": c for i, c in enumerate(d.drift)}}
+
     def gate_metric(self, spec: ImageClassificationSpec) -> str:
         return spec.gate.metric
 

@@ -1,0 +1,114 @@
+"""``validate`` checks a scenario as a whole, across its files and against the other scenarios:
+each mistake a careful new user made unnoticed is named with its file, its key and the fix."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+from support import configure_harbour_air
+
+
+@pytest.fixture
+def harbour(tmp_path, monkeypatch):
+    configure_harbour_air(tmp_path, monkeypatch, "2016-03-01", "2016-03-03")
+    return tmp_path
+
+
+def _edit(path, change) -> None:
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _problems(scenarios=("harbour_air",), check_dbt=False) -> dict[str, list[str]]:
+    from cityfactory.pipeline.preflight import validate_scenarios
+    from cityfactory.settings import get_settings
+
+    directory = get_settings().scenarios_dir
+    return validate_scenarios([directory / f"{name}.yaml" for name in scenarios], check_dbt=check_dbt)
+
+
+def test_the_fixture_has_no_problem(harbour):
+    assert _problems() == {"harbour_air": []}
+
+
+def test_series_the_spec_does_not_name_are_found_in_the_data(harbour):
+    _edit(harbour / "models" / "harbour_air.yaml", lambda d: d["data"]["one_hot"]["station"].update(values=["Quay North"]))
+    [problem] = _problems()["harbour_air"]
+    assert str(harbour / "models" / "harbour_air.yaml") in problem
+    assert "Lighthouse, Quay South" in problem and "'station'" in problem and "add them to its one-hot values" in problem
+
+
+def test_series_no_node_serves_are_named_with_the_fleet(harbour):
+    def two_stations(fleet):
+        fleet["nodes"][0]["series"], fleet["nodes"][1]["series"] = "Quay North", "Quay South"
+        fleet["nodes"][2]["series"] = "Quay North"
+
+    _edit(harbour / "fleets" / "harbour_air.yaml", two_stations)
+    [problem] = _problems()["harbour_air"]
+    assert str(harbour / "fleets" / "harbour_air.yaml") in problem
+    assert "key 'nodes': no node serves the series Lighthouse" in problem
+
+
+def test_a_source_column_in_the_wrong_case_names_the_files_spelling(harbour):
+    def lower_case(scenario):
+        scenario["schema"]["columns"]["pm2.5"] = scenario["schema"]["columns"].pop("PM2.5")
+
+    _edit(harbour / "scenarios" / "harbour_air.yaml", lower_case)
+    suite, *problems = _problems()["harbour_air"]
+    assert "harbour_air_bronze.json: key 'expectations.3.kwargs.column': 'PM2.5' is not a bronze column" in suite
+    assert len(problems) == 3  # one per source file
+    assert "key 'schema.columns.pm2.5': quay_north.csv (source.files.0) has no column 'pm2.5'" in problems[0]
+    assert "the file spells it 'PM2.5' (names are case-sensitive)" in problems[0]
+
+
+def test_a_wrong_pin_shows_the_actual_hash(harbour):
+    from cityfactory.storage.lake import sha256_file
+
+    _edit(harbour / "scenarios" / "harbour_air.yaml", lambda d: d["source"]["files"][1].update(sha256="ab" * 32))
+    [problem] = _problems()["harbour_air"]
+    actual = sha256_file(harbour / "data" / "harbour_air_fixture" / "quay_south.csv")
+    assert "key 'source.files.1.sha256'" in problem and f"has sha256 {actual}, the pin says {'ab' * 32}" in problem
+
+
+def test_a_second_scenario_sharing_a_model_name_and_ports_is_refused(harbour):
+    scenarios = harbour / "scenarios"
+    _edit(shutil.copy(scenarios / "harbour_air.yaml", scenarios / "harbour_copy.yaml"),
+          lambda d: d.update(name="harbour_copy", rollout={**d["rollout"], "fleet": "harbour_copy"}))
+    shutil.copy(harbour / "fleets" / "harbour_air.yaml", harbour / "fleets" / "harbour_copy.yaml")
+    problems = _problems(["harbour_copy"])["harbour_copy"]
+    model, *addresses = problems
+    assert f"{harbour / 'models' / 'harbour_air.yaml'}: key 'registered_model': 'cityfactory.harbour_air' is also" in model
+    assert "of harbour_air (give each scenario its own name)" in model
+    assert len(addresses) == 3 and all("key 'nodes'" in a and "give it a free port" in a for a in addresses)
+    assert f"{harbour / 'fleets' / 'harbour_copy.yaml'}: key 'nodes' (node harbour_air-1): 127.0.0.1:" in addresses[0]
+    assert "also the address of node harbour_air-1 of harbour_air" in addresses[0]
+
+
+def test_a_misspelled_feature_is_named_against_the_marts_documented_columns(harbour):
+    _edit(harbour / "models" / "harbour_air.yaml", lambda d: d["data"]["numeric"].__setitem__(2, "pm25_lag_3"))
+    [problem] = _problems(check_dbt=True)["harbour_air"]
+    assert f"{harbour / 'models' / 'harbour_air.yaml'}: key 'data.numeric.2': 'pm25_lag_3' is not a column" in problem
+    assert "air_quality_features.yml" in problem and "did you mean 'pm25_lag_3h'?" in problem
+
+
+def test_a_file_that_no_longer_matches_its_pin_fails_the_run_at_once_with_both_hashes(harbour, lake_uri, capsys):
+    from airflow.sdk.exceptions import AirflowFailException
+    from cityfactory.cli import main
+    from cityfactory.config.scenarios import get_scenario
+    from cityfactory.pipeline.context import RunContext
+    from cityfactory.pipeline.ingest import land_batch
+    from cityfactory.storage.lake import open_lake, sha256_file
+
+    changed = harbour / "data" / "harbour_air_fixture" / "lighthouse.csv"
+    changed.write_bytes(changed.read_bytes() + b"\r\n")
+    actual = sha256_file(changed)
+    ctx = RunContext(get_scenario("harbour_air"), open_lake(), "manual__pin", "ingest_stage.land")
+    with pytest.raises(AirflowFailException, match=f"lighthouse.csv: sha256 is {actual}, expected [0-9a-f]{{64}}"):
+        land_batch(ctx, ["2016-03-01"])  # AirflowFailException: not retried
+
+    assert main(["run", "harbour_air", "--history"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"lighthouse.csv: sha256 is {actual}" in error
