@@ -111,8 +111,8 @@ def test_same_data_and_spec_give_the_same_model(history_run):
     [
         (230.0, None, "challenger", "no champion yet"),
         (260.0, None, None, "does not beat the linear baseline"),
-        (230.0, 220.0, None, "worse than the champion's 220.0"),
-        (230.0, 226.0, "challenger", "champion 226.0"),
+        (230.0, 220.0, None, "worse than the champion's 220 "),
+        (230.0, 226.0, "challenger", "champion 226"),
     ],
 )
 def test_alias_decision(candidate, champion, alias, words):

@@ -22,6 +22,7 @@ from cityfactory.governance.ledger import (
     of_kind,
 )
 from cityfactory.governance.summary import layer_rows, task_summary
+from cityfactory.numbers import decimals
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 TEMPLATES = Path(__file__).with_name("templates")
@@ -121,6 +122,8 @@ def model_of(entries: list[dict]) -> dict | None:
             "reason": d["reason"], "champion_version": d["champion_version"], "mlflow_run_id": run.removeprefix("runs:/"),
             "metrics": d["metrics"], "metrics_by_series": d.get("metrics_by_series", {}),
             "metric_columns": d["metric_columns"], "gate_metric": d["gate_metric"],
+            "metric_decimals": {c["name"]: decimals(m.get(c["name"]) for m in d["metrics"].values())
+                                for c in d["metric_columns"]},
             "reference_baseline": d["reference_baseline"], "headline_figure": d["headline_figure"],
             "train_rows": d["train_rows"], "fit_seconds": d["fit_seconds"], "family": d.get("family"),
             "search": _search(entries, d.get("search")), "excluded_days": d.get("excluded_days", []),

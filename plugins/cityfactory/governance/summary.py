@@ -6,6 +6,7 @@ from collections import defaultdict
 from datetime import datetime
 
 from cityfactory.governance.ledger import Kind, last_of, latest_tries
+from cityfactory.numbers import side_by_side
 
 
 def task_summary(entries: list[dict]) -> list[dict]:
@@ -127,6 +128,8 @@ def format_training(entries: list[dict]) -> str:
                  f"({details['excluded_days'][0]} .. {details['excluded_days'][-1]})\n" if details.get("excluded_days") else "")
               + f"  registry gate: {details['alias'] or 'rejected'} ({details['reason']})"),
              f"  {'test rows, same for all':<26}" + "".join(f" {c['label']:>8}" for c in columns)]
-    for name, m in details["metrics"].items():
-        lines.append(f"  {name:<26}" + "".join(f" {m[c['name']]:>8{c['format']}}" for c in columns))
+    rows = list(details["metrics"].items())
+    shown = [side_by_side(m[c["name"]] for _, m in rows) for c in columns]  # per column, decimals that tell rows apart
+    for index, (name, _) in enumerate(rows):
+        lines.append(f"  {name:<26}" + "".join(f" {column[index]:>8}" for column in shown))
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import pandas as pd
 from cityfactory.config.scenarios import Drift
 from cityfactory.monitoring.drift import reference_profile
 from cityfactory.monitoring.level_shift import excluded_digest
+from cityfactory.numbers import side_by_side
 from cityfactory.search import results
 from cityfactory.search.plan import plan_batches, trial_budget
 from cityfactory.search.trials import run_batch
@@ -244,9 +245,8 @@ def version_description(spec, facts: RunFacts, decision, metrics: dict, train_ro
     test scores beside the baselines (same rows)."""
     kind = task_type_of(spec)
     better = kind.metrics[metric].greater_is_better
-    shown = kind.metrics[metric].format
-    scores = ", ".join(f"{name} {m[metric]:{shown}}" for name, m in sorted(metrics.items(), key=lambda kv: kv[1][metric],
-                                                                        reverse=better))
+    ranked = sorted(metrics.items(), key=lambda kv: kv[1][metric], reverse=better)
+    scores = ", ".join(f"{name} {text}" for (name, _), text in zip(ranked, side_by_side(m[metric] for _, m in ranked)))
     return (f"{kind.describe(spec)} for scenario {facts.scenario}: {best['family']} (search trial "
             f"{best['batch']}.{best['number']}), trained on {train_rows:,} rows of "
             f"{facts.data_interval} (features sha256 {facts.features_sha256[:12]}, Airflow run {facts.airflow_run_id}).\n\n"

@@ -39,7 +39,6 @@ class Metric:
     label: str
     greater_is_better: bool = False
     pooled: str = "mean"
-    format: str = ".1f"
     in_summary: bool = True  # a column of the terminal's run summary (the report shows every metric)
 
     def better(self, a: float, b: float) -> bool:

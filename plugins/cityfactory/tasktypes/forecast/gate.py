@@ -3,6 +3,7 @@ every series, and stay within a tolerance of the champion on the same rows."""
 
 from __future__ import annotations
 
+from cityfactory.numbers import side_by_side
 from cityfactory.tasktypes.base import GateDecision
 from cityfactory.training.registry import CHALLENGER
 
@@ -19,12 +20,13 @@ def decide(metric: str, candidate: float, linear: float, champion: float | None,
         return GateDecision(None, f"test {metric} is worse than persistence on {len(worse_series)} of {series_count} "
                                   f"series ({', '.join(worse_series[:5])}); at most {max_worse_share:.0%} allowed")
     needed = linear * (1 - min_improvement)
+    model, base, bar, best = side_by_side([candidate, linear, needed, linear if champion is None else champion])
     if candidate > needed:
-        return GateDecision(None, f"test {metric} {candidate:.1f} does not beat the linear baseline "
-                                  f"{linear:.1f} by {min_improvement:.0%} (needs <= {needed:.1f})")
+        return GateDecision(None, f"test {metric} {model} does not beat the linear baseline {base} by "
+                                  f"{min_improvement:.0%} (needs <= {bar})")
     if champion is not None and candidate > champion * (1 + tolerance):
-        return GateDecision(None, f"test {metric} {candidate:.1f} is worse than the champion's {champion:.1f} "
+        return GateDecision(None, f"test {metric} {model} is worse than the champion's {best} "
                                   f"on the same rows by more than {tolerance:.0%}")
-    against = without_champion if champion is None else f"champion {champion:.1f}"
-    return GateDecision(CHALLENGER, f"test {metric} {candidate:.1f} beats the linear baseline {linear:.1f} "
+    against = without_champion if champion is None else f"champion {best}"
+    return GateDecision(CHALLENGER, f"test {metric} {model} beats the linear baseline {base} "
                                     f"by {1 - candidate / linear:.1%}; {against}")

@@ -22,8 +22,8 @@ class ForecastTask(TaskType):
     metrics = MappingProxyType({
         "mae": Metric("mae", "MAE"),
         "rmse": Metric("rmse", "RMSE", pooled="rms"),
-        "mape": Metric("mape", "MAPE %", format=".2f"),
-        "smape": Metric("smape", "sMAPE %", format=".2f", in_summary=False),
+        "mape": Metric("mape", "MAPE %"),
+        "smape": Metric("smape", "sMAPE %", in_summary=False),
     })
     hand_set_family = "residual_mlp"
     compression_metric = "mae"

@@ -33,15 +33,15 @@ class ImageClassificationTask(TaskType):
     name = "image_classification"
     spec_class = ImageClassificationSpec
     metrics = MappingProxyType({
-        "accuracy": Metric("accuracy", "accuracy", greater_is_better=True, format=".3f"),
-        "macro_f1": Metric("macro_f1", "macro-F1", greater_is_better=True, format=".3f"),
-        "balanced_accuracy": Metric("balanced_accuracy", "balanced accuracy", greater_is_better=True, format=".3f",
+        "accuracy": Metric("accuracy", "accuracy", greater_is_better=True),
+        "macro_f1": Metric("macro_f1", "macro-F1", greater_is_better=True),
+        "balanced_accuracy": Metric("balanced_accuracy", "balanced accuracy", greater_is_better=True,
                                     in_summary=False),
-        "error_rate": Metric("error_rate", "error rate", format=".3f", in_summary=False),
+        "error_rate": Metric("error_rate", "error rate", in_summary=False),
     })
     hand_set_family = "plain_cnn"
     compression_metric = "accuracy"
-    bake_metric = Metric("error_rate", "error rate", format=".3f")
+    bake_metric = Metric("error_rate", "error rate")
     reference_baseline = "majority"
     compression_fallback = True  # fp32 ships (and the stage says why) when int8 is over budget or not faster
     compression_must_be_faster = True
