@@ -97,7 +97,7 @@ def bench_ingestion(name: str) -> None:
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
     landing = LocalLake(HOME / f"landing-master-{name}")
-    landed = replay.replay(scenario, landing, days)
+    landed = replay.replay(scenario, landing, days).files
     rows = sum(r for _, r in landed)
     files = [landing.path_of(o.uri.removeprefix(landing.uri + "/")) for o, _ in landed]
     work = HOME / "work"

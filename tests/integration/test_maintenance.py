@@ -43,7 +43,7 @@ class Deployment:
 
     def land(self, days, stuck_at: int | None = None, scale: float | None = None):
         lake = open_lake()
-        for obj, _ in replay.replay(REPLAYED, lake, days):  # the sensors' files, as the gateways drop them
+        for obj, _ in replay.replay(REPLAYED, lake, days).files:  # the sensors' files, as the gateways drop them
             if stuck_at is not None or scale is not None:  # stuck on one value, or reading a share of what passes
                 key = obj.uri.removeprefix(lake.uri + "/")
                 table = pv.read_csv(io.BytesIO(lake.get_bytes(key)))

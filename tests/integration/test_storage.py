@@ -52,7 +52,7 @@ def test_ingest_and_ledger_on_both_backends(any_lake_uri):
     lake = open_lake()
     start, _ = replay.history_interval(scenario)
     days = [start + dt.timedelta(days=i) for i in range(3)]
-    landed = replay.replay(scenario, lake, days)
+    landed = replay.replay(scenario, lake, days).files
     entry = LedgerEntry("ingest", Kind.BATCH_INGESTED)
     result = ingest_days(scenario, lake, days, entry)
     assert result.rows_in == sum(r for _, r in landed) == result.rows_bronze + result.rows_quarantined

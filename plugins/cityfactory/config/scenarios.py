@@ -102,7 +102,11 @@ class Source(_Strict):
     the city's gateways drop files into landing themselves. A dataset is a folder of the data
     directory, or the data inside an installed Python ``package`` (pinned in requirements.txt). ``time_shift`` moves a replay forward by whole weeks (weekdays keep their
     meaning): ``auto`` makes the dataset's last week play as the week just past, ``none`` keeps its
-    own time, an integer shifts by that many weeks.
+    own time, an integer shifts by that many weeks. ``time_shift_clock`` says what moves: ``instant``
+    (every reading kept at its own instant; where the dataset's year and the target year are on
+    different sides of a clock change, a reading shows one hour off on the wall) or ``wall_clock``
+    (the wall-clock text moves, so hour of day and weekday stay the dataset's exactly, and the
+    readings of an hour that one year's clock skips or repeats are quarantined with that reason).
     """
 
     kind: Literal["csv_replay", "image_replay", "gateway"] = "csv_replay"
@@ -114,6 +118,7 @@ class Source(_Strict):
     files: list[DatasetFile] = []
     images: ImageReplay | None = None
     time_shift: Literal["auto", "none"] | int = "none"
+    time_shift_clock: Literal["instant", "wall_clock"] = "instant"
     csv: CsvDialect = CsvDialect()
     jsonl: JsonLines | None = None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -79,10 +80,11 @@ def _replay_shift(entries: list[dict]) -> int | None:
 def _quarantine(entries: list[dict]) -> dict:
     summary = last_of(entries, Kind.INGESTED)
     if summary is None:
-        return {"rows_in": None, "rows_bronze": None, "rows": None, "reasons": {}, "file_errors": []}
+        return {"rows_in": None, "rows_bronze": None, "rows": None, "blank": None, "reasons": {}, "file_errors": []}
     counts = summary["counts"]
     return {"rows_in": counts.get("rows_in"), "rows_bronze": counts.get("rows_bronze"),
-            "rows": counts.get("rows_quarantined"), "reasons": summary["details"].get("reasons", {}),
+            "rows": counts.get("rows_quarantined"), "blank": counts.get("rows_blank", 0),
+            "reasons": summary["details"].get("reasons", {}),
             "file_errors": summary["details"].get("file_errors", [])}
 
 
@@ -242,7 +244,7 @@ def assemble(scenario: Scenario, entries: list[dict], run: dict, task_states: di
                      "data_licence": scenario.source.licence, "data_citation": (scenario.source.citation or "").strip()},
         "outcome": _outcome(entries, task_states),
         "sources": _sources(scenario, entries),
-        "layers": [{"name": n, "rows": r} for n, r in layer_rows(entries)],
+        "layers": [asdict(layer) for layer in layer_rows(entries)],
         "quarantine": _quarantine(entries),
         "personal_data": _personal_data(scenario, entries),
         "quality_gates": _gates(entries),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from cityfactory.governance.ledger import Kind, last_of, latest_tries
@@ -43,32 +44,42 @@ def format_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def layer_rows(entries: list[dict]) -> list[tuple[str, int]]:
+@dataclass
+class Layer:
+    """Rows a layer holds, and beside it the rows that left the flow there, by why (quarantined,
+    blank lines, set aside by the replay): nothing is lost between two layers unseen."""
+
+    name: str
+    rows: int
+    beside: dict[str, int] = field(default_factory=dict)
+
+
+def layer_rows(entries: list[dict]) -> list[Layer]:
     """Rows at each layer of a run, in pipeline order, from its ledger."""
-    totals: dict[str, int] = defaultdict(int)
+    layers: dict[str, Layer] = {}
     for entry in latest_tries(entries):
         counts, kind = entry["counts"], entry["kind"]
         if kind == Kind.LANDED:
-            totals["landed"] += counts.get("rows", 0)
+            landed = layers.setdefault("landed", Layer("landed", 0, {"set aside by the replay": 0}))
+            landed.rows += counts.get("rows", 0)
+            landed.beside["set aside by the replay"] += counts.get("set_aside", 0)
         elif kind == Kind.INGESTED:
-            totals["bronze"] = counts.get("rows_bronze", 0)
-            totals["quarantined"] = counts.get("rows_quarantined", 0)
+            layers["bronze"] = Layer("bronze", counts.get("rows_bronze", 0), {
+                "quarantined": counts.get("rows_quarantined", 0), "blank lines": counts.get("rows_blank", 0)})
         elif kind == Kind.DBT_BUILD:
             for model in entry["details"].get("models", []):  # in build order
-                totals[model["name"]] = counts.get(f"rows_{model['name']}", 0)
+                layers[model["name"]] = Layer(model["name"], counts.get(f"rows_{model['name']}", 0))
         elif kind == Kind.GOLD_EXPORTED:
-            totals["gold"] = counts.get("rows", 0)
-    return list(totals.items())
+            layers["gold"] = Layer("gold", counts.get("rows", 0))
+    return list(layers.values())
 
 
-def format_layers(layers: list[tuple[str, int]]) -> str:
-    parts: list[str] = []
-    for name, rows in layers:
-        if name == "quarantined" and parts:
-            parts[-1] += f" (+{rows:,} quarantined)"
-        else:
-            parts.append(f"{name} {rows:,}")
-    return " -> ".join(parts)
+def format_layers(layers: list[Layer]) -> str:
+    def beside(layer: Layer) -> str:
+        shown = [f"+{rows:,} {why}" for why, rows in layer.beside.items() if rows or why == "quarantined"]
+        return f" ({', '.join(shown)})" if shown else ""
+
+    return " -> ".join(f"{layer.name} {layer.rows:,}{beside(layer)}" for layer in layers)
 
 
 def format_monitoring(entries: list[dict]) -> str:

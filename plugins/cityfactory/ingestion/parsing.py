@@ -23,6 +23,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 
 from cityfactory.config.scenarios import Column, ComposedTime, Scenario, Schema, Source
+from cityfactory.ingestion.wall_clock import (
+    RepeatedHours,
+    parse_wall_clock,
+    to_instants,
+)
 
 PATTERNS = {
     "int": r"^\s*[+-]?\d+\s*$",
@@ -50,6 +55,7 @@ class ReadFile:
     rejected: list[dict] = field(default_factory=list)  # REJECT_SCHEMA rows
     file_errors: list[str] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
+    blank: int = 0  # empty or whitespace-only lines: counted in rows_in, neither bronze nor quarantine
 
 
 @dataclass
@@ -163,7 +169,7 @@ def read_file(data: bytes, source_file: str, scenario: Scenario, landing_day: dt
 
     def on_invalid_row(row) -> str:
         invalid.append(row.number)
-        if row.number not in bad_utf8:  # rejected below for its bytes
+        if row.number not in bad_utf8 and row.text.strip():  # rejected below for its bytes, or blank
             reason = f"wrong number of fields (expected {len(names)}, got {row.actual_columns})"
             result.rejected.append(_reject(source_file, row.number, row.text, reason))
         return "skip"
@@ -188,8 +194,24 @@ def read_file(data: bytes, source_file: str, scenario: Scenario, landing_day: dt
         result.rejected += [_reject(source_file, n, text, reason) for n, (reason, text) in sorted(bad_utf8.items()) if n > 1]
         keep = ~np.isin(lines, np.fromiter(bad_utf8, dtype=np.int64))
         table, lines = table.filter(pa.array(keep)), lines[keep]
+    blank = blank_lines(cleaned)
+    result.blank = int(np.isin(blank, np.asarray(invalid, dtype=np.int64)).sum())
+    if len(blank):
+        keep = ~np.isin(lines, blank)
+        result.blank += int((~keep).sum())
+        table, lines = table.filter(pa.array(keep)), lines[keep]
     result.strings = _with_provenance(table, lines, source_file, landing_day)
     return result
+
+
+def blank_lines(data: bytes) -> np.ndarray:
+    """1-based numbers of the lines that hold nothing but spaces or tabs (any line ending)."""
+    starts = [m.start() for m in re.finditer(rb"(?m)^[ \t]*\r?$", data)]
+    if not starts:
+        return np.zeros(0, dtype=np.int64)
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
+    numbers = np.searchsorted(newlines, np.asarray(starts), side="left") + 1
+    return numbers[numbers <= len(newlines)] if data.endswith(b"\n") else numbers
 
 
 def _with_provenance(table: pa.Table, lines: np.ndarray, source_file: str, landing_day: dt.date) -> pa.Table:
@@ -240,13 +262,13 @@ def _read_jsonl(data: bytes, source_file: str, scenario: Scenario, landing_day: 
 def convert(strings: pa.Table, scenario: Scenario, chunk_rows: int = CHUNK_ROWS) -> Converted:
     """Type and check the string rows of many files, vectorised, a slice of rows at a time (the
     intermediate arrays of a slice, not of the whole batch, are what costs memory)."""
-    seen: set[tuple] = set()  # repeated wall-clock hours, across slices
+    seen = RepeatedHours()  # repeated wall-clock hours, across slices
     parts = [_convert_slice(strings.slice(start, chunk_rows), scenario, seen)
              for start in range(0, max(strings.num_rows, 1), chunk_rows)]
     return Converted(pa.concat_tables([p.accepted for p in parts]), pa.concat_tables([p.rejected_table for p in parts]))
 
 
-def _convert_slice(strings: pa.Table, scenario: Scenario, seen: set[tuple]) -> Converted:
+def _convert_slice(strings: pa.Table, scenario: Scenario, seen: RepeatedHours) -> Converted:
     schema = scenario.schema_
     typed, problems = _convert(strings, scenario, seen)
     bad = np.zeros(strings.num_rows, dtype=bool)
@@ -310,36 +332,23 @@ def _number(raw: pa.Array, col: Column, decimal: str, name: str, problems: list[
 
 
 def _wall_clock(raw: pa.Array, fmt: str, name: str, missing: np.ndarray, problems: list[Problem]) -> pa.Array:
-    values = pc.strptime(raw, format=fmt, unit="s", error_is_null=True)
+    values = parse_wall_clock(raw, fmt)
     unparsable = _mask(pc.is_null(values)) & ~missing
     problems.append((unparsable, [f"{name}=", *_quoted(raw), f" does not match {fmt}"]))
     return values
 
 
 def _instants(wall: pa.Array, zone: str, table: pa.Table, schema: Schema, name: str, problems: list[Problem],
-              seen: set[tuple]) -> pa.Array:
-    """Wall-clock times in ``zone`` as UTC instants. A repeated (fall-back) hour: the first record
-    of a key at that wall time is the earlier instant, the next one the later; a skipped
+              seen: RepeatedHours) -> pa.Array:
+    """Wall-clock times in ``zone`` as UTC instants (``wall_clock.to_instants``); a skipped
     (spring-forward) wall time is rejected."""
-    if zone == "UTC":
-        return pc.assume_timezone(wall, "UTC")
-    earliest = pc.assume_timezone(wall, zone, ambiguous="earliest", nonexistent="earliest")
-    latest = pc.assume_timezone(wall, zone, ambiguous="latest", nonexistent="latest")
-    skipped = _mask(pc.not_equal(pc.local_timestamp(earliest), wall))
+    others = [table[k] for k in schema.key if k not in (name, schema.series)]
+    instants, skipped = to_instants(wall, zone, table[schema.series] if schema.series else None, others, seen)
     problems.append((skipped, [f"{name}=", wall, f" does not exist in {zone} (skipped by the daylight-saving change)"]))
-    ambiguous = np.flatnonzero(_mask(pc.not_equal(earliest, latest)) & ~skipped)
-    if not len(ambiguous):
-        return earliest
-    others = [k for k in schema.key if k != name]
-    later = np.zeros(len(wall), dtype=bool)
-    for i in ambiguous:  # one hour a year per series: few rows
-        ident = (wall[int(i)].as_py(), *(table[k][int(i)].as_py() for k in others))
-        later[i] = ident in seen
-        seen.add(ident)
-    return pc.if_else(pa.array(later), latest, earliest)
+    return instants
 
 
-def _convert(table: pa.Table, scenario: Scenario, seen: set[tuple]) -> tuple[dict[str, pa.Array], list[Problem]]:
+def _convert(table: pa.Table, scenario: Scenario, seen: RepeatedHours) -> tuple[dict[str, pa.Array], list[Problem]]:
     schema, decimal = scenario.schema_, scenario.source.csv.decimal
     typed: dict[str, pa.Array] = {}
     problems: list[Problem] = []

@@ -58,6 +58,7 @@ class IngestResult:
     rows_in: int = 0
     rows_bronze: int = 0
     rows_quarantined: int = 0
+    rows_blank: int = 0  # empty lines seen in files: counted, kept in raw, nothing to parse
     reasons: Counter = field(default_factory=Counter)
     file_errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -69,6 +70,7 @@ class IngestResult:
             "rows_in": self.rows_in,
             "rows_bronze": self.rows_bronze,
             "rows_quarantined": self.rows_quarantined,
+            "rows_blank": self.rows_blank,
         }
 
 
@@ -212,6 +214,7 @@ def ingest_rows(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Ledg
         rejected.extend({**r, "dt": day} for r in read.rejected)
         result.files += 1
         result.rows_in += read.rows_in
+        result.rows_blank += read.blank
         result.file_errors += read.file_errors
         extra.update({tuple(read.extra_columns): 1} if read.extra_columns else {})
 
@@ -228,7 +231,7 @@ def ingest_rows(scenario: Scenario, lake: Lake, days: list[dt.date], entry: Ledg
     result.rows_bronze = bronze.num_rows
     result.rows_quarantined = quarantine.num_rows
     result.reasons = reason_kinds(quarantine["reason"])
-    if result.rows_in != result.rows_bronze + result.rows_quarantined:
+    if result.rows_in != result.rows_bronze + result.rows_quarantined + result.rows_blank:
         raise AssertionError(f"row accounting broken: {result.counts()}")
 
     encrypted = [n for n, how in personal.items() if how == "encrypt"]

@@ -33,8 +33,9 @@ def land_batch(ctx: RunContext, days: list[str]) -> dict:
             landed = replay.replay(ctx.scenario, ctx.lake, _dates(days))
         except DatasetError as exc:
             raise AirflowFailException(str(exc)) from exc  # a file that does not match its pin: a retry will not help
-        entry.outputs = [Artifact.of(obj, rows, "landing") for obj, rows in landed]
-        entry.counts = {"files": len(landed), "rows": sum(rows for _, rows in landed)}
+        entry.outputs = [Artifact.of(obj, rows, "landing") for obj, rows in landed.files]
+        entry.counts = {"files": len(landed.files), "rows": sum(rows for _, rows in landed.files),
+                        "set_aside": landed.set_aside}
         entry.details["time_shift_days"] = replay.time_shift(ctx.scenario).days
     return {"days": days, **entry.counts}
 
@@ -52,7 +53,7 @@ def summarize(ctx: RunContext, results: list[dict]) -> dict:
     """Totals over all batches; fails the run (after recording) if the input was not acceptable."""
     total = pipeline.IngestResult()
     for r in results[:]:  # a mapped task's results: one fetch of them all
-        for name in ("days", "files", "rows_in", "rows_bronze", "rows_quarantined"):
+        for name in ("days", "files", "rows_in", "rows_bronze", "rows_quarantined", "rows_blank"):
             setattr(total, name, getattr(total, name) + r[name])
         total.reasons.update(Counter(r["reasons"]))
         total.file_errors += r["file_errors"]

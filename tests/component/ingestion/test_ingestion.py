@@ -37,7 +37,7 @@ def _ingest(days):
 def test_real_fortnight_lands_and_ingests(lake_uri):
     start, _ = replay.history_interval(TRAFFIC)
     days = _days(start + dt.timedelta(days=400), 14)
-    landed = replay.replay(TRAFFIC, open_lake(), days)
+    landed = replay.replay(TRAFFIC, open_lake(), days).files
     result, entry = _ingest(days)
 
     assert result.rows_in == sum(rows for _, rows in landed) > 14 * 20

@@ -109,3 +109,19 @@ def test_what_the_edge_served_and_its_evaluations_expire_as_declared_or_with_bro
     declared = Governance.model_validate({**scenario.governance.model_dump(),
                                           "retention_days": {"raw": 9, "quarantine": 8, "bronze": 7, "predictions": 3}})
     assert declared.retention_days["predictions"] == 3 and declared.retention_days["monitoring"] == 7
+
+
+def test_rows_per_layer_show_what_left_the_flow_and_why():
+    from cityfactory.governance.ledger import Kind
+    from cityfactory.governance.summary import format_layers, layer_rows
+
+    def entry(task, kind, counts, index=-1):
+        return {"task_id": task, "map_index": index, "try_number": 1, "kind": kind, "counts": counts, "details": {}}
+
+    entries = [entry("land", Kind.LANDED, {"rows": 300, "set_aside": 1}, 0),
+               entry("land", Kind.LANDED, {"rows": 215, "set_aside": 0}, 1),
+               entry("summarize", Kind.INGESTED, {"rows_bronze": 400, "rows_quarantined": 1, "rows_blank": 114})]
+    assert format_layers(layer_rows(entries)) == ("landed 515 (+1 set aside by the replay) -> "
+                                                  "bronze 400 (+1 quarantined, +114 blank lines)")
+    entries[0]["counts"]["set_aside"], entries[2]["counts"]["rows_blank"] = 0, 0
+    assert format_layers(layer_rows(entries)) == "landed 515 -> bronze 400 (+1 quarantined)"
