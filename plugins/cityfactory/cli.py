@@ -32,6 +32,8 @@ from cityfactory.settings import REPO_ROOT, get_settings
 def _print_summary(scenario: str, run_id: str, tasks: bool = True) -> None:
     from cityfactory.governance.ledger import RunLedger
     from cityfactory.governance.summary import (
+        format_failures,
+        format_gates,
         format_layers,
         format_monitoring,
         format_summary,
@@ -45,6 +47,9 @@ def _print_summary(scenario: str, run_id: str, tasks: bool = True) -> None:
     if tasks:
         print(f"Run {run_id} of {scenario}\n" + format_summary(task_summary(entries)))
     print("Rows per layer: " + format_layers(layer_rows(entries)))
+    for section in (format_gates(entries), format_failures(entries)):
+        if section:
+            print(section)
     if monitoring := format_monitoring(entries):
         print(monitoring)
     if training := format_training(entries):

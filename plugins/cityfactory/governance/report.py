@@ -100,7 +100,8 @@ def _personal_data(scenario: Scenario, entries: list[dict]) -> dict:
 def _gates(entries: list[dict]) -> list[dict]:
     return [{"task": e["task_id"], "layer": e["details"]["layer"], "suite": e["details"]["suite"],
              "success": e["details"]["success"], "rows": e["counts"]["rows"], "expectations": e["counts"]["expectations"],
-             "failed": e["counts"]["failed"], "checks": e["details"]["checks"]}
+             "failed": e["counts"]["failed"], "quarantined": e["counts"].get("quarantined", 0),
+             "checks": e["details"]["checks"]}
             for e in of_kind(entries, Kind.QUALITY_GATE) if "suite" in e["details"]]
 
 

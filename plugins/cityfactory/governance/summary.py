@@ -57,6 +57,7 @@ class Layer:
 def layer_rows(entries: list[dict]) -> list[Layer]:
     """Rows at each layer of a run, in pipeline order, from its ledger."""
     layers: dict[str, Layer] = {}
+    gated = 0
     for entry in latest_tries(entries):
         counts, kind = entry["counts"], entry["kind"]
         if kind == Kind.LANDED:
@@ -69,8 +70,10 @@ def layer_rows(entries: list[dict]) -> list[Layer]:
         elif kind == Kind.DBT_BUILD:
             for model in entry["details"].get("models", []):  # in build order
                 layers[model["name"]] = Layer(model["name"], counts.get(f"rows_{model['name']}", 0))
+        elif kind == Kind.QUALITY_GATE and entry["details"].get("layer") == "features":
+            gated = counts.get("quarantined", 0)
         elif kind == Kind.GOLD_EXPORTED:
-            layers["gold"] = Layer("gold", counts.get("rows", 0))
+            layers["gold"] = Layer("gold", counts.get("rows", 0), {"quarantined by the features gate": gated})
     return list(layers.values())
 
 
@@ -80,6 +83,26 @@ def format_layers(layers: list[Layer]) -> str:
         return f" ({', '.join(shown)})" if shown else ""
 
     return " -> ".join(f"{layer.name} {layer.rows:,}{beside(layer)}" for layer in layers)
+
+
+def format_failures(entries: list[dict], width: int = 600) -> str:
+    """Why the run stopped: each failed task's own reason from its ledger entry (the gate's
+    expectation, column and rows; the file and the fix), one line each."""
+    failed = [e for e in latest_tries(entries) if e["status"] == "failed" and e["details"].get("error")]
+    lines = []
+    for entry in failed:
+        reason = entry["details"]["error"].split(": ", 1)[-1].replace("\n", " ")
+        lines.append(f"  {entry['task_id']}: {reason[:width]}{' ...' if len(reason) > width else ''}")
+    return "Why it failed:\n" + "\n".join(lines) if lines else ""
+
+
+def format_gates(entries: list[dict]) -> str:
+    """Rows a gate set aside (expectations that quarantine rather than stop), by expectation."""
+    lines = [f"  {e['details']['suite']}: {c['quarantined']:,} row(s) quarantined by {c['expectation']}({c['column']}), "
+             f"observed {c['observed']}"
+             for e in latest_tries(entries) if e["kind"] == Kind.QUALITY_GATE
+             for c in e["details"].get("checks", []) if c.get("quarantined")]
+    return "Quality gates:\n" + "\n".join(lines) if lines else ""
 
 
 def format_monitoring(entries: list[dict]) -> str:

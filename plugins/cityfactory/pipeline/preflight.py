@@ -150,7 +150,13 @@ def _bronze_columns(scenario: Scenario) -> set[str]:
 
 
 def _suite_problems(scenario: Scenario) -> list[str]:
-    from cityfactory.quality.gates import QualityGateError, load_suite
+    from cityfactory.quality.gates import (
+        ON_FAIL,
+        QualityGateError,
+        is_row_level,
+        load_suite,
+        on_fail,
+    )
 
     problems = []
     bronze = _bronze_columns(scenario) | BRONZE_EXTRAS
@@ -165,6 +171,13 @@ def _suite_problems(scenario: Scenario) -> list[str]:
             if not isinstance(expectation, dict) or not str(expectation.get("type", "")).startswith("expect_"):
                 problems.append(f"{path}: key 'expectations.{index}': needs a 'type' expect_... and 'kwargs'")
                 continue
+            action = on_fail(expectation)
+            if action not in ON_FAIL:
+                problems.append(f"{path}: key 'expectations.{index}.meta.on_fail': {action!r} is none of {', '.join(ON_FAIL)}")
+            elif action == "quarantine" and (key == "bronze_suite" or not is_row_level(expectation["type"])):
+                problems.append(f"{path}: key 'expectations.{index}.meta.on_fail': quarantine sets rows aside, so it is "
+                                f"for the features suite's row-level expectations (expect_column_values_..., ...); "
+                                f"{expectation['type']} in the {key} cannot (use stop)")
             column = expectation.get("kwargs", {}).get("column")
             if key == "bronze_suite" and column and column not in bronze:
                 problems.append(f"{path}: key 'expectations.{index}.kwargs.column': {column!r} is not a bronze column")

@@ -6,22 +6,27 @@ import datetime as dt
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from cityfactory.governance.ledger import Kind
+from cityfactory.governance.ledger import Artifact, Kind
 from cityfactory.ingestion.parsing import empty_bronze
 from cityfactory.pipeline.context import RunContext
 from cityfactory.quality.gates import QualityGateError, run_gate
 from cityfactory.storage.lake import join_key
 from cityfactory.storage.parquet import read_partitions
 from cityfactory.transform.dbt import duckdb_path, model_uri, read_model
+from cityfactory.transform.gold import quarantine_rows
 
 
-def _gate(ctx: RunContext, frame, suite: str, dataset_uri: str, dataset_kind: str, layer: str) -> dict:
+def _gate(ctx: RunContext, frame, suite: str, dataset_uri: str, dataset_kind: str, layer: str,
+          set_aside=None) -> dict:
+    """Run the suite; rows a quarantining expectation flags go to ``set_aside`` (with the entry)."""
     with ctx.entry(Kind.QUALITY_GATE) as entry:
         entry.details["layer"] = layer
         try:
-            run_gate(frame, suite, ctx.ledger, entry, dataset_uri, dataset_kind)
+            result = run_gate(frame, suite, ctx.ledger, entry, dataset_uri, dataset_kind)
         except QualityGateError as exc:
             raise AirflowFailException(str(exc)) from exc  # bad data: a retry will not fix it
+        if result.quarantined and set_aside:
+            set_aside(frame, result.quarantined, entry)
     return entry.counts
 
 
@@ -46,5 +51,10 @@ def features_gate(ctx: RunContext, built: dict | None) -> dict:
     window = (built or {}).get("window")
     with_lookback = {"output_from": window["input_from"], "input_to": window["input_to"]} if window else None
     frame = read_model(ctx.scenario, model, ctx.scenario.transform.time, with_lookback)
+
+    def set_aside(rows, reasons: dict[int, str], entry) -> None:
+        stored = quarantine_rows(ctx.scenario, ctx.lake, rows, reasons, ctx.ledger.prefix.rsplit("/", 1)[-1])
+        entry.outputs.append(Artifact.of(stored, len(reasons), "quarantine"))
+
     return _gate(ctx, frame, ctx.scenario.quality.features_suite, model_uri(duckdb_path(ctx.scenario), model), "dbt_model",
-                 "features")
+                 "features", set_aside)

@@ -3,7 +3,8 @@
 A nightly run rewrites only the months its window touches, so its cost does not grow with the
 history. The manifest (``gold/<scenario>/manifest.json``) names every month's file with its sha256
 and rows; its own sha256 is the features' digest (equal data, equal digest), and readers check
-every file against it.
+every file against it. Rows the features gate quarantined (``quarantine/<scenario>/features/``,
+one file per run, with their reasons) stay out of gold, in that run and every later export.
 """
 
 from __future__ import annotations
@@ -37,6 +38,37 @@ def _months(first: dt.datetime, last: dt.datetime) -> list[str]:
     return months
 
 
+def _quarantine_prefix(scenario: Scenario) -> str:
+    return join_key("quarantine", scenario.name, "features")
+
+
+def quarantine_rows(scenario: Scenario, lake: Lake, frame, reasons: dict[int, str], run: str) -> StoredObject:
+    """The mart rows at ``reasons``' positions of ``frame`` (their key columns and the reason) to
+    ``quarantine/<scenario>/features/<run>.parquet``; gold leaves them out from now on."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    positions = sorted(reasons)
+    rows = pa.Table.from_pandas(frame.iloc[positions][scenario.transform.order_by], preserve_index=False)
+    rows = rows.append_column("reason", pa.array([reasons[p] for p in positions], pa.string()))
+    with tempfile.TemporaryDirectory(prefix="cityfactory-set-aside-") as tmp:
+        path = Path(tmp) / "rows.parquet"
+        pq.write_table(rows, path)
+        return lake.put_file(join_key(_quarantine_prefix(scenario), f"{run}.parquet"), path)
+
+
+def _quarantined_keys(scenario: Scenario, lake: Lake):
+    """Every key the features gate ever quarantined (an empty table of the key columns if none)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(io.BytesIO(lake.get_bytes(k)), columns=scenario.transform.order_by)
+              for k in lake.list(_quarantine_prefix(scenario)) if k.endswith(".parquet")]
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
 def export_gold(scenario: Scenario, lake: Lake, window: dict | None) -> GoldExport:
     """Rewrite the months of ``window`` (all months without one) from the mart, then the manifest.
     Each month's rows in a total order, so equal data gives equal bytes."""
@@ -50,6 +82,11 @@ def export_gold(scenario: Scenario, lake: Lake, window: dict | None) -> GoldExpo
     with tempfile.TemporaryDirectory(prefix="cityfactory-gold-") as tmp, duckdb.connect(
         str(duckdb_path(scenario)), read_only=True
     ) as connection:
+        source = f'"{model}"'
+        if (set_aside := _quarantined_keys(scenario, lake)) is not None:
+            connection.register("set_aside", set_aside)
+            keys = ", ".join(f'"{c}"' for c in t.order_by)
+            source = f'(select * from "{model}" anti join set_aside using ({keys}))'
         if window:
             wanted = _months(dt.datetime.fromisoformat(window["output_from"]),
                              dt.datetime.fromisoformat(window["input_to"]) - dt.timedelta(seconds=1))
@@ -60,13 +97,13 @@ def export_gold(scenario: Scenario, lake: Lake, window: dict | None) -> GoldExpo
             start = dt.datetime.strptime(month, "%Y-%m")
             end = _months(start, start + dt.timedelta(days=32))[1]
             where = f"where \"{time}\" >= '{start:%Y-%m-%d}'::timestamp and \"{time}\" < '{end}-01'::timestamp"
-            rows = connection.execute(f'select count(*) from "{model}" {where}').fetchone()[0]
+            rows = connection.execute(f"select count(*) from {source} {where}").fetchone()[0]
             key = join_key("gold", scenario.name, f"month={month}", f"{model}.parquet")
             if not rows:
                 months.pop(month, None)
                 continue
             path = Path(tmp) / f"{month}.parquet"
-            connection.execute(f"copy (select * from \"{model}\" {where} order by {order}) to '{path}' (format parquet)")
+            connection.execute(f"copy (select * from {source} {where} order by {order}) to '{path}' (format parquet)")
             stored = lake.put_file(key, path)
             months[month] = {"key": key, "sha256": stored.sha256, "rows": rows}
             written.append(month)

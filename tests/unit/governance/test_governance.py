@@ -125,3 +125,23 @@ def test_rows_per_layer_show_what_left_the_flow_and_why():
                                                   "bronze 400 (+1 quarantined, +114 blank lines)")
     entries[0]["counts"]["set_aside"], entries[2]["counts"]["rows_blank"] = 0, 0
     assert format_layers(layer_rows(entries)) == "landed 515 -> bronze 400 (+1 quarantined)"
+
+
+def test_the_summary_says_why_a_run_stopped_and_what_a_gate_set_aside():
+    from cityfactory.governance.ledger import Kind
+    from cityfactory.governance.summary import format_failures, format_gates
+
+    reason = ("AirflowFailException: quality gate air_quality_features failed 1 of 8: "
+              "expect_column_values_to_be_between(pm25_repeat_hours): observed 5 unexpected of 419616, e.g. [37, 38]")
+    failed = {"task_id": "features_gate", "map_index": -1, "try_number": 1, "kind": Kind.QUALITY_GATE,
+              "status": "failed", "counts": {}, "details": {"error": reason, "suite": "air_quality_features", "checks": []}}
+    assert format_failures([failed]) == ("Why it failed:\n  features_gate: quality gate air_quality_features failed 1 "
+                                         "of 8: expect_column_values_to_be_between(pm25_repeat_hours): observed 5 "
+                                         "unexpected of 419616, e.g. [37, 38]")
+    passed = {**failed, "status": "success", "details": {"suite": "air_quality_features", "checks": [
+        {"expectation": "expect_column_values_to_be_between", "column": "pm25_repeat_hours", "quarantined": 5,
+         "observed": "5 unexpected of 419616, e.g. [37, 38]"}]}}
+    assert format_failures([passed]) == ""
+    assert format_gates([passed]) == ("Quality gates:\n  air_quality_features: 5 row(s) quarantined by "
+                                      "expect_column_values_to_be_between(pm25_repeat_hours), observed 5 unexpected of "
+                                      "419616, e.g. [37, 38]")
