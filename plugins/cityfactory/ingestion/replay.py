@@ -87,6 +87,8 @@ def read_header(path: Path, delimiter: str, quote_char: str) -> list[str]:
 @lru_cache(maxsize=32)
 def _load(dataset: str, spec: DatasetFile, stamp: tuple | None, delimiter: str, quote_char: str, parts: tuple[str, ...],
           fmt: str) -> Replayable:
+    """One source file, parsed once per process; ``stamp`` (path, size, mtime) is only part of the
+    cache key, so a file changed under a running process is read and verified again."""
     path = dataset_file(dataset, spec)
     header = read_header(path, delimiter, quote_char)
     names = [h if h.strip() else f"_blank_{i}" for i, h in enumerate(header)]
@@ -153,9 +155,10 @@ def source_day(play_day: dt.date, shift: dt.timedelta, last: dt.date) -> dt.date
 
 class _ShiftedFile:
     """One source file's rows moved by each shift a replay asks for (computed once per shift over
-    the whole file, in instants: ``wall_clock``), and the rows whose moved local date is a play day.
+    the whole file, in instants: ``wall_clock``; or as wall-clock text when the scenario says so),
+    and the rows whose moved local date is a play day.
 
-    A reading keeps its own instant, so none lands on an hour the target year's clock skips. Where
+    Moved in instants, a reading keeps its own instant, so none lands on an hour the target year's clock skips. Where
     the target's clock repeats an hour, the two passes are written in time order with a key of the
     first pass leading the second (that is how the parser tells them apart); a second pass that
     shares no key with the first cannot be told apart without an offset in the text, and is set

@@ -224,17 +224,20 @@ def _source_problems(scenario: Scenario, path: Path) -> list[str]:
             continue  # downloaded on first use, checked by the run's first task
         header = replay.read_header(local, source.csv.delimiter, source.csv.quote_char)
         for column in (c for c in declared if c not in header):
-            spelled = [h for h in header if h.casefold() == column.casefold()]
-            fix = (f"the file spells it {spelled[0]!r} (names are case-sensitive)" if spelled else
-                   f"the header has {', '.join(header[:30])}" + (f"; did you mean {close[0]!r}?"
-                                                                 if (close := difflib.get_close_matches(column, header, 1)) else ""))
             problems.append(f"{path}: key 'schema.columns.{column}': {spec.name} (source.files.{index}) has no column "
-                            f"{column!r}; {fix}")
+                            f"{column!r}; {_header_fix(column, header)}")
     series = scenario.schema_.series
     if problems or not series:
         return problems
     seen = sorted({value for f in replay.load_dataset(scenario) for value in f.table[series].unique().to_pylist() if value})
     return _series_problems(scenario, seen)
+
+
+def _header_fix(column: str, header: list[str]) -> str:
+    if spelled := [h for h in header if h.casefold() == column.casefold()]:
+        return f"the file spells it {spelled[0]!r} (names are case-sensitive)"
+    close = difflib.get_close_matches(column, header, 1)
+    return f"the header has {', '.join(header[:30])}" + (f"; did you mean {close[0]!r}?" if close else "")
 
 
 def _series_problems(scenario: Scenario, seen: list[str]) -> list[str]:
