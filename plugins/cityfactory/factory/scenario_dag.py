@@ -58,6 +58,9 @@ Built by `cityfactory.factory.scenario_dag` from `dags/scenarios/<name>.yaml`; t
 library and import heavy modules only when they run.
 """
 
+# How long after a nightly time a DAG's first scheduled run is still created (see the timetable).
+FIRST_NIGHT_GRACE = dt.timedelta(seconds=30)
+
 
 def pipeline_task(scenario: Scenario, step: Step):
     """A TaskFlow task from a row of the step table: the run's context, then the upstream results
@@ -121,11 +124,13 @@ def build_scenario_dag(scenario: Scenario):
         dag_display_name=f"Scenario: {scenario.name}",
         description=scenario.description.strip(),
         doc_md=PIPELINE_DOC,
-        # no start date and run_immediately=timedelta(0): a DAG unpaused after its nightly time waits
-        # for the next night instead of running the last one at once (Airflow's catch-up of the
-        # latest missed run; run_immediately=False still runs it within a tenth of the period)
+        # no start date and a short run_immediately: a DAG unpaused well after its nightly time waits
+        # for the next night instead of running the last one at once (run_immediately=False runs it
+        # within a tenth of the period). Not zero: the dag-processor recomputes the next run at every
+        # parse, and a parse in the instant between the nightly time and the scheduler creating the
+        # run would move a DAG's first night to the next (seen: parsed 0.5 s after, night skipped)
         schedule=CronTriggerTimetable(scenario.schedule, timezone=scenario.timezone, interval=dt.timedelta(days=1),
-                                      run_immediately=dt.timedelta(0)),
+                                      run_immediately=FIRST_NIGHT_GRACE),
         catchup=False,
         # a bulk range is one run with the form's dates (batches mapped), not one Backfill run per night
         allowed_run_types=["scheduled", "manual"],  # Airflow makes them DagRunType values

@@ -65,7 +65,7 @@ def test_traffic_flow_dag_shape(dagbag):
     assert watcher.upstream_task_ids == {"governance"}
     assert {t.task_id for t in dag.tasks if not t.downstream_task_ids} == {"watcher"}
     # no surprise catch-up when unpaused, and no Backfill beside the form's own date range
-    assert dag.start_date is None and dag.timetable.run_immediately == dt.timedelta(0)
+    assert dag.start_date is None and dag.timetable.run_immediately == dt.timedelta(seconds=30)
     assert set(dag.allowed_run_types) == {"scheduled", "manual"}
 
 
@@ -121,10 +121,13 @@ def test_governance_waits_for_a_parallel_branch_and_not_for_chain_tasks():
     assert {t.task_id for t in tasks_that_may_still_run(dag, {"report"})} == {"side", "middle", "fanned", "last"}
 
 
-@pytest.mark.parametrize("minutes_after", [1, 30, 120, 600])
-def test_unpaused_soon_after_its_nightly_time_a_dag_waits_for_the_next_night(monkeypatch, minutes_after):
+@pytest.mark.parametrize(("seconds_after", "runs_tonight"), [(0.5, True), (25, True), (60, False), (30 * 60, False),
+                                                           (120 * 60, False), (600 * 60, False)])
+def test_unpaused_soon_after_its_nightly_time_a_dag_waits_for_the_next_night(monkeypatch, seconds_after, runs_tonight):
     """Airflow's timetable runs the last fire at once if it was less than a tenth of the period
-    (2.4 h for a nightly cron) ago, unless told ``run_immediately=timedelta(0)``."""
+    (2.4 h for a nightly cron) ago, unless told a shorter ``run_immediately``; the dag-processor asks
+    it again at every parse, so a parse in the instant after the nightly time (before the scheduler
+    made the run) must still give tonight's run."""
     from airflow.serialization.serialized_objects import DagSerialization
     from airflow.timetables import trigger
     from airflow.timetables.base import TimeRestriction
@@ -133,12 +136,13 @@ def test_unpaused_soon_after_its_nightly_time_a_dag_waits_for_the_next_night(mon
 
     scenario = get_scenario("traffic_flow")  # 02:30 America/Chicago
     fire = dt.datetime(2026, 11, 25, 2, 30, tzinfo=ZoneInfo(scenario.timezone))
-    now = fire + dt.timedelta(minutes=minutes_after)
+    now = fire + dt.timedelta(seconds=seconds_after)
     monkeypatch.setattr(trigger, "utcnow", lambda: now.astimezone(dt.UTC))
     # the timetable as the scheduler has it: through the serialized DAG, as JSON
     serialized = json.loads(json.dumps(DagSerialization.to_dict(build_scenario_dag(scenario))))
     timetable = DagSerialization.from_dict(serialized).timetable
     first = timetable.next_dagrun_info(last_automated_data_interval=None,
                                        restriction=TimeRestriction(earliest=None, latest=None, catchup=False))
-    assert first.run_after == fire + dt.timedelta(days=1)
-    assert first.data_interval.start == fire  # the night it ingests: the day before that run
+    night = fire if runs_tonight else fire + dt.timedelta(days=1)
+    assert first.run_after == night
+    assert first.data_interval.start == night - dt.timedelta(days=1)  # the night it ingests: the day before that run
