@@ -59,7 +59,7 @@ library and import heavy modules only when they run.
 """
 
 # How long after a nightly time a DAG's first scheduled run is still created (see the timetable).
-FIRST_NIGHT_GRACE = dt.timedelta(seconds=30)
+FIRST_NIGHT_GRACE = dt.timedelta(minutes=2)
 
 
 def pipeline_task(scenario: Scenario, step: Step):

@@ -65,7 +65,7 @@ def test_traffic_flow_dag_shape(dagbag):
     assert watcher.upstream_task_ids == {"governance"}
     assert {t.task_id for t in dag.tasks if not t.downstream_task_ids} == {"watcher"}
     # no surprise catch-up when unpaused, and no Backfill beside the form's own date range
-    assert dag.start_date is None and dag.timetable.run_immediately == dt.timedelta(seconds=30)
+    assert dag.start_date is None and dag.timetable.run_immediately == dt.timedelta(minutes=2)
     assert set(dag.allowed_run_types) == {"scheduled", "manual"}
 
 
@@ -121,8 +121,8 @@ def test_governance_waits_for_a_parallel_branch_and_not_for_chain_tasks():
     assert {t.task_id for t in tasks_that_may_still_run(dag, {"report"})} == {"side", "middle", "fanned", "last"}
 
 
-@pytest.mark.parametrize(("seconds_after", "runs_tonight"), [(0.5, True), (25, True), (60, False), (30 * 60, False),
-                                                           (120 * 60, False), (600 * 60, False)])
+@pytest.mark.parametrize(("seconds_after", "runs_tonight"), [(0.5, True), (25, True), (100, True), (150, False),
+                                                           (30 * 60, False), (120 * 60, False), (600 * 60, False)])
 def test_unpaused_soon_after_its_nightly_time_a_dag_waits_for_the_next_night(monkeypatch, seconds_after, runs_tonight):
     """Airflow's timetable runs the last fire at once if it was less than a tenth of the period
     (2.4 h for a nightly cron) ago, unless told a shorter ``run_immediately``; the dag-processor asks
