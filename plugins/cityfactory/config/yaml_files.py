@@ -27,9 +27,13 @@ class ScenarioError(ValueError):
     files that do not fit together; the message names the file, line and key."""
 
 
-def key_path(loc: tuple) -> str:
-    """pydantic's error location as the file's dotted key (``schema_`` is the file's ``schema``)."""
-    return ".".join("schema" if p == "schema_" else str(p) for p in loc)
+def _file_keys(loc: tuple) -> tuple:
+    """pydantic's error location in the file's own key names (``schema_`` is the file's ``schema``)."""
+    return tuple("schema" if p == "schema_" else p for p in loc)
+
+
+def _key_path(loc: tuple) -> str:
+    return ".".join(str(p) for p in _file_keys(loc))
 
 
 def _key_lines(node: yaml.Node | None, path: tuple = (), lines: dict[tuple, int] | None = None) -> dict[tuple, int]:
@@ -49,7 +53,7 @@ def _key_lines(node: yaml.Node | None, path: tuple = (), lines: dict[tuple, int]
 
 def line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
     """The line of the deepest key of ``loc`` the file has (pydantic adds names the file lacks)."""
-    parts = tuple("schema" if p == "schema_" else p for p in loc)
+    parts = _file_keys(loc)
     for end in range(len(parts), 0, -1):
         if parts[:end] in lines:
             return lines[parts[:end]]
@@ -80,7 +84,7 @@ def describe(exc: ValidationError, path: Path, lines: dict[tuple, int]) -> str:
             message = f"{error['loc'][-1]!r} is not a key here"
             if error.get("input") is None:
                 message += f"; {UNQUOTED_TEXT_HINT}"
-        key = f"key '{key_path(error['loc'])}': " if error["loc"] else "the top level: "
+        key = f"key '{_key_path(error['loc'])}': " if error["loc"] else "the top level: "
         problems.append(f"{path}{f':{line}' if line else ''}: {key}{message}")
     return "; ".join(problems)
 

@@ -90,10 +90,11 @@ def _load(dataset: str, spec: DatasetFile, stamp: tuple | None, delimiter: str, 
     """One source file, parsed once per process; ``stamp`` (path, size, mtime) is only part of the
     cache key, so a file changed under a running process is read and verified again."""
     path = dataset_file(dataset, spec)
+    data = path.read_bytes()  # read once: parsed, and its blank lines counted
     header = read_header(path, delimiter, quote_char)
     names = [h if h.strip() else f"_blank_{i}" for i, h in enumerate(header)]
     table = pv.read_csv(
-        path,
+        pa.py_buffer(data),
         read_options=pv.ReadOptions(column_names=names, skip_rows=1),
         parse_options=pv.ParseOptions(delimiter=delimiter, quote_char=quote_char),
         convert_options=pv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False),
@@ -105,7 +106,7 @@ def _load(dataset: str, spec: DatasetFile, stamp: tuple | None, delimiter: str, 
     days = pc.cast(pc.cast(event_time, pa.date32()), pa.int32()).to_numpy()
     order = np.argsort(days, kind="stable")
     return Replayable(spec.name, header, table.take(order), pc.take(event_time, order).combine_chunks(), days[order],
-                      unplaced, len(blank_lines(path.read_bytes())))
+                      unplaced, len(blank_lines(data)))
 
 
 def load_dataset(scenario: Scenario) -> list[Replayable]:

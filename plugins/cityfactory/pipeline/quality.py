@@ -6,7 +6,7 @@ import datetime as dt
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from cityfactory.governance.ledger import Artifact, Kind
+from cityfactory.governance.ledger import Artifact, Kind, safe_run_id
 from cityfactory.ingestion.parsing import empty_bronze
 from cityfactory.pipeline.context import RunContext
 from cityfactory.quality.gates import QualityGateError, run_gate
@@ -53,7 +53,7 @@ def features_gate(ctx: RunContext, built: dict | None) -> dict:
     frame = read_model(ctx.scenario, model, ctx.scenario.transform.time, with_lookback)
 
     def set_aside(rows, reasons: dict[int, str], entry) -> None:
-        stored = quarantine_rows(ctx.scenario, ctx.lake, rows, reasons, ctx.ledger.prefix.rsplit("/", 1)[-1])
+        stored = quarantine_rows(ctx.scenario, ctx.lake, rows, reasons, safe_run_id(ctx.run_id))
         entry.outputs.append(Artifact.of(stored, len(reasons), "quarantine"))
 
     return _gate(ctx, frame, ctx.scenario.quality.features_suite, model_uri(duckdb_path(ctx.scenario), model), "dbt_model",
