@@ -12,6 +12,9 @@
 - ``audit-proof --entry N | --since-size M``: inclusion or consistency proof (RFC 6962), checked.
 - ``fetch-data SCENARIO``: make sure the scenario's dataset is present and verified.
 - ``edge-token``: the edge nodes' admin token, for the admin API (``Authorization: Bearer``).
+- ``new-scenario NAME --from FILE... [--target C] [--timezone Z] [--series C]``: every file of a
+  new scenario drafted from sample data (CSV files: a forecaster; an image folder: a classifier),
+  then validated.
 - ``validate [SCENARIO ...]``: check scenarios whole (YAML, model spec, fleet, suites, dbt
   selection, dataset pins) before any run; every problem names its file and key.
 """
@@ -22,6 +25,7 @@ import argparse
 import contextlib
 import datetime as dt
 import sys
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from cityfactory.config.scenarios import ScenarioError, get_scenario
@@ -292,6 +296,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if any(found.values()) else 0
 
 
+def cmd_new_scenario(args: argparse.Namespace) -> int:
+    from cityfactory.scaffold.new_scenario import new_scenario
+
+    made = new_scenario(args.name, args.sources, target=args.target, timezone=args.timezone, series=args.series)
+    root = REPO_ROOT
+    print(f"Drafted {made.name} ({made.kind}):" + "".join(
+        f"\n  {p.relative_to(root) if p.is_relative_to(root) else p}" for p in made.written))
+    if made.notes:
+        print("Guessed (see the lines marked 'decide:' in the files):" + "".join(f"\n  - {n}" for n in made.notes))
+    if made.problems:
+        print(f"FAIL {made.name}" + "".join(f"\n     - {p}" for p in made.problems))
+        return 1
+    print(f"OK   {made.name}. Next: python -m cityfactory.cli run {made.name} --history")
+    return 0
+
+
 def cmd_edge_token(args: argparse.Namespace) -> int:
     """The edge nodes' admin token, as the nodes and the controller read it (for curl)."""
     from cityfactory.edge.fleet import edge_token
@@ -350,14 +370,23 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("scenarios", nargs="*", help="scenario names (default: every file in dags/scenarios/)")
     validate.add_argument("--no-dbt", action="store_true", help="skip the dbt selection check (needs dbt)")
     validate.set_defaults(func=cmd_validate)
+    scaffold = sub.add_parser("new-scenario", help="draft every file of a new scenario from sample data")
+    scaffold.add_argument("name", help="the scenario's name: lower case, digits and _")
+    scaffold.add_argument("--from", dest="sources", type=Path, nargs="+", required=True,
+                          help="CSV files of one folder, or a folder of images in one subfolder per class")
+    scaffold.add_argument("--target", help="the column to forecast (default: the first numeric reading)")
+    scaffold.add_argument("--timezone", help="the wall clock the files are written in (default: UTC)")
+    scaffold.add_argument("--series", help="the column telling series apart (default: found in the data)")
+    scaffold.set_defaults(func=cmd_new_scenario)
     token = sub.add_parser("edge-token", help="print the edge nodes' admin token (Authorization: Bearer ...)")
     token.set_defaults(func=cmd_edge_token)
     args = parser.parse_args(argv)
     from cityfactory.ingestion.datasets import DatasetError
+    from cityfactory.profiling.drafts import ScaffoldError
 
     try:
         return args.func(args)
-    except (ScenarioError, DatasetError) as exc:  # a file to fix, named in the message: no traceback
+    except (ScenarioError, DatasetError, ScaffoldError) as exc:  # a file to fix, named in the message: no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

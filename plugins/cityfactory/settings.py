@@ -22,6 +22,7 @@ class Settings:
     models_dir: Path
     expectations_dir: Path
     fleets_dir: Path
+    dbt_dir: Path  # the dbt project (a new scenario's models are written into it)
     retention_enforced: bool  # scheduled maintenance deletes only when this is set explicitly
 
     @property
@@ -44,5 +45,6 @@ def get_settings() -> Settings:
         models_dir=Path(os.environ.get("CITYFACTORY_MODELS_DIR", REPO_ROOT / "models")),
         expectations_dir=Path(os.environ.get("CITYFACTORY_EXPECTATIONS_DIR", REPO_ROOT / "expectations")),
         fleets_dir=Path(os.environ.get("CITYFACTORY_FLEETS_DIR", REPO_ROOT / "dags" / "fleets")),
+        dbt_dir=Path(os.environ.get("CITYFACTORY_DBT_DIR", REPO_ROOT / "dbt")),
         retention_enforced=os.environ.get("CITYFACTORY_RETENTION_ENFORCED", "").lower() in ("1", "true", "yes"),
     )

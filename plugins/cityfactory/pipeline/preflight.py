@@ -19,7 +19,7 @@ from cityfactory.config.scenarios import (
     load_scenario,
     scan_scenarios,
 )
-from cityfactory.settings import REPO_ROOT, get_settings
+from cityfactory.settings import get_settings
 
 BRONZE_EXTRAS = {"_source_file", "_line", "dt"}
 
@@ -265,8 +265,9 @@ def _series_problems(scenario: Scenario, seen: list[str]) -> list[str]:
 def _dbt_problems(scenario: Scenario, path: Path) -> list[str]:
     """The selection must name models, the features model among them (``dbt ls``, no database)."""
     dbt = Path(sys.executable).parent / "dbt"
-    target = get_settings().home / "dbt" / "validate"
-    command = [str(dbt), "ls", "--project-dir", str(REPO_ROOT / "dbt"), "--profiles-dir", str(REPO_ROOT / "dbt"),
+    settings = get_settings()
+    target = settings.home / "dbt" / "validate"
+    command = [str(dbt), "ls", "--project-dir", str(settings.dbt_dir), "--profiles-dir", str(settings.dbt_dir),
                "--target-path", str(target), "--log-path", str(target / "logs"), "--quiet", "--output", "json",
                "--resource-type", "model", "--select", scenario.transform.dbt_select,
                "--vars", json.dumps({"lake_root": "/nonexistent", "scenario": scenario.name})]
@@ -289,7 +290,7 @@ def _documented_columns(manifest: Path, model: str) -> tuple[Path, list[str]]:
     """The feature mart's yml file and the columns it documents, from the manifest dbt just wrote."""
     nodes = json.loads(manifest.read_text())["nodes"].values()
     node = next(n for n in nodes if n["resource_type"] == "model" and n["name"] == model)
-    yml = REPO_ROOT / "dbt" / (node.get("patch_path") or f"x://{node['original_file_path']}").split("://", 1)[1]
+    yml = get_settings().dbt_dir / (node.get("patch_path") or f"x://{node['original_file_path']}").split("://", 1)[1]
     return yml, list(node["columns"])
 
 

@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from cityfactory.profiling.drafts import Draft, DraftRequest
 from cityfactory.tasktypes.spec import ModelSpec
 
 if TYPE_CHECKING:  # parsing a DAG file reads specs through here: no numpy or pandas at import
@@ -156,6 +157,13 @@ class TaskType(ABC):
     # must a compressed variant be faster at batch 1 to ship
     compression_fallback: ClassVar[bool] = False
     compression_must_be_faster: ClassVar[bool] = False
+
+    # -- a new scenario --------------------------------------------------------------------------
+    drafts_from: ClassVar[type | None] = None  # the profile of sample data (``profiling``) it drafts from
+
+    def draft(self, name: str, profile: Any, request: DraftRequest) -> Draft:
+        """Every file of a new scenario ``name`` of this kind over ``profile`` (``cli new-scenario``)."""
+        raise NotImplementedError(f"the {self.name} kind drafts no scenarios")
 
     # -- the spec --------------------------------------------------------------------------------
     @abstractmethod

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cityfactory.config.scenarios import Scenario
-from cityfactory.settings import REPO_ROOT, get_settings
+from cityfactory.settings import get_settings
 from cityfactory.storage.lake import Lake, LocalLake, join_key
 
-DBT_DIR = REPO_ROOT / "dbt"
 log = logging.getLogger(__name__)
 
 
@@ -82,11 +81,12 @@ def run_dbt(scenario: Scenario, lake_root: Path, window: dict | None = None, ful
     (see ``run_window``) limits what incremental models rebuild; ``full_refresh`` rebuilds all."""
     database = duckdb_path(scenario)
     database.parent.mkdir(parents=True, exist_ok=True)
-    target = get_settings().home / "dbt" / scenario.name / "target"
+    settings = get_settings()
+    target = settings.home / "dbt" / scenario.name / "target"
     command = [
         str(Path(sys.executable).parent / "dbt"), "build",
-        "--project-dir", str(DBT_DIR),
-        "--profiles-dir", str(DBT_DIR),
+        "--project-dir", str(settings.dbt_dir),
+        "--profiles-dir", str(settings.dbt_dir),
         "--target-path", str(target),
         "--log-path", str(target.parent / "logs"),
         "--select", scenario.transform.dbt_select,

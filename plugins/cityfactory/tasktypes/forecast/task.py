@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import MappingProxyType
 
+from cityfactory.profiling.drafts import Draft, DraftRequest
+from cityfactory.profiling.tables import TableProfile
 from cityfactory.tasktypes import register
 from cityfactory.tasktypes.base import Examples, Judgement, Metric, TaskType, Trained
 from cityfactory.tasktypes.forecast.spec import ForecastSpec
@@ -29,6 +31,12 @@ class ForecastTask(TaskType):
     compression_metric = "mae"
     bake_metric = Metric("mae", "MAE")
     reference_baseline = "persistence"
+    drafts_from = TableProfile
+
+    def draft(self, name: str, profile: TableProfile, request: DraftRequest) -> Draft:
+        from cityfactory.tasktypes.forecast.scaffold import draft_forecaster
+
+        return draft_forecaster(name, profile, request)
 
     # -- the spec --------------------------------------------------------------------------------
     def spec_problems(self, spec: ForecastSpec, has_series: bool, path: Path) -> list[str]:
