@@ -61,6 +61,20 @@ def openlineage_events(home: Path) -> Path:
     return home / "lake" / "governance" / "openlineage" / "events.jsonl"
 
 
+def scaffold_project(root: Path, monkeypatch) -> Path:
+    """An empty project beside the repo's code, as a new user starts one: no scenarios, a copy of the
+    dbt project (its macros and its shipped models), the model-card templates; every folder the
+    settings name points here. Returns the data folder."""
+    for folder in ("scenarios", "models", "expectations", "fleets", "data"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(f"CITYFACTORY_{folder.upper()}_DIR", str(root / folder))
+    shutil.copytree(REPO / "dbt", root / "dbt", ignore=shutil.ignore_patterns("target", "logs", ".user.yml"))
+    monkeypatch.setenv("CITYFACTORY_DBT_DIR", str(root / "dbt"))
+    for card in (REPO / "models").glob("*.md"):
+        shutil.copy(card, root / "models")
+    return root / "data"
+
+
 def write_fleet(directory: Path, name: str, size: int, past_hours: float | None = None) -> Path:
     """A fleet file of ``size`` loopback nodes on free ports, beside copies of the repo's other
     fleets (so every scenario still loads); returns the fleets folder. ``past_hours``: how far back
