@@ -25,6 +25,7 @@ MAX_CATEGORIES = 40  # a string column with more distinct values is an identifie
 DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y/%m/%d", "%d-%m-%Y", "%Y%m%d")
 TIME_FORMATS = ("%H:%M:%S", "%H:%M", "%H.%M.%S", "%H.%M", "%H")
 CALENDAR_PARTS = ("year", "month", "day", "hour")
+CALENDAR_FORMAT = "%Y %m %d %H"
 _INT = re.compile(r"^[+-]?\d+$")
 
 
@@ -104,6 +105,8 @@ def profile_table(files: list[Path], series: str | None = None) -> TableProfile:
     nulls = set(NULL_WORDS) | _sentinels(values, decimal, notes)
     columns = {name: _column(name, values[name], decimal, nulls) for name in names}
     time = _event_time(columns, values, files[0])
+    if time.format != CALENDAR_FORMAT:  # a date's or a time's text is declared as text, whatever it looks like
+        columns |= {c: replace(columns[c], type="string", min=None, max=None) for c in time.columns if columns[c].type != "timestamp"}
     series_column = series or _series_key(columns, values, time)
     if series_column is not None and series_column not in columns:
         raise ProfileError(f"--series {series_column!r} is not a column of {files[0].name} ({', '.join(names)})")
@@ -201,7 +204,7 @@ def _event_time(columns: dict[str, ColumnProfile], values: dict[str, list[str]],
     if stamps:
         parts, fmt = (stamps[0],), columns[stamps[0]].format
     elif calendar := _calendar_parts(columns):
-        parts, fmt = calendar, "%Y %m %d %H"
+        parts, fmt = calendar, CALENDAR_FORMAT
     else:
         parts, fmt = _date_and_time(columns, values, path)
     texts = [" ".join(values[c][i].strip() for c in parts) for i in range(len(values[parts[0]]))]
@@ -216,7 +219,7 @@ def _calendar_parts(columns: dict[str, ColumnProfile]) -> tuple[str, ...] | None
 
 
 def _date_and_time(columns, values, path: Path) -> tuple[tuple[str, str], str]:
-    strings = [c.name for c in columns.values() if c.type in ("string", "int")]
+    strings = [c.name for c in columns.values() if c.type != "timestamp"]  # '20.00' reads as a number too
     dates = [(c, f) for c in strings if (f := _time_format(sorted(set(values[c])), DATE_FORMATS))]
     times = [(c, f) for c in strings if (f := _time_format(sorted(set(values[c])), TIME_FORMATS))
              and c not in {d for d, _ in dates}]
