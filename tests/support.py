@@ -75,6 +75,28 @@ def scaffold_project(root: Path, monkeypatch) -> Path:
     return root / "data"
 
 
+def inspection_images(folder: Path, per_class: int = 60, size: int = 64, seed: int = 3) -> Path:
+    """A labelled image folder as many datasets ship: one subfolder per class. Greyscale frames of a
+    textured surface (smooth shading and grain, each its own); the ``cracked`` ones carry a dark
+    line of random place and angle. Returns the folder."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    for label in ("intact", "cracked"):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            y, x = np.mgrid[0:size, 0:size] / size
+            shade = 110 + 40 * rng.uniform(-1, 1) * x + 30 * rng.uniform(-1, 1) * y
+            pixels = np.clip(shade + rng.normal(0, 12, (size, size)), 0, 255).astype("uint8")
+            image = Image.fromarray(pixels, mode="L")
+            if label == "cracked":
+                a, b = rng.uniform(0, size, 2), rng.uniform(0, size, 2)
+                ImageDraw.Draw(image).line([tuple(a), tuple(b)], fill=int(rng.uniform(10, 40)), width=2)
+            image.save(folder / label / f"{label}_{i:03d}.png")
+    return folder
+
+
 def write_fleet(directory: Path, name: str, size: int, past_hours: float | None = None) -> Path:
     """A fleet file of ``size`` loopback nodes on free ports, beside copies of the repo's other
     fleets (so every scenario still loads); returns the fleets folder. ``past_hours``: how far back

@@ -3,7 +3,7 @@ then a run over the whole history with every drafted file as written, ingest to 
 
 from __future__ import annotations
 
-from support import HARBOUR_STATIONS, REPO, harbour_dataset, scaffold_project
+from support import HARBOUR_STATIONS, REPO, harbour_dataset, inspection_images, scaffold_project
 
 
 def test_a_scaffolded_forecaster_runs_end_to_end_unedited(airflow_db, tmp_path, monkeypatch, lake_uri,
@@ -53,3 +53,44 @@ def test_a_scaffolded_forecaster_runs_end_to_end_unedited(airflow_db, tmp_path, 
     version = str(entries["train"]["counts"]["version"])
     assert str(mlflow.MlflowClient().get_model_version_by_alias("cityfactory.harbour_watch", "champion").version) == version
     assert set(serving.values()) == {version}, "every node of the drafted fleet serves the new champion"
+
+
+def test_a_scaffolded_camera_scenario_runs_end_to_end_unedited(airflow_db, tmp_path, monkeypatch, lake_uri,
+                                                              private_mlflow, capsys):
+    import mlflow
+    from airflow.dag_processing.dagbag import DagBag
+    from cityfactory import cli
+    from cityfactory.config.scenarios import get_scenario
+    from cityfactory.edge.fleet import LocalFleet, edge_token, load_fleet
+    from cityfactory.governance.ledger import RunLedger
+    from cityfactory.ingestion.replay import history_interval
+    from cityfactory.rollout.controller import snapshot
+    from cityfactory.storage.lake import open_lake
+    from cityfactory.tasktypes import load_model_spec
+
+    data = scaffold_project(tmp_path, monkeypatch)
+    folder = inspection_images(data / "line_camera", per_class=60)
+    (folder / "intact" / "notes.txt").write_text("not an image")
+    assert cli.main(["new-scenario", "crack_watch", "--from", str(folder)]) == 0
+    printed = capsys.readouterr().out
+    assert "OK   crack_watch" in printed and "left out, not images: intact/notes.txt" in printed, printed
+    assert load_model_spec("crack_watch").data.classes == ["cracked", "intact"]
+    assert len((folder / "index.csv").read_text().splitlines()) == 120
+
+    monkeypatch.delenv("CITYFACTORY_SEARCH_TRIALS", raising=False)  # the drafted spec's budget, as drafted
+    scenario = get_scenario("crack_watch")
+    start, end = history_interval(scenario)
+    bag = DagBag(dag_folder=str(REPO / "dags" / "scenario_pipelines.py"))
+    assert bag.import_errors == {} and bag.dag_ids == ["crack_watch"]
+    with LocalFleet.for_scenario(scenario):
+        run = bag.get_dag("crack_watch").test(run_conf={"data_interval_start": start.isoformat(),
+                                                        "data_interval_end": end.isoformat()})
+        serving = snapshot(load_fleet("crack_watch"), edge_token())
+    assert run.state == "success"
+
+    entries = {e["task_id"]: e for e in RunLedger(open_lake(), "crack_watch", run.run_id).entries()}
+    assert entries["transform"]["counts"]["rows_crack_watch_examples"] == 120
+    assert entries["train"]["details"]["alias"] == "challenger", entries["train"]["details"]["reason"]
+    version = str(entries["train"]["counts"]["version"])
+    assert str(mlflow.MlflowClient().get_model_version_by_alias("cityfactory.crack_watch", "champion").version) == version
+    assert set(serving.values()) == {version}, "both drafted camera nodes serve the new champion"

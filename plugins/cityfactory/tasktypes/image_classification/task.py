@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import MappingProxyType
 
+from cityfactory.profiling.drafts import Draft, DraftRequest
+from cityfactory.profiling.image_folders import ImageFolderProfile
 from cityfactory.tasktypes import register
 from cityfactory.tasktypes.base import (
     Examples,
@@ -45,6 +47,12 @@ class ImageClassificationTask(TaskType):
     reference_baseline = "majority"
     compression_fallback = True  # fp32 ships (and the stage says why) when int8 is over budget or not faster
     compression_must_be_faster = True
+    drafts_from = ImageFolderProfile
+
+    def draft(self, name: str, profile: ImageFolderProfile, request: DraftRequest) -> Draft:
+        from cityfactory.tasktypes.image_classification.scaffold import draft_classifier
+
+        return draft_classifier(name, profile, request)
 
     # -- the spec --------------------------------------------------------------------------------
     def spec_problems(self, spec: ImageClassificationSpec, has_series: bool, path: Path) -> list[str]:
