@@ -13,8 +13,8 @@
 - ``fetch-data SCENARIO``: make sure the scenario's dataset is present and verified.
 - ``edge-token``: the edge nodes' admin token, for the admin API (``Authorization: Bearer``).
 - ``new-scenario NAME --from FILE... [--target C] [--timezone Z] [--series C]``: every file of a
-  new scenario drafted from sample data (CSV files: a forecaster; an image folder: a classifier),
-  then validated.
+  new scenario drafted from sample data (CSV files, or a folder of images in class subfolders) by
+  the kind of model that reads such data, then validated.
 - ``validate [SCENARIO ...]``: check scenarios whole (YAML, model spec, fleet, suites, dbt
   selection, dataset pins) before any run; every problem names its file and key.
 """
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     scaffold.add_argument("name", help="the scenario's name: lower case, digits and _")
     scaffold.add_argument("--from", dest="sources", type=Path, nargs="+", required=True,
                           help="CSV files of one folder, or a folder of images in one subfolder per class")
-    scaffold.add_argument("--target", help="the column to forecast (default: the first numeric reading)")
+    scaffold.add_argument("--target", help="the column to predict (default: the first numeric reading)")
     scaffold.add_argument("--timezone", help="the wall clock the files are written in (default: UTC)")
     scaffold.add_argument("--series", help="the column telling series apart (default: found in the data)")
     scaffold.set_defaults(func=cmd_new_scenario)

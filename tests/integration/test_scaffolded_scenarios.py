@@ -3,7 +3,13 @@ then a run over the whole history with every drafted file as written, ingest to 
 
 from __future__ import annotations
 
-from support import HARBOUR_STATIONS, REPO, harbour_dataset, inspection_images, scaffold_project
+from support import (
+    HARBOUR_STATIONS,
+    REPO,
+    harbour_dataset,
+    inspection_images,
+    scaffold_project,
+)
 
 
 def test_a_scaffolded_forecaster_runs_end_to_end_unedited(airflow_db, tmp_path, monkeypatch, lake_uri,

@@ -29,6 +29,6 @@ class DraftRequest:
 
     dataset: str  # the data folder's name (under the data directory)
     pins: dict[str, str]  # file name -> sha256
-    target: str | None = None  # the column to forecast (a forecaster); None: the kind guesses
+    target: str | None = None  # the column to predict, for a kind that predicts a column; None: it guesses
     timezone: str | None = None  # the wall clock the files are written in; None: UTC, marked "decide"
     schedule: str = "30 2 * * *"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import itertools
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
@@ -76,11 +77,13 @@ class TableProfile:
     series: str | None
     series_values: tuple[str, ...]
     rows: int
+    row_numbers: tuple[str, ...] = ()  # columns that only count the file's lines (1, 2, 3, ...)
     notes: list[str] = field(default_factory=list)
 
     def measured(self) -> list[ColumnProfile]:
-        """Numeric columns that are readings (not parts of the time)."""
-        return [c for c in self.columns.values() if c.type in ("int", "float") and c.name not in self.time.columns]
+        """Numeric columns that are readings (not parts of the time, not line numbers)."""
+        return [c for c in self.columns.values() if c.type in ("int", "float") and c.name not in self.time.columns
+                and c.name not in self.row_numbers]
 
 
 def profile_table(files: list[Path], series: str | None = None) -> TableProfile:
@@ -88,12 +91,13 @@ def profile_table(files: list[Path], series: str | None = None) -> TableProfile:
     if not files:
         raise ProfileError("no files given")
     dialect = _dialect(files[0])
-    header, rows = None, []
+    header, rows, starts = None, [], []
     for path in files:
         file_header, file_rows = _read(path, dialect)
         if header is not None and file_header != header:
             raise ProfileError(f"{path}: header {file_header} differs from {files[0].name}'s {header}")
         header = file_header
+        starts.append(len(rows))
         rows += file_rows
     if not rows:
         raise ProfileError(f"{files[0]}: no rows under the header")
@@ -116,7 +120,14 @@ def profile_table(files: list[Path], series: str | None = None) -> TableProfile:
         null_values=tuple(sorted({""} | (nulls & _all_values(values)))),
         blank_header_columns=bool(blank), columns=columns, time=time, series=series_column,
         series_values=tuple(sorted(set(values[series_column]))) if series_column else (),
-        rows=len(rows), notes=notes)
+        rows=len(rows), row_numbers=_row_numbers(columns, values, starts), notes=notes)
+
+
+def _row_numbers(columns: dict[str, ColumnProfile], values: dict[str, list[str]], starts: list[int]) -> tuple[str, ...]:
+    """Integer columns that number each file's lines 1, 2, 3, ...: no reading, left out of bronze."""
+    ends = [*starts[1:], len(next(iter(values.values())))]
+    return tuple(c.name for c in columns.values() if c.type == "int" and c.null_fraction == 0 and all(
+        [int(v) for v in values[c.name][a:b]] == list(range(1, b - a + 1)) for a, b in zip(starts, ends, strict=True)))
 
 
 def _dialect(path: Path) -> type[csv.Dialect]:
@@ -207,10 +218,22 @@ def _event_time(columns: dict[str, ColumnProfile], values: dict[str, list[str]],
         parts, fmt = calendar, CALENDAR_FORMAT
     else:
         parts, fmt = _date_and_time(columns, values, path)
-    texts = [" ".join(values[c][i].strip() for c in parts) for i in range(len(values[parts[0]]))]
-    times = sorted({dt.datetime.strptime(t, fmt) for t in set(texts) if all(values[c] for c in parts) and t.strip()})
-    steps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    times = sorted({t for t in _row_times(values, parts, fmt) if t is not None})
+    if not times:
+        raise ProfileError(f"{path}: no row has a time in {', '.join(parts)}")
+    steps = [b - a for a, b in itertools.pairwise(times)]
     return EventTime(parts, fmt, median(steps) if steps else dt.timedelta(hours=1), times[0], times[-1])
+
+
+def _row_times(values: dict[str, list[str]], parts: tuple[str, ...], fmt: str) -> list[dt.datetime | None]:
+    """Each row's time (None where its text is blank or does not parse)."""
+    found = []
+    for texts in zip(*(values[c] for c in parts), strict=True):
+        try:
+            found.append(dt.datetime.strptime(" ".join(t.strip() for t in texts), fmt))
+        except ValueError:
+            found.append(None)
+    return found
 
 
 def _calendar_parts(columns: dict[str, ColumnProfile]) -> tuple[str, ...] | None:
@@ -233,9 +256,9 @@ def _date_and_time(columns, values, path: Path) -> tuple[tuple[str, str], str]:
 def _dynamics(columns, values, time: EventTime, series: str | None, decimal: str, nulls: set[str]):
     """Each numeric reading's typical hour-to-hour change and longest unchanged run, per series in
     time order."""
-    texts = [" ".join(values[c][i].strip() for c in time.columns) for i in range(len(values[time.columns[0]]))]
+    moments = _row_times(values, time.columns, time.format)
     order: dict[str, list[int]] = defaultdict(list)
-    for i in sorted(range(len(texts)), key=lambda i: dt.datetime.strptime(texts[i], time.format)):
+    for i in sorted((i for i, t in enumerate(moments) if t is not None), key=moments.__getitem__):
         order[values[series][i] if series else ""].append(i)
     profiled = dict(columns)
     for name, column in columns.items():
@@ -245,7 +268,7 @@ def _dynamics(columns, values, time: EventTime, series: str | None, decimal: str
         for rows in order.values():
             readings = [_number(values[name][i], decimal) if values[name][i].strip() not in nulls else None for i in rows]
             run = 1
-            for a, b in zip(readings, readings[1:], strict=False):
+            for a, b in itertools.pairwise(readings):
                 if a is not None and b is not None:
                     changes.append(abs(b - a))
                     run = run + 1 if a == b else 1
@@ -261,9 +284,9 @@ def _series_key(columns, values, time: EventTime) -> str | None:
     if len(set(moments)) == rows:
         return None
     for column in sorted(columns.values(), key=lambda c: len(c.categories)):
-        if column.type == "string" and column.categories and column.name not in time.columns:
-            if len(set(zip(moments, values[column.name], strict=True))) == rows:
-                return column.name
+        if (column.type == "string" and column.categories and column.name not in time.columns
+                and len(set(zip(moments, values[column.name], strict=True))) == rows):
+            return column.name
     repeated = Counter(moments).most_common(1)[0]
     raise ProfileError(f"rows repeat the time {' '.join(repeated[0])} ({repeated[1]} times) and no column tells "
                        "them apart as a series: pass --series COLUMN")

@@ -8,7 +8,6 @@ import socket
 
 import pytest
 import yaml
-
 from cityfactory import cli
 from cityfactory.profiling.drafts import ScaffoldError
 from cityfactory.scaffold.new_scenario import new_scenario

@@ -11,6 +11,11 @@ from pathlib import Path
 
 import yaml
 from cityfactory.ingestion.image_drops import IMAGE_COLUMNS
+from cityfactory.profiling.tables import CALENDAR_PARTS
+from cityfactory.tasktypes.forecast.scaffold import MADE_NAMES as FORECAST_DRAFT_NAMES
+from cityfactory.tasktypes.image_classification.scaffold import (
+    MADE_NAMES as CAMERA_DRAFT_NAMES,
+)
 from support import REPO
 
 CODE = [*sorted((REPO / "plugins").rglob("*.py")), *sorted((REPO / "dags").glob("*.py"))]
@@ -18,9 +23,11 @@ SCENARIO_FILES = [*sorted((REPO / "dags" / "scenarios").glob("*.yaml")),
                   *sorted((REPO / "tests" / "fixtures" / "scenarios").glob("*.yaml"))]
 
 
-# The library's own field names that a scenario may also use for a column: the run ledger's times
-# and the image manifest's columns (the library makes them; a camera scenario's models read them).
-LIBRARY_WORDS = {"started_at", "ended_at", *(name for name, _ in IMAGE_COLUMNS)}
+# The library's own field names that a scenario may also use for a column: the run ledger's times,
+# the image manifest's columns (the library makes them; a camera scenario's models read them), the
+# calendar columns the scaffold recognises and the names it gives the columns it drafts.
+LIBRARY_WORDS = {"started_at", "ended_at", *(name for name, _ in IMAGE_COLUMNS), *CALENDAR_PARTS,
+                 *FORECAST_DRAFT_NAMES, *CAMERA_DRAFT_NAMES}
 
 
 def _strings(value, depth: int = 0) -> set[str]:

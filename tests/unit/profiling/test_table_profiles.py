@@ -6,10 +6,14 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 from cityfactory.profiling.drafts import DraftRequest, ScaffoldError
 from cityfactory.profiling.tables import profile_table
-from cityfactory.tasktypes.forecast.scaffold import bounds, draft_forecaster, nice, snake
+from cityfactory.tasktypes.forecast.scaffold import (
+    bounds,
+    draft_forecaster,
+    nice,
+    snake,
+)
 
 
 def _hours(first: str, count: int, step_minutes: int = 60):

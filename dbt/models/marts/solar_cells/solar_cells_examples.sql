@@ -12,12 +12,11 @@ groups as (
     select * from {{ ref('int_solar_cells__duplicate_groups') }}
 ),
 
-bucketed as (
+grouped as (
     select
         labelled.*,
         groups.duplicate_group,
-        groups.group_size,
-        ('0x' || substr(groups.duplicate_group, 1, 8))::bigint % 100 as split_bucket
+        groups.group_size
     from labelled
     join groups using (sha256)
 )
@@ -38,11 +37,11 @@ select
     phash_bits,
     duplicate_group,
     group_size,
-    case when split_bucket < 20 then 'test' when split_bucket < 35 then 'validation' else 'train' end as dataset_split,
+    {{ content_split('duplicate_group', test_percent=20, validation_percent=15) }} as dataset_split,
     defect_class,
     case defect_class when 'defective' then 1 when 'functional' then 0 end as is_defective,
     defect_probability,
     label_source,
     labelled_at,
     defect_class is not null as is_labelled
-from bucketed
+from grouped

@@ -1,4 +1,4 @@
-"""A new forecasting scenario drafted from a CSV dataset's profile: scenario, model spec, suites
+"""A new scenario of next-hour predictions drafted from a CSV dataset's profile: scenario, model spec, suites
 and dbt staging -> intermediate -> marts with docs and tests (``cli new-scenario``).
 
 The draft forecasts one measured column per series and hour from its own lags (1-6 h, a day, a
@@ -22,10 +22,15 @@ TEMPLATES = Path(__file__).parent / "templates"
 LAGS = (1, 2, 3, 4, 5, 6, 24, 168)
 MAX_NULL_FRACTION = 0.1  # a reading missing more often than this would empty is_complete: left out
 MARGIN = 0.25  # bounds from the data, widened by this share of its range either way
+# The names the draft gives the columns it makes (the templates spell them the same).
+COMPOSED_TIME = "observed_at"  # a row's time composed from several columns, in bronze and staging
+TARGET_TIME = "target_at"  # the hour a mart row is about
+USABLE = "is_complete"  # a mart row a model may be trained and scored on
+MADE_NAMES = (COMPOSED_TIME, TARGET_TIME, USABLE)
 
 
 def snake(name: str) -> str:
-    """A column name as a SQL identifier: 'PM2.5' -> 'pm2_5'."""
+    """A column name as a SQL identifier: 'Flow (veh/h)' -> 'flow_veh_h'."""
     text = re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_") or "column"
     return f"c_{text}" if text[0].isdigit() else text
 
@@ -84,7 +89,7 @@ class Plan:
         skip = {*profile.time.columns, profile.series, target}
         self.categorical = [c for c in profile.columns.values() if c.type == "string" and c.categories
                             and c.name not in skip and c.null_fraction <= MAX_NULL_FRACTION]
-        self.time_column = "observed_at" if profile.time.composed else profile.time.columns[0]
+        self.time_column = COMPOSED_TIME if profile.time.composed else profile.time.columns[0]
         names = [snake(c) for c in profile.columns if c not in profile.time.columns or not profile.time.composed]
         if len(set(names)) != len(names):
             raise ScaffoldError(f"{profile.files[0].name}: two columns give the same SQL name once in snake_case; "
@@ -101,7 +106,7 @@ class Plan:
 
 
 def draft_forecaster(name: str, profile: TableProfile, request: DraftRequest) -> Draft:
-    """Every file of a forecasting scenario ``name`` over ``profile``'s files."""
+    """Every file of a scenario ``name`` of this kind over ``profile``'s files."""
     plan = Plan(name, profile, request.target)
     models = {
         f"staging/{name}/_{name}__sources.yml": _fill("sources.yml", name=name, time_column=plan.time_column),
@@ -141,12 +146,14 @@ def _words(plan: Plan) -> dict[str, str]:
 def _scenario(plan: Plan, request: DraftRequest) -> str:
     profile, time, timezone = plan.profile, plan.profile.time, request.timezone
     if time.composed:
-        event_time = (f"{{name: observed_at, from: [{', '.join(_quoted(c) for c in time.columns)}], "
+        event_time = (f"{{name: {COMPOSED_TIME}, from: [{', '.join(_quoted(c) for c in time.columns)}], "
                       f"format: {json.dumps(time.format)}}}")
     else:
         event_time = _quoted(time.columns[0])
     columns = []
     for column in profile.columns.values():
+        if column.name in profile.row_numbers:
+            continue
         fields = [f"type: {column.type}"]
         if column.type in ("int", "float") and column.name not in time.columns:
             low, high = bounds(column)
@@ -167,15 +174,17 @@ def _scenario(plan: Plan, request: DraftRequest) -> str:
         null_values=json.dumps(list(profile.null_values)),
         null_note="   # decide: " + "; ".join(profile.notes) if profile.notes else "",
         event_time=event_time, series_line=f"  series: {_quoted(profile.series)}\n" if profile.series else "",
+        ignored=(f"  ignored_columns: [{', '.join(json.dumps(c) for c in profile.row_numbers)}]   # line numbers\n"
+                 if profile.row_numbers else ""),
         key=", ".join(key), timezone=timezone or "UTC",
         timezone_note="" if timezone else "   # decide: the zone of the wall clock the files are written in",
-        columns="\n".join(columns), order_by=", ".join(["target_at", *([plan.s] if plan.s else [])]),
+        columns="\n".join(columns), order_by=", ".join([TARGET_TIME, *([plan.s] if plan.s else [])]),
         parity=_number(nice(max((plan.target.typical_change or 1.0) / 100, 1e-3), up=True)),
         unit=f"{plain(plan.target.name)} units")
 
 
 def _model_spec(plan: Plan) -> str:
-    profile, t = plan.profile, plan.t
+    profile = plan.profile
     one_hot = [f"    {snake(c.name)}_lag_1h: {{values: {json.dumps(list(c.categories))}}}" for c in plan.categorical]
     if plan.s:
         one_hot.append(f"    {plan.s}: {{values: {json.dumps(list(profile.series_values))}}}")
@@ -195,7 +204,7 @@ def _model_spec(plan: Plan) -> str:
 
 def _staging_sql(plan: Plan) -> str:
     columns = [c for c in plan.profile.columns if not (plan.profile.time.composed and c in plan.profile.time.columns)
-               and c != plan.time_column]
+               and c != plan.time_column and c not in plan.profile.row_numbers]
     renamed = ",\n".join(f"        {json.dumps(c)} as {snake(c)}" for c in columns)
     return _fill("staging.sql", **_words(plan), row_grain=f"{plan.s} and hour" if plan.s else "hour",
                  time_quoted=json.dumps(plan.time_column), renamed=renamed)
@@ -204,13 +213,14 @@ def _staging_sql(plan: Plan) -> str:
 def _staging_yml(plan: Plan) -> str:
     lines = []
     for column in plan.profile.columns.values():
-        if column.name == plan.time_column or (plan.profile.time.composed and column.name in plan.profile.time.columns):
+        if (column.name == plan.time_column or column.name in plan.profile.row_numbers
+                or (plan.profile.time.composed and column.name in plan.profile.time.columns)):
             continue
         lines.append(f"      - name: {snake(column.name)}\n        description: {json.dumps(f'{column.name} in the files.')}")
         if column.name == plan.series:
             lines.append("        data_tests: [not_null]")
     return _fill("staging.yml", **_words(plan), row_grain=f"{plan.s} and hour" if plan.s else "hour",
-                 key_columns=", ".join([*([plan.s] if plan.s else []), "observed_at"]), columns="\n".join(lines))
+                 key_columns=", ".join([*([plan.s] if plan.s else []), COMPOSED_TIME]), columns="\n".join(lines))
 
 
 def _readings(plan: Plan) -> list[str]:
@@ -224,7 +234,7 @@ def _intermediate_sql(plan: Plan) -> str:
         spine_series=f"        {s},\n" if s else "", spine_group=f"    group by {s}\n" if s else "",
         joined_series=f"        spine.{s},\n" if s else "",
         readings=",\n".join(f"        observations.{r}" for r in _readings(plan)),
-        join_on=(f"observations.{s} = spine.{s}\n        and " if s else "") + "observations.observed_at = spine.hour_at")
+        join_on=(f"observations.{s} = spine.{s}\n        and " if s else "") + f"observations.{COMPOSED_TIME} = spine.hour_at")
 
 
 def _mart_sql(plan: Plan) -> str:
@@ -237,7 +247,7 @@ def _mart_sql(plan: Plan) -> str:
     return _fill("mart.sql", **_words(plan), lags=lags, covariates=covariates,
                  complete=f"    {complete}\n        and observed_hours_24h >= 18",
                  series_select=f"        {plan.s},\n" if plan.s else "",
-                 unique_key=", ".join(f"'{c}'" for c in [*([plan.s] if plan.s else []), "target_at"]))
+                 unique_key=", ".join(f"'{c}'" for c in [*([plan.s] if plan.s else []), TARGET_TIME]))
 
 
 def _mart_yml(plan: Plan) -> str:
@@ -283,14 +293,14 @@ def _features_suite(plan: Plan) -> str:
     expectations = [
         {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 24}},
         {"type": "expect_compound_columns_to_be_unique",
-         "kwargs": {"column_list": [*([plan.s] if plan.s else []), "target_at"]}},
-        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "target_at"}},
+         "kwargs": {"column_list": [*([plan.s] if plan.s else []), TARGET_TIME]}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": TARGET_TIME}},
         {"type": "expect_column_values_to_be_between", "kwargs": {"column": f"target_{t}", "min_value": low,
                                                                    "max_value": high}},
         {"type": "expect_column_values_to_be_between", "kwargs": {"column": f"{t}_repeat_hours", "max_value": stuck},
          "meta": {"on_fail": "quarantine", "why": f"a sensor stuck on one value: the history's longest run was "
                                                   f"{plan.target.longest_repeat} hours"}},
-        {"type": "expect_column_mean_to_be_between", "kwargs": {"column": "is_complete", "min_value": 0.5,
+        {"type": "expect_column_mean_to_be_between", "kwargs": {"column": USABLE, "min_value": 0.5,
                                                                   "max_value": 1.0},
          "meta": {"why": "too few complete rows to train or score on"}},
     ]

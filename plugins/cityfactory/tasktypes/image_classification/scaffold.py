@@ -22,6 +22,9 @@ INDEX = "index.csv"
 REPLAY_DAYS = 30
 WORKING_DAY_SECONDS = 12 * 3600
 CAMERAS = ("cam-1", "cam-2")
+# The names the draft gives the columns it makes (the templates spell them the same).
+SERIES, CAPTURE_TIME, SPLIT, LABEL = "camera", "captured_at", "dataset_split", "label"
+MADE_NAMES = (SERIES, CAPTURE_TIME, SPLIT, LABEL, INDEX)
 
 
 def _fill(template: str, **values) -> str:
@@ -79,8 +82,8 @@ def draft_classifier(name: str, profile: ImageFolderProfile, request: DraftReque
                          f"{name}_examples": _examples_suite(name, profile)},
                  dataset_files={INDEX: index},
                  notes=(*profile.notes, f"classes: {per_class} (one per subfolder)",
-                        f"the folder replays as {len(CAMERAS)} cameras' drops over {REPLAY_DAYS} days; "
-                        f"{INDEX} written beside the class folders"))
+                        (f"the folder replays as {len(CAMERAS)} cameras' drops over {REPLAY_DAYS} days; "
+                         f"{INDEX} written beside the class folders")))
 
 
 def _manifest_suite(name: str, profile: ImageFolderProfile) -> str:
@@ -97,8 +100,8 @@ def _manifest_suite(name: str, profile: ImageFolderProfile) -> str:
          "kwargs": {"column": "width", "min_value": min(sides) // 2, "max_value": 2 * max(sides)}},
         {"type": "expect_column_values_to_be_between",
          "kwargs": {"column": "height", "min_value": min(sides) // 2, "max_value": 2 * max(sides)}},
-        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "camera"}},
-        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "captured_at"}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": SERIES}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": CAPTURE_TIME}},
     ]
     return _suite(f"{name}_manifest", "Gate between image ingestion and dbt, drafted by new-scenario: sizes are "
                   "the folder's, halved and doubled (decide: what these cameras produce).", expectations)
@@ -110,13 +113,13 @@ def _examples_suite(name: str, profile: ImageFolderProfile) -> str:
         {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 10 * len(classes)}},
         {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "sha256"}},
         {"type": "expect_column_values_to_be_in_set",
-         "kwargs": {"column": "dataset_split", "value_set": ["train", "validation", "test"]}},
+         "kwargs": {"column": SPLIT, "value_set": ["train", "validation", "test"]}},
         {"type": "expect_column_distinct_values_to_equal_set",
-         "kwargs": {"column": "dataset_split", "value_set": ["train", "validation", "test"]}},
-        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "label", "value_set": classes}},
-        {"type": "expect_column_distinct_values_to_equal_set", "kwargs": {"column": "label", "value_set": classes},
+         "kwargs": {"column": SPLIT, "value_set": ["train", "validation", "test"]}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": LABEL, "value_set": classes}},
+        {"type": "expect_column_distinct_values_to_equal_set", "kwargs": {"column": LABEL, "value_set": classes},
          "meta": {"why": "every declared class present"}},
-        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "label", "mostly": 0.5},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": LABEL, "mostly": 0.5},
          "meta": {"why": "most images get a verdict within a day"}},
     ]
     return _suite(f"{name}_examples", "Gate between dbt and training, drafted by new-scenario (decide: the "
