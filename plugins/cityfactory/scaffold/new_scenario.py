@@ -7,6 +7,7 @@ exists is overwritten; the new scenario is validated whole (dbt included) before
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,8 @@ def new_scenario(name: str, sources: list[Path], target: str | None = None, time
     kind = next((k for k in task_types().values() if k.drafts_from and isinstance(profile, k.drafts_from)), None)
     if kind is None:
         raise ScaffoldError(f"no kind of model drafts scenarios from {type(profile).__name__}")
-    request = DraftRequest(dataset=folder.relative_to(settings.data_dir).as_posix(), timezone=timezone, target=target,
+    request = DraftRequest(dataset=folder.relative_to(_absolute(settings.data_dir)).as_posix(), timezone=timezone,
+                           target=target,
                            pins={f.relative_to(folder).as_posix(): sha256_file(f) for f in files})
     draft = kind.draft(name, profile, request)
     written = _write(name, draft, settings, folder)
@@ -51,16 +53,21 @@ def new_scenario(name: str, sources: list[Path], target: str | None = None, time
     return Scaffolded(name, kind.name, written, draft.notes, problems)
 
 
+def _absolute(path: Path) -> Path:
+    """An absolute path that keeps links (a dataset linked into the data folder stays in it)."""
+    return Path(os.path.abspath(path))
+
+
 def _dataset(sources: list[Path], data_dir: Path) -> tuple[Path, list[Path]]:
     """The data folder the sources lie in (under the data directory) and the files to pin."""
-    resolved = [p.resolve() for p in sources]
+    resolved, data_dir = [_absolute(p) for p in sources], _absolute(data_dir)
     for path in resolved:
         if not path.exists():
             raise ScaffoldError(f"{path}: no such file or folder")
     folder = resolved[0] if resolved[0].is_dir() else resolved[0].parent
     if len(resolved) > 1 and (resolved[0].is_dir() or any(p.parent != folder for p in resolved)):
         raise ScaffoldError("give CSV files of one folder, or one image folder")
-    if not folder.is_relative_to(data_dir.resolve()) or folder == data_dir.resolve():
+    if not folder.is_relative_to(data_dir) or folder == data_dir:
         raise ScaffoldError(f"{folder}: a scenario's data lives in a folder of the data directory {data_dir} "
                             "(CITYFACTORY_DATA_DIR): move or link it there, then scaffold from there")
     return folder, [] if resolved[0].is_dir() else resolved
@@ -71,7 +78,7 @@ def _profile(sources: list[Path], files: list[Path], series: str | None):
         return profile_table(files, series=series)
     from cityfactory.profiling.image_folders import profile_image_folder
 
-    return profile_image_folder(sources[0].resolve())
+    return profile_image_folder(_absolute(sources[0]))
 
 
 def _write(name: str, draft: Draft, settings, folder: Path) -> list[Path]:

@@ -66,3 +66,12 @@ def test_ports_are_free_and_no_other_fleets(tmp_path):
         busy.listen()
         ports = free_ports(2, tmp_path)
     assert FIRST_PORT not in ports and FIRST_PORT + 1 not in ports and len(set(ports)) == 2
+
+
+def test_a_dataset_linked_into_the_data_folder_is_taken_where_it_is_linked(tmp_path, monkeypatch):
+    data = scaffold_project(tmp_path, monkeypatch)
+    elsewhere = _hourly_csv(tmp_path / "downloads" / "gauge.csv")
+    (data / "river").symlink_to(elsewhere.parent)
+    made = new_scenario("river", [data / "river" / "gauge.csv"], check_dbt=False)
+    assert made.problems == []
+    assert yaml.safe_load((tmp_path / "scenarios" / "river.yaml").read_text())["source"]["dataset"] == "river"

@@ -55,7 +55,8 @@ def draft_classifier(name: str, profile: ImageFolderProfile, request: DraftReque
              "class_count": len(classes), "mode": profile.mode}
     scenario = _fill(
         "scenario.yaml", **words, folder=request.dataset, dataset=request.dataset, index_name=INDEX,
-        index_sha256=hashlib.sha256(index).hexdigest(), per_day=per_day, days=REPLAY_DAYS,
+        index_sha256=hashlib.sha256(index).hexdigest(), per_day=per_day, timezone=request.timezone or "UTC",
+        timezone_note="" if request.timezone else "   # decide: the site's zone", days=REPLAY_DAYS,
         cameras=", ".join(CAMERAS), interval=max(1, min(240, WORKING_DAY_SECONDS // per_day)),
         formats=", ".join(profile.formats), max_bytes=2 * max(i.bytes for i in images),
         max_pixels=2 * max(i.width * i.height for i in images), min_side=max(1, min(sides) // 2),
