@@ -11,7 +11,8 @@
 - ``verify-audit [--from-witness]``: check the audit log against its checkpoints and the witness.
 - ``audit-proof --entry N | --since-size M``: inclusion or consistency proof (RFC 6962), checked.
 - ``fetch-data SCENARIO``: make sure the scenario's dataset is present and verified.
-- ``edge-token``: the edge nodes' admin token, for the admin API (``Authorization: Bearer``).
+- ``edge-token FLEET``: a fleet's admin token, for its nodes' admin API (``Authorization: Bearer``);
+  ``rotate-edge-token FLEET``: a new one for every node of the fleet, all or none.
 - ``new-scenario NAME --from FILE... [--target C] [--timezone Z] [--series C]``: every file of a
   new scenario drafted from sample data (CSV files, or a folder of images in class subfolders) by
   the kind of model that reads such data, then validated.
@@ -148,7 +149,7 @@ def _print_fleet(scenario) -> None:
     from cityfactory.rollout.controller import snapshot
 
     fleet = load_fleet(scenario.rollout.fleet)
-    serving = snapshot(fleet, edge_token())
+    serving = snapshot(fleet, edge_token(scenario.rollout.fleet))
     print("Edge fleet: " + ", ".join(f"{n.id} ({n.district}) v{serving[n.id]}" for n in fleet.nodes))
 
 
@@ -313,10 +314,25 @@ def cmd_new_scenario(args: argparse.Namespace) -> int:
 
 
 def cmd_edge_token(args: argparse.Namespace) -> int:
-    """The edge nodes' admin token, as the nodes and the controller read it (for curl)."""
-    from cityfactory.edge.fleet import edge_token
+    """A fleet's admin token, as its nodes and the controller read it (for curl)."""
+    from cityfactory.edge.fleet import edge_token, load_fleet
 
-    print(edge_token())
+    load_fleet(args.fleet)  # a fleet that exists: a typo must not mint a token
+    print(edge_token(args.fleet))
+    return 0
+
+
+def cmd_rotate_edge_token(args: argparse.Namespace) -> int:
+    from cityfactory.edge.fleet import load_fleet, rotate_edge_token, token_connection
+
+    load_fleet(args.fleet)
+    try:
+        rotated = rotate_edge_token(args.fleet)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"fleet {args.fleet}: {rotated} node(s) take the new admin token; the old one is refused. It is kept in "
+          f"the Airflow connection {token_connection(args.fleet)} if there is one, else in the keys folder.")
     return 0
 
 
@@ -378,8 +394,12 @@ def main(argv: list[str] | None = None) -> int:
     scaffold.add_argument("--timezone", help="the wall clock the files are written in (default: UTC)")
     scaffold.add_argument("--series", help="the column telling series apart (default: found in the data)")
     scaffold.set_defaults(func=cmd_new_scenario)
-    token = sub.add_parser("edge-token", help="print the edge nodes' admin token (Authorization: Bearer ...)")
+    token = sub.add_parser("edge-token", help="print a fleet's admin token (Authorization: Bearer ...)")
+    token.add_argument("fleet", help="the fleet's name (dags/fleets/<fleet>.yaml)")
     token.set_defaults(func=cmd_edge_token)
+    rotate = sub.add_parser("rotate-edge-token", help="give a fleet's nodes a new admin token (models keep serving)")
+    rotate.add_argument("fleet", help="the fleet's name (dags/fleets/<fleet>.yaml)")
+    rotate.set_defaults(func=cmd_rotate_edge_token)
     args = parser.parse_args(argv)
     from cityfactory.ingestion.datasets import DatasetError
     from cityfactory.profiling.drafts import ScaffoldError

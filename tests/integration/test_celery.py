@@ -115,7 +115,7 @@ def test_the_whole_history_runs_on_two_workers(stack):
     assert len(trials) == 3 and {ti["hostname"] for ti in trials} == WORKERS, "the search's batches ran on both workers"
     registry.use_experiment("traffic_flow")  # MLflow pointed at this stack's tracking database
     version = registry.alias_version("cityfactory.traffic_flow", registry.CHAMPION)
-    assert set(controller.snapshot(load_fleet("traffic_flow"), edge_token()).values()) == {version}
+    assert set(controller.snapshot(load_fleet("traffic_flow"), edge_token("traffic_flow")).values()) == {version}
     report = RunLedger(open_lake(), "traffic_flow", run_id)
     assert of_kind(report.current(), Kind.PROMOTED)[0]["details"]["champion"] == version
 

@@ -131,7 +131,7 @@ def _serving(scenario) -> set[str | None]:
     from cityfactory.edge.fleet import edge_token, load_fleet
     from cityfactory.rollout.controller import snapshot
 
-    return set(snapshot(load_fleet(scenario.rollout.fleet), edge_token()).values())
+    return set(snapshot(load_fleet(scenario.rollout.fleet), edge_token(scenario.rollout.fleet)).values())
 
 
 def _attack(scenario) -> int:

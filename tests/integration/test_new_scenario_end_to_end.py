@@ -27,7 +27,7 @@ def test_a_third_scenario_runs_end_to_end_with_rollout(airflow_db, tmp_path, mon
     with LocalFleet.for_scenario(get_scenario("harbour_air")):
         run = bag.get_dag("harbour_air").test(run_conf={"data_interval_start": "2015-06-01",
                                                         "data_interval_end": "2016-05-31"})
-        serving = snapshot(load_fleet("harbour_air"), edge_token())
+        serving = snapshot(load_fleet("harbour_air"), edge_token("harbour_air"))
     assert run.state == "success"
 
     entries = {e["task_id"]: e for e in RunLedger(open_lake(), "harbour_air", run.run_id).entries()}

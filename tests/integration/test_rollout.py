@@ -39,7 +39,7 @@ def test_full_rollout_in_the_dag(history_run):
     assert entries["promote_champion"]["details"]["champion"] == version
     assert "rollback" not in entries  # skipped: nothing failed
     fleet = load_fleet("traffic_flow")
-    assert set(controller.snapshot(fleet, edge_token()).values()) == {version}
+    assert set(controller.snapshot(fleet, edge_token("traffic_flow")).values()) == {version}
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert str(champion.version) == version and "challenger" not in champion.aliases
     assert champion.tags["rollout_state"] == "complete"
@@ -70,9 +70,9 @@ def proxied_fleet(tmp_path, monkeypatch, name: str, serving: str, size: int = 3)
     real_dir = write_fleet(tmp_path / "real-fleets", name, size)
     monkeypatch.setenv("CITYFACTORY_FLEETS_DIR", str(real_dir))
     real = load_fleet(name)
-    with LocalFleet(real, "traffic_flow", MODEL):
+    with LocalFleet(real, "traffic_flow", MODEL, edge_token(name)):
         for node in real.nodes:
-            controller.NodeClient(node, edge_token()).deploy(open_lake().uri_for(f"bundles/traffic_flow/{serving}"))
+            controller.NodeClient(node, edge_token(name)).deploy(open_lake().uri_for(f"bundles/traffic_flow/{serving}"))
         proxies = {node.id: FaultyProxy(node.url) for node in real.nodes}
         try:
             proxied_dir = write_fleet(tmp_path / "fleets", name, 0)
@@ -102,7 +102,7 @@ def _assert_agreement(fleet: str, champion: str) -> None:
     """The alias, the tags and the fleet tell one story."""
     client = mlflow.MlflowClient()
     assert registry.alias_version(MODEL, "champion") == champion
-    assert set(controller.snapshot(load_fleet(fleet), edge_token()).values()) == {champion}
+    assert set(controller.snapshot(load_fleet(fleet), edge_token(fleet)).values()) == {champion}
     complete = [str(v.version) for v in client.search_model_versions(f"name='{MODEL}'") if v.tags.get("rollout_state") == "complete"]
     assert complete == [champion], f"versions tagged complete: {complete}"
     challenger = registry.alias_version(MODEL, "challenger")

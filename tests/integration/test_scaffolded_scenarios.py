@@ -46,7 +46,7 @@ def test_a_scaffolded_forecaster_runs_end_to_end_unedited(airflow_db, tmp_path, 
     with LocalFleet.for_scenario(scenario):
         run = bag.get_dag("harbour_watch").test(run_conf={"data_interval_start": start.isoformat(),
                                                           "data_interval_end": end.isoformat()})
-        serving = snapshot(load_fleet("harbour_watch"), edge_token())
+        serving = snapshot(load_fleet("harbour_watch"), edge_token("harbour_watch"))
     assert run.state == "success"
 
     entries = {e["task_id"]: e for e in RunLedger(open_lake(), "harbour_watch", run.run_id).entries()}
@@ -91,7 +91,7 @@ def test_a_scaffolded_camera_scenario_runs_end_to_end_unedited(airflow_db, tmp_p
     with LocalFleet.for_scenario(scenario):
         run = bag.get_dag("crack_watch").test(run_conf={"data_interval_start": start.isoformat(),
                                                         "data_interval_end": end.isoformat()})
-        serving = snapshot(load_fleet("crack_watch"), edge_token())
+        serving = snapshot(load_fleet("crack_watch"), edge_token("crack_watch"))
     assert run.state == "success"
 
     entries = {e["task_id"]: e for e in RunLedger(open_lake(), "crack_watch", run.run_id).entries()}

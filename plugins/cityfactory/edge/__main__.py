@@ -1,7 +1,8 @@
 """``python -m cityfactory.edge serve --port 9001 --node-id n1 --public-key signing-public.pem
 --scenario S --registered-model M --bundle-base s3://lake/bundles/S/``
 
-The admin token comes from ``CITYFACTORY_EDGE_TOKEN`` (never a flag, so it stays out of ``ps``); the
+The admin token comes from ``CITYFACTORY_EDGE_TOKEN`` (never a flag, so it stays out of ``ps``) until
+it is rotated (``POST /admin/token``): then from the digest kept in ``--state-dir``; the
 scenario's consumer token, if set, from ``CITYFACTORY_CONSUMER_TOKEN``: then only requests carrying it
 are logged for the monitor.
 A key that is not an Ed25519 public key stops the node at start (fail closed).
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from cityfactory.edge.admin_token import AdminToken
     from cityfactory.edge.models import ModelSlots, Pin, load
     from cityfactory.edge.orders import SpentOrders
     from cityfactory.edge.prediction_log import KeyWindow, PredictionLog
@@ -77,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     serving = Serving(args.max_body_bytes, args.max_rows, args.max_pixels, KeyWindow(args.key_past_hours, args.key_ahead_hours),
                       os.environ.get("CITYFACTORY_CONSUMER_TOKEN") or None,
                       RateLimiter(args.rate, args.burst) if args.rate > 0 else None)
-    app = create_app(args.node_id, public, token, pin, slots, serving, served, spent)
+    admin_token = AdminToken(token, Path(args.state_dir) / f"{args.node_id}-{state}-admin-token.sha256"
+                             if args.state_dir else None)
+    app = create_app(args.node_id, public, admin_token, pin, slots, serving, served, spent)
     if args.bundle:
         slots.swap_in(load(args.bundle, public, pin))
     else:

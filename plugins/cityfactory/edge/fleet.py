@@ -75,13 +75,67 @@ def load_fleet(name: str) -> Fleet:
     return fleet
 
 
-def edge_token() -> str:
-    """The admin token nodes and the controller share: env, Airflow Variable, or generated once."""
-    if token := os.environ.get("CITYFACTORY_EDGE_TOKEN"):
-        return token
-    from cityfactory.security.keys import get_secret
+def token_connection(fleet: str) -> str:
+    """The Airflow connection whose password is the fleet's admin token."""
+    return f"cityfactory_edge_{fleet}"
 
-    return base64.urlsafe_b64encode(get_secret("edge-admin")).decode()
+
+def edge_token(fleet: str) -> str:
+    """Fleet ``fleet``'s admin token, which every other fleet's nodes refuse: the password of the
+    Airflow connection ``cityfactory_edge_<fleet>``, else one generated once for the fleet into the
+    git-ignored keys folder (the embedded default)."""
+    from cityfactory.security.keys import airflow_connection_password, get_secret
+
+    return (airflow_connection_password(token_connection(fleet))
+            or base64.urlsafe_b64encode(get_secret(f"edge-admin-{fleet}")).decode())
+
+
+def rotate_edge_token(fleet: str) -> int:
+    """A new admin token for every node of ``fleet`` (each authorises the change with the old one;
+    the models keep serving), then kept where the old one was: the Airflow connection, or the
+    generated key. All or none: if a node does not take it, the nodes that did go back to the old
+    one and the old one stays. Returns the nodes rotated."""
+    import secrets
+
+    from cityfactory.security.keys import airflow_connection_password, replace_secret
+
+    old, new = edge_token(fleet), base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    in_connection = airflow_connection_password(token_connection(fleet)) is not None
+    nodes, done = load_fleet(fleet).nodes, []
+    try:
+        for node in nodes:
+            _post_token(node.url, old, new)
+            done.append(node)
+    except OSError as exc:
+        for node in done:
+            _post_token(node.url, new, old)
+        raise RuntimeError(f"fleet {fleet}: node {nodes[len(done)].id} did not take the new token ({exc}); "
+                           f"the {len(done)} that had taken it are back on the old one") from exc
+    if in_connection:
+        _store_in_connection(token_connection(fleet), new)
+    else:
+        replace_secret(f"edge-admin-{fleet}", base64.urlsafe_b64decode(new))
+    return len(done)
+
+
+def _post_token(url: str, current: str, new: str) -> None:
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"{url.rstrip('/')}/admin/token", data=json.dumps({"token": new}).encode(),
+                                     headers={"Authorization": f"Bearer {current}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+def _store_in_connection(conn_id: str, token: str) -> None:
+    """The new token as the connection's password, in Airflow's metastore."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        connection = session.query(Connection).filter(Connection.conn_id == conn_id).one()
+        connection.password = token
 
 
 def consumer_token(scenario: str) -> str:
@@ -100,11 +154,12 @@ def bundle_base(scenario: str) -> str:
 
 
 class LocalFleet:
-    """``with LocalFleet(fleet, scenario, registered_model):`` runs the loopback nodes as processes
-    for the block, each pinned to the scenario, its registered model and its bundle folder."""
+    """``with LocalFleet(fleet, scenario, registered_model, token):`` runs the loopback nodes as
+    processes for the block, each pinned to the scenario, its registered model and its bundle
+    folder, and taking the fleet's admin token."""
 
-    def __init__(self, fleet: Fleet, scenario: str, registered_model: str):
-        self.fleet, self.scenario = fleet, scenario
+    def __init__(self, fleet: Fleet, scenario: str, registered_model: str, token: str):
+        self.fleet, self.scenario, self.token = fleet, scenario, token
         self.pin = ["--scenario", scenario, "--registered-model", registered_model, "--bundle-base", bundle_base(scenario)]
         self.processes: list[subprocess.Popen] = []
         limits, logging = fleet.limits, fleet.logging
@@ -118,7 +173,8 @@ class LocalFleet:
         """The scenario's fleet file, pinned to the scenario and its model spec's registered model."""
         from cityfactory.tasktypes import load_model_spec
 
-        return cls(load_fleet(scenario.rollout.fleet), scenario.name, load_model_spec(scenario.model_spec).registered_model)
+        return cls(load_fleet(scenario.rollout.fleet), scenario.name, load_model_spec(scenario.model_spec).registered_model,
+                   edge_token(scenario.rollout.fleet))
 
     def __enter__(self) -> Self:
         from cityfactory.security.signing import public_key_pem
@@ -128,7 +184,7 @@ class LocalFleet:
         public.parent.mkdir(parents=True, exist_ok=True)
         public.write_bytes(public_key_pem())
         (home / "logs").mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "CITYFACTORY_EDGE_TOKEN": edge_token(), "PYTHONPATH": str(REPO_ROOT / "plugins")}
+        env = {**os.environ, "CITYFACTORY_EDGE_TOKEN": self.token, "PYTHONPATH": str(REPO_ROOT / "plugins")}
         if self.fleet.logging.consumers == "token":
             env["CITYFACTORY_CONSUMER_TOKEN"] = consumer_token(self.scenario)
         else:

@@ -2,7 +2,8 @@
 
 Public: ``POST /predict``, ``GET /healthz``, ``GET /metrics``. Admin, behind a bearer token:
 ``POST /admin/deploy`` (bundle URI), ``POST /admin/rollback`` (a signed order naming the version),
-``GET /admin/status``, and the served-prediction log: ``POST /admin/predictions/rotate`` (closed
+``GET /admin/status``, ``POST /admin/token`` (the fleet's new admin token, authorised by the
+current one: rotation without touching the model), and the served-prediction log: ``POST /admin/predictions/rotate`` (closed
 segments), ``GET`` / ``DELETE /admin/predictions/<segment>``. A predict request may name each
 row's series and target hour (``keys``) and its purpose (``serve``, or ``bake`` for a rollout's
 health check, which its gate measures); every answered ``serve`` row is logged before the answer
@@ -32,6 +33,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
 from cityfactory.compression.bundle import BundleError
 from cityfactory.compression.preprocessing import ImageInputError
+from cityfactory.edge.admin_token import AdminToken, TokenRefused
 from cityfactory.edge.image_requests import predict_images
 from cityfactory.edge.metrics import NodeMetrics
 from cityfactory.edge.models import (
@@ -56,7 +58,7 @@ from cityfactory.security.bearer import holds
 
 log = logging.getLogger("cityfactory.edge")
 INLINE_BYTES = 256 * 1024  # bodies up to this are handled on the event loop (well under a millisecond)
-KNOWN_PATHS = {"/healthz", "/metrics", "/admin/deploy", "/admin/rollback", "/admin/status"}
+KNOWN_PATHS = {"/healthz", "/metrics", "/admin/deploy", "/admin/rollback", "/admin/status", "/admin/token"}
 DROPPED_LOG_EVERY = 60.0  # seconds between log lines about dropped prediction-log rows
 
 
@@ -77,12 +79,12 @@ class CountResponses:
     """Plain ASGI in front of the app: ``POST /predict`` is answered here directly (the hot path:
     no routing, no dependency work), every other response's status is counted."""
 
-    def __init__(self, app, metrics: NodeMetrics, predict, serving: Serving, admin_token: str):
+    def __init__(self, app, metrics: NodeMetrics, predict, serving: Serving, admin_token: AdminToken):
         self.app, self.metrics, self.predict, self.serving, self.admin_token = app, metrics, predict, serving, admin_token
 
     def _wait(self, scope, authorization: bytes | None) -> float:
         """How long this client must wait (0: go on); the admin token's holder (a rollout's bake) is not limited."""
-        if self.serving.rate is None or (authorization and holds(authorization, self.admin_token)):
+        if self.serving.rate is None or (authorization and self.admin_token.holds(authorization)):
             return 0.0
         return self.serving.rate.wait_seconds(scope["client"][0] if scope.get("client") else "?")
 
@@ -170,7 +172,7 @@ def _predict(body: bytes, model, serving: Serving, node_id: str, logged: bool, c
     return answer.encode(), len(rows), lines
 
 
-def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slots: ModelSlots | None = None,
+def create_app(node_id: str, public_pem: bytes, admin_token: AdminToken, pin: Pin, slots: ModelSlots | None = None,
                serving: Serving | None = None, served: PredictionLog | None = None,
                spent: SpentOrders | None = None) -> FastAPI:
     from cityfactory.security.signing import load_public_key
@@ -197,7 +199,7 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
     app.openapi = openapi
 
     def admin(request: Request, authorization: str | None = Header(default=None)) -> None:
-        if not holds(authorization, admin_token):
+        if not admin_token.holds(authorization):
             log.warning("refused admin call %s %s from %s: %s token", request.method, request.url.path,
                         request.client.host if request.client else "?", "missing" if not authorization else "wrong")
             raise HTTPException(401, "missing or wrong admin token", headers={"WWW-Authenticate": "Bearer"})
@@ -213,7 +215,7 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
             logged = served is not None
             if serving.consumer_token is not None and b"authorization" in headers:
                 if not holds(headers[b"authorization"], serving.consumer_token) and \
-                        not holds(headers[b"authorization"], admin_token):
+                        not admin_token.holds(headers[b"authorization"]):
                     raise Refused(401, "authorization: not this scenario's consumer token (send none to be answered unlogged)")
             elif serving.consumer_token is not None:
                 logged = False  # anonymous: answered, never in front of the monitor
@@ -299,6 +301,19 @@ def create_app(node_id: str, public_pem: bytes, admin_token: str, pin: Pin, slot
             raise HTTPException(409, str(exc)) from None
         log.info("rolled back to version %s", model.version if model else "none")
         return status()
+
+    @app.post("/admin/token", dependencies=[Depends(admin)])
+    def rotate_token(payload: dict):
+        """The fleet's new admin token (this request's token is refused from now on); the model stays."""
+        token = payload.get("token")
+        try:
+            if not isinstance(token, str):
+                raise TokenRefused("token: expected the new token")
+            admin_token.rotate(token)
+        except TokenRefused as exc:
+            raise HTTPException(422, str(exc)) from None
+        log.info("admin token rotated")
+        return {"node": node_id, "rotated": True}
 
     @app.post("/admin/predictions/rotate", dependencies=[Depends(admin)])
     def rotate_predictions():

@@ -117,7 +117,7 @@ def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
         mart = scenario.transform.features_model
         entry.inputs.append(Artifact(model_uri(duckdb_path(scenario), mart), "", None, "dbt_model"))
         fleet = load_fleet(scenario.rollout.fleet)
-        collected = collect(ctx.lake, scenario.name, fleet, edge_token(), scenario.timezone)
+        collected = collect(ctx.lake, scenario.name, fleet, edge_token(scenario.rollout.fleet), scenario.timezone)
         entry.outputs += [Artifact.of(s, kind="predictions") for s in collected.stored]
         shown_days = max(HISTORY_DAYS, policy.retrain_when.live_error_days)
         earlier = _recent_evaluations(ctx, shown_days)  # read once: for the days awaiting actuals, and the history

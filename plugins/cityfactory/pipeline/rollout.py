@@ -58,7 +58,7 @@ def plan(ctx: RunContext, compressed: dict | None, gold: dict | None, stages: li
         frame = read_gold(ctx.lake, scenario.name, gold["sha256"] if gold else None)
         bake = task_type_of(spec).bake_rows(spec, frame, rollout.bake_rows)  # the latest rows of every series
         stored = ctx.lake.put_bytes(join_key(ctx.ledger.prefix, "rollout", "bake_rows.json"), json.dumps(bake).encode())
-        before = controller.snapshot(fleet, edge_token())
+        before = controller.snapshot(fleet, edge_token(ctx.scenario.rollout.fleet))
         champion = registry.alias_version(_registered_model(ctx), registry.CHAMPION)
         targets = controller.stage_targets(fleet, rollout)
         entry.inputs.append(Artifact(compressed["bundle_uri"], "", None, "bundle"))
@@ -91,7 +91,7 @@ def deploy(ctx: RunContext, plan: dict, node: dict) -> dict:
     with ctx.entry(Kind.DEPLOYED) as entry:
         entry.details.update(node=target.id, url=target.url, version=plan["version"])
         entry.inputs.append(Artifact(plan["bundle_uri"], "", None, "bundle"))
-        client = controller.NodeClient(target, edge_token())
+        client = controller.NodeClient(target, edge_token(ctx.scenario.rollout.fleet))
         try:
             client.deploy(plan["bundle_uri"])
             serving = client.status()["model_version"]
@@ -117,7 +117,7 @@ def gate(ctx: RunContext, plan: dict, stage: str) -> dict:
     with ctx.entry(Kind.ROLLOUT_GATE) as entry:
         telemetry = controller.bake(baked, lambda start, stop: kind.bake_request(bake, start, stop),
                                     np.asarray(bake["actuals"], dtype=float), rollout.bake_seconds, kind.bake_error,
-                                    edge_token())
+                                    edge_token(ctx.scenario.rollout.fleet))
         # once every node is on the new version, compare with what the old one measured earlier
         earlier = [e["details"]["verdict"]["reference_error"] for e in of_kind(ctx.ledger.current(), Kind.ROLLOUT_GATE)
                    if e["details"].get("verdict") and e["details"]["stage"] != stage]
@@ -136,7 +136,7 @@ def promote(ctx: RunContext, plan: dict) -> dict:
     model = _registered_model(ctx)
     with ctx.entry(Kind.PROMOTED) as entry:
         entry.inputs.append(Artifact(f"models:/{model}/{plan['version']}", "", None, "model_version"))
-        serving = controller.snapshot(load_fleet(ctx.scenario.rollout.fleet), edge_token())
+        serving = controller.snapshot(load_fleet(ctx.scenario.rollout.fleet), edge_token(ctx.scenario.rollout.fleet))
         registry.promote(model, plan["version"], plan["previous_champion"],
                          sorted(n for n, v in serving.items() if v == plan["version"]))
         entry.outputs.append(Artifact(f"models:/{model}@{registry.CHAMPION}", "", None, "model_alias"))
@@ -161,7 +161,7 @@ def roll_back_if_failed(ctx: RunContext, plan: dict | None, rollout_states: dict
     model = _registered_model(ctx)
     with ctx.entry(Kind.ROLLED_BACK) as entry:
         entry.details["reason"] = reason
-        outcome = controller.roll_back(fleet, edge_token(), plan["before"], ctx.scenario.name)
+        outcome = controller.roll_back(fleet, edge_token(ctx.scenario.rollout.fleet), plan["before"], ctx.scenario.name)
         entry.details["nodes"] = outcome
         serving: dict[str, list[str]] = {}
         for node in outcome:

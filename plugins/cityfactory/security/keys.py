@@ -44,6 +44,46 @@ def _from_airflow(var_name: str) -> str | None:
         return None
 
 
+def airflow_connection_password(conn_id: str) -> str | None:
+    """The password of Airflow connection ``conn_id``: through the Task SDK inside a task (its
+    secrets backends), else from the metastore (the CLI); None where there is none."""
+    def in_task() -> str | None:
+        from airflow.sdk import Connection
+
+        return Connection.get(conn_id).password
+
+    def in_metastore() -> str | None:
+        from airflow.models.connection import Connection
+
+        return Connection.get_connection_from_secrets(conn_id).password
+
+    for lookup in (in_task, in_metastore):
+        try:
+            return lookup()
+        except Exception:  # noqa: BLE001, S112 - not in a task, not defined, or no metadata DB: the next place
+            continue
+    return None
+
+
+def replace_secret(name: str, material: bytes, keys_dir: Path | None = None) -> None:
+    """Put ``material`` in place of the generated secret ``name`` (a rotation); refused when the
+    environment provides the secret (rotate it there)."""
+    env_name = "CITYFACTORY_KEY_" + name.upper().replace("-", "_")
+    if env_name in os.environ:
+        raise ValueError(f"{name} comes from the environment variable {env_name}: rotate it there")
+    if keys_dir is None:
+        from cityfactory.settings import get_settings
+
+        keys_dir = get_settings().keys_dir
+    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = keys_dir / f"{name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(base64.b64encode(material).decode())
+    tmp.replace(keys_dir / f"{name}.key")
+    _stored_secret.cache_clear()
+
+
 def get_secret(name: str, nbytes: int = 32, keys_dir: Path | None = None) -> bytes:
     """The secret key ``name``, generating it into ``keys_dir`` if nothing else provides it."""
     env_name = "CITYFACTORY_KEY_" + name.upper().replace("-", "_")
