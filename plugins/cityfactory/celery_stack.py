@@ -23,6 +23,7 @@ from typing import Self
 import psutil
 
 from cityfactory import services
+from cityfactory.factory.pools import training_pool
 from cityfactory.settings import REPO_ROOT
 
 WORKER_NAME = "CITYFACTORY_WORKER_NAME"
@@ -118,10 +119,11 @@ class CeleryStack:
         self.password = services.admin_password(passwords)
         self.extra_env = {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
                           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords), **self.extra_env}
-        migrate = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=self.env,
-                                 capture_output=True, text=True, check=False)
-        if migrate.returncode:
-            raise RuntimeError(f"airflow db migrate failed: {migrate.stderr[-2000:]}")
+        airflow = str(Path(sys.executable).parent / "airflow")
+        for command in (["db", "migrate"], training_pool().set_command()[1:]):
+            done = subprocess.run([airflow, *command], env=self.env, capture_output=True, text=True, check=False)
+            if done.returncode:
+                raise RuntimeError(f"airflow {' '.join(command[:2])} failed: {done.stderr[-2000:]}")
         try:
             for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
                 self._start(component, component)

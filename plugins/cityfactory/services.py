@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -35,8 +36,14 @@ def admin_password(passwords_file: Path, user: str = "admin") -> str:
     return password
 
 
-COMPONENTS = ("airflow db migrate > /dev/null && { airflow api-server & airflow scheduler --skip-serve-logs & "
-              "airflow dag-processor & airflow triggerer --skip-serve-logs & wait; }")
+def components() -> str:
+    """The embedded stack's shell line: the metadata DB migrated, the shared pool set, then every
+    Airflow component in one process group."""
+    from cityfactory.factory.pools import training_pool
+
+    return (f"airflow db migrate > /dev/null && {shlex.join(training_pool().set_command())} > /dev/null && "
+            "{ airflow api-server & airflow scheduler --skip-serve-logs & airflow dag-processor & "
+            "airflow triggerer --skip-serve-logs & wait; }")
 
 
 def start_airflow(port: int, passwords_file: Path, log_file: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -55,7 +62,7 @@ def start_airflow(port: int, passwords_file: Path, log_file: Path, env: dict[str
     environment["PATH"] = bin_dir + os.pathsep + environment.get("PATH", "")  # `airflow` of this virtualenv
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:  # one process group: stop() ends every component
-        return subprocess.Popen(["bash", "-c", COMPONENTS], env=environment, stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen(["bash", "-c", components()], env=environment, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
 

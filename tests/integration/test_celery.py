@@ -15,6 +15,7 @@ import pyarrow.dataset as ds
 import pytest
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.edge.fleet import LocalFleet, edge_token, load_fleet
+from cityfactory.factory.pools import TRAINING_POOL_NAME
 from cityfactory.governance.ledger import Kind, RunLedger, of_kind
 from cityfactory.ingestion import replay
 from cityfactory.rollout import controller
@@ -68,6 +69,7 @@ def stack(tmp_path_factory):
         mp.setenv("CITYFACTORY_SCENARIOS_DIR", str(home / "scenarios"))
         mp.setenv("CITYFACTORY_FLEETS_DIR", str(write_fleet(home / "fleets", "traffic_flow", 6)))
         mp.setenv("CITYFACTORY_SEARCH_TRIALS", "6")  # this deployment's cap: the form's 6 trials, three batches
+        mp.setenv("CITYFACTORY_TRAINING_SLOTS", "2")  # one scenario runs here: both workers may train
         try:
             with production_stack(home, 2, heartbeat) as (celery, token), LocalFleet.for_scenario(get_scenario("traffic_flow")):
                 for dag_id in ("traffic_flow", "air_quality"):
@@ -113,6 +115,10 @@ def test_the_whole_history_runs_on_two_workers(stack):
         "the mapped deploys ran on both workers"
     trials = [ti for ti in ran if ti["task_id"] == "trials"]
     assert len(trials) == 3 and {ti["hostname"] for ti in trials} == WORKERS, "the search's batches ran on both workers"
+    heavy = {ti["task_id"]: ti["pool"] for ti in ran if ti["task_id"] in ("trials", "train", "compress")}
+    assert heavy == dict.fromkeys(("trials", "train", "compress"), TRAINING_POOL_NAME), heavy
+    celery, token, _ = stack
+    assert api_call("GET", f"{celery.base_url}/api/v2/pools/{TRAINING_POOL_NAME}", token)["slots"] == 2
     registry.use_experiment("traffic_flow")  # MLflow pointed at this stack's tracking database
     version = registry.alias_version("cityfactory.traffic_flow", registry.CHAMPION)
     assert set(controller.snapshot(load_fleet("traffic_flow"), edge_token("traffic_flow")).values()) == {version}

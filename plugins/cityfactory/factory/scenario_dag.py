@@ -15,7 +15,7 @@ from airflow.sdk import (
 )
 
 from cityfactory.config.scenarios import Scenario
-from cityfactory.factory.steps import STEPS, Step
+from cityfactory.factory.steps import DEFAULT_PRIORITY, STEPS, Step
 from cityfactory.pipeline.stages import RETRAIN_CHOICES, STAGES
 from cityfactory.search.plan import TRIALS_CEILING
 
@@ -80,7 +80,8 @@ def pipeline_task(scenario: Scenario, step: Step):
         return adapter(RunContext.current(scenario), *upstream, *named, *extra)
 
     call.__name__, call.__doc__ = step.task_id, step.doc
-    options = {"task_id": step.task_id, "trigger_rule": step.trigger_rule, "doc_md": step.doc}
+    options = {"task_id": step.task_id, "trigger_rule": step.trigger_rule, "doc_md": step.doc,
+               "priority_weight": step.priority}
     if step.display_name:
         options["task_display_name"] = step.display_name
     if step.map_index_template:
@@ -88,6 +89,8 @@ def pipeline_task(scenario: Scenario, step: Step):
     if step.outlet:
         options["outlets"] = [Asset(name=f"{scenario.name}_{step.outlet}",
                                     uri=f"cityfactory://lake/{step.outlet}/{scenario.name}")]
+    if step.pool:
+        options["pool"] = step.pool
     if step.teardown_retries:
         options["retries"] = max(2, scenario.retries.retries)
     built = task(**options)(call)
@@ -137,7 +140,9 @@ def build_scenario_dag(scenario: Scenario):
         max_active_runs=1,  # partitions are rewritten whole; one writer per scenario
         tags=["cityfactory", *scenario.tags],
         default_args={"retries": scenario.retries.retries, "retry_delay": dt.timedelta(seconds=scenario.retries.delay_seconds),
-                      "owner": ", ".join(scenario.governance.owners)},
+                      "owner": ", ".join(scenario.governance.owners),
+                      # priorities compare across every scenario's DAG (``steps.py``), not along one chain
+                      "weight_rule": "absolute", "priority_weight": DEFAULT_PRIORITY},
         params={
             "data_interval_start": Param(
                 None,

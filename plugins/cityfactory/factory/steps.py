@@ -12,6 +12,11 @@ from dataclasses import dataclass
 
 from airflow.sdk import TriggerRule
 
+from cityfactory.factory.pools import TRAINING_POOL_NAME
+
+# What a free slot goes to when tasks of many scenarios wait for one: ingestion first, training last.
+INGESTION_FIRST, DEFAULT_PRIORITY, TRAINING_LAST = 100, 50, 10
+
 
 @dataclass(frozen=True)
 class Step:
@@ -26,20 +31,22 @@ class Step:
     outlet: str | None = None  # the lake layer this task updates, as an Asset of the scenario
     map_index_template: str | None = None
     teardown_retries: bool = False  # retried at least twice whatever the scenario says (it puts things back)
+    pool: str | None = None  # an Airflow pool it shares with the other scenarios' tasks (None: the default pool)
+    priority: int = DEFAULT_PRIORITY  # absolute: compared across every scenario's DAG
 
 
 _NONE_FAILED = TriggerRule.NONE_FAILED
 
 STEPS = {step.task_id: step for step in (
     Step("plan", "context:plan_run", "Days this run covers, in batches for the mapped ingest tasks.",
-         extra=("params", "data_interval_start", "data_interval_end")),
+         extra=("params", "data_interval_start", "data_interval_end"), priority=INGESTION_FIRST),
     Step("land", "ingest:land_batch", "The source's job: one file per day into landing/ (here: the dataset replayed).",
-         stage="ingest", display_name="Land gateway files", keywords=("days",)),
+         stage="ingest", display_name="Land gateway files", keywords=("days",), priority=INGESTION_FIRST),
     Step("ingest", "ingest:ingest_batch", "Raw kept as it came, parsed to bronze, bad rows to quarantine with reasons.",
-         stage="ingest", display_name="Ingest to bronze", keywords=("landed",)),
+         stage="ingest", display_name="Ingest to bronze", keywords=("landed",), priority=INGESTION_FIRST),
     Step("ingest_summary", "ingest:summarize",
          "Totals over all batches; fails on unacceptable input once everything is recorded.",
-         stage="ingest", outlet="bronze"),
+         stage="ingest", outlet="bronze", priority=INGESTION_FIRST),
     Step("bronze_gate", "quality:bronze_gate",
          "Great Expectations on the run's bronze rows; a failure stops the run before dbt.",
          stage="quality", trigger_rule=_NONE_FAILED, display_name="Gate: bronze"),
@@ -61,15 +68,15 @@ STEPS = {step.task_id: step for step in (
          "decision says no or a version has these very inputs).",
          stage="train", display_name="Search: plan the trials", extra=("params.search_trials",)),
     Step("trials", "search:run_trials", "One batch of trials (one family's seeded Optuna study), each a child MLflow run.",
-         display_name="Search: trials", keywords=("gold", "batch"),
+         display_name="Search: trials", keywords=("gold", "batch"), pool=TRAINING_POOL_NAME, priority=TRAINING_LAST,
          map_index_template="{{ task.op_kwargs['batch']['family'] }} {{ task.op_kwargs['batch']['index'] }}"),
     Step("train", "train:train",
          "The best trial refitted and scored once on the test rows; a registered version, the alias gate.",
-         display_name="Train the winner, register"),
+         display_name="Train the winner, register", pool=TRAINING_POOL_NAME, priority=TRAINING_LAST),
     Step("compress", "compress:compress",
          "The task type's edge variants measured side by side; the smallest within the budget becomes a "
          "signed edge bundle.",
-         stage="compress", display_name="Compress and sign bundle"),
+         stage="compress", display_name="Compress and sign bundle", pool=TRAINING_POOL_NAME, priority=TRAINING_LAST),
     Step("rollout_plan", "rollout:plan",
          "Stage targets from the fleet file, what every node and the champion alias hold now, the bake rows. "
          "A run without the compress stage rolls out the registered challenger.",

@@ -58,6 +58,11 @@ def test_commands_are_ones_the_images_provide():
         command = service.get("command")
         if isinstance(command, list) and command[:1] == ["airflow"]:
             assert command[1] in ("db", "api-server", "scheduler", "dag-processor", "triggerer", "celery"), name
+    from cityfactory.factory.pools import TRAINING_POOL_NAME
+
+    init = SERVICES["airflow-init"]["command"]
+    assert init[:2] == ["bash", "-c"] and init[2].startswith("airflow db migrate && airflow pools set ")
+    assert f"airflow pools set {TRAINING_POOL_NAME} " in init[2], "the DAGs' pool exists before any task needs it"
     edge = SERVICES["edge-node"]
     assert "ENTRYPOINT [\"python\", \"-m\", \"cityfactory.edge\"]" in (REPO / "edge.Dockerfile").read_text()
     args = build_parser().parse_args([re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", a) for a in edge["command"]])

@@ -146,3 +146,20 @@ def test_unpaused_soon_after_its_nightly_time_a_dag_waits_for_the_next_night(mon
     night = fire if runs_tonight else fire + dt.timedelta(days=1)
     assert first.run_after == night
     assert first.data_interval.start == night - dt.timedelta(days=1)  # the night it ingests: the day before that run
+
+
+def test_heavy_tasks_share_one_pool_and_ingestion_outranks_them(dagbag):
+    """Searches, refits and compression of every scenario take at most the pool's slots; any DAG's
+    ingestion is ahead of any DAG's training in Airflow's queue (absolute priorities)."""
+    from cityfactory.factory.pools import TRAINING_POOL_NAME, training_pool
+
+    for dag_id in ("traffic_flow", "solar_cells"):
+        tasks = {t.task_id.rsplit(".", 1)[-1]: t for t in dagbag.get_dag(dag_id).tasks}
+        pooled = {name for name, t in tasks.items() if t.pool == TRAINING_POOL_NAME}
+        assert pooled == {"trials", "train", "compress"}, (dag_id, pooled)
+        assert {t.weight_rule for t in tasks.values()} == {"absolute"}
+        assert min(tasks[n].priority_weight for n in ("plan", "land", "ingest", "ingest_summary")) > \
+            max(t.priority_weight for n, t in tasks.items() if n not in ("plan", "land", "ingest", "ingest_summary"))
+        assert max(tasks[n].priority_weight for n in pooled) < min(t.priority_weight for n, t in tasks.items()
+                                                                 if n not in pooled)
+    assert training_pool().set_command()[:4] == ["airflow", "pools", "set", TRAINING_POOL_NAME]
