@@ -2,7 +2,8 @@
 
 1. Ingestion, per scenario: the replayed history (one landed CSV per source file and day) -> typed,
    date-partitioned bronze, next to plain pyarrow writing the same rows to the same partitions.
-2. Parse time of the DAG folder (fresh interpreter, median of 5).
+2. Parse time of the DAG folder (fresh interpreter, median of 5): the shipped scenarios and a city
+   of 40 (copies of the shipped ones under their own names, fleets and schedules), side by side.
 3. One full DAG run over the whole history (dag.test) with the model spec's whole search budget:
    wall time per task next to the rows it processed, the model-quality report (the search's winner
    beside the hand-set model and the baselines on the same test rows), the search's budget, trials
@@ -176,19 +177,40 @@ def bench_large_files() -> None:
               f"{(peak - before) / size:.1f}x the file on top")
 
 
-def bench_parse() -> None:
+def _parse_times(env: dict[str, str], runs: int = 5) -> tuple[float, float, int, int]:
+    """Median seconds of (the whole DAG file, importing airflow.sdk) over fresh interpreters, and the
+    DAGs made and scenario files left out."""
     code = (
         "import time, runpy; t = time.perf_counter(); import airflow.sdk; s = time.perf_counter();"
-        f"runpy.run_path({str(REPO / 'dags' / 'scenario_pipelines.py')!r}); e = time.perf_counter();"
-        "print(e - t, s - t)"
+        f"g = runpy.run_path({str(REPO / 'dags' / 'scenario_pipelines.py')!r}); e = time.perf_counter();"
+        "print(e - t, s - t, len(g['_scenarios']), len(g['_broken']))"
     )
-    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env=os.environ).stdout.split()[-2:] for _ in range(5)]
-    total = statistics.median(float(r[0]) for r in runs) * 1000
-    sdk = statistics.median(float(r[1]) for r in runs) * 1000
-    print(f"\n## DAG file parse time: median {total:.0f} ms over 5 fresh interpreters, of which {sdk:.0f} ms is "
-          f"importing airflow.sdk itself and {total - sdk:.0f} ms our file (scenario YAML, library, DAG objects). "
-          "The dbt project is not rendered at parse time (one dbt build task).")
+    outputs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env=env).stdout.split()[-4:] for _ in range(runs)]
+    total = statistics.median(float(o[0]) for o in outputs)
+    sdk = statistics.median(float(o[1]) for o in outputs)
+    return total, sdk, int(outputs[0][2]), int(outputs[0][3])
+
+
+def bench_parse(city_sizes: tuple[int, ...] = (40,)) -> None:
+    """The DAG file's parse time for the shipped scenarios and for a city of many (``tests/city.py``:
+    copies of the shipped ones under their own names, fleets and schedules), side by side."""
+    from city import write_city
+
+    rows = [("shipped", *_parse_times(dict(os.environ)))]
+    for size in city_sizes:
+        folders = write_city(HOME / f"city-{size}", size)
+        env = {**os.environ, **{f"CITYFACTORY_{name}_DIR": str(path) for name, path in folders.items()}}
+        rows.append((f"{size} scenarios", *_parse_times(env)))
+    print("\n## DAG file parse time, median over 5 fresh interpreters (ours = the file minus importing airflow.sdk: "
+          "scenario, spec and fleet files, library, DAG objects; no dbt at parse time)")
+    print(f"{'scenarios':<14} {'DAGs':>5} {'left out':>8} {'total ms':>9} {'ours ms':>8} {'ours ms / DAG':>13}")
+    for label, total, sdk, dags, broken in rows:
+        print(f"{label:<14} {dags:>5} {broken:>8} {total * 1000:>9.0f} {(total - sdk) * 1000:>8.0f} "
+              f"{(total - sdk) * 1000 / dags:>13.1f}")
+    (_, t0, s0, d0, _), (_, t1, s1, d1, _) = rows[0], rows[-1]
+    print(f"ratio ours {d1} / {d0} scenarios = {(t1 - s1) / (t0 - s0):.2f} for {d1 / d0:.1f}x the DAGs "
+          f"(target: ours < 500 ms for 40)")
 
 
 def _whole_history_run(name: str) -> list[dict]:

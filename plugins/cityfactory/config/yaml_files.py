@@ -60,11 +60,16 @@ def line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
     return None
 
 
-def read_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
-    """The file's content and the line of each key; a YAML error names the file and line."""
+# libyaml where PyYAML was built with it: the DAG file reads three YAML files per scenario at every parse
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_yaml(path: Path) -> tuple[Any, str]:
+    """The file's content and its text (whose key lines an error looks up); a YAML error names the
+    file and line."""
     try:
         text = path.read_text(encoding="utf-8")
-        return yaml.safe_load(text), _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+        return yaml.load(text, Loader=LOADER), text
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
@@ -93,10 +98,10 @@ def load_validated(path: Path, validate: Callable[[Any], T]) -> T:
     """``validate`` (a model's ``model_validate`` or a function calling one) applied to the file's
     content; every error comes back as one :class:`ScenarioError` naming the file (and for a
     validation error the line and key)."""
-    raw, lines = read_yaml(path)
+    raw, text = read_yaml(path)
     try:
         return validate(raw)
     except ValidationError as exc:
-        raise ScenarioError(describe(exc, path, lines)) from None
+        raise ScenarioError(describe(exc, path, _key_lines(yaml.compose(text, Loader=LOADER)))) from None
     except ValueError as exc:
         raise ScenarioError(f"{path}: {exc}") from None
