@@ -13,7 +13,7 @@
 - ``fetch-data SCENARIO``: make sure the scenario's dataset is present and verified.
 - ``edge-token FLEET``: a fleet's admin token, for its nodes' admin API (``Authorization: Bearer``);
   ``rotate-edge-token FLEET``: a new one for every node of the fleet, all or none.
-- ``new-scenario NAME --from FILE... [--target C] [--timezone Z] [--series C]``: every file of a
+- ``new-scenario NAME --from FILE... [--target C] [--timezone Z] [--series C] [--domain D]``: every file of a
   new scenario drafted from sample data (CSV files, or a folder of images in class subfolders) by
   the kind of model that reads such data, then validated.
 - ``validate [SCENARIO ...]``: check scenarios whole (YAML, model spec, fleet, suites, dbt
@@ -300,7 +300,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_new_scenario(args: argparse.Namespace) -> int:
     from cityfactory.scaffold.new_scenario import new_scenario
 
-    made = new_scenario(args.name, args.sources, target=args.target, timezone=args.timezone, series=args.series)
+    made = new_scenario(args.name, args.sources, target=args.target, timezone=args.timezone, series=args.series,
+                        domain=args.domain)
     root = REPO_ROOT
     print(f"Drafted {made.name} ({made.kind}):" + "".join(
         f"\n  {p.relative_to(root) if p.is_relative_to(root) else p}" for p in made.written))
@@ -393,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     scaffold.add_argument("--target", help="the column to predict (default: the first numeric reading)")
     scaffold.add_argument("--timezone", help="the wall clock the files are written in (default: UTC)")
     scaffold.add_argument("--series", help="the column telling series apart (default: found in the data)")
+    scaffold.add_argument("--domain", help="the department it belongs to (dags/domains.yaml; default: the first)")
     scaffold.set_defaults(func=cmd_new_scenario)
     token = sub.add_parser("edge-token", help="print a fleet's admin token (Authorization: Bearer ...)")
     token.add_argument("fleet", help="the fleet's name (dags/fleets/<fleet>.yaml)")

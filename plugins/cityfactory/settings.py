@@ -23,6 +23,7 @@ class Settings:
     expectations_dir: Path
     fleets_dir: Path
     dbt_dir: Path  # the dbt project (a new scenario's models are written into it)
+    domains_file: Path  # the city's departments, which scenarios belong to
     retention_enforced: bool  # scheduled maintenance deletes only when this is set explicitly
 
     @property
@@ -46,5 +47,6 @@ def get_settings() -> Settings:
         expectations_dir=Path(os.environ.get("CITYFACTORY_EXPECTATIONS_DIR", REPO_ROOT / "expectations")),
         fleets_dir=Path(os.environ.get("CITYFACTORY_FLEETS_DIR", REPO_ROOT / "dags" / "fleets")),
         dbt_dir=Path(os.environ.get("CITYFACTORY_DBT_DIR", REPO_ROOT / "dbt")),
+        domains_file=Path(os.environ.get("CITYFACTORY_DOMAINS_FILE", REPO_ROOT / "dags" / "domains.yaml")),
         retention_enforced=os.environ.get("CITYFACTORY_RETENTION_ENFORCED", "").lower() in ("1", "true", "yes"),
     )

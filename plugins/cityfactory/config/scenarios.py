@@ -401,6 +401,7 @@ class Governance(_Strict):
 
 class Scenario(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    domain: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="the department it belongs to (dags/domains.yaml)")
     description: str
     schedule: str
     tags: list[str] = []

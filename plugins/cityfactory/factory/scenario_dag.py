@@ -138,7 +138,7 @@ def build_scenario_dag(scenario: Scenario):
         # a bulk range is one run with the form's dates (batches mapped), not one Backfill run per night
         allowed_run_types=["scheduled", "manual"],  # Airflow makes them DagRunType values
         max_active_runs=1,  # partitions are rewritten whole; one writer per scenario
-        tags=["cityfactory", *scenario.tags],
+        tags=["cityfactory", f"domain:{scenario.domain}", *scenario.tags],
         default_args={"retries": scenario.retries.retries, "retry_delay": dt.timedelta(seconds=scenario.retries.delay_seconds),
                       "owner": ", ".join(scenario.governance.owners),
                       # priorities compare across every scenario's DAG (``steps.py``), not along one chain

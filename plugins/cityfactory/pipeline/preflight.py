@@ -31,7 +31,8 @@ def validate_scenario(path: Path, check_dbt: bool = True) -> list[str]:
     except ScenarioError as exc:
         return [str(exc)]
     pins = _dataset_problems(scenario, path)
-    problems = _spec_problems(scenario) + _fleet_problems(scenario) + _suite_problems(scenario) + pins
+    problems = (_domain_problems(scenario, path) + _spec_problems(scenario) + _fleet_problems(scenario)
+                + _suite_problems(scenario) + pins)
     if not pins:
         problems += _source_problems(scenario, path)
     if check_dbt:
@@ -92,12 +93,25 @@ def usable_scenarios(directory: Path) -> tuple[list[Scenario], dict[str, str]]:
     valid, broken = scan_scenarios(directory)
     usable = []
     for scenario in valid:
-        problems = _spec_problems(scenario) + _fleet_file_problems(scenario)
+        problems = (_domain_problems(scenario, directory / f"{scenario.name}.yaml") + _spec_problems(scenario)
+                    + _fleet_file_problems(scenario))
         if problems:
             broken[f"{scenario.name}.yaml"] = "; ".join(problems)
         else:
             usable.append(scenario)
     return usable, broken
+
+
+def _domain_problems(scenario: Scenario, path: Path) -> list[str]:
+    """The scenario's department is one of the city's (``dags/domains.yaml``)."""
+    from cityfactory.config.domains import load_domains
+
+    try:
+        domains = load_domains()
+    except ScenarioError as exc:
+        return [f"{exc} (scenario key 'domain')"]
+    problem = domains.problem(scenario.domain, path, get_settings().domains_file)
+    return [problem] if problem else []
 
 
 def _fleet_file_problems(scenario: Scenario) -> list[str]:

@@ -28,6 +28,7 @@ class DraftRequest:
     """What the person scaffolding said, beside the sample data."""
 
     dataset: str  # the data folder's name (under the data directory)
+    domain: str  # the department the scenario belongs to
     pins: dict[str, str]  # file name -> sha256
     target: str | None = None  # the column to predict, for a kind that predicts a column; None: it guesses
     timezone: str | None = None  # the wall clock the files are written in; None: UTC, marked "decide"

@@ -31,26 +31,32 @@ class Scaffolded:
 
 
 def new_scenario(name: str, sources: list[Path], target: str | None = None, timezone: str | None = None,
-                 series: str | None = None, check_dbt: bool = True) -> Scaffolded:
+                 series: str | None = None, domain: str | None = None, check_dbt: bool = True) -> Scaffolded:
     """Draft, write and validate scenario ``name`` from ``sources`` (CSV files, or one image folder)."""
+    from cityfactory.config.domains import load_domains
     from cityfactory.pipeline.preflight import validate_scenarios
     from cityfactory.tasktypes import task_types
 
     if not NAME.match(name):
         raise ScaffoldError(f"{name!r}: a scenario name is lower case letters, digits and _, starting with a letter")
     settings = get_settings()
+    departments = list(load_domains().domains)
+    if domain is not None and domain not in departments:
+        raise ScaffoldError(f"--domain {domain!r}: not a department of {settings.domains_file} "
+                            f"(one of: {', '.join(departments)})")
     folder, files = _dataset(sources, settings.data_dir)
     profile = _profile(sources, files, series)
     kind = next((k for k in task_types().values() if k.drafts_from and isinstance(profile, k.drafts_from)), None)
     if kind is None:
         raise ScaffoldError(f"no kind of model drafts scenarios from {type(profile).__name__}")
     request = DraftRequest(dataset=folder.relative_to(_absolute(settings.data_dir)).as_posix(), timezone=timezone,
-                           target=target,
+                           target=target, domain=domain or departments[0],
                            pins={f.relative_to(folder).as_posix(): sha256_file(f) for f in files})
     draft = kind.draft(name, profile, request)
     written = _write(name, draft, settings, folder)
     problems = validate_scenarios([settings.scenarios_dir / f"{name}.yaml"], check_dbt=check_dbt)[name]
-    return Scaffolded(name, kind.name, written, draft.notes, problems)
+    notes = (*draft.notes, *([] if domain else [f"domain: {departments[0]} (pass --domain: one of {', '.join(departments)})"]))
+    return Scaffolded(name, kind.name, written, notes, problems)
 
 
 def _absolute(path: Path) -> Path:

@@ -14,7 +14,7 @@ UTC = dt.UTC
 
 def scenario(**overrides) -> Scenario:
     base = {
-        "name": "dialects", "description": "test", "schedule": "0 3 * * *",
+        "name": "dialects", "domain": "transport", "description": "test", "schedule": "0 3 * * *",
         "source": {"kind": "gateway"},
         "schema": {
             "event_time": {"name": "observed_at", "from": ["date", "time"], "format": "%d/%m/%Y %H.%M.%S"},

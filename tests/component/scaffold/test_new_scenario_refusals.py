@@ -33,6 +33,8 @@ def test_refusals_name_what_and_how(tmp_path, monkeypatch, capsys):
     assert "a scenario's data lives in a folder of the data directory" in capsys.readouterr().err
     with pytest.raises(ScaffoldError, match="no such file or folder"):
         new_scenario("river", [data / "river" / "missing.csv"], check_dbt=False)
+    with pytest.raises(ScaffoldError, match=r"--domain 'water': not a department of .*domains\.yaml \(one of: city_management, "):
+        new_scenario("river", [csv], domain="water", check_dbt=False)
 
 
 def test_an_existing_scenario_is_never_overwritten(tmp_path, monkeypatch):
@@ -48,8 +50,9 @@ def test_an_existing_scenario_is_never_overwritten(tmp_path, monkeypatch):
 
 def test_a_single_series_draft_validates_and_its_fleet_serves_every_row(tmp_path, monkeypatch):
     data = scaffold_project(tmp_path, monkeypatch)
-    made = new_scenario("river", [_hourly_csv(data / "river" / "gauge.csv")], check_dbt=True)
+    made = new_scenario("river", [_hourly_csv(data / "river" / "gauge.csv")], domain="environment", check_dbt=True)
     assert made.kind == "forecast" and made.problems == []
+    assert yaml.safe_load((tmp_path / "scenarios" / "river.yaml").read_text())["domain"] == "environment"
     fleet = yaml.safe_load((tmp_path / "fleets" / "river.yaml").read_text())
     assert len(fleet["nodes"]) == 2 and all("series" not in n for n in fleet["nodes"])
     spec = yaml.safe_load((tmp_path / "models" / "river.yaml").read_text())

@@ -112,3 +112,15 @@ def test_a_file_that_no_longer_matches_its_pin_fails_the_run_at_once_with_both_h
     assert main(["run", "harbour_air", "--history"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"lighthouse.csv: sha256 is {actual}" in error
+
+
+def test_a_scenario_belongs_to_one_of_the_citys_departments(harbour):
+    from cityfactory.pipeline.preflight import usable_scenarios
+    from cityfactory.settings import get_settings
+
+    _edit(harbour / "scenarios" / "harbour_air.yaml", lambda d: d.update(domain="harbour"))
+    [problem] = _problems()["harbour_air"]
+    assert str(harbour / "scenarios" / "harbour_air.yaml") in problem and "key 'domain': 'harbour' is no department" in problem
+    assert "one of: city_management, work_safety, environment, public_security, transport, governance" in problem
+    usable, broken = usable_scenarios(get_settings().scenarios_dir)
+    assert usable == [] and "no department" in broken["harbour_air.yaml"], "no DAG for it: an import error names it"

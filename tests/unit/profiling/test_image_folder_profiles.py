@@ -22,7 +22,7 @@ def test_classes_images_and_a_mixed_replay_order(tmp_path):
     lines = replay_index(profile).decode().splitlines()
     assert len(lines) == 24 and lines[0].count(",") == 1
     assert {line.split(",")[1] for line in lines[:8]} == {"cracked", "intact"}, "classes mixed over the days"
-    draft = draft_classifier("line", profile, DraftRequest(dataset="line", pins={}))
+    draft = draft_classifier("line", profile, DraftRequest(dataset="line", domain="city_management", pins={}))
     assert draft.series == ("cam-1", "cam-2") and set(draft.dataset_files) == {"index.csv"}
     assert 'classes: ["cracked", "intact"]' in draft.model_spec and "size: 48" in draft.model_spec
 

@@ -80,13 +80,13 @@ def test_no_time_column_is_named_as_such(tmp_path):
 
 def test_the_forecast_draft_wants_hours_and_a_numeric_target(tmp_path):
     quarter = [f"{t:%Y-%m-%d %H:%M:%S},{i}" for i, t in enumerate(_hours("2024-01-01", 20, step_minutes=15))]
-    request = DraftRequest(dataset="d", pins={"q.csv": "0" * 64})
+    request = DraftRequest(dataset="d", domain="transport", pins={"q.csv": "0" * 64})
     with pytest.raises(ScaffoldError, match=r"every 0:15:00, the forecast draft is for hourly series"):
         draft_forecaster("q", profile_table([_write(tmp_path / "q.csv", ["t,x", *quarter])]), request)
     hourly = [f"{t:%Y-%m-%d %H:%M:%S},{i},{i % 2}" for i, t in enumerate(_hours("2024-01-01", 20))]
     profile = profile_table([_write(tmp_path / "h.csv", ["t,x,y", *hourly])])
     with pytest.raises(ScaffoldError, match=r"--target 'z': not a numeric column of h\.csv \(numeric: x, y\)"):
-        draft_forecaster("h", profile, DraftRequest(dataset="d", pins={}, target="z"))
+        draft_forecaster("h", profile, DraftRequest(dataset="d", domain="transport", pins={}, target="z"))
 
 
 def test_names_and_bounds_read_well():

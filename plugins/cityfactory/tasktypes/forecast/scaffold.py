@@ -168,7 +168,7 @@ def _scenario(plan: Plan, request: DraftRequest) -> str:
     key = [_quoted(plan.time_column), *([_quoted(profile.series)] if profile.series else [])]
     return _fill(
         "scenario.yaml", **_words(plan), sources=", ".join(p.name for p in profile.files),
-        schedule=request.schedule, dataset=request.dataset,
+        schedule=request.schedule, dataset=request.dataset, domain=request.domain,
         files="\n".join(f"    - {{name: {_quoted(n)}, sha256: {sha}}}" for n, sha in request.pins.items()),
         delimiter=profile.delimiter.replace("\t", "\\t"), decimal=profile.decimal,
         null_values=json.dumps(list(profile.null_values)),

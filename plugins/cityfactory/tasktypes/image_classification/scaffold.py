@@ -54,7 +54,7 @@ def draft_classifier(name: str, profile: ImageFolderProfile, request: DraftReque
     words = {"name": name, "class_list": ", ".join(json.dumps(c) for c in classes), "count": len(images),
              "class_count": len(classes), "mode": profile.mode}
     scenario = _fill(
-        "scenario.yaml", **words, folder=request.dataset, dataset=request.dataset, index_name=INDEX,
+        "scenario.yaml", **words, folder=request.dataset, dataset=request.dataset, domain=request.domain, index_name=INDEX,
         index_sha256=hashlib.sha256(index).hexdigest(), per_day=per_day, timezone=request.timezone or "UTC",
         timezone_note="" if request.timezone else "   # decide: the site's zone", days=REPLAY_DAYS,
         cameras=", ".join(CAMERAS), interval=max(1, min(240, WORKING_DAY_SECONDS // per_day)),
