@@ -58,8 +58,8 @@ test: install services lint-imports  ## the whole suite: layers checked, scenari
 	$(BIN)/python -m cityfactory.cli validate
 	$(BIN)/python -m pytest
 
-test-fast: install lint-imports  ## while you work: unit and component tests (no services, no DAG runs), under 2 minutes
-	$(BIN)/python -m pytest -m "not integration" -q
+test-fast: install lint-imports  ## while you work: unit and component tests (no services, no DAG runs), under 2 minutes, on every core
+	$(BIN)/python -m pytest -m "not integration" -q -n auto --dist loadfile
 
 services:  ## start PostgreSQL and Redis, install Chromium, where this machine allows (says what it could not)
 	@.ci/services
