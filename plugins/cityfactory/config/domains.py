@@ -10,8 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cityfactory.config.yaml_files import load_validated
 
-SLUG = r"^[a-z][a-z0-9_]*$"
-
 
 class Domain(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -40,5 +38,5 @@ def load_domains(path: Path | None = None) -> Domains:
 
 
 @lru_cache(maxsize=4)
-def _load(path: Path, stamp: int | None) -> Domains:
+def _load(path: Path, stamp: int | None) -> Domains:  # ``stamp`` (the file's mtime) keys the cache
     return load_validated(path, Domains.model_validate)

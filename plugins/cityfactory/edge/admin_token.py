@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cityfactory.security.bearer import B64TOKEN, bearer_token
 
-MIN_LENGTH = 32  # characters: a generated token is 43
+MIN_LENGTH = 32  # characters: a generated token (32 random bytes, base64) has 44
 
 
 class TokenRefused(ValueError):

@@ -107,10 +107,15 @@ def rotate_edge_token(fleet: str) -> int:
             _post_token(node.url, old, new)
             done.append(node)
     except OSError as exc:
+        stuck = []
         for node in done:
-            _post_token(node.url, new, old)
-        raise RuntimeError(f"fleet {fleet}: node {nodes[len(done)].id} did not take the new token ({exc}); "
-                           f"the {len(done)} that had taken it are back on the old one") from exc
+            try:
+                _post_token(node.url, new, old)
+            except OSError:
+                stuck.append(node.id)
+        back = (f"the {len(done)} that had taken it are back on the old one" if not stuck else
+                f"{', '.join(stuck)} could not be put back and hold the new token: rotate again once they answer")
+        raise RuntimeError(f"fleet {fleet}: node {nodes[len(done)].id} did not take the new token ({exc}); {back}") from exc
     if in_connection:
         _store_in_connection(token_connection(fleet), new)
     else:
