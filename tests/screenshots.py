@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from cityfactory import services
+from cityfactory.access.logins import admin_password
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import Kind, RunLedger, last_of
 from cityfactory.ingestion import replay
@@ -36,7 +37,7 @@ def latest_run(base: str, token: str) -> dict:
 def take(base: str, password: str, mlflow_url: str) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
-    token = services.admin_token(base, password)
+    token = services.login_token(base, password)
     run = latest_run(base, token)
     trained = last_of(RunLedger(open_lake(), SCENARIO, run["dag_run_id"]).current(), Kind.MODEL_TRAINED)
     if trained is None:
@@ -87,7 +88,7 @@ def take(base: str, password: str, mlflow_url: str) -> list[Path]:
 def main() -> int:
     settings = get_settings()
     logs = settings.home / "logs"
-    password = services.admin_password(settings.home / "airflow-passwords.json")
+    password = admin_password(settings.home / "airflow-passwords.json")
     port, mlflow_port = free_ports(2)
     base, mlflow_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{mlflow_port}"
     airflow = services.start_airflow(port, settings.home / "airflow-passwords.json", logs / "screenshots-airflow.log")

@@ -14,7 +14,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from cityfactory.services import admin_token, api_call
+from cityfactory.services import api_call, login_token
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -330,7 +330,7 @@ def production_stack(home: Path, workers: int, extra_env: dict | None = None, br
                         f"redis://127.0.0.1:6379/{broker_db}", port, workers=workers, extra_env=dict(extra_env or {}))
     try:
         with stack:
-            yield stack, admin_token(stack.base_url, stack.password)
+            yield stack, login_token(stack.base_url, stack.password)
     finally:
         if previous is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -23,6 +23,7 @@ from typing import Self
 import psutil
 
 from cityfactory import services
+from cityfactory.access.logins import admin_password
 from cityfactory.factory.pools import training_pool
 from cityfactory.settings import REPO_ROOT
 
@@ -45,6 +46,7 @@ def celery_env(home: Path, database_url: str, broker_url: str, port: int, jwt_se
         "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database_url,
         "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",  # a busy worker leaves queued tasks to idle ones
         "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
+        "AIRFLOW__CORE__AUTH_MANAGER": services.FAB_AUTH_MANAGER,
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
@@ -116,14 +118,13 @@ class CeleryStack:
     def __enter__(self) -> Self:
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         passwords = self.home / "passwords.json"
-        self.password = services.admin_password(passwords)
-        self.extra_env = {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-                          "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords), **self.extra_env}
+        self.password = admin_password(passwords)
         airflow = str(Path(sys.executable).parent / "airflow")
-        for command in (["db", "migrate"], training_pool().set_command()[1:]):
-            done = subprocess.run([airflow, *command], env=self.env, capture_output=True, text=True, check=False)
+        sync_access = [sys.executable, "-m", "cityfactory.cli", "sync-access", "--passwords", str(passwords)]
+        for command in ([airflow, "db", "migrate"], [airflow, *training_pool().set_command()[1:]], sync_access):
+            done = subprocess.run(command, env=self.env, capture_output=True, text=True, check=False)
             if done.returncode:
-                raise RuntimeError(f"airflow {' '.join(command[:2])} failed: {done.stderr[-2000:]}")
+                raise RuntimeError(f"{' '.join(command[1:4])} failed: {done.stderr[-2000:]}")
         try:
             for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
                 self._start(component, component)

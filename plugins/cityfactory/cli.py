@@ -16,6 +16,8 @@
 - ``new-scenario NAME --from FILE... [--target C] [--timezone Z] [--series C] [--domain D]``: every file of a
   new scenario drafted from sample data (CSV files, or a folder of images in class subfolders) by
   the kind of model that reads such data, then validated.
+- ``sync-access --passwords FILE``: the departments' roles (operators, viewers: each over its own
+  scenarios' DAGs) and a login per role written into Airflow's FAB tables (``ui`` does it at start).
 - ``validate [SCENARIO ...]``: check scenarios whole (YAML, model spec, fleet, suites, dbt
   selection, dataset pins) before any run; every problem names its file and key.
 """
@@ -162,8 +164,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from cityfactory import services
 
     settings = get_settings()
+    from cityfactory.access.logins import login_passwords
+    from cityfactory.access.roles import ADMIN_LOGIN, city_logins
+    from cityfactory.config.domains import load_domains
+
     passwords = settings.home / "airflow-passwords.json"
-    password = services.admin_password(passwords)
+    logins, new = login_passwords(passwords, city_logins(load_domains().domains))
     log_file = settings.home / "logs" / "airflow-standalone.log"
     url = f"http://127.0.0.1:{args.port}"
     mlflow_url = f"http://127.0.0.1:{args.mlflow_port}"
@@ -186,11 +192,17 @@ def cmd_ui(args: argparse.Namespace) -> int:
         services.wait_healthy(url, process)
         services.wait_for_url(mlflow_url, mlflow)
         zones = {s.dag_id: s.timezone for s in scenarios} | {"governance_maintenance": "UTC"}
-        for dag_id, next_run in services.unpause(url, password, list(zones), process).items():
+        for dag_id, next_run in services.unpause(url, logins[ADMIN_LOGIN], list(zones), process).items():
             print(f"{dag_id}: unpaused; next scheduled run {_local_time(next_run, zones[dag_id])}")
         if not settings.retention_enforced:
             print("governance_maintenance: retention is a dry run (set CITYFACTORY_RETENTION_ENFORCED=true to delete)")
-        print(f"\nAirflow UI: {url}\n  user: admin\n  password: {password}  (generated into {passwords})")
+        print(f"\nAirflow UI: {url}\n  user: {ADMIN_LOGIN} (the platform team)\n  password: {logins[ADMIN_LOGIN]}  (generated into {passwords})")
+        if new:  # printed once, when generated
+            print("  a login per department role (<department>-operator triggers and approves its scenarios, "
+                  "<department>-viewer reads them):")
+            print("\n".join(f"    {name}: {logins[name]}" for name in new if name != ADMIN_LOGIN))
+        else:
+            print(f"  a login per department role (<department>-operator, <department>-viewer): see {passwords}")
         print(f"MLflow UI:  {mlflow_url}  (experiments cityfactory/<scenario>; Models tab: the registry)")
         print("Trigger a scenario DAG from its page (the form lets you pick dates and stages). Ctrl-C stops.")
         process.wait()
@@ -337,6 +349,14 @@ def cmd_rotate_edge_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync_access(args: argparse.Namespace) -> int:
+    from cityfactory.access.sync import sync_access
+
+    for login in sync_access(args.passwords):
+        print(f"login {login}: password generated into {args.passwords}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cityfactory", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -402,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     rotate = sub.add_parser("rotate-edge-token", help="give a fleet's nodes a new admin token (models keep serving)")
     rotate.add_argument("fleet", help="the fleet's name (dags/fleets/<fleet>.yaml)")
     rotate.set_defaults(func=cmd_rotate_edge_token)
+    access = sub.add_parser("sync-access", help="write the departments' roles and logins into Airflow's FAB tables")
+    access.add_argument("--passwords", type=Path, required=True, help="the logins' passwords file (generated if missing)")
+    access.set_defaults(func=cmd_sync_access)
     args = parser.parse_args(argv)
     from cityfactory.ingestion.datasets import DatasetError
     from cityfactory.profiling.drafts import ScaffoldError

@@ -1,11 +1,12 @@
 """Start the embedded services: Airflow (api-server, scheduler, dag-processor, triggerer) and the
 MLflow UI.
 
-The four run as ``airflow standalone`` would run them (LocalExecutor, the simple auth manager), but
-started here so that nothing listens beyond loopback: the API on 127.0.0.1, and no log server at
-all (standalone's scheduler and triggerer would serve task logs on 0.0.0.0:8793/8794; on one
-machine the API server reads the log files itself). The login's password is generated once into
-the git-ignored home; we wait until the API answers.
+The four run as ``airflow standalone`` would run them (LocalExecutor), but started here so that
+nothing listens beyond loopback: the API on 127.0.0.1, and no log server at all (standalone's
+scheduler and triggerer would serve task logs on 0.0.0.0:8793/8794; on one machine the API server
+reads the log files itself). Logins go through the FAB auth manager, whose roles give each
+department its own scenarios (``cityfactory.access``); their passwords are generated once into the
+git-ignored home; we wait until the API answers.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shlex
 import signal
 import subprocess
@@ -23,25 +23,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-
-def admin_password(passwords_file: Path, user: str = "admin") -> str:
-    """The UI password for ``user``, generated on first use (never a fixed default)."""
-    if passwords_file.exists():
-        return json.loads(passwords_file.read_text())[user]
-    passwords_file.parent.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(12)
-    fd = os.open(passwords_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({user: password}, fh)
-    return password
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 
 
-def components() -> str:
-    """The embedded stack's shell line: the metadata DB migrated, the shared pool set, then every
-    Airflow component in one process group."""
+def components(passwords_file: Path) -> str:
+    """The embedded stack's shell line: the metadata DB migrated, the shared pool set, the city's
+    roles and logins written, then every Airflow component in one process group."""
     from cityfactory.factory.pools import training_pool
 
+    sync_access = [sys.executable, "-m", "cityfactory.cli", "sync-access", "--passwords", str(passwords_file)]
     return (f"airflow db migrate > /dev/null && {shlex.join(training_pool().set_command())} > /dev/null && "
+            f"{shlex.join(sync_access)} > /dev/null && "
             "{ airflow api-server & airflow scheduler --skip-serve-logs & airflow dag-processor & "
             "airflow triggerer --skip-serve-logs & wait; }")
 
@@ -53,16 +45,14 @@ def start_airflow(port: int, passwords_file: Path, log_file: Path, env: dict[str
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__HOST": "127.0.0.1",  # loopback by default: the embedded stack is not a server for others
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
     }
     bin_dir = str(Path(sys.executable).parent)
     environment["PATH"] = bin_dir + os.pathsep + environment.get("PATH", "")  # `airflow` of this virtualenv
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:  # one process group: stop() ends every component
-        return subprocess.Popen(["bash", "-c", components()], env=environment, stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen(["bash", "-c", components(passwords_file)], env=environment, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
 
@@ -156,15 +146,16 @@ def api_call(method: str, url: str, token: str | None = None, body: dict | None 
         return json.loads(response.read() or b"{}")
 
 
-def admin_token(base_url: str, password: str) -> str:
-    return api_call("POST", f"{base_url}/auth/token", body={"username": "admin", "password": password})["access_token"]
+def login_token(base_url: str, password: str, username: str = "admin") -> str:
+    """An API token for a login (the platform admin unless named)."""
+    return api_call("POST", f"{base_url}/auth/token", body={"username": username, "password": password})["access_token"]
 
 
 def unpause(base_url: str, password: str, dag_ids: list[str], process: subprocess.Popen,
             timeout: float = 240) -> dict[str, str | None]:
     """Unpause ``dag_ids`` once the dag-processor has parsed them, through Airflow's REST API (as
     the UI's toggle does); returns each DAG's next scheduled run (ISO, UTC) as Airflow plans it."""
-    token = admin_token(base_url, password)
+    token = login_token(base_url, password)
     parsed: set[str] = set()
 
     def all_parsed() -> bool:

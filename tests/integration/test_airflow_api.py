@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 from cityfactory import services
+from cityfactory.access.logins import admin_password
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import RunLedger
 from cityfactory.ingestion import replay
@@ -45,7 +46,7 @@ def airflow_on_postgres(tmp_path_factory):
         "CITYFACTORY_SCENARIOS_DIR": str(scenarios_copy(tmp_path / "scenarios", not_scheduled_yet)),
     }
     passwords = tmp_path / "passwords.json"
-    password = services.admin_password(passwords)
+    password = admin_password(passwords)
     process = services.start_airflow(port, passwords, tmp_path / "standalone.log", env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -54,7 +55,7 @@ def airflow_on_postgres(tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("CITYFACTORY_LAKE_URI", lake_uri)
             mp.setenv("CITYFACTORY_SCENARIOS_DIR", env["CITYFACTORY_SCENARIOS_DIR"])
-            yield base, password, port, next_runs, process
+            yield base, password, port, next_runs, process, passwords
     finally:
         services.stop(process)
         postgres_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
@@ -64,10 +65,10 @@ def airflow_on_postgres(tmp_path_factory):
 def test_trigger_with_params_through_the_rest_api(airflow_on_postgres):
     import psutil
 
-    base, password, port, _, _ = airflow_on_postgres
+    base, password, port, *_ = airflow_on_postgres
     listening = {c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port}
     assert listening == {"127.0.0.1"}, f"the embedded Airflow UI listens on {listening}, not only on loopback"
-    token = services.admin_token(base, password)
+    token = services.login_token(base, password)
     with pytest.raises(urllib.error.HTTPError) as denied:
         api_call("POST", f"{base}/auth/token", body={"username": "admin", "password": "wrong"})
     assert denied.value.code == 401
@@ -111,11 +112,11 @@ def test_trigger_with_params_through_the_rest_api(airflow_on_postgres):
 def test_unpausing_as_make_ui_does_runs_nothing_until_the_next_scheduled_time(airflow_on_postgres):
     """The maintenance DAG keeps its real daily cron here: before, unpausing it ran yesterday's
     05:00 at once (Airflow's catch-up of the last missed run)."""
-    base, password, _, next_runs, _ = airflow_on_postgres
+    base, password, _, next_runs, *_ = airflow_on_postgres
     now = dt.datetime.now(dt.UTC)
     assert all(dt.datetime.fromisoformat(at) > now for at in next_runs.values()), next_runs
     assert dt.datetime.fromisoformat(next_runs["governance_maintenance"]) - now <= dt.timedelta(days=1)
-    token = services.admin_token(base, password)
+    token = services.login_token(base, password)
     time.sleep(10)  # a few scheduler loops
     for dag_id in next_runs:
         assert api_call("GET", f"{base}/api/v2/dags/{dag_id}", token)["is_paused"] is False
@@ -129,22 +130,22 @@ def _instant(iso: str) -> dt.datetime:
 
 
 def test_reports_are_served_only_to_those_airflow_lets_read_the_run(airflow_on_postgres):
-    base, password, _, _, _ = airflow_on_postgres
-    plugins = api_call("GET", f"{base}/api/v2/plugins", services.admin_token(base, password))["plugins"]
+    base, password, *_ = airflow_on_postgres
+    plugins = api_call("GET", f"{base}/api/v2/plugins", services.login_token(base, password))["plugins"]
     [plugin] = [p for p in plugins if p["name"] == "cityfactory_compliance_report"]
     assert {v["destination"] for v in plugin["external_views"]} == {"dag_run", "task_instance"}
     with pytest.raises(urllib.error.HTTPError) as anonymous:
         urllib.request.urlopen(f"{base}/cityfactory/reports/traffic_flow/manual__x", timeout=10)
     assert anonymous.value.code in (401, 403)
     with pytest.raises(urllib.error.HTTPError) as missing:
-        api_call("GET", f"{base}/cityfactory/reports/traffic_flow/manual__no_such_run", services.admin_token(base, password))
+        api_call("GET", f"{base}/cityfactory/reports/traffic_flow/manual__no_such_run", services.login_token(base, password))
     assert missing.value.code == 404
 
 
 def test_a_person_triggers_from_the_form_and_opens_the_report(airflow_on_postgres, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    base, password, _, _, _ = airflow_on_postgres
+    base, password, *_ = airflow_on_postgres
     start, _ = replay.history_interval(get_scenario("traffic_flow"))
     # weeks (the lags are complete), overlapping the first test's days (a history without a hole),
     # and a first day no other run has (the run is found by its form values)
@@ -166,7 +167,7 @@ def test_a_person_triggers_from_the_form_and_opens_the_report(airflow_on_postgre
         page.screenshot(path=tmp_path / "trigger_form.png")
         form.get_by_role("button", name="Trigger").click()
 
-        token = services.admin_token(base, password)
+        token = services.login_token(base, password)
         runs_url = f"{base}/api/v2/dags/traffic_flow/dagRuns?limit=100"
 
         def finished():
@@ -203,8 +204,8 @@ def _post(url: str, body: dict, authorization: str) -> tuple[int, dict]:
 def test_trigger_attacks_are_refused_before_any_run_exists(airflow_on_postgres):
     """A header with two spaces (which Airflow alone would accept), a 9999 day, a trillion trials:
     each refused naming what is wrong, and no run made."""
-    base, password, _, _, _ = airflow_on_postgres
-    token = services.admin_token(base, password)
+    base, password, *_ = airflow_on_postgres
+    token = services.login_token(base, password)
     url = f"{base}/api/v2/dags/traffic_flow/dagRuns"
     before = api_call("GET", f"{url}?limit=100", token)["total_entries"]
     tomorrow = dt.date.today() + dt.timedelta(days=1)
@@ -223,7 +224,7 @@ def test_every_airflow_component_listens_on_loopback_only(airflow_on_postgres):
     """The README promises loopback: no scheduler or triggerer log server on 0.0.0.0 (8793/8794)."""
     import psutil
 
-    *_, process = airflow_on_postgres
+    *_, process, _ = airflow_on_postgres
     listening = []
     for pid in services.live_members(process.pid):
         try:
@@ -232,3 +233,53 @@ def test_every_airflow_component_listens_on_loopback_only(airflow_on_postgres):
         except psutil.NoSuchProcess:
             continue
     assert listening and all(ip in ("127.0.0.1", "::1") for ip, _ in listening), listening
+
+
+def _status(method: str, url: str, token: str, body: dict | None = None) -> int:
+    try:
+        api_call(method, url, token, body)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    return 200
+
+
+def test_each_department_sees_and_changes_only_its_own_scenarios(airflow_on_postgres):
+    """Logins of the department roles (FAB auth manager): the environment's operator triggers
+    air_quality; to transport's operator every part of that run is a 403 (DAG, run, task
+    instances, log, approval, compliance report), as is triggering it; transport's viewer reads
+    transport's scenario but cannot trigger it; each sees only its own department's DAGs."""
+    base, *_, passwords = airflow_on_postgres
+    logins = json.loads(passwords.read_text())
+    token = {name: services.login_token(base, logins[name], name)
+             for name in ("environment-operator", "transport-operator", "transport-viewer")}
+    start, _ = replay.history_interval(get_scenario("air_quality"))
+    day = str(start + dt.timedelta(days=30))
+    conf = {"data_interval_start": day, "data_interval_end": day, "stages": ["ingest"]}
+    run = api_call("POST", f"{base}/api/v2/dags/air_quality/dagRuns", token["environment-operator"],
+                   {"logical_date": None, "conf": conf})
+    assert run["triggering_user_name"] == "environment-operator"
+    dag_url = f"{base}/api/v2/dags/air_quality"
+    run_url = f"{dag_url}/dagRuns/{run['dag_run_id']}"
+    others = {
+        "its DAG": ("GET", dag_url), "its runs": ("GET", f"{dag_url}/dagRuns"), "the run": ("GET", run_url),
+        "its task instances": ("GET", f"{run_url}/taskInstances"),
+        "a task's log": ("GET", f"{run_url}/taskInstances/ingest/logs/1"),
+        "an approval": ("GET", f"{run_url}/taskInstances/approve_all/-1/hitlDetails"),
+        "answering an approval": ("PATCH", f"{run_url}/taskInstances/approve_all/-1/hitlDetails"),
+        "the compliance report": ("GET", f"{base}/cityfactory/reports/air_quality/{run['dag_run_id']}"),
+        "a trigger": ("POST", f"{dag_url}/dagRuns"), "pausing it": ("PATCH", dag_url),
+    }
+    bodies = {"POST": {"logical_date": None, "conf": conf}, "PATCH": {"is_paused": True, "chosen_options": ["Approve"]}}
+    refused = {what: _status(method, url, token["transport-operator"], bodies.get(method)) for what, (method, url) in others.items()}
+    assert refused == dict.fromkeys(others, 403)
+    assert _status("GET", run_url, token["environment-operator"]) == 200
+    assert _status("GET", f"{run_url}/taskInstances/ingest/logs/1", token["environment-operator"]) != 403
+    # a department's logins list their own scenarios only
+    for name, dag_ids in (("transport-operator", ["traffic_flow"]), ("transport-viewer", ["traffic_flow"]),
+                          ("environment-operator", ["air_quality"])):
+        assert [d["dag_id"] for d in api_call("GET", f"{base}/api/v2/dags", token[name])["dags"]] == dag_ids, name
+    # a viewer reads, and changes nothing
+    viewer = token["transport-viewer"]
+    assert _status("GET", f"{base}/api/v2/dags/traffic_flow/dagRuns", viewer) == 200
+    assert _status("POST", f"{base}/api/v2/dags/traffic_flow/dagRuns", viewer, {"logical_date": None, "conf": conf}) == 403
+    assert _status("PATCH", f"{base}/api/v2/dags/traffic_flow", viewer, {"is_paused": True}) == 403

@@ -63,6 +63,10 @@ def test_commands_are_ones_the_images_provide():
     init = SERVICES["airflow-init"]["command"]
     assert init[:2] == ["bash", "-c"] and init[2].startswith("airflow db migrate && airflow pools set ")
     assert f"airflow pools set {TRAINING_POOL_NAME} " in init[2], "the DAGs' pool exists before any task needs it"
+    assert init[2].endswith("python -m cityfactory.cli sync-access --passwords /opt/airflow/cityfactory/airflow-passwords.json")
+    from cityfactory.services import FAB_AUTH_MANAGER
+
+    assert COMPOSE["x-airflow-common"]["environment"]["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER
     edge = SERVICES["edge-node"]
     assert "ENTRYPOINT [\"python\", \"-m\", \"cityfactory.edge\"]" in (REPO / "edge.Dockerfile").read_text()
     args = build_parser().parse_args([re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", a) for a in edge["command"]])
