@@ -17,7 +17,10 @@
   new scenario drafted from sample data (CSV files, or a folder of images in class subfolders) by
   the kind of model that reads such data, then validated.
 - ``sync-access --passwords FILE``: the departments' roles (operators, viewers: each over its own
-  scenarios' DAGs) and a login per role written into Airflow's FAB tables (``ui`` does it at start).
+  scenarios' DAGs) and a login per role written into Airflow's FAB tables (``ui`` does it at start);
+  ``sync-mlflow-access --passwords FILE``: the same logins on an MLflow server with basic auth
+  (``MLFLOW_TRACKING_URI``), each scenario's experiment and registered model granted to its
+  department, and the pipeline's service account.
 - ``validate [SCENARIO ...]``: check scenarios whole (YAML, model spec, fleet, suites, dbt
   selection, dataset pins) before any run; every problem names its file and key.
 """
@@ -357,6 +360,15 @@ def cmd_sync_access(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync_mlflow_access(args: argparse.Namespace) -> int:
+    from cityfactory.access.mlflow_access import sync_mlflow_access
+    from cityfactory.config.domains import load_domains
+
+    for login in sync_mlflow_access(args.passwords, list(load_domains().domains)):
+        print(f"login {login}: password generated into {args.passwords}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cityfactory", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -425,6 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     access = sub.add_parser("sync-access", help="write the departments' roles and logins into Airflow's FAB tables")
     access.add_argument("--passwords", type=Path, required=True, help="the logins' passwords file (generated if missing)")
     access.set_defaults(func=cmd_sync_access)
+    mlflow_access = sub.add_parser("sync-mlflow-access", help="the same logins, each scenario's experiment and model "
+                                   "granted to its department, on an MLflow server with basic auth")
+    mlflow_access.add_argument("--passwords", type=Path, required=True, help="the logins' passwords file (generated if missing)")
+    mlflow_access.set_defaults(func=cmd_sync_mlflow_access)
     args = parser.parse_args(argv)
     from cityfactory.ingestion.datasets import DatasetError
     from cityfactory.profiling.drafts import ScaffoldError

@@ -28,13 +28,17 @@ def tracking_uri() -> str:
     return f"sqlite:///{database}"
 
 
+def experiment_name(scenario: str) -> str:
+    return f"cityfactory/{scenario}"
+
+
 def use_experiment(scenario: str) -> str:
     """Point MLflow at our tracking server and the scenario's experiment (created on first use)."""
     import mlflow
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a task log is no terminal
     mlflow.set_tracking_uri(tracking_uri())
-    name = f"cityfactory/{scenario}"
+    name = experiment_name(scenario)
     if mlflow.get_experiment_by_name(name) is None:
         location = None
         if not tracking_uri().startswith(("http://", "https://")):  # a database URI: artifacts beside the home

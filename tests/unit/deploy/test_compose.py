@@ -63,10 +63,18 @@ def test_commands_are_ones_the_images_provide():
     init = SERVICES["airflow-init"]["command"]
     assert init[:2] == ["bash", "-c"] and init[2].startswith("airflow db migrate && airflow pools set ")
     assert f"airflow pools set {TRAINING_POOL_NAME} " in init[2], "the DAGs' pool exists before any task needs it"
-    assert init[2].endswith("python -m cityfactory.cli sync-access --passwords /opt/airflow/cityfactory/airflow-passwords.json")
+    passwords = "--passwords /opt/airflow/cityfactory/airflow-passwords.json"
+    steps = init[2].split(" && ")
+    assert steps[-2:] == [f"python -m cityfactory.cli sync-access {passwords}", f"python -m cityfactory.cli sync-mlflow-access {passwords}"]
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in SERVICES["airflow-init"]["environment"]
+    assert SERVICES["airflow-init"]["depends_on"]["mlflow"] == {"condition": "service_healthy"} and "healthcheck" in SERVICES["mlflow"]
+    from cityfactory.access.mlflow_access import PIPELINE_LOGIN
     from cityfactory.services import FAB_AUTH_MANAGER
 
-    assert COMPOSE["x-airflow-common"]["environment"]["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER
+    airflow_env = COMPOSE["x-airflow-common"]["environment"]
+    assert airflow_env["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER
+    assert airflow_env["MLFLOW_TRACKING_USERNAME"] == PIPELINE_LOGIN, "the pipeline writes to MLflow as its service account"
+    assert "--app-name basic-auth" in SERVICES["mlflow"]["command"][2]
     edge = SERVICES["edge-node"]
     assert "ENTRYPOINT [\"python\", \"-m\", \"cityfactory.edge\"]" in (REPO / "edge.Dockerfile").read_text()
     args = build_parser().parse_args([re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", a) for a in edge["command"]])
