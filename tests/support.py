@@ -373,12 +373,12 @@ def not_scheduled_yet(config: dict) -> None:
     config["schedule"] = "0 3 29 2 *"
 
 
-def logged_in_page(playwright, base: str, password: str, width: int = 1400, height: int = 900):
-    """Debian's Chromium, headless, logged in to the Airflow UI at ``base`` as admin: (browser, page)."""
+def logged_in_page(playwright, base: str, password: str, width: int = 1400, height: int = 900, username: str = "admin"):
+    """Debian's Chromium, headless, logged in to the Airflow UI at ``base`` (as admin unless named): (browser, page)."""
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
     page = browser.new_page(viewport={"width": width, "height": height})
     page.goto(f"{base}/")
-    page.locator("input[name=username]").fill("admin")
+    page.locator("input[name=username]").fill(username)
     page.locator("input[name=password]").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{base}/")

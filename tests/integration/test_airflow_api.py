@@ -283,3 +283,24 @@ def test_each_department_sees_and_changes_only_its_own_scenarios(airflow_on_post
     assert _status("GET", f"{base}/api/v2/dags/traffic_flow/dagRuns", viewer) == 200
     assert _status("POST", f"{base}/api/v2/dags/traffic_flow/dagRuns", viewer, {"logical_date": None, "conf": conf}) == 403
     assert _status("PATCH", f"{base}/api/v2/dags/traffic_flow", viewer, {"is_paused": True}) == 403
+
+
+def test_the_city_at_a_glance_shows_each_person_their_own_departments(airflow_on_postgres):
+    """The overview page (our Airflow 3 plugin, through the API server): the platform admin sees
+    every department; transport's operator sees transport's scenario only; a stranger gets 401."""
+    base, *_, passwords = airflow_on_postgres
+    logins = json.loads(passwords.read_text())
+    url = f"{base}/cityfactory-overview/"
+
+    def page_for(name: str) -> str:
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {services.login_token(base, logins[name], name)}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read().decode()
+
+    everything, transport = page_for("admin"), page_for("transport-operator")
+    assert all(s in everything for s in ("traffic_flow", "air_quality", "solar_cells", "Transport", "Environment", "City management"))
+    assert "traffic_flow" in transport and "Transport" in transport
+    assert not any(s in transport for s in ("air_quality", "solar_cells", "Environment", "City management"))
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(url, timeout=10)
+    assert anonymous.value.code == 401

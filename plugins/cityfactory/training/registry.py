@@ -8,6 +8,7 @@ moves when a rollout completes.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 from functools import lru_cache
@@ -73,6 +74,23 @@ def alias_version(registered_model: str, alias: str) -> str | None:
         return str(mlflow.MlflowClient().get_model_version_by_alias(registered_model, alias).version)
     except MlflowException:
         return None
+
+
+def champions(registered_models: list[str]) -> dict[str, tuple[str, str | None]]:
+    """Each model's champion version and when it became champion, in two registry calls whatever
+    the number of models (a model without a champion is left out)."""
+    import mlflow
+
+    if not registered_models:
+        return {}
+    client = mlflow.MlflowClient(tracking_uri())
+    names = "name IN ({})".format(", ".join("'" + n.replace("'", "''") + "'" for n in registered_models))
+    found = {m.name: str(m.aliases[CHAMPION]) for m in client.search_registered_models(names, max_results=1000)
+             if CHAMPION in m.aliases}
+    if not found:
+        return {}
+    promoted = {(v.name, str(v.version)): v.tags.get(PROMOTED_AT) for v in client.search_model_versions(names, max_results=10_000)}
+    return {name: (version, promoted.get((name, version))) for name, version in found.items()}
 
 
 def champion_model(registered_model: str):
@@ -141,7 +159,7 @@ def drift_reference(registered_model: str, version: str) -> dict | None:
 
 DRIFT_REFERENCE = "monitoring/drift_reference.json"
 # version tag that says where a version stands in the field
-ROLLOUT_STATE, SERVING_NODES = "rollout_state", "serving_nodes"
+ROLLOUT_STATE, SERVING_NODES, PROMOTED_AT = "rollout_state", "serving_nodes", "promoted_at"
 
 
 def _drop_tag(client, registered_model: str, version: str, key: str) -> None:
@@ -160,6 +178,8 @@ def promote(registered_model: str, version: str, previous: str | None, serving_n
     import mlflow
 
     client = mlflow.MlflowClient()
+    if alias_version(registered_model, CHAMPION) != version:  # when it became champion (the city overview shows it)
+        client.set_model_version_tag(registered_model, version, PROMOTED_AT, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     client.set_registered_model_alias(registered_model, CHAMPION, version)
     if alias_version(registered_model, CHALLENGER) == version:
         client.delete_registered_model_alias(registered_model, CHALLENGER)
