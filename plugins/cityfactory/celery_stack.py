@@ -120,8 +120,8 @@ class CeleryStack:
         passwords = self.home / "passwords.json"
         self.password = admin_password(passwords)
         airflow = str(Path(sys.executable).parent / "airflow")
-        sync_access = [sys.executable, "-m", "cityfactory.cli", "sync-access", "--passwords", str(passwords)]
-        for command in ([airflow, "db", "migrate"], [airflow, *training_pool().set_command()[1:]], sync_access):
+        for command in ([airflow, "db", "migrate"], [airflow, *training_pool().set_command()[1:]],
+                        services.sync_access_command(passwords)):
             done = subprocess.run(command, env=self.env, capture_output=True, text=True, check=False)
             if done.returncode:
                 raise RuntimeError(f"{' '.join(command[1:4])} failed: {done.stderr[-2000:]}")

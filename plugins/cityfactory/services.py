@@ -26,14 +26,18 @@ from pathlib import Path
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 
 
+def sync_access_command(passwords_file: Path) -> list[str]:
+    """The command that writes the city's roles and logins into Airflow's FAB tables."""
+    return [sys.executable, "-m", "cityfactory.cli", "sync-access", "--passwords", str(passwords_file)]
+
+
 def components(passwords_file: Path) -> str:
     """The embedded stack's shell line: the metadata DB migrated, the shared pool set, the city's
     roles and logins written, then every Airflow component in one process group."""
     from cityfactory.factory.pools import training_pool
 
-    sync_access = [sys.executable, "-m", "cityfactory.cli", "sync-access", "--passwords", str(passwords_file)]
     return (f"airflow db migrate > /dev/null && {shlex.join(training_pool().set_command())} > /dev/null && "
-            f"{shlex.join(sync_access)} > /dev/null && "
+            f"{shlex.join(sync_access_command(passwords_file))} > /dev/null && "
             "{ airflow api-server & airflow scheduler --skip-serve-logs & airflow dag-processor & "
             "airflow triggerer --skip-serve-logs & wait; }")
 
