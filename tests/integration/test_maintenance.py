@@ -179,7 +179,8 @@ def test_a_quiet_week_retrains_nothing_and_rolls_nothing_out(deployment):
         assert night["transform"]["details"]["window"] is not None  # incremental: the night's window only
     assert _versions(deployment.scenario) == versions and _serving(deployment.scenario) == serving
     last = deployment.runs[-1]["monitor"]["details"]
-    assert last["live_days"] == 3 and 0.3 < last["live_ratio"] < 1.25
+    # a week may be harder than the test year on average: the limit is what the champion's own test days reached
+    assert last["live_days"] == 3 and last["live_usual"] > 1 and 0.3 < last["live_ratio"] < max(1.25, last["live_usual"])
     assert last["drift"] and not last["drifted"]
 
 

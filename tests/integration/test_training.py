@@ -12,6 +12,7 @@ from cityfactory.tasktypes import load_model_spec
 from cityfactory.tasktypes.forecast import data
 from cityfactory.tasktypes.forecast.families import fit_hand_set
 from cityfactory.tasktypes.forecast.gate import decide
+from cityfactory.tasktypes.forecast.task import ForecastTask
 
 TRAFFIC = get_scenario("traffic_flow")
 SPEC = load_model_spec(TRAFFIC.model_spec)
@@ -55,6 +56,10 @@ def test_run_trains_logs_and_registers(history_run):
     artifacts |= {a.path for a in client.list_artifacts(mlflow_run, "search")}
     assert {"model_card.md", "model_summary.json", "plots/forecast_test_week.png", "plots/loss_curve.png",
             "plots/search.png", "search/trials.json", "search/trials.md"} <= artifacts
+    daily = mlflow.artifacts.load_dict(f"runs:/{mlflow_run}/model_summary.json")["daily_test_scores"]
+    assert 360 <= len(daily) <= 366 and sum(d["rows"] for d in daily) == int(params["test_rows"])  # each test day once
+    pooled = ForecastTask.metrics["rmse"].pool([d["value"] for d in daily], [d["rows"] for d in daily])
+    assert pooled == pytest.approx(metrics["test_rmse"], rel=1e-4)  # the days pool back to the test RMSE
     card = mlflow.artifacts.load_text(f"runs:/{mlflow_run}/model_card.md")
     assert "| linear_autoregression |" in card and "challenger" in card
 

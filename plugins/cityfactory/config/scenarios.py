@@ -354,7 +354,9 @@ class RetrainWhen(_Strict):
     """When the nightly run retrains (any one reason is enough; none: the champion stays)."""
 
     live_error_margin: float = Field(0.25, gt=0)  # live metric above the version's offline one by this fraction,
-    live_error_days: int = Field(3, ge=1)        # pooled over its latest this many evaluated days
+    live_error_days: int = Field(3, ge=1)        # pooled over its latest this many evaluated days,
+    live_error_quantile: float = Field(0.95, gt=0, le=1)  # and above what its test days' windows of as many
+                                                          # days reached at this quantile (when it has them)
     drifted_features: int = Field(3, ge=1)       # this many features drifting at once
     max_model_age_days: int | None = Field(90, ge=1)  # data days since the champion's last training day
     on_feature_change: bool = True               # the dbt models or the model spec changed

@@ -208,7 +208,7 @@ def _monitoring(entries: list[dict]) -> dict | None:
         "champion": m.get("champion"), "metric": m.get("metric"), "reference_baseline": m.get("reference_baseline"),
         "collected_rows": monitored["counts"].get("predictions_collected", 0) if monitored else 0,
         "unreachable": m.get("unreachable", {}), "refused": m.get("refused", {}), "evaluations": evaluations,
-        "live_ratio": m.get("live_ratio"), "live_days": m.get("live_days", 0),
+        "live_ratio": m.get("live_ratio"), "live_days": m.get("live_days", 0), "live_usual": m.get("live_usual"),
         "live_error_margin": m.get("live_error_margin"), "live_error_days": m.get("live_error_days"),
         "drift": m.get("drift", []), "drift_rows": m.get("drift_rows", 0),
         "picture": m.get("picture"), "error": m.get("error"),

@@ -33,6 +33,7 @@ class Evidence:
     last_day: dt.date                  # the run's last day
     live_ratio: float | None = None    # the champion's live / offline metric, pooled over its latest days
     live_days: int = 0                 # how many evaluated days that pooled
+    live_usual: float | None = None    # the ratio its test days' windows of as many days reached (the quantile)
     drifted: list[str] = field(default_factory=list)
     level_shift: dict = field(default_factory=dict)  # monitoring.level_shift.LevelShift, as a dict
 
@@ -70,9 +71,12 @@ def decide(evidence: Evidence, rules: RetrainWhen) -> Decision:
             because(Reason.SPEC_CHANGED, f"the model spec changed since version {e.champion}")
         if rules.on_code_change and tags.get("code_version") != e.current["code_version"]:
             because(Reason.CODE_CHANGED, f"the code version changed ({tags.get('code_version')} -> {e.current['code_version']})")
-        if e.live_days >= rules.live_error_days and e.live_ratio is not None and e.live_ratio > 1 + rules.live_error_margin:
+        limit = max(1 + rules.live_error_margin, e.live_usual or 0)
+        if e.live_days >= rules.live_error_days and e.live_ratio is not None and e.live_ratio > limit:
+            usual = (f"; its test days' {rules.live_error_days}-day windows reached x{e.live_usual:.2f}"
+                     if e.live_usual and e.live_usual > 1 + rules.live_error_margin else "")
             because(Reason.LIVE_ERROR, f"live error x{e.live_ratio:.2f} the offline estimate over the latest {e.live_days} "
-                                       f"evaluated days (at most x{1 + rules.live_error_margin:.2f})")
+                                       f"evaluated days (at most x{limit:.2f}{usual})")
         if len(e.drifted) >= rules.drifted_features:
             because(Reason.DRIFT, f"{len(e.drifted)} features drift ({', '.join(e.drifted[:6])}); "
                                   f"the rule is {rules.drifted_features}")
@@ -95,6 +99,7 @@ def decide(evidence: Evidence, rules: RetrainWhen) -> Decision:
         return Decision(True, found, "retrain: " + "; ".join(r["text"] for r in found))
     quiet = [f"champion {e.champion} holds"]
     if e.live_ratio is not None:
-        quiet.append(f"live/offline x{e.live_ratio:.2f} over {e.live_days} day(s)")
+        usual = f" (its test days reached x{e.live_usual:.2f})" if e.live_usual else ""
+        quiet.append(f"live/offline x{e.live_ratio:.2f} over {e.live_days} day(s){usual}")
     quiet.append(f"{len(e.drifted)} feature(s) drift")
     return Decision(False, [], "no retraining: " + ", ".join(quiet))

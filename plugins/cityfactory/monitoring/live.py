@@ -3,6 +3,8 @@ over its latest evaluated days (each day scored by the task type, ``evaluate_ser
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from cityfactory.tasktypes.base import Metric
@@ -27,3 +29,16 @@ def pooled_ratio(evaluations: list[dict], version: str, days: int, metrics: dict
         return None, 0
     live = metrics[mine[0][0]].pool([v["live"] for _, v in mine], [v["rows"] for _, v in mine])
     return live / mine[0][1]["offline"], len(mine)
+
+
+def usual_ratio(daily: list[dict], days: int, metric: Metric, offline: float, quantile: float) -> float | None:
+    """How far above ``offline`` the metric went, pooled over ``days`` consecutive test days, at
+    ``quantile`` of every such window (``daily``: ``day``, ``value``, ``rows`` per test day): a week
+    the model finds hard is no fault, only an error worse than its own test days usually saw. None
+    without a window's worth of test days."""
+    ordered = sorted(daily, key=lambda d: d["day"])
+    windows = [ordered[i:i + days] for i in range(len(ordered) - days + 1)]
+    if not windows or not offline:
+        return None
+    ratios = sorted(metric.pool([d["value"] for d in w], [d["rows"] for d in w]) / offline for w in windows)
+    return ratios[min(len(ratios) - 1, math.ceil(quantile * len(ratios)) - 1)]

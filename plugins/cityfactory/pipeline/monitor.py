@@ -105,6 +105,16 @@ def _level_shift(ctx: RunContext, spec, champion: str | None, last_day: dt.date)
                               test.threshold, test.delta)
 
 
+def _usual_ratio(spec, champion: str, rules) -> float | None:
+    """The champion's live/offline ratio its own test days reached (``rules.live_error_quantile``
+    of their windows of ``live_error_days``): a hard week within it is no reason to retrain."""
+    kind = task_type_of(spec)
+    offline = registry.offline_metrics(spec.registered_model, champion)
+    metric = kind.live_metric(spec)
+    return live.usual_ratio(offline.get("daily", []), rules.live_error_days, kind.metrics[metric],
+                            offline.get("metrics", {}).get(metric), rules.live_error_quantile)
+
+
 def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
     """Collect, evaluate the days that got served rows, measure drift of the latest window."""
     scenario, spec = ctx.scenario, load_model_spec(ctx.scenario.model_spec)
@@ -127,11 +137,12 @@ def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
         history = sorted(({e["day"]: e for e in earlier} | {e["day"]: e for e in evaluated}).values(),
                          key=lambda e: e["day"])[-shown_days:]
         drift, drift_rows = _drift(ctx, spec, champion, dt.date.fromisoformat(batches[-1][-1]))
-        ratio, days = (live.pooled_ratio(history, champion, policy.retrain_when.live_error_days, kind.metrics)
-                       if champion else (None, 0))
+        rules = policy.retrain_when
+        ratio, days = live.pooled_ratio(history, champion, rules.live_error_days, kind.metrics) if champion else (None, 0)
+        usual = _usual_ratio(spec, champion, rules) if ratio is not None else None
         shift = _level_shift(ctx, spec, champion, dt.date.fromisoformat(batches[-1][-1]))
         level_shift.record(ctx.lake, scenario.name, shift, ctx.run_id)
-        result = {"champion": champion, "metric": metric, "live_ratio": ratio, "live_days": days,
+        result = {"champion": champion, "metric": metric, "live_ratio": ratio, "live_days": days, "live_usual": usual,
                   "drifted": [r["feature"] for r in drift if r["drifted"]], "level_shift": shift.as_dict()}
         shown = history[-1]["metric"] if history else metric  # what live scoring measures (an error rate, for images)
         picture = monitoring_figure(drift, history, champion, shown,
@@ -145,8 +156,7 @@ def monitor(ctx: RunContext, batches: list[list[str]]) -> dict:
                         "faulty_days": len(shift.faulty_days)}
         entry.details.update(**result, evaluations=evaluated, drift=drift, drift_rows=drift_rows,
                              unreachable=collected.unreachable, refused=dict(collected.refused), picture=stored.uri,
-                             live_error_margin=policy.retrain_when.live_error_margin,
-                             live_error_days=policy.retrain_when.live_error_days,
+                             live_error_margin=rules.live_error_margin, live_error_days=rules.live_error_days,
                              reference_baseline=kind.reference_baseline)
     return result
 
@@ -165,7 +175,7 @@ def decide_retraining(ctx: RunContext, monitored: dict | None, gold: dict | None
             current={"feature_definition": (gold or {}).get("definition_digest", ""), "spec_digest": spec_digest(spec),
                      "code_version": registry.code_version()},
             last_day=dt.date.fromisoformat(batches[-1][-1]), live_ratio=monitored.get("live_ratio"),
-            live_days=monitored.get("live_days", 0), drifted=monitored.get("drifted", []),
+            live_days=monitored.get("live_days", 0), live_usual=monitored.get("live_usual"), drifted=monitored.get("drifted", []),
             level_shift=monitored.get("level_shift", {}),
         )
         decision = decide(evidence, scenario.maintenance.retrain_when)

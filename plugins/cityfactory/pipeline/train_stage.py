@@ -177,7 +177,8 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
         for name, m in by_group.items():
             mlflow.log_metrics({f"series_{name}_test_{k}": v for k, v in m["model"].items()})
         mlflow.log_dict({"feature_names": kind.input_names(spec), "target": kind.target(spec), "unit": kind.unit(spec),
-                         "metrics": metrics, "metrics_by_series": by_group, "split": examples.spans},
+                         "metrics": metrics, "metrics_by_series": by_group, "split": examples.spans,
+                         "daily_test_scores": kind.daily_test_scores(spec, examples, predicted, facts.zone)},
                         "model_summary.json")
         signature = infer_signature(x_test[:5], predicted[:5])
         info = model.log_model(name="model", signature=signature, input_example=x_test[:5],

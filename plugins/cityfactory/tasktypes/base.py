@@ -236,6 +236,10 @@ class TaskType(ABC):
 
     # -- judging ---------------------------------------------------------------------------------
     @abstractmethod
+    def score(self, spec: ModelSpec, actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+        """Every metric of ``metrics`` for these examples' predictions."""
+
+    @abstractmethod
     def judge(self, spec: ModelSpec, examples: Examples, predicted: np.ndarray, champion: np.ndarray | None = None,
               without_champion: str = "no champion yet") -> Judgement:
         """Score the candidate on the test rows beside the baselines (fitted on training +
@@ -298,6 +302,22 @@ class TaskType(ABC):
         (examples in it) and ``http`` (httpx keyword arguments of ``POST /predict``)."""
 
     # -- monitoring ------------------------------------------------------------------------------
+    def live_metric(self, spec: ModelSpec) -> str:
+        """The error live accuracy is judged by (``evaluate_served``'s ``metric``; lower is better)."""
+        return self.gate_metric(spec)
+
+    def daily_test_scores(self, spec: ModelSpec, examples: Examples, predicted: np.ndarray, zone: str) -> list[dict]:
+        """The candidate's ``live_metric`` on each test day of the scenario's clock (``day``,
+        ``value``, ``rows``): how much it moves from day to day on days it never saw, the yardstick
+        the live error is judged against."""
+        import pandas as pd
+
+        metric = self.live_metric(spec)
+        days = pd.to_datetime(examples.test[self.time_column(spec)], utc=True).dt.tz_convert(zone).dt.date.to_numpy()
+        groups = pd.Series(range(len(days))).groupby(days).groups
+        return [{"day": str(day), "value": self.score(spec, examples.y_test[at], predicted[at])[metric], "rows": len(at)}
+                for day, at in ((day, rows.to_numpy()) for day, rows in sorted(groups.items()))]
+
     @abstractmethod
     def evaluate_served(self, day: str, served: pd.DataFrame, actuals: pd.DataFrame, spec: ModelSpec,
                         offline: dict) -> dict:

@@ -144,12 +144,14 @@ def feature_names(registered_model: str, version: str) -> list[str] | None:
 
 
 def offline_metrics(registered_model: str, version: str) -> dict:
-    """What a version showed on its test rows: ``{"metrics": {...}, "by_series": {series: {...}}}``."""
+    """What a version showed on its test rows: ``{"metrics": {...}, "by_series": {series: {...}},
+    "daily": [{"day", "value", "rows"}, ...]}`` (daily: its live metric per test day)."""
     summary = _version_artifact(registered_model, version, "model_summary.json")
     if summary is None:
         return {}
     return {"metrics": summary["metrics"]["model"],
-            "by_series": {name: m["model"] for name, m in summary.get("metrics_by_series", {}).items()}}
+            "by_series": {name: m["model"] for name, m in summary.get("metrics_by_series", {}).items()},
+            "daily": summary.get("daily_test_scores", [])}
 
 
 def drift_reference(registered_model: str, version: str) -> dict | None:

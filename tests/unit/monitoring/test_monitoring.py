@@ -87,6 +87,26 @@ def test_live_error_is_pooled_over_the_latest_days_of_the_version():
     assert live.pooled_ratio(evaluations, "4", 3, ForecastTask.metrics) == (None, 0)
 
 
+def test_the_usual_ratio_is_what_the_test_days_windows_reached():
+    rmse = ForecastTask.metrics["rmse"]
+    daily = [{"day": f"2026-01-{d:02d}", "value": value, "rows": 24}
+             for d, value in enumerate([100.0] * 16 + [200.0, 200.0] + [100.0] * 2, start=1)]
+    ratios = sorted(np.sqrt(np.mean(np.square(window))) / 100 for window in
+                    (np.array([d["value"] for d in daily[i:i + 3]]) for i in range(len(daily) - 2)))
+    assert live.usual_ratio(daily[::-1], 3, rmse, 100.0, 0.95) == pytest.approx(ratios[-1])  # 18 windows: the highest
+    assert live.usual_ratio(daily, 3, rmse, 100.0, 0.5) == pytest.approx(1.0)
+    assert live.usual_ratio(daily[:2], 3, rmse, 100.0, 0.95) is None and live.usual_ratio(daily, 3, rmse, None, 0.95) is None
+
+
+def test_a_week_as_hard_as_the_test_days_usually_were_is_no_reason_to_retrain():
+    calm = decide(_evidence(live_ratio=1.3, live_days=3, live_usual=1.4), RULES)
+    assert not calm.retrain and "its test days reached x1.40" in calm.summary
+    worse = decide(_evidence(live_ratio=1.5, live_days=3, live_usual=1.4), RULES)
+    assert worse.retrain and "at most x1.40; its test days' 3-day windows reached x1.40" in worse.reasons[0]["text"]
+    steady = decide(_evidence(live_ratio=1.3, live_days=3, live_usual=1.05), RULES)  # the margin still holds
+    assert steady.retrain and "(at most x1.25)" in steady.reasons[0]["text"]
+
+
 def _evidence(**changes) -> Evidence:
     return Evidence(**{"choice": "auto", "champion": "3", "champion_tags": TAGS, "current": NOW,
                        "last_day": dt.date(2026, 11, 20), **changes})

@@ -241,6 +241,9 @@ class ImageClassificationTask(TaskType):
         return edge.requests(spec, frame, batch)
 
     # -- monitoring ------------------------------------------------------------------------------
+    def live_metric(self, spec: ImageClassificationSpec) -> str:
+        return "error_rate"
+
     def evaluate_served(self, day, served, actuals, spec: ImageClassificationSpec, offline: dict) -> dict:
         from cityfactory.tasktypes.image_classification.live import evaluate_day
 
