@@ -3,7 +3,7 @@
 
 Starts Airflow and the MLflow UI on the embedded stack as ``make ui`` does (on free ports), then, in
 headless Chromium, logged in like a person: traffic_flow's trigger form, its latest run's graph and
-its Compliance report tab, the report itself, and the MLflow page of the version that run
+its Compliance report tab, the report itself, the city at a glance, and the MLflow page of the version that run
 registered. Writes ``tests/screenshots/*.png``; nothing is triggered.
 """
 
@@ -43,7 +43,8 @@ def take(base: str, password: str, mlflow_url: str) -> list[Path]:
     if trained is None:
         sys.exit(f"{SCENARIO}'s latest run {run['dag_run_id']} trained no model: run `make run` first")
     model = load_model_spec(get_scenario(SCENARIO).model_spec).registered_model
-    shots = {name: OUT / f"{name}.png" for name in ("trigger_form", "graph", "run_report_tab", "report", "mlflow_version")}
+    shots = {name: OUT / f"{name}.png"
+             for name in ("trigger_form", "graph", "run_report_tab", "report", "city_overview", "mlflow_version")}
     with sync_playwright() as pw:
         browser, page = logged_in_page(pw, base, password)
 
@@ -70,6 +71,10 @@ def take(base: str, password: str, mlflow_url: str) -> list[Path]:
         page.goto(f"{base}/cityfactory/reports/{SCENARIO}/{run['dag_run_id']}")
         page.locator("#outcome").wait_for()
         page.screenshot(path=shots["report"])
+
+        page.goto(f"{base}/plugin/city_overview")
+        page.frame_locator("iframe").first.get_by_role("heading", name="Transport").wait_for(timeout=30_000)
+        page.screenshot(path=shots["city_overview"])
 
         version_page = f"{mlflow_url}/#/models/{model}/versions/{trained['counts']['version']}"
         page.set_viewport_size({"width": 1400, "height": 1500})  # description and every tag

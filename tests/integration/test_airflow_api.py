@@ -304,3 +304,24 @@ def test_the_city_at_a_glance_shows_each_person_their_own_departments(airflow_on
     with pytest.raises(urllib.error.HTTPError) as anonymous:
         urllib.request.urlopen(url, timeout=10)
     assert anonymous.value.code == 401
+
+
+def test_a_department_opens_the_city_at_a_glance_from_the_navigation(airflow_on_postgres, tmp_path):
+    """In Chromium, as transport's operator: the navigation's "City at a glance" opens our page
+    inside Airflow's UI (the session cookie is the identity), transport's scenario only."""
+    from playwright.sync_api import sync_playwright
+
+    base, *_, passwords = airflow_on_postgres
+    with sync_playwright() as pw:
+        browser, page = logged_in_page(pw, base, json.loads(passwords.read_text())["transport-operator"],
+                                       username="transport-operator")
+        overview = page.frame_locator("iframe").first
+        try:
+            page.get_by_role("link", name="City at a glance").first.click()  # Airflow's navigation, our plugin's entry
+            page.wait_for_url(f"{base}/plugin/city_overview")
+            overview.get_by_role("heading", name="Transport").wait_for(timeout=30_000)
+            shown = overview.locator("body").inner_text()
+        finally:
+            page.screenshot(path=tmp_path / "city_overview.png")
+        assert "traffic_flow" in shown and not any(s in shown for s in ("air_quality", "solar_cells", "Environment"))
+        browser.close()

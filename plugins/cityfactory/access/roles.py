@@ -4,9 +4,10 @@ Airflow's FAB auth manager checks a DAG's parts (runs, task instances, logs, app
 twice: the role must hold the action on the part (e.g. "DAG Runs") and on the DAG itself
 ("DAG:<dag_id>": read for a GET, edit for anything else). So a department's roles are FAB's own
 Viewer (viewers) or User (operators) with every city-wide permission on "DAGs" taken out, plus read
-(operators: and edit) on each DAG of the department's scenarios. Another department's DAG, its
-runs, logs, approvals and reports are then a 403. The city-wide roles stay FAB's own: Admin for the
-platform team, Viewer for whoever may read the whole city.
+(operators: and edit) on each DAG of the department's scenarios, and read on the plugin list (the
+navigation's entries). Another department's DAG, its runs, logs, approvals and reports are then a
+403. The city-wide roles stay FAB's own: Admin for the platform team, Viewer for whoever may read
+the whole city.
 """
 
 from __future__ import annotations
@@ -64,7 +65,11 @@ def department_roles(domains: Iterable[str], dag_domains: Mapping[str, str]) -> 
         return resource == fab_permissions.RESOURCE_DAG_DEPENDENCIES or (
             resource == fab_permissions.RESOURCE_DAG and action != fab_permissions.ACTION_CAN_ACCESS_MENU)
 
-    base = {Duty.VIEWER: fab.VIEWER_PERMISSIONS, Duty.OPERATOR: fab.VIEWER_PERMISSIONS + fab.USER_PERMISSIONS}
+    # the UI builds its navigation's plugin entries (the city at a glance) from the plugin list, which
+    # FAB keeps for Op: its names and views only, nothing of any scenario
+    navigation = [(fab_permissions.ACTION_CAN_READ, fab_permissions.RESOURCE_PLUGIN)]
+    base = {Duty.VIEWER: fab.VIEWER_PERMISSIONS + navigation,
+            Duty.OPERATOR: fab.VIEWER_PERMISSIONS + fab.USER_PERMISSIONS + navigation}
     on_own_dags = {Duty.VIEWER: (fab_permissions.ACTION_CAN_READ,),
                    Duty.OPERATOR: (fab_permissions.ACTION_CAN_READ, fab_permissions.ACTION_CAN_EDIT)}
     roles = []

@@ -34,6 +34,7 @@ def test_operators_trigger_and_approve_and_viewers_change_nothing():
     operator, viewer = roles["transport", Duty.OPERATOR], roles["transport", Duty.VIEWER]
     assert {("can_create", "DAG Runs"), ("can_edit", "HITL Detail"), ("can_read", "Task Logs")} <= operator
     assert ("can_read", "Task Logs") in viewer and ("can_read", "DAG:traffic_flow") in viewer
+    assert ("can_read", "Plugins") in viewer and ("can_read", "Plugins") in operator  # the navigation's city at a glance
     assert not {p for p in viewer if p[0] in ("can_create", "can_edit", "can_delete")
                 and p[1] not in ("My Password", "My Profile")}
 
