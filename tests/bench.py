@@ -19,6 +19,8 @@
 7. The camera scenario (solar_cells): a whole-history run with the spec's search budget (accuracy,
    macro-F1 beside the baselines, int8 vs fp32, search time), and its node under 32 clients at
    batch 1 and batched, beside onnxruntime in-process.
+8. The city at a glance (the overview page) for a city of 40 scenarios with runs, reports and
+   champions: through the API server as the platform admin (40 rows) and as one department.
 """
 
 from __future__ import annotations
@@ -611,6 +613,82 @@ def bench_governance(entries: list[dict]) -> None:
           f"{t_verify * 1000:.1f} ms; from the witnessed checkpoint {t_quick * 1000:.1f} ms")
 
 
+def _city_with_runs(base: str, token: str, names: list[str], report: bytes, champion: tuple[str, str]) -> None:
+    """Each city scenario gets a finished run (triggered, then marked success through the REST API;
+    its report a copy of ``report``) and a champion (a version of the same model files)."""
+    import mlflow
+    from cityfactory.governance.ledger import RunLedger
+    from cityfactory.storage.lake import join_key, open_lake
+    from cityfactory.training import registry
+    from support import api_call, wait_for
+
+    lake, client = open_lake(), mlflow.MlflowClient(registry.tracking_uri())
+    source = client.get_model_version(*champion)
+    for name in names:
+        wait_for(lambda n=name: api_call("GET", f"{base}/api/v2/dags/{n}", token), 300, f"{name} not parsed")
+        run = api_call("POST", f"{base}/api/v2/dags/{name}/dagRuns", token, {"logical_date": None})
+        api_call("PATCH", f"{base}/api/v2/dags/{name}/dagRuns/{run['dag_run_id']}", token, {"state": "success"})
+        lake.put_bytes(join_key(RunLedger(lake, name, run["dag_run_id"]).prefix, "report.json"), report)
+        model = f"cityfactory.{name}"
+        client.create_registered_model(model)
+        version = client.create_model_version(model, source.source, source.run_id)
+        client.set_registered_model_alias(model, registry.CHAMPION, version.version)
+        client.set_model_version_tag(model, version.version, registry.PROMOTED_AT, dt.datetime.now(dt.UTC).isoformat())
+
+
+def bench_overview(entries: list[dict], size: int = 40) -> None:
+    """The city at a glance for a city of ``size`` scenarios, each with a finished run and a champion:
+    the page through Airflow's API server (FAB auth, its metadata DB), as the platform admin (every
+    scenario) and as one department's operator (its share), median of 9 requests each."""
+    import urllib.request
+
+    from city import write_city
+    from cityfactory import services
+    from cityfactory.config.scenarios import scan_scenarios
+    from cityfactory.governance.ledger import RunLedger
+    from cityfactory.storage.lake import join_key, open_lake
+    from cityfactory.training import registry
+    from support import free_ports
+
+    folders = write_city(HOME / f"overview-{size}", size)
+    env = {f"CITYFACTORY_{name}_DIR": str(path) for name, path in folders.items()}
+    scenarios = scan_scenarios(folders["SCENARIOS"])[0]
+    report = open_lake().get_bytes(join_key(RunLedger(open_lake(), "traffic_flow", entries[0]["run_id"]).prefix, "report.json"))
+    champion = ("cityfactory.traffic_flow", registry.alias_version("cityfactory.traffic_flow", registry.CHAMPION))
+    [port], passwords = free_ports(1), HOME / f"overview-{size}" / "passwords.json"
+    base = f"http://127.0.0.1:{port}"
+    airflow = services.start_airflow(port, passwords, HOME / "logs" / "overview-airflow.log", env)
+    try:
+        services.wait_healthy(base, airflow)
+        logins = json.loads(passwords.read_text())
+        _city_with_runs(base, services.login_token(base, logins["admin"]), [s.dag_id for s in scenarios], report, champion)
+        department = scenarios[0].domain
+        rows = []
+        for login in ("admin", f"{department}-operator"):
+            token = services.login_token(base, logins[login], login)
+
+            def page(token=token) -> bytes:
+                request = urllib.request.Request(f"{base}/cityfactory-overview/", headers={"Authorization": f"Bearer {token}"})
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return response.read()
+
+            body = page().decode()  # warm: the app's first request imports what it needs
+            shown = sum(f">{s.name}</a>" in body for s in scenarios)
+            if "never run" in body or shown == 0:
+                fail(f"the overview as {login} shows {shown} scenarios, or some without their run")
+            rows.append((login, shown, len(body), median_time(page, repeats=9)))
+    finally:
+        services.stop(airflow)
+    print(f"\n## The city at a glance, {size} scenarios each with a finished run, its report and a champion: "
+          "GET through Airflow's API server (FAB auth, SQLite metadata DB, local lake, MLflow on SQLite), median of 9")
+    print(f"{'login':<26} {'scenarios':>9} {'page KB':>8} {'ms':>7}")
+    for login, shown, length, seconds in rows:
+        print(f"{login:<26} {shown:>9} {length / 1024:>8.1f} {seconds * 1000:>7.0f}")
+    (_, n_all, _, t_all), (_, n_one, _, t_one) = rows
+    print(f"ratio {n_all} / {n_one} scenarios: time x{t_all / t_one:.2f} for x{n_all / n_one:.1f} the rows "
+          f"(target: under 1 s for {size})")
+
+
 def bench_nightly(copies: tuple[int, ...] = (1, 4), nights: int = 3) -> None:
     """A gateway deployment per history length: the history landed (the dataset at ``copies``
     offsets, each one span of whole weeks earlier), one bulk run, then the night of the last day."""
@@ -828,6 +906,7 @@ if __name__ == "__main__":
     bench_run("air_quality")
     entries = bench_run("traffic_flow")
     bench_governance(entries)
+    bench_overview(entries)
     bench_edge(entries)
     bench_collect()
     bench_nightly()
