@@ -5,7 +5,9 @@ both or neither, in order) cannot live in the form's schema. This ASGI middlewar
 ``plugins/trigger_form_plugin.py``) checks it on every trigger of a scenario DAG, from the UI form or
 the REST API alike, and answers 400 naming the field before any run exists. A valid range becomes
 the run's data interval (midnight to midnight on the scenario's clock), so the run page shows the
-days the run covers; Airflow's own "Data interval: Manual" must span whole days there too.
+days the run covers; Airflow's own "Data interval: Manual" must span whole days there too. A
+request with neither days, an interval nor a logical date (the REST API allows it) is last night's
+run: yesterday on the scenario's clock, as the nightly schedule would cover.
 """
 
 from __future__ import annotations
@@ -56,7 +58,11 @@ def checked_trigger(body: dict, zone: str, now: dt.datetime) -> dict:
     if days is None:
         if bounds:
             _whole_days(*bounds, zone)
-        return body
+        if bounds or body.get("logical_date"):
+            return body  # with a logical date alone, Airflow infers the interval from the schedule
+        # no days, no interval, no logical date (a REST call): last night's run, as the form promises
+        yesterday = now.astimezone(ZoneInfo(zone)).date() - dt.timedelta(days=1)
+        days = yesterday, yesterday
     wanted = day_bounds(*days, zone)
     if bounds and bounds != wanted:
         raise ParamsError(f"two date ranges: the form's days {days[0]}..{days[1]} and a data interval "

@@ -132,9 +132,15 @@ def test_the_forms_days_become_the_runs_data_interval_on_the_scenarios_clock():
     assert checked["data_interval_start"] == "2026-03-01T06:00:00+00:00"
     assert checked["data_interval_end"] == "2026-04-01T05:00:00+00:00"
     assert checked["logical_date"] == NOW.isoformat() and checked["conf"] == body["conf"]
-    # the same interval given twice is fine; no form days and no interval: unchanged (nightly-style run)
+    # the same interval given twice is fine; a logical date alone: unchanged (Airflow's schedule infers the interval)
     assert checked_trigger(checked, "America/Chicago", NOW) == checked
-    assert checked_trigger({"conf": {}}, "America/Chicago", NOW) == {"conf": {}}
+    assert checked_trigger({"conf": {}, "logical_date": NOW.isoformat()}, "America/Chicago", NOW)["conf"] == {}
+    assert "data_interval_start" not in checked_trigger({"conf": {}, "logical_date": NOW.isoformat()}, "America/Chicago", NOW)
+    # nothing at all (a REST call with "logical_date": null): last night on the scenario's clock, as the schedule's run
+    night = checked_trigger({"conf": {"retrain": "never"}, "logical_date": None}, "America/Chicago", NOW)
+    assert night["data_interval_start"] == "2026-11-24T06:00:00+00:00"
+    assert night["data_interval_end"] == "2026-11-25T06:00:00+00:00"
+    assert night["logical_date"] == NOW.isoformat() and night["conf"] == {"retrain": "never"}
     assert checked_trigger({"conf": ["not", "a", "mapping"]}, "America/Chicago", NOW)["conf"] == ["not", "a", "mapping"]
 
 
