@@ -93,10 +93,13 @@ def _observed(result: dict) -> str:
 def validate(frame, suite_name: str) -> GateResult:
     """Run the suite on a pandas DataFrame with a Checkpoint; never raises on failed data."""
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     spec = load_suite(suite_name)
     frame = frame.reset_index(drop=True)  # GX reports offending rows by index: make it the position
     context = gx.get_context(mode="ephemeral")
+    # no progress bars: a task's stderr is logged at ERROR level by Airflow's task runner
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch = context.data_sources.add_pandas("lake").add_dataframe_asset(suite_name).add_batch_definition_whole_dataframe("run")
     suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=spec["expectations"], meta=spec.get("meta", {})))
     definition = context.validation_definitions.add(gx.ValidationDefinition(name=suite_name, data=batch, suite=suite))

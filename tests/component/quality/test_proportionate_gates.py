@@ -40,10 +40,12 @@ def test_a_quarantining_expectation_sets_the_rows_aside_and_the_gate_passes(suit
     assert '"unexpected_index_list"' not in json.dumps(result.raw)  # the stored result stays small
 
 
-def test_by_default_a_breach_stops_and_names_expectation_column_and_rows(suites):
+def test_by_default_a_breach_stops_and_names_expectation_column_and_rows(suites, capfd):
     from cityfactory.quality.gates import validate
 
     result = validate(FRAME, suites(STUCK, LEVEL))
+    # nothing on stderr: Airflow logs a task's stderr at ERROR (GX's progress bars were such lines)
+    assert capfd.readouterr().err == ""
     assert not result.success and result.quarantined == {}
     [failure] = result.failures
     assert failure["column"] == "repeat_hours" and failure["observed"].startswith("2 unexpected of 6")
