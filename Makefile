@@ -71,8 +71,8 @@ lint-imports: install  ## the layers hold (import-linter contracts in .importlin
 screenshots: init  ## the README's screenshots, from the latest `make run` (Airflow form, run + report tab, report, MLflow version)
 	$(BIN)/python tests/screenshots.py
 
-bench: init  ## figures and ratios, printed; a run that fails ends it with its reason
-	$(BIN)/python tests/bench.py 2>/dev/null
+bench: init  ## figures and ratios, printed; a run that fails ends it with its reason (SECTIONS="bench_parse ..." runs those alone)
+	$(BIN)/python tests/bench.py $(SECTIONS) 2>/dev/null
 
 evaluate: init  ## model quality with the production search budget, each forecaster run twice (about 25 minutes)
 	$(BIN)/python tests/evaluate.py 2>/dev/null

@@ -14,14 +14,17 @@ DEPARTMENTS = ("transport", "environment", "work_safety", "public_security", "ci
 FIRST_PORT = 20000
 
 
-def write_city(root: Path, count: int) -> dict[str, Path]:
-    """``count`` scenarios under ``root``; returns the folders by settings name (SCENARIOS, MODELS, FLEETS)."""
+def write_city(root: Path, count: int, change=lambda config: None, bases: tuple[str, ...] = ()) -> dict[str, Path]:
+    """``count`` scenarios under ``root``, copies of the shipped ``bases`` in turn (all when empty),
+    each scenario's config passed through ``change(config)`` last; returns the folders by settings
+    name (SCENARIOS, MODELS, FLEETS)."""
     folders = {name: root / name.lower() for name in ("SCENARIOS", "MODELS", "FLEETS")}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     for card in (REPO / "models").glob("*.md"):
         (folders["MODELS"] / card.name).write_bytes(card.read_bytes())
-    shipped = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "dags" / "scenarios").glob("*.yaml"))]
+    shipped = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "dags" / "scenarios").glob("*.yaml"))
+               if not bases or p.stem in bases]
     port = FIRST_PORT
     for i in range(count):
         base = shipped[i % len(shipped)]
@@ -30,6 +33,7 @@ def write_city(root: Path, count: int) -> dict[str, Path]:
         scenario.update(name=name, model_spec=name, schedule=f"{(7 * i) % 60} {1 + i % 5} * * *",
                         tags=[*base.get("tags", []), DEPARTMENTS[i % len(DEPARTMENTS)]])
         scenario["rollout"]["fleet"] = name
+        change(scenario)
         spec = yaml.safe_load((REPO / "models" / f"{base['model_spec']}.yaml").read_text())
         spec.update(name=f"{spec['name']}_{i:02d}", registered_model=f"cityfactory.{name}")
         fleet = yaml.safe_load((REPO / "dags" / "fleets" / f"{base['rollout']['fleet']}.yaml").read_text())
@@ -40,3 +44,26 @@ def write_city(root: Path, count: int) -> dict[str, Path]:
         (folders["MODELS"] / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
         (folders["FLEETS"] / f"{name}.yaml").write_text(yaml.safe_dump(fleet, sort_keys=False))
     return folders
+
+
+def bare_copies(dags: dict) -> int:
+    """Airflow's own share of building ``dags`` (dag_id -> DAG): each rebuilt with the same trigger
+    form (params) and as many tasks, plain TaskFlow tasks in a chain, none of our code. Returns
+    the tasks made."""
+    return sum(len(_bare(f"bare_{dag_id}", original.params, len(original.tasks)).tasks)
+               for dag_id, original in dags.items())
+
+
+def _bare(dag_id: str, params, count: int):
+    from airflow.sdk import dag, task
+
+    @dag(dag_id=dag_id, schedule=None, params=copy.deepcopy(params))
+    def bare():
+        previous = None
+        for i in range(count):
+            current = task(task_id=f"t{i}")(lambda: None)()
+            if previous is not None:
+                previous >> current
+            previous = current
+
+    return bare()

@@ -309,7 +309,8 @@ class FaultyProxy:
 
 
 @contextlib.contextmanager
-def production_stack(home: Path, workers: int, extra_env: dict | None = None, broker_db: int = 7):
+def production_stack(home: Path, workers: int, extra_env: dict | None = None, broker_db: int = 7,
+                     component_env: dict | None = None):
     """Airflow with the Celery executor and ``workers`` named workers on this machine's PostgreSQL
     and Redis, MLflow on PostgreSQL: fresh databases, dropped after. Yields (stack, API token)."""
     import uuid
@@ -327,7 +328,8 @@ def production_stack(home: Path, workers: int, extra_env: dict | None = None, br
     mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).search_experiments()  # schema made once, before workers race
     [port] = free_ports(1)
     stack = CeleryStack(home / "airflow", f"postgresql://postgres@127.0.0.1:5432/{airflow_db}",
-                        f"redis://127.0.0.1:6379/{broker_db}", port, workers=workers, extra_env=dict(extra_env or {}))
+                        f"redis://127.0.0.1:6379/{broker_db}", port, workers=workers, extra_env=dict(extra_env or {}),
+                        component_env=dict(component_env or {}))
     try:
         with stack:
             yield stack, login_token(stack.base_url, stack.password)

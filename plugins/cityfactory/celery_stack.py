@@ -69,6 +69,7 @@ class CeleryStack:
     workers: int = 2
     concurrency: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
+    component_env: dict[str, dict[str, str]] = field(default_factory=dict)  # by component, e.g. a scheduler's log level
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
@@ -127,7 +128,7 @@ class CeleryStack:
                 raise RuntimeError(f"{' '.join(command[1:4])} failed: {done.stderr[-2000:]}")
         try:
             for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
-                self._start(component, component)
+                self._start(component, component, env={**self.env, **self.component_env.get(component, {})})
             services.wait_healthy(self.base_url, *self.processes.values())
             for index in range(self.workers):
                 self.start_worker(f"worker-{index + 1}")
