@@ -1052,6 +1052,10 @@ def bench_camera_edge(entries: list[dict]) -> None:
 
 if __name__ == "__main__":
     import logging
+    import signal
+
+    # a stopped bench (SIGTERM, e.g. from `timeout`) unwinds: its Celery stacks and nodes stop with it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     if sys.argv[1:]:  # sections that stand alone, by name
         for section in sys.argv[1:]:

@@ -127,8 +127,11 @@ class CeleryStack:
             if done.returncode:
                 raise RuntimeError(f"{' '.join(command[1:4])} failed: {done.stderr[-2000:]}")
         try:
-            for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
-                self._start(component, component, env={**self.env, **self.component_env.get(component, {})})
+            # the scheduler's and triggerer's log servers would listen on every interface (8793/8794);
+            # their task logs are files the api-server reads from the same disk
+            for component, *options in (("api-server",), ("scheduler", "--skip-serve-logs"), ("dag-processor",),
+                                        ("triggerer", "--skip-serve-logs")):
+                self._start(component, component, *options, env={**self.env, **self.component_env.get(component, {})})
             services.wait_healthy(self.base_url, *self.processes.values())
             for index in range(self.workers):
                 self.start_worker(f"worker-{index + 1}")
