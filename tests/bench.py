@@ -833,7 +833,7 @@ def bench_scale_out() -> None:
 
 class PeakMemory:
     """The peak of the summed RSS of a stack's processes and everything under them (task processes
-    included), sampled every half second while the block runs: ``with PeakMemory(pids) as peak``."""
+    included), sampled every half second while the block runs: ``with PeakMemory({name: pid}) as memory``."""
 
     def __init__(self, roots: dict[str, int]):
         import threading
@@ -876,16 +876,13 @@ def _trigger_all(stack, token: str, dag_ids: list[str], conf_of) -> list[tuple[s
 
 def _wait_all(stack, token: str, runs: list[tuple[str, str]], what: str, timeout: float = 7200) -> list[tuple[dict, list[dict]]]:
     """Every run finished, each with its task instances; any run that failed ends the bench."""
-    from cityfactory.services import api_call
-    from support import wait_for
+    from support import finished_run
 
     done = []
     for dag_id, run_id in runs:
-        base = f"{stack.base_url}/api/v2/dags/{dag_id}/dagRuns/{run_id}"
-        run = wait_for(lambda b=base: (r := api_call("GET", b, token))["state"] in ("success", "failed") and r,
-                       timeout, f"{what}: {dag_id} did not finish")
+        run, instances = finished_run(stack, token, dag_id, run_id, timeout)
         succeeded(run["state"], f"{what}: {dag_id}")
-        done.append((run, api_call("GET", f"{base}/taskInstances?limit=1000", token)["task_instances"]))
+        done.append((run, instances))
     return done
 
 
@@ -903,6 +900,8 @@ def _loop_times(log: Path, offset: int) -> list[float]:
 def _night(stack, token: str, dag_ids: list[str]) -> dict:
     """All of ``dag_ids``'s nights triggered at once (no days: yesterday on each scenario's clock;
     retrain never: an incremental night), measured from the first trigger to the last task's end."""
+    from cityfactory.factory.steps import INGESTION_FIRST, STEPS
+
     log = stack.home / "logs" / "scheduler.log"
     offset = log.stat().st_size
     roots = {name: p.pid for name, p in stack.processes.items()}
@@ -915,7 +914,7 @@ def _night(stack, token: str, dag_ids: list[str]) -> dict:
     end = max(ti["end_date"] for ti in ran)
     waits = sorted(_seconds(ti["queued_when"], ti["start_date"]) for ti in ran if ti["queued_when"])
     ingest_waits = [_seconds(ti["queued_when"], ti["start_date"]) for ti in ran
-                    if ti["queued_when"] and ti["task_id"] in ("plan", "land", "ingest")]
+                    if ti["queued_when"] and ti["task_id"] in STEPS and STEPS[ti["task_id"]].priority == INGESTION_FIRST]
     loops = _loop_times(log, offset)
     return {"scenarios": len(dag_ids), "tasks": len(ran), "wall": _seconds(started.isoformat(), end),
             "task_s": sum(_seconds(ti["start_date"], ti["end_date"]) for ti in ran),

@@ -348,13 +348,19 @@ def trigger_and_wait(stack, token: str, dag_id: str, conf: dict, timeout: float 
     base = f"{stack.base_url}/api/v2/dags/{dag_id}"
     wait_for(lambda: api_call("GET", base, token), 180, f"{dag_id} not parsed")
     run_id = api_call("POST", f"{base}/dagRuns", token, {"logical_date": None, "conf": conf})["dag_run_id"]
+    return finished_run(stack, token, dag_id, run_id, timeout)
+
+
+def finished_run(stack, token: str, dag_id: str, run_id: str, timeout: float = 1800) -> tuple[dict, list[dict]]:
+    """Wait for a run to end (success or failed); the run and its task instances."""
+    base = f"{stack.base_url}/api/v2/dags/{dag_id}/dagRuns/{run_id}"
 
     def finished():
-        run = api_call("GET", f"{base}/dagRuns/{run_id}", token)
+        run = api_call("GET", base, token)
         return run if run["state"] in ("success", "failed") else None
 
     run = wait_for(finished, timeout, f"{dag_id} run {run_id} did not finish")
-    return run, api_call("GET", f"{base}/dagRuns/{run_id}/taskInstances?limit=1000", token)["task_instances"]
+    return run, api_call("GET", f"{base}/taskInstances?limit=1000", token)["task_instances"]
 
 
 def scenarios_copy(folder: Path, change=lambda config: None) -> Path:
