@@ -26,8 +26,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: the DAG file reads fleets at every parse, without numpy
+    import numpy as np
 
 SEGMENT = re.compile(r"^seg-(\d{8})\.jsonl$")
 PURPOSES = ("serve", "bake")

@@ -89,7 +89,14 @@ def _shared_problems(scenarios: dict[str, Scenario]) -> dict[str, list[str]]:
 
 def usable_scenarios(directory: Path) -> tuple[list[Scenario], dict[str, str]]:
     """What the DAG files build: scenarios whose YAML, model spec and fleet load (cheap checks, no
-    heavy imports, fit for parse time), and file name -> problems for the others."""
+    heavy imports, fit for parse time), and file name -> problems for the others; remembered
+    until one of those files changes (``parse_memo``)."""
+    from cityfactory.pipeline.parse_memo import memoised_verdict
+
+    return memoised_verdict(directory, lambda: _verdict(directory))
+
+
+def _verdict(directory: Path) -> tuple[list[Scenario], dict[str, str]]:
     valid, broken = scan_scenarios(directory)
     usable = []
     for scenario in valid:
