@@ -69,3 +69,47 @@ def test_fleets_refuse_each_others_tokens_and_rotate_in_place(history_run, tmp_p
         (fleets / "alpha.yaml").write_text(yaml.safe_dump({"nodes": nodes}))
         assert cli.main(["rotate-edge-token", "alpha"]) == 1
         assert edge_token("alpha") == second_alpha and [_status(n, second_alpha) for n in alpha] == [200, 200]
+
+
+TOKEN_DAG = """
+import datetime as dt, json, warnings
+from airflow.sdk import dag, task
+
+@dag(dag_id="token_lookup_in_a_task", schedule=None, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+def lookup():
+    @task
+    def read_tokens():
+        from cityfactory.security.keys import airflow_connection_password
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            seen = {"gamma": airflow_connection_password("cityfactory_edge_gamma"),
+                    "delta": airflow_connection_password("cityfactory_edge_delta")}
+        seen["warnings"] = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+        with open(OUT, "w") as out:
+            json.dump(seen, out)
+
+    read_tokens()
+
+lookup()
+"""
+
+
+def test_inside_a_task_a_token_comes_through_the_task_sdk_without_deprecated_lookups(airflow_db, tmp_path, monkeypatch):
+    """A fleet without a connection falls back to its generated key quietly (no DeprecationWarning
+    from Airflow's models in every task); one with a connection gets its password."""
+    import json
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.utils.state import DagRunState
+
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "token_lookup.py").write_text(f"OUT = {str(tmp_path / 'seen.json')!r}\n" + TOKEN_DAG)
+    # dag.test serialises the DAG from the bundle holding it
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([
+        {"name": "token-lookup", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+         "kwargs": {"path": str(tmp_path / "dags")}}]))
+    monkeypatch.setenv("AIRFLOW_CONN_CITYFACTORY_EDGE_GAMMA", json.dumps({"conn_type": "generic", "password": "gamma-token"}))
+    run = DagBag(dag_folder=str(tmp_path / "dags")).get_dag("token_lookup_in_a_task").test()
+    assert run.state == DagRunState.SUCCESS
+    assert json.loads((tmp_path / "seen.json").read_text()) == {"gamma": "gamma-token", "delta": None, "warnings": []}

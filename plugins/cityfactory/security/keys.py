@@ -46,23 +46,25 @@ def _from_airflow(var_name: str) -> str | None:
 
 def airflow_connection_password(conn_id: str) -> str | None:
     """The password of Airflow connection ``conn_id``: through the Task SDK inside a task (its
-    secrets backends), else from the metastore (the CLI); None where there is none."""
-    def in_task() -> str | None:
-        from airflow.sdk import Connection
+    secrets backends), else from the metastore and secrets backends (the CLI); None where there is
+    none, or no metadata DB to hold one."""
+    import sys
 
-        return Connection.get(conn_id).password
+    from airflow.sdk.exceptions import AirflowNotFoundException
+    from sqlalchemy.exc import SQLAlchemyError
 
-    def in_metastore() -> str | None:
-        from airflow.models.connection import Connection
+    # how Airflow itself tells a task (or parse) from the rest: the task runner's channel to its supervisor
+    in_task = getattr(sys.modules.get("airflow.sdk.execution_time.task_runner"), "SUPERVISOR_COMMS", None) is not None
+    try:
+        if in_task:
+            from airflow.sdk import Connection
 
-        return Connection.get_connection_from_secrets(conn_id).password
+            return Connection.get(conn_id).password
+        from airflow.models.connection import Connection as StoredConnection
 
-    for lookup in (in_task, in_metastore):
-        try:
-            return lookup()
-        except Exception:  # noqa: BLE001, S112 - not in a task, not defined, or no metadata DB: the next place
-            continue
-    return None
+        return StoredConnection.get_connection_from_secrets(conn_id).password
+    except (AirflowNotFoundException, SQLAlchemyError):
+        return None
 
 
 def replace_secret(name: str, material: bytes, keys_dir: Path | None = None) -> None:
