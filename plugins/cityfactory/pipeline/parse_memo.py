@@ -30,9 +30,10 @@ def memoised_verdict(directory: Path, make: Callable[[], Verdict]) -> Verdict:
     """``make()``'s verdict on the scenarios in ``directory``, from the memo when nothing it was
     made from changed since."""
     settings = get_settings()
-    where = (directory, settings.models_dir, settings.fleets_dir, settings.domains_file)
-    key = _key(where)
-    memo = settings.cache_dir / "parse" / f"{hashlib.sha256(str(where).encode()).hexdigest()[:16]}.json"
+    folders, domains_file = (directory, settings.models_dir, settings.fleets_dir), settings.domains_file
+    key = _key(folders, domains_file)
+    where = hashlib.sha256(str((*folders, domains_file)).encode()).hexdigest()[:16]  # one memo per configuration
+    memo = settings.cache_dir / "parse" / f"{where}.json"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # pydantic's errors are ValueErrors
         kept = json.loads(memo.read_bytes())
         if kept["key"] == key:
@@ -42,10 +43,10 @@ def memoised_verdict(directory: Path, make: Callable[[], Verdict]) -> Verdict:
     return usable, broken
 
 
-def _key(where: tuple[Path, ...]) -> str:
-    digest = hashlib.sha256("\0".join(map(str, where)).encode())
-    inputs = sorted(p for folder in where[:-1] if folder.is_dir() for p in folder.rglob("*") if p.is_file())
-    for path in [*inputs, where[-1]]:
+def _key(folders: tuple[Path, ...], domains_file: Path) -> str:
+    digest = hashlib.sha256()
+    inputs = sorted(p for folder in folders if folder.is_dir() for p in folder.rglob("*") if p.is_file())
+    for path in [*inputs, domains_file]:
         try:
             digest.update(f"{path}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
         except OSError:

@@ -19,6 +19,7 @@ from cityfactory.config.scenarios import (
     load_scenario,
     scan_scenarios,
 )
+from cityfactory.pipeline.parse_memo import memoised_verdict
 from cityfactory.settings import get_settings
 
 BRONZE_EXTRAS = {"_source_file", "_line", "dt"}
@@ -91,8 +92,6 @@ def usable_scenarios(directory: Path) -> tuple[list[Scenario], dict[str, str]]:
     """What the DAG files build: scenarios whose YAML, model spec and fleet load (cheap checks, no
     heavy imports, fit for parse time), and file name -> problems for the others; remembered
     until one of those files changes (``parse_memo``)."""
-    from cityfactory.pipeline.parse_memo import memoised_verdict
-
     return memoised_verdict(directory, lambda: _verdict(directory))
 
 
