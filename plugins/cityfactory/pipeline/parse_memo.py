@@ -32,8 +32,8 @@ def memoised_verdict(directory: Path, make: Callable[[], Verdict]) -> Verdict:
     settings = get_settings()
     folders, domains_file = (directory, settings.models_dir, settings.fleets_dir), settings.domains_file
     key = _key(folders, domains_file)
-    where = hashlib.sha256(str((*folders, domains_file)).encode()).hexdigest()[:16]  # one memo per configuration
-    memo = settings.cache_dir / "parse" / f"{where}.json"
+    configuration = hashlib.sha256(str((*folders, domains_file)).encode()).hexdigest()[:16]  # a memo each
+    memo = settings.cache_dir / "parse" / f"{configuration}.json"
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # pydantic's errors are ValueErrors
         kept = json.loads(memo.read_bytes())
         if kept["key"] == key:

@@ -19,7 +19,7 @@ from cityfactory.config.scenarios import (
     load_scenario,
     scan_scenarios,
 )
-from cityfactory.pipeline.parse_memo import memoised_verdict
+from cityfactory.pipeline.parse_memo import Verdict, memoised_verdict
 from cityfactory.settings import get_settings
 
 BRONZE_EXTRAS = {"_source_file", "_line", "dt"}
@@ -88,14 +88,14 @@ def _shared_problems(scenarios: dict[str, Scenario]) -> dict[str, list[str]]:
     return clashes
 
 
-def usable_scenarios(directory: Path) -> tuple[list[Scenario], dict[str, str]]:
+def usable_scenarios(directory: Path) -> Verdict:
     """What the DAG files build: scenarios whose YAML, model spec and fleet load (cheap checks, no
     heavy imports, fit for parse time), and file name -> problems for the others; remembered
     until one of those files changes (``parse_memo``)."""
     return memoised_verdict(directory, lambda: _verdict(directory))
 
 
-def _verdict(directory: Path) -> tuple[list[Scenario], dict[str, str]]:
+def _verdict(directory: Path) -> Verdict:
     valid, broken = scan_scenarios(directory)
     usable = []
     for scenario in valid:
