@@ -20,6 +20,7 @@ from cityfactory.search import results
 from cityfactory.search.plan import plan_batches, trial_budget
 from cityfactory.search.trials import run_batch
 from cityfactory.tasktypes import spec_digest, task_type_of
+from cityfactory.tasktypes.base import Combination
 from cityfactory.tasktypes.spec import ModelSpec
 from cityfactory.training import registry, report
 
@@ -111,16 +112,19 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
     if run_id is None:
         run_id, experiment_id = start_train_run(facts)
         trials = search_in_process(spec, gold, budget, run_id, experiment_id)
-    best = results.winner(trials, kind.metrics[kind.search_metric(spec)].greater_is_better)
+    metric = kind.search_metric(spec)
+    greater = kind.metrics[metric].greater_is_better
+    best = results.winner(trials, greater)
     examples = kind.examples(spec, gold)
     seen = examples.seen  # the refit's rows
     x_seen, y_seen, x_test = examples.x_seen, examples.y_seen, examples.x_test
     fingerprint = examples.fingerprint()
-    log.info("refitting the winner (%s, trial %s.%s, validation %.4g) on %d rows for %d steps; testing on %d",
-             best["family"], best["batch"], best["number"], best["value"], len(x_seen), best["best_step"], len(x_test))
-    started = time.perf_counter()
     seed = spec.search.seed if spec.search else kind.hand_set(spec)[1]
-    model = kind.refit(best["family"], spec, best["params"], best["best_step"], x_seen, y_seen, seed)
+    started = time.perf_counter()
+    combination = kind.combine(spec, examples, results.family_leaders(trials, greater), metric, seed)
+    log.info("refitting %s (winner: trial %s.%s, validation %.4g) on %d rows; testing on %d", combination.family,
+             best["batch"], best["number"], best["value"], len(x_seen), len(x_test))
+    model = kind.refit_combination(spec, combination, x_seen, y_seen, seed)
     fit_seconds = time.perf_counter() - started
     predicted = model.predict_array(x_test)
 
@@ -137,13 +141,12 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
     metrics, by_group, decision = judged.metrics, judged.by_group, judged.decision
     gate_metric = kind.gate_metric(spec)
 
-    metric = kind.search_metric(spec)
-    found = results.importances(trials, spec.search, kind.metrics[metric].greater_is_better)
+    found = results.importances(trials, spec.search, greater)
     correlation = results.rank_correlation(trials)
     time_column = kind.time_column(spec)
     with mlflow.start_run(run_id=run_id) as run:
         mlflow.log_params({
-            "model_name": spec.name, "task_type": spec.task_type, "family": best["family"],
+            "model_name": spec.name, "task_type": spec.task_type, "family": combination.family,
             **{f"param_{k}": v for k, v in best["params"].items()},
             "best_step": best["best_step"], "winner_trial": f"{best['family']} {best['batch']}.{best['number']}",
             "search_trials": len(trials), "search_metric": metric,
@@ -157,8 +160,11 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
         mlflow.log_metrics({f"best_validation_{metric}": best["value"],
                             "search_trials_pruned": sum(t["state"] != "complete" for t in trials),
                             "search_trial_seconds": sum(t["seconds"] for t in trials)})
-        mlflow.log_dict({"metric": metric, "winner": best, "trials": results.ordered(trials), "importances": found},
+        mlflow.log_dict({"metric": metric, "winner": best, "trials": results.ordered(trials), "importances": found,
+                         "members": combination.members, "combinations_by_validation": combination.validation},
                         "search/trials.json")
+        mlflow.log_metrics({f"validation_{metric}_{name.replace(' + ', '_and_')}": value
+                            for name, value in combination.validation.items()})
         mlflow.log_text(results.table(trials, metric), "search/trials.md")
         pictures = {"plots/search.png": results.figure(trials, metric, kind.unit(spec), found,
                                                        kind.metrics[metric].greater_is_better)}
@@ -194,8 +200,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
             test_rows=len(x_test), test_span=examples.spans["test"], **examples.split,
             intended_use=spec.intended_use.strip(), limitations=spec.limitations.strip(),
             gate_decision=f"{decision.alias or 'no alias'}: {decision.reason}",
-            model_kind=(f"{best['family']}: the best of {len(trials)} search trials by validation {metric} "
-                        f"(trial {best['batch']}.{best['number']}{', the hand-set model' if best['hand_set'] else ''})"),
+            model_kind=model_kind(combination, best, len(trials), metric),
             data_source=facts.data_source, data_licence=facts.data_licence, data_citation=facts.data_citation,
             **kind.card_values(spec, judged),
         )
@@ -221,12 +226,12 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
         client.set_model_version_tag(spec.registered_model, version, key, value)
     client.update_registered_model(spec.registered_model, description=spec.description.strip())
     client.update_model_version(spec.registered_model, version, description=version_description(
-        spec, facts, decision, metrics, len(x_seen), best, gate_metric))
+        spec, facts, decision, metrics, len(x_seen), model_kind(combination, best, len(trials), metric), gate_metric))
     if decision.alias:
         client.set_registered_model_alias(spec.registered_model, decision.alias, version)
     log.info("registered %s version %s: %s", spec.registered_model, version, decision.reason)
     return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, by_group,
-                   champion_version, fit_seconds, len(x_seen), best["family"], len(trials), gate_metric,
+                   champion_version, fit_seconds, len(x_seen), combination.family, len(trials), gate_metric,
                    next(iter(figures), None), fingerprint, correlation)
 
 
@@ -240,7 +245,19 @@ def _log_and_close(pictures: dict) -> None:
         plt.close(figure)
 
 
-def version_description(spec, facts: RunFacts, decision, metrics: dict, train_rows: int, best: dict,
+def model_kind(combination: Combination, best: dict, trials: int, metric: str) -> str:
+    """What the model is, in words: the search's winner, or the mean of several families' best."""
+    winner = (f"the best of {trials} search trials by validation {metric} (trial {best['batch']}.{best['number']}"
+              f"{', the hand-set model' if best['hand_set'] else ''})")
+    if len(combination.members) == 1:
+        return f"{best['family']}: {winner}"
+    scores = combination.validation
+    return (f"the mean forecast of {combination.family}, each family's best trial, as it scored validation {metric} "
+            f"{scores[combination.family]:.4g} against {scores[best['family']]:.4g} for {best['family']} alone, "
+            f"{winner}")
+
+
+def version_description(spec, facts: RunFacts, decision, metrics: dict, train_rows: int, what: str,
                         metric: str) -> str:
     """What the registry shows beside a version: what it is, the gate's decision and why, and its
     test scores beside the baselines (same rows)."""
@@ -248,8 +265,7 @@ def version_description(spec, facts: RunFacts, decision, metrics: dict, train_ro
     better = kind.metrics[metric].greater_is_better
     ranked = sorted(metrics.items(), key=lambda kv: kv[1][metric], reverse=better)
     scores = ", ".join(f"{name} {text}" for (name, _), text in zip(ranked, side_by_side(m[metric] for _, m in ranked)))
-    return (f"{kind.describe(spec)} for scenario {facts.scenario}: {best['family']} (search trial "
-            f"{best['batch']}.{best['number']}), trained on {train_rows:,} rows of "
+    return (f"{kind.describe(spec)} for scenario {facts.scenario}: {what}, trained on {train_rows:,} rows of "
             f"{facts.data_interval} (features sha256 {facts.features_sha256[:12]}, Airflow run {facts.airflow_run_id}).\n\n"
             f"Registry gate: {decision.alias or 'rejected'} - {decision.reason}.\n\n"
             f"Test {kind.metrics[metric].label} on the same examples: {scores}.")

@@ -14,6 +14,15 @@ def winner(trials: list[dict], greater_is_better: bool = False) -> dict:
     return (max if greater_is_better else min)(complete, key=lambda t: t["value"])
 
 
+def family_leaders(trials: list[dict], greater_is_better: bool = False) -> list[dict]:
+    """Each family's best completed trial, the search's winner first, then by validation score."""
+    leaders: dict[str, dict] = {}
+    for t in trials:
+        if t["state"] == "complete" and t["family"] not in leaders:
+            leaders[t["family"]] = winner([u for u in trials if u["family"] == t["family"]], greater_is_better)
+    return sorted(leaders.values(), key=lambda t: -t["value"] if greater_is_better else t["value"])
+
+
 def rank_correlation(trials: list[dict]) -> float | None:
     """Spearman's rank correlation of the completed trials' validation and test scores: near 1, the
     validation ranks trials as the test year would; None with fewer than 3 trials or no spread."""

@@ -127,6 +127,20 @@ class Trained:
 
 
 @dataclass
+class Combination:
+    """What the model is made of: the search trials whose refitted models are averaged (one: the
+    winner alone), and each candidate's validation score (mean over the folds) by its members'
+    families joined with " + " (empty when nothing was compared)."""
+
+    members: list[dict]
+    validation: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        return " + ".join(m["family"] for m in self.members)
+
+
+@dataclass
 class GateDecision:
     alias: str | None
     reason: str
@@ -229,6 +243,16 @@ class TaskType(ABC):
     def refit(self, family: str, spec: ModelSpec, params: dict, steps: int, x: np.ndarray, y: np.ndarray,
               seed: int):
         """The chosen settings trained again on ``x`` (training + validation rows) for ``steps``."""
+
+    def combine(self, spec: ModelSpec, examples: Examples, leaders: list[dict], metric: str, seed: int) -> Combination:
+        """Which of the families' best trials (``leaders``, the winner first) to average into the
+        model. A kind that averages no models keeps the winner alone (this default)."""
+        return Combination(leaders[:1])
+
+    def refit_combination(self, spec: ModelSpec, combination: Combination, x: np.ndarray, y: np.ndarray, seed: int):
+        """The combination's trials trained again on ``x``; one member is ``refit`` of it."""
+        (member,) = combination.members
+        return self.refit(member["family"], spec, member["params"], member["best_step"], x, y, seed)
 
     @abstractmethod
     def load_model(self, uri: str):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 from cityfactory.compression import gate
@@ -22,7 +23,8 @@ from cityfactory.search.plan import (
 )
 from cityfactory.search.trials import run_batch
 from cityfactory.tasktypes import load_model_spec, task_type_of
-from cityfactory.tasktypes.forecast import data, families, trees
+from cityfactory.tasktypes.base import Combination
+from cityfactory.tasktypes.forecast import data, edge, ensemble, families, trees
 from cityfactory.tasktypes.forecast.metrics import edge_scores
 from cityfactory.tasktypes.forecast.spec import ForecastSpec
 
@@ -348,3 +350,99 @@ def test_two_workers_find_the_same_trials_and_winner_as_one(frame, tracking):
     strip = lambda trials: [{k: v for k, v in t.items() if k not in ("run_id", "seconds")} for t in trials]
     assert strip(spread) == strip(alone)
     assert results.winner(spread)["params"] == results.winner(alone)["params"]
+
+
+# --- the mean of the families' best trials ------------------------------------------------------
+# Chosen on validation folds only when it beats the winner alone, refitted, exported as one ONNX
+# graph and logged as one MLflow model.
+
+ENSEMBLE_FOLDS = 2
+
+
+def _leader(family: str, value: float, **params) -> dict:
+    return {"family": family, "batch": 0, "number": 0, "state": "complete", "value": value, "best_step": 0,
+            "hand_set": False, "run_id": f"{family}-{value}", "params": params, "seconds": 1.0}
+
+
+@pytest.fixture(scope="module")
+def fold_spec():
+    spec = _spec(**SEARCH)
+    return spec.model_copy(update={"split": spec.split.model_copy(update={"folds": ENSEMBLE_FOLDS})})
+
+
+@pytest.fixture(scope="module")
+def fold_examples(fold_spec, frame):
+    return task_type_of(fold_spec).examples(fold_spec, frame)
+
+
+def test_each_familys_best_trial_leads_with_the_winner_first():
+    trials = [_leader("residual_mlp", 5.0), _leader("residual_mlp", 3.0), _leader("lightgbm", 4.0),
+              {**_leader("recurrent", 1.0), "state": "pruned"}]
+    assert [(t["family"], t["value"]) for t in results.family_leaders(trials)] == [("residual_mlp", 3.0), ("lightgbm", 4.0)]
+    assert [t["value"] for t in results.family_leaders(trials, greater_is_better=True)] == [5.0, 4.0]
+
+
+def test_the_mean_is_kept_only_where_it_beats_the_winner_on_every_folds_mean(fold_spec, fold_examples):
+    kind = task_type_of(fold_spec)
+    mlp = _leader("residual_mlp", 1.0, **SEARCH["families"]["residual_mlp"]["fixed"])
+    trees = _leader("lightgbm", 2.0, **SEARCH["families"]["lightgbm"]["fixed"])
+    chosen = kind.combine(fold_spec, fold_examples, [mlp, trees], "rmse", seed=1)
+    assert set(chosen.validation) == {"residual_mlp", "residual_mlp + lightgbm"}
+
+    # the scores are the folds' mean, recomputed here from the same fits: never the test rows
+    folds = [fold_examples, *fold_examples.earlier_folds()]
+    assert len(folds) == ENSEMBLE_FOLDS
+    fits = [[kind.fit(t["family"], fold_spec, t["params"], f, "rmse", 1).model.predict_array(f.x_validation) for f in folds]
+            for t in (mlp, trees)]
+    rmse = lambda f, p: float(np.sqrt(np.mean((p - f.y_validation) ** 2)))
+    alone = np.mean([rmse(f, fits[0][k]) for k, f in enumerate(folds)])
+    mean = np.mean([rmse(f, (fits[0][k] + fits[1][k]) / 2) for k, f in enumerate(folds)])
+    assert chosen.validation == pytest.approx({"residual_mlp": alone, "residual_mlp + lightgbm": mean})
+    assert mean < alone and chosen.family == "residual_mlp + lightgbm", "two families err differently: their mean wins"
+
+    # a member that only spoils the mean (one tree of a tiny step: close to persistence) is left out
+    spoiler = _leader("lightgbm", 9.0, n_estimators=1, early_stopping=1, learning_rate=0.001)
+    kept = kind.combine(fold_spec, fold_examples, [mlp, spoiler], "rmse", seed=1)
+    assert kept.validation["residual_mlp + lightgbm"] > kept.validation["residual_mlp"]
+    assert kept.members == [mlp] and kept.family == "residual_mlp"
+    assert kind.combine(fold_spec, fold_examples, [mlp], "rmse", seed=1) == Combination([mlp]), "one family: nothing to fit"
+
+
+@pytest.fixture(scope="module")
+def averaged(fold_spec, fold_examples):
+    members = [_leader(family, 1.0, **SEARCH["families"][family]["fixed"]) for family in ("residual_mlp", "lightgbm", "recurrent")]
+    for member, steps in zip(members, (4, 60, 3)):
+        member["best_step"] = steps
+    return ensemble.refit(fold_spec, Combination(members), fold_examples.x_seen, fold_examples.y_seen, seed=1)
+
+
+def test_the_refitted_mean_is_one_graph_at_the_edge_with_int8_beside_it(fold_spec, fold_examples, averaged, tmp_path):
+    x_test, y_test = fold_examples.x_test, fold_examples.y_test
+    assert [m.family for m in averaged.members] == ["residual_mlp", "lightgbm", "recurrent"]
+    assert np.allclose(averaged.predict_array(x_test), np.mean([m.predict_array(x_test) for m in averaged.members], axis=0))
+
+    variants, parity = edge.compress(fold_spec, averaged, fold_examples.x_train, fold_examples.y_train, x_test, y_test,
+                                     tmp_path, 0.01)
+    assert parity < 0.01
+    graph = onnx.load(str(tmp_path / "fp32.onnx"))
+    assert [i.name for i in graph.graph.input] == ["features"] and [o.name for o in graph.graph.output] == ["prediction"]
+    assert graph.graph.node[-1].op_type == "Mean" and len(graph.graph.node[-1].input) == 3
+    assert {o.domain for o in graph.opset_import} >= {"", "ai.onnx.ml"}, "the trees' operators beside the networks'"
+    assert np.abs(ort_run(tmp_path / "fp32.onnx", x_test) - averaged.predict_array(x_test)).max() < 0.01
+    by_name = {v.name: v for v in variants}
+    assert variants[0].name == "ensemble_native"
+    assert by_name["int8_dynamic"].size_bytes < by_name["onnx_fp32"].size_bytes, "the networks' weights quantised"
+    assert gate.choose(variants, "mae", 0.25).size_bytes < by_name["onnx_fp32"].size_bytes
+
+    contract = edge.contract(fold_spec, averaged)
+    assert set(contract["scaling"]["members"]) == {"residual_mlp", "lightgbm", "recurrent"}
+    assert len(contract["scaling"]["members"]["residual_mlp"]["mean"]) == len(fold_spec.data.feature_names)
+
+
+def test_the_mean_survives_the_registry_as_one_model(fold_examples, averaged, tracking):
+    _, experiment = tracking
+    with mlflow.start_run(experiment_id=experiment):
+        info = averaged.log_model(name="model", input_example=fold_examples.x_test[:3])
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    assert np.allclose(loaded.predict(fold_examples.x_test), averaged.predict_array(fold_examples.x_test))
+    assert loaded.unwrap_python_model().family == "residual_mlp + lightgbm + recurrent"

@@ -11,7 +11,7 @@ import pandas as pd
 
 from cityfactory.compression import variants
 from cityfactory.compression.onnx_export import INPUT, OUTPUT
-from cityfactory.tasktypes.forecast import data, trees
+from cityfactory.tasktypes.forecast import data, ensemble, trees
 from cityfactory.tasktypes.forecast.metrics import edge_scores
 from cityfactory.tasktypes.forecast.spec import ForecastSpec
 
@@ -20,6 +20,9 @@ def compress(spec: ForecastSpec, forecaster, x_train, y_train, x_test, y_test, w
              parity_tolerance: float) -> tuple[list[variants.Variant], float]:
     """Trees shrink by rounds (int8 has nothing to quantise in them); networks by int8 and pruning,
     the pruned one fine-tuned on the scaled change as it was trained."""
+    if forecaster.members:
+        return ensemble.build_and_measure(forecaster, len(spec.data.feature_names), x_test, y_test, workdir,
+                                          parity_tolerance)
     if forecaster.family == "lightgbm":
         return trees.build_and_measure(forecaster, len(spec.data.feature_names), x_test, y_test, workdir, parity_tolerance)
     scale = spec.architecture.output_scale
@@ -36,16 +39,23 @@ def compress(spec: ForecastSpec, forecaster, x_train, y_train, x_test, y_test, w
 def contract(spec: ForecastSpec, forecaster) -> dict:
     """The manifest's inputs, outputs, feature order and where scaling happens."""
     d = spec.data
-    scaling = ({"applied_inside_model": True, "mean": forecaster.model.mean.numpy().tolist(),
-                "std": forecaster.model.std.numpy().tolist()} if forecaster.family != "lightgbm"
-               else {"applied_inside_model": True, "none_needed": "trees split on raw values"})
     return {
         "inputs": [{"name": INPUT, "shape": [-1, len(d.feature_names)], "dtype": "float32"}],
         "outputs": [{"name": OUTPUT, "shape": [-1], "dtype": "float32", "target": d.target, "label": d.target_label,
                      "unit": d.unit}],
         "feature_order": d.feature_names,
-        "scaling": scaling,
+        "scaling": scaling(forecaster),
     }
+
+
+def scaling(forecaster) -> dict:
+    """Where the inputs are scaled: inside the graph, by each network's training mean and spread."""
+    if forecaster.members:
+        return {"applied_inside_model": True, "members": {m.family: scaling(m) for m in forecaster.members}}
+    if forecaster.family == "lightgbm":
+        return {"applied_inside_model": True, "none_needed": "trees split on raw values"}
+    return {"applied_inside_model": True, "mean": forecaster.model.mean.numpy().tolist(),
+            "std": forecaster.model.std.numpy().tolist()}
 
 
 def bake_rows(spec: ForecastSpec, frame: pd.DataFrame, per_series: int) -> dict:

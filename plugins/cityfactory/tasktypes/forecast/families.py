@@ -49,11 +49,14 @@ class Forecaster(PickledStateModel):
     code_file, state_file, code_dir = "forecaster_model.py", "forecaster.pkl", Path(__file__).parent
 
     def __init__(self, family: str = "", params: dict | None = None, model=None, residual_index: int = 0,
-                 iterations: int | None = None):
+                 iterations: int | None = None, members: list[Forecaster] | None = None):
         self.family, self.params, self.model = family, params or {}, model
         self.residual_index, self.iterations = residual_index, iterations
+        self.members = members or []  # an ensemble (``ensemble.py``): their mean forecast, no model of its own
 
     def predict_array(self, features: np.ndarray) -> np.ndarray:
+        if self.members:
+            return np.mean([m.predict_array(features) for m in self.members], axis=0).astype(np.float32)
         if self.family == "lightgbm":
             change = self.model.predict(features, num_iteration=self.iterations)
             return (features[:, self.residual_index] + change).astype(np.float32)

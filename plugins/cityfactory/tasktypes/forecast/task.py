@@ -13,7 +13,14 @@ from types import MappingProxyType
 from cityfactory.profiling.drafts import Draft, DraftRequest
 from cityfactory.profiling.tables import TableProfile
 from cityfactory.tasktypes import register
-from cityfactory.tasktypes.base import Examples, Judgement, Metric, TaskType, Trained
+from cityfactory.tasktypes.base import (
+    Combination,
+    Examples,
+    Judgement,
+    Metric,
+    TaskType,
+    Trained,
+)
 from cityfactory.tasktypes.forecast.spec import ForecastSpec
 
 
@@ -132,6 +139,16 @@ class ForecastTask(TaskType):
         from cityfactory.tasktypes.forecast import families
 
         return families.refit(family, spec, params, steps, x, y, seed)
+
+    def combine(self, spec: ForecastSpec, examples: Examples, leaders, metric, seed) -> Combination:
+        from cityfactory.tasktypes.forecast import ensemble
+
+        return ensemble.combine(self, spec, examples, leaders, metric, seed)
+
+    def refit_combination(self, spec: ForecastSpec, combination: Combination, x, y, seed):
+        from cityfactory.tasktypes.forecast import ensemble
+
+        return ensemble.refit(spec, combination, x, y, seed)
 
     def load_model(self, uri: str):
         import mlflow

@@ -1,0 +1,114 @@
+"""The mean forecast of the families' best trials, kept when it beats the winner alone on validation.
+
+Families err differently (trees cut the hour of the week sharply, networks follow the recent hours
+smoothly), so their mean is often better than either. Whether it is, is judged as the search judges
+trials, so that the choice carries to the test year as theirs does: each family's best trial is
+fitted again on every validation fold (rolling origin), and every combination holding the search's
+winner is scored by the mean of its folds' scores; the winner alone stays unless a combination
+scores strictly better. The test rows are never looked at.
+
+At the edge an ensemble is one ONNX graph: each member's graph under its own prefix, all reading the
+one ``features`` input, and a ``Mean`` node giving ``prediction``, so the contract does not change.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from cityfactory.compression.onnx_export import OUTPUT, check_parity, run, session
+from cityfactory.compression.variants import Variant, measure
+from cityfactory.tasktypes.base import Combination, Examples
+from cityfactory.tasktypes.forecast import families, trees
+from cityfactory.tasktypes.forecast.metrics import edge_scores
+from cityfactory.tasktypes.forecast.spec import ForecastSpec
+
+
+def combine(kind, spec: ForecastSpec, examples: Examples, leaders: list[dict], metric: str, seed: int) -> Combination:
+    """The combination of ``leaders`` (the winner first) with the best mean validation score over
+    the folds; the winner alone without a strictly better one."""
+    if len(leaders) < 2:
+        return Combination(leaders[:1])
+    folds = [examples, *examples.earlier_folds()]
+    predictions = {t["run_id"]: [kind.fit(t["family"], spec, t["params"], fold, metric, seed).model.predict_array(
+        fold.x_validation) for fold in folds] for t in leaders}
+    better = kind.metrics[metric].better
+
+    def score(members: list[dict]) -> float:
+        return statistics.fmean(
+            kind.score(spec, fold.y_validation, np.mean([predictions[t["run_id"]][k] for t in members], axis=0))[metric]
+            for k, fold in enumerate(folds))
+
+    scored = [Combination([leaders[0], *(leaders[i] for i in rest)])
+              for size in range(len(leaders)) for rest in itertools.combinations(range(1, len(leaders)), size)]
+    scores = {c.family: score(c.members) for c in scored}
+    best = scored[0]  # the winner alone
+    for candidate in scored[1:]:
+        if better(scores[candidate.family], scores[best.family]):
+            best = candidate
+    return Combination(best.members, scores)
+
+
+def refit(spec: ForecastSpec, combination: Combination, x: np.ndarray, y: np.ndarray, seed: int) -> families.Forecaster:
+    """Every member trained again on ``x`` for its own best step; one member is itself."""
+    members = [families.refit(t["family"], spec, t["params"], t["best_step"], x, y, seed) for t in combination.members]
+    if len(members) == 1:
+        return members[0]
+    return families.Forecaster(combination.family, {t["family"]: t["params"] for t in combination.members},
+                               members=members)
+
+
+def export(forecaster: families.Forecaster, n_features: int, path: Path) -> Path:
+    """The members' fp32 graphs as one: shared input, each member's names prefixed, their mean out."""
+    import onnx
+    from onnx import helper
+
+    from cityfactory.compression import onnx_export
+
+    graphs, nodes, initializers, functions, opsets = [], [], [], [], {}
+    for i, member in enumerate(forecaster.members):
+        part = path.with_name(f"{path.stem}.member{i}.onnx")
+        if member.family == "lightgbm":
+            trees.export(member.model, member.residual_index, n_features, part, member.iterations)
+        else:
+            onnx_export.export(member.model, n_features, part)
+        model = onnx.compose.add_prefix(onnx.load(str(part)), f"m{i}_", rename_inputs=False)
+        part.unlink()
+        graphs.append(model.graph)
+        nodes += model.graph.node
+        initializers += model.graph.initializer
+        functions += model.functions
+        for opset in model.opset_import:
+            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
+    nodes.append(helper.make_node("Mean", [g.output[0].name for g in graphs], [OUTPUT]))
+    graph = helper.make_graph(nodes, path.stem, [graphs[0].input[0]],
+                              [helper.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT, [None])], initializers)
+    merged = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
+                               functions=functions)
+    onnx.checker.check_model(merged)
+    path.write_bytes(merged.SerializeToString())
+    return path
+
+
+def build_and_measure(forecaster: families.Forecaster, n_features: int, x_test: np.ndarray, y_test: np.ndarray,
+                      workdir: Path, parity_tolerance: float) -> tuple[list[Variant], float]:
+    """The mean in Python, its one-graph fp32 export and int8 dynamic quantization of that graph
+    (the networks' Gemm weights; trees keep their float thresholds), side by side."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32 = export(forecaster, n_features, workdir / "fp32.onnx")
+    parity = check_parity(run(fp32, x_test), forecaster.predict_array(x_test), parity_tolerance)
+    paths = {"onnx_fp32": fp32}
+    for reduce_range in (False, True):
+        name = "int8_dynamic_reduce_range" if reduce_range else "int8_dynamic"
+        paths[name] = workdir / f"{name}.onnx"
+        quantize_dynamic(fp32, paths[name], weight_type=QuantType.QInt8, reduce_range=reduce_range)
+    variants = [measure("ensemble_native", None, forecaster.predict_array, x_test, y_test, edge_scores)]
+    for name, path in paths.items():
+        sess = session(path)
+        variants.append(measure(name, path, lambda x, s=sess: run(s, x), x_test, y_test, edge_scores))
+    return variants, parity
+
