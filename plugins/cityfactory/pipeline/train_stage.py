@@ -64,6 +64,8 @@ class Outcome:
     headline_figure: str | None = None  # the task type's first figure, an artifact of the MLflow run
     fingerprint: dict[str, str] = field(default_factory=dict)  # sha256 of the seen and the test examples
     rank_correlation: float | None = None  # validation vs test ranks of the search's trials (Spearman)
+    members: list[str] = field(default_factory=list)  # the families averaged into the model (one: the winner)
+    combinations: dict[str, float] = field(default_factory=dict)  # validation score of each mean compared
 
 
 def champion_inputs(spec: ModelSpec, version: str) -> list[int] | None:
@@ -232,7 +234,8 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
     log.info("registered %s version %s: %s", spec.registered_model, version, decision.reason)
     return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, by_group,
                    champion_version, fit_seconds, len(x_seen), combination.family, len(trials), gate_metric,
-                   next(iter(figures), None), fingerprint, correlation)
+                   next(iter(figures), None), fingerprint, correlation, [m["family"] for m in combination.members],
+                   combination.validation)
 
 
 def _log_and_close(pictures: dict) -> None:
