@@ -1,9 +1,10 @@
 """A tiny model search end to end through the DAG: trials as mapped tasks and child MLflow runs,
-the winner refitted, registered, compressed into a signed bundle, rolled out and served.
+the model refitted, registered, compressed into a signed bundle, rolled out and served.
 
 The spec is the repo's traffic_flow spec with the residual MLP left out of the search (the suite's
-other runs cover it), so the LightGBM and recurrent families compete and the winner's path to the
-edge is a tree ensemble's.
+other runs cover it), so the LightGBM and recurrent families compete. Their mean beats the winner
+alone on the validation folds (the search is seeded: every run finds the same), so the model that
+goes to the edge is one ONNX graph of trees and a recurrent network.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 import yaml
 from cityfactory.config.scenarios import get_scenario
 from cityfactory.governance.ledger import RunLedger
+from cityfactory.governance.summary import format_training
 from cityfactory.ingestion import replay
 from cityfactory.storage.lake import open_lake
 from support import REPO, write_fleet
@@ -81,11 +83,17 @@ def test_the_trials_ran_as_mapped_tasks_and_child_runs(searched):
     complete = [t for t in search["trials"] if t["state"] == "complete"]
     winner = min(complete, key=lambda t: t["value"])
     params = client.get_run(parent).data.params
-    assert params["family"] == winner["family"] == train["details"]["family"]
+    chosen = train["details"]["search"]
+    assert chosen["members"] == [winner["family"], "recurrent"] == ["lightgbm", "recurrent"]
+    assert chosen["combinations"]["lightgbm + recurrent"] < chosen["combinations"]["lightgbm"], "kept for beating it"
+    assert params["family"] == train["details"]["family"] == "lightgbm + recurrent"
     assert params["winner_trial"] == f"{winner['family']} {winner['batch']}.{winner['number']}"
+    assert search["members"][0]["run_id"] == winner["run_id"]
     assert {a.path for a in client.list_artifacts(parent, "plots")} >= {"plots/search.png", "plots/loss_curve.png"}
     version = client.get_model_version("cityfactory.traffic_flow", str(train["counts"]["version"]))
-    assert version.tags["search_budget"] == "3" and winner["family"] in version.description
+    assert version.tags["search_budget"] == "3" and "the mean forecast of lightgbm + recurrent" in version.description
+    summary = format_training(entries)
+    assert "model search: the mean of lightgbm + recurrent (validation" in summary
 
 
 def test_the_winner_went_through_the_bundle_and_the_rollout(searched):
@@ -96,9 +104,8 @@ def test_the_winner_went_through_the_bundle_and_the_rollout(searched):
     assert current["compress"]["status"] == "success"
     manifest = json.loads(open_lake().get_bytes(f"bundles/traffic_flow/{version}/manifest.json"))
     assert manifest["family"] == family and manifest["model_version"] == version
-    if family == "lightgbm":  # trees: int8 measured (it cannot shrink an ensemble), fewer rounds chosen
-        names = {v["name"] for v in current["compress"]["details"]["variants"]}
-        assert {"lightgbm_native", "onnx_fp32", "int8_dynamic", "trees_first_50pct"} <= names
+    names = {v["name"] for v in current["compress"]["details"]["variants"]}
+    assert {"ensemble_native", "onnx_fp32", "int8_dynamic"} <= names, "the members' mean, then one graph of them"
     assert current["promote_champion"]["status"] == "success"
     assert {node["model_version"] for node in served} == {version}
     report = open_lake().get_bytes(f"{ledger.prefix}/report.html").decode()
