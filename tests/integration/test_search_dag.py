@@ -91,7 +91,7 @@ def test_the_trials_ran_as_mapped_tasks_and_child_runs(searched):
     assert search["members"][0]["run_id"] == winner["run_id"]
     assert {a.path for a in client.list_artifacts(parent, "plots")} >= {"plots/search.png", "plots/loss_curve.png"}
     version = client.get_model_version("cityfactory.traffic_flow", str(train["counts"]["version"]))
-    assert version.tags["search_budget"] == "3" and "the mean forecast of lightgbm + recurrent" in version.description
+    assert version.tags["search_budget"] == "3" and "the mean of lightgbm + recurrent (each family's best trial)" in version.description
     summary = format_training(entries)
     assert "model search: the mean of lightgbm + recurrent (validation" in summary
 

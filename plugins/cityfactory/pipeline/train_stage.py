@@ -255,7 +255,7 @@ def model_kind(combination: Combination, best: dict, trials: int, metric: str) -
     if len(combination.members) == 1:
         return f"{best['family']}: {winner}"
     scores = combination.validation
-    return (f"the mean forecast of {combination.family}, each family's best trial, as it scored validation {metric} "
+    return (f"the mean of {combination.family} (each family's best trial), as it scored validation {metric} "
             f"{scores[combination.family]:.4g} against {scores[best['family']]:.4g} for {best['family']} alone, "
             f"{winner}")
 
