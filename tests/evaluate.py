@@ -95,7 +95,7 @@ def main() -> None:
         with ThreadPoolExecutor(2) as pool:  # the two runs at once: each search fits on one thread
             first, second = pool.map(run_in_fresh_stack, [name, name])
         drift = abs(second["model"] - first["model"]) / first["model"]
-        print(f"{name}: {first['trials']} trials over {first['folds']} validation folds, winner {first['family']}, "
+        print(f"{name}: {first['trials']} trials over {first['folds']} validation folds, model {first['family']}, "
               f"{first['wall']:.0f} s and {second['wall']:.0f} s wall")
         if name == "traffic_flow":
             print(f"traffic_flow test RMSE = {first['model']:.1f} (linear {first['linear']:.1f}, lightgbm "
@@ -109,7 +109,7 @@ def main() -> None:
               + ("n/a (under 3 scored trials)" if correlation is None else f"{correlation:.2f}"))
         same = first["fingerprint"] == second["fingerprint"]
         print(f"{name} second run: test RMSE {second['model']:.3f} vs {first['model']:.3f} = {drift:.2%} apart "
-              f"(target <= {REPRODUCED:.1%}); winner {second['family']}; same examples: {same}")
+              f"(target <= {REPRODUCED:.1%}); model {second['family']}; same examples: {same}")
         if drift > REPRODUCED or not same:
             fail(f"{name}: the second run did not reproduce the first")
 

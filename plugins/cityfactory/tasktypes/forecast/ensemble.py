@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cityfactory.compression.onnx_export import OUTPUT, check_parity, run, session
+from cityfactory.compression.onnx_export import export as export_network
 from cityfactory.compression.variants import Variant, measure
 from cityfactory.tasktypes.base import Combination, Examples
 from cityfactory.tasktypes.forecast import families, trees
@@ -66,15 +67,13 @@ def export(forecaster: families.Forecaster, n_features: int, path: Path) -> Path
     import onnx
     from onnx import helper
 
-    from cityfactory.compression import onnx_export
-
     graphs, nodes, initializers, functions, opsets = [], [], [], [], {}
     for i, member in enumerate(forecaster.members):
         part = path.with_name(f"{path.stem}.member{i}.onnx")
         if member.family == "lightgbm":
             trees.export(member.model, member.residual_index, n_features, part, member.iterations)
         else:
-            onnx_export.export(member.model, n_features, part)
+            export_network(member.model, n_features, part)
         model = onnx.compose.add_prefix(onnx.load(str(part)), f"m{i}_", rename_inputs=False)
         part.unlink()
         graphs.append(model.graph)
@@ -111,4 +110,3 @@ def build_and_measure(forecaster: families.Forecaster, n_features: int, x_test: 
         sess = session(path)
         variants.append(measure(name, path, lambda x, s=sess: run(s, x), x_test, y_test, edge_scores))
     return variants, parity
-
