@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,12 +19,14 @@ from cityfactory.config.scenarios import (
 )
 from cityfactory.pipeline.parse_memo import Verdict, memoised_verdict
 from cityfactory.settings import get_settings
+from cityfactory.transform.dbt import DbtListError, ModelListing
 
 BRONZE_EXTRAS = {"_source_file", "_line", "dt"}
 
 
-def validate_scenario(path: Path, check_dbt: bool = True) -> list[str]:
-    """Every problem found with the scenario in ``path`` and what it refers to (empty: all good)."""
+def validate_scenario(path: Path, check_dbt: bool = True, dbt: ModelListing | None = None) -> list[str]:
+    """Every problem found with the scenario in ``path`` and what it refers to (empty: all good);
+    ``dbt``: a listing shared with other scenarios' checks (one parse of the dbt project for all)."""
     try:
         scenario = load_scenario(path)
     except ScenarioError as exc:
@@ -37,14 +37,15 @@ def validate_scenario(path: Path, check_dbt: bool = True) -> list[str]:
     if not pins:
         problems += _source_problems(scenario, path)
     if check_dbt:
-        problems += _dbt_problems(scenario, path)
+        problems += _dbt_problems(scenario, path, dbt or ModelListing())
     return problems
 
 
 def validate_scenarios(paths: list[Path], check_dbt: bool = True) -> dict[str, list[str]]:
     """Each named scenario whole, and what no scenario can see alone: a registered-model name or an
     edge node's address that it shares with another scenario (of any file in the folder)."""
-    problems = {path.stem: validate_scenario(path, check_dbt) if path.exists() else [f"{path}: no such scenario file"]
+    dbt = ModelListing() if check_dbt else None
+    problems = {path.stem: validate_scenario(path, check_dbt, dbt) if path.exists() else [f"{path}: no such scenario file"]
                 for path in paths}
     everyone = {s.name: s for s in scan_scenarios(get_settings().scenarios_dir)[0]}
     for path in paths:
@@ -282,28 +283,19 @@ def _series_problems(scenario: Scenario, seen: list[str]) -> list[str]:
     return problems
 
 
-def _dbt_problems(scenario: Scenario, path: Path) -> list[str]:
-    """The selection must name models, the features model among them (``dbt ls``, no database)."""
-    dbt = Path(sys.executable).parent / "dbt"
-    settings = get_settings()
-    target = settings.home / "dbt" / "validate"
-    command = [str(dbt), "ls", "--project-dir", str(settings.dbt_dir), "--profiles-dir", str(settings.dbt_dir),
-               "--target-path", str(target), "--log-path", str(target / "logs"), "--quiet", "--output", "json",
-               "--resource-type", "model", "--select", scenario.transform.dbt_select,
-               "--vars", json.dumps({"lake_root": "/nonexistent", "scenario": scenario.name})]
-    process = subprocess.run(command, capture_output=True, text=True, check=False,
-                             env={"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "PATH": str(dbt.parent), "HOME": str(Path.home())})
-    if process.returncode != 0:
-        return [(f"{path}: key 'transform.dbt_select': dbt could not list {scenario.transform.dbt_select!r}: "
-                 f"{(process.stdout + process.stderr).strip()[-500:]}")]
-    models = [json.loads(line)["name"] for line in process.stdout.splitlines() if line.startswith("{")]
+def _dbt_problems(scenario: Scenario, path: Path, dbt: ModelListing) -> list[str]:
+    """The selection must name models, the features model among them (dbt's listing, no database)."""
+    try:
+        models = dbt.models(scenario.transform.dbt_select)
+    except DbtListError as exc:
+        return [f"{path}: key 'transform.dbt_select': dbt could not list {scenario.transform.dbt_select!r}: {str(exc)[-500:]}"]
     if not models:
         return [(f"{path}: key 'transform.dbt_select': {scenario.transform.dbt_select!r} selects no dbt model "
                  "(is the tag on the models?)")]
     if scenario.transform.features_model not in models:
         return [(f"{path}: key 'transform.features_model': {scenario.transform.features_model!r} is not among the "
                  f"selected models ({', '.join(models)})")]
-    return _feature_problems(scenario, _documented_columns(target / "manifest.json", scenario.transform.features_model))
+    return _feature_problems(scenario, _documented_columns(dbt.manifest_path, scenario.transform.features_model))
 
 
 def _documented_columns(manifest: Path, model: str) -> tuple[Path, list[str]]:

@@ -124,3 +124,34 @@ def test_a_scenario_belongs_to_one_of_the_citys_departments(harbour):
     assert "one of: city_management, work_safety, environment, public_security, transport, governance" in problem
     usable, broken = usable_scenarios(get_settings().scenarios_dir)
     assert usable == [] and "no department" in broken["harbour_air.yaml"], "no DAG for it: an import error names it"
+
+
+def test_a_dbt_selection_that_picks_nothing_or_cannot_be_read_is_named_with_dbts_words(harbour):
+    _edit(harbour / "scenarios" / "harbour_air.yaml", lambda d: d["transform"].update(dbt_select="tag:harbour_air"))
+    [problem] = _problems(check_dbt=True)["harbour_air"]
+    assert f"{harbour / 'scenarios' / 'harbour_air.yaml'}: key 'transform.dbt_select': 'tag:harbour_air' selects no" in problem
+
+    _edit(harbour / "scenarios" / "harbour_air.yaml", lambda d: d["transform"].update(dbt_select="taq:air_quality"))
+    [problem] = _problems(check_dbt=True)["harbour_air"]
+    assert "key 'transform.dbt_select': dbt could not list 'taq:air_quality'" in problem
+    assert "'taq' is not a valid method name" in problem
+
+
+def test_scenarios_validated_together_share_one_parse_of_the_dbt_project(harbour, monkeypatch, capsys):
+    """Each scenario's selection is listed from the same parse: a ``dbt ls`` process per scenario
+    parsed the whole project again (7 s each; 5 minutes for 40 scenarios)."""
+    from dbt.cli.main import dbtRunner
+
+    commands, invoke = [], dbtRunner.invoke
+    monkeypatch.setattr(dbtRunner, "invoke", lambda self, args, **kw: commands.append(args[0]) or invoke(self, args, **kw))
+    scenarios = harbour / "scenarios"
+    _edit(shutil.copy(scenarios / "harbour_air.yaml", scenarios / "harbour_copy.yaml"),
+          lambda d: d.update(name="harbour_copy", transform={**d["transform"], "dbt_select": "tag:traffic_flow"}))
+
+    found = _problems(["harbour_air", "harbour_copy"], check_dbt=True)
+
+    assert commands == ["parse", "ls", "ls"]
+    assert not [problem for problem in found["harbour_air"] if "key 'transform." in problem]  # (its clashes aside)
+    assert any("'air_quality_features' is not among the selected models (int_traffic_flow__hourly, "
+               "stg_traffic_flow__observations, traffic_flow_features)" in p for p in found["harbour_copy"])
+    assert capsys.readouterr().out == ""  # dbt's listing is not printed
