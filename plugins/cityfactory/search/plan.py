@@ -26,9 +26,6 @@ class Batch:
     seed: int
     timeout_seconds: float | None
     hand_set_first: bool
-    # Whether trials are scored on the earlier validation folds too: only when there are others to
-    # rank them against (a budget of one trial fits its latest fold alone, a first run's minute).
-    earlier_folds: bool = True
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +42,7 @@ def trial_budget(spec: ModelSpec, requested: int | None = None) -> int:
 def plan_batches(spec: ModelSpec, budget: int) -> list[Batch]:
     search, kind = spec.search, task_type_of(spec)
     if search is None:  # no search declared: the hand-set model alone
-        return [Batch(kind.hand_set_family, 0, 1, kind.hand_set(spec)[1], None, True, earlier_folds=False)]
+        return [Batch(kind.hand_set_family, 0, 1, kind.hand_set(spec)[1], None, True)]
     families = list(search.families)
     batches = []
     for position, family in enumerate(families):
@@ -54,5 +51,5 @@ def plan_batches(spec: ModelSpec, budget: int) -> list[Batch]:
             batches.append(Batch(family, index, min(search.trials_per_batch, share - start),
                                  search.seed + 1000 * position + index,
                                  search.timeout_minutes * 60 if search.timeout_minutes else None,
-                                 family == kind.hand_set_family and index == 0, earlier_folds=budget > 1))
+                                 family == kind.hand_set_family and index == 0))
     return batches

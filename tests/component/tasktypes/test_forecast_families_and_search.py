@@ -321,19 +321,6 @@ def test_a_trial_is_the_mean_of_its_folds_and_keeps_its_test_score_aside(frame, 
         assert {"validation_rmse_fold_1", "validation_rmse_fold_3", "test_rmse_not_for_selection"} <= set(logged)
 
 
-def test_a_lone_trial_has_nothing_to_rank_and_is_fitted_on_its_latest_fold_alone(frame, tracking):
-    """A budget of one trial (a first run's) gains nothing from the earlier folds: they only rank."""
-    parent, experiment = tracking
-    spec = _spec(**SEARCH)
-    spec = spec.model_copy(update={"split": spec.split.model_copy(update={"folds": 3})})
-    [lone] = plan_batches(spec, 1)
-    assert lone.hand_set_first and not lone.earlier_folds
-    assert all(b.earlier_folds for b in plan_batches(spec, 2))
-
-    [trial] = run_batch(spec, frame, lone, parent, experiment)
-    assert len(trial["folds"]) == 1 and trial["value"] == trial["folds"][0]
-
-
 def test_rank_correlation_of_validation_and_test():
     def trial(value, test, state="complete"):
         return {"state": state, "value": value, "test_value": test}
