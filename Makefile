@@ -20,9 +20,8 @@ export AIRFLOW__OPENLINEAGE__NAMESPACE ?= cityfactory
 export AIRFLOW__OPENLINEAGE__TRANSPORT ?= {"type": "file", "log_file_path": "$(OPENLINEAGE_EVENTS)", "append": true}
 
 # A first run's search budget, in trials (deterministic, unlike a budget in seconds): the spec's
-# hand-set model, its search's first trial (the whole budget's winner on validation for both
-# forecasters, which it then averages with the best LightGBM). Nightly runs and `make evaluate`
-# use the spec's budget.
+# hand-set model, its search's first trial. Nightly runs and `make evaluate` use the spec's
+# budget, whose winner on validation may be the mean of the families' best trials.
 FIRST_RUN_TRIALS ?= 1
 
 .PHONY: install init run run-camera validate ui test test-fast services lint-imports bench evaluate screenshots lint clean
