@@ -142,6 +142,7 @@ class ModelListing:
                        "--target-path", str(self.target), "--log-path", str(self.target / "logs"), "--quiet",
                        "--no-send-anonymous-usage-stats"]
         self._runner = None
+        self._unparsable: DbtListError | None = None  # told to every selection, not parsed again for each
 
     @property
     def manifest_path(self) -> Path:
@@ -151,8 +152,14 @@ class ModelListing:
         """Names of the models ``select`` picks (``DbtListError`` if dbt cannot parse or list)."""
         from dbt.cli.main import dbtRunner
 
+        if self._unparsable:
+            raise self._unparsable
         if self._runner is None:  # no database is opened: the lake root only has to be a path
-            manifest = self._invoke(dbtRunner(), ["parse", "--vars", json.dumps({"lake_root": "/nonexistent"})])
+            try:
+                manifest = self._invoke(dbtRunner(), ["parse", "--vars", json.dumps({"lake_root": "/nonexistent"})])
+            except DbtListError as exc:
+                self._unparsable = exc
+                raise
             self._runner = dbtRunner(manifest=manifest)
         listed = self._invoke(self._runner, ["ls", "--resource-type", "model", "--output", "json", "--select", select])
         return [json.loads(line)["name"] for line in listed]

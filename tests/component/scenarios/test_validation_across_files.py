@@ -155,3 +155,24 @@ def test_scenarios_validated_together_share_one_parse_of_the_dbt_project(harbour
     assert any("'air_quality_features' is not among the selected models (int_traffic_flow__hourly, "
                "stg_traffic_flow__observations, traffic_flow_features)" in p for p in found["harbour_copy"])
     assert capsys.readouterr().out == ""  # dbt's listing is not printed
+
+
+
+def test_a_dbt_project_that_does_not_parse_is_told_to_every_scenario_from_one_parse(harbour, monkeypatch):
+    from cityfactory.settings import REPO_ROOT
+    from dbt.cli.main import dbtRunner
+
+    project = shutil.copytree(REPO_ROOT / "dbt", harbour / "dbt", ignore=shutil.ignore_patterns("target", "logs"))
+    (project / "models" / "marts" / "broken.yml").write_text("models:\n  - name: [unclosed\n")
+    monkeypatch.setenv("CITYFACTORY_DBT_DIR", str(project))
+    commands, invoke = [], dbtRunner.invoke
+    monkeypatch.setattr(dbtRunner, "invoke", lambda self, args, **kw: commands.append(args[0]) or invoke(self, args, **kw))
+    scenarios = harbour / "scenarios"
+    _edit(shutil.copy(scenarios / "harbour_air.yaml", scenarios / "harbour_copy.yaml"), lambda d: d.update(name="harbour_copy"))
+
+    found = _problems(["harbour_air", "harbour_copy"], check_dbt=True)
+
+    assert commands == ["parse"]
+    for name in ("harbour_air", "harbour_copy"):
+        [told] = [p for p in found[name] if "transform.dbt_select" in p]
+        assert "dbt could not list 'tag:air_quality'" in told and "broken.yml" in told
