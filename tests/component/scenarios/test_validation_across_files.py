@@ -137,42 +137,44 @@ def test_a_dbt_selection_that_picks_nothing_or_cannot_be_read_is_named_with_dbts
     assert "'taq' is not a valid method name" in problem
 
 
-def test_scenarios_validated_together_share_one_parse_of_the_dbt_project(harbour, monkeypatch, capsys):
-    """Each scenario's selection is listed from the same parse: a ``dbt ls`` process per scenario
-    parsed the whole project again (7 s each; 5 minutes for 40 scenarios)."""
+@pytest.fixture
+def dbt_commands(monkeypatch) -> list[str]:
+    """The dbt commands this process invokes, in order (each still runs)."""
     from dbt.cli.main import dbtRunner
 
     commands, invoke = [], dbtRunner.invoke
     monkeypatch.setattr(dbtRunner, "invoke", lambda self, args, **kw: commands.append(args[0]) or invoke(self, args, **kw))
+    return commands
+
+
+def test_scenarios_validated_together_share_one_parse_of_the_dbt_project(harbour, dbt_commands, capsys):
+    """Each scenario's selection is listed from the same parse: a ``dbt ls`` process per scenario
+    parsed the whole project again (7 s each; 5 minutes for 40 scenarios)."""
     scenarios = harbour / "scenarios"
     _edit(shutil.copy(scenarios / "harbour_air.yaml", scenarios / "harbour_copy.yaml"),
           lambda d: d.update(name="harbour_copy", transform={**d["transform"], "dbt_select": "tag:traffic_flow"}))
 
     found = _problems(["harbour_air", "harbour_copy"], check_dbt=True)
 
-    assert commands == ["parse", "ls", "ls"]
+    assert dbt_commands == ["parse", "ls", "ls"]
     assert not [problem for problem in found["harbour_air"] if "key 'transform." in problem]  # (its clashes aside)
     assert any("'air_quality_features' is not among the selected models (int_traffic_flow__hourly, "
                "stg_traffic_flow__observations, traffic_flow_features)" in p for p in found["harbour_copy"])
     assert capsys.readouterr().out == ""  # dbt's listing is not printed
 
 
-
-def test_a_dbt_project_that_does_not_parse_is_told_to_every_scenario_from_one_parse(harbour, monkeypatch):
+def test_a_dbt_project_that_does_not_parse_is_told_to_every_scenario_from_one_parse(harbour, monkeypatch, dbt_commands):
     from cityfactory.settings import REPO_ROOT
-    from dbt.cli.main import dbtRunner
 
     project = shutil.copytree(REPO_ROOT / "dbt", harbour / "dbt", ignore=shutil.ignore_patterns("target", "logs"))
     (project / "models" / "marts" / "broken.yml").write_text("models:\n  - name: [unclosed\n")
     monkeypatch.setenv("CITYFACTORY_DBT_DIR", str(project))
-    commands, invoke = [], dbtRunner.invoke
-    monkeypatch.setattr(dbtRunner, "invoke", lambda self, args, **kw: commands.append(args[0]) or invoke(self, args, **kw))
     scenarios = harbour / "scenarios"
     _edit(shutil.copy(scenarios / "harbour_air.yaml", scenarios / "harbour_copy.yaml"), lambda d: d.update(name="harbour_copy"))
 
     found = _problems(["harbour_air", "harbour_copy"], check_dbt=True)
 
-    assert commands == ["parse"]
+    assert dbt_commands == ["parse"]
     for name in ("harbour_air", "harbour_copy"):
         [told] = [p for p in found[name] if "transform.dbt_select" in p]
         assert "dbt could not list 'tag:air_quality'" in told and "broken.yml" in told

@@ -37,7 +37,7 @@ def test_one_indicator_per_hour_of_the_week_recovers_a_seasonal_linear_series_ex
     assert np.sqrt(np.mean((pooled - test["target"]) ** 2)) > 1  # two slopes, one fit: not exact
 
 
-def test_seasons_are_told_apart_whole_day_1_hour_12_is_not_day_11_hour_2():
+def test_seasons_are_told_apart_day_1_hour_12_is_not_day_11_hour_2():
     """The season key joins the calendar values with a separator: ("1", "12") and ("11", "2")
     would both read "112" without it and share an indicator."""
     rows = pd.DataFrame({"day_of_week": [1, 11] * 50, "hour_of_day": [12, 2] * 50, "lag_1h": 0.0})
