@@ -56,7 +56,8 @@ ui: init  ## Airflow UI (api-server, scheduler, dag-processor, triggerer) on the
 
 test: install services lint-imports  ## the whole suite: layers checked, scenarios validated, unit, component and integration tests
 	$(BIN)/python -m cityfactory.cli validate
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not integration" -n auto --dist loadfile
+	$(BIN)/python -m pytest -m integration  # one at a time: health gates and rate limits measure time
 
 test-fast: install lint-imports  ## while you work: unit and component tests (no services, no DAG runs), under 2 minutes, on every core
 	$(BIN)/python -m pytest -m "not integration" -q -n auto --dist loadfile
