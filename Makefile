@@ -42,8 +42,7 @@ init: $(AIRFLOW_HOME)/airflow.db
 
 run: init  ## every scenario validated, then one full run of each forecaster over its whole replayed history
 	@$(BIN)/python -m cityfactory.cli validate
-	@$(BIN)/python -m cityfactory.cli run traffic_flow --history --trials $(FIRST_RUN_TRIALS)
-	@$(BIN)/python -m cityfactory.cli run air_quality --history --trials $(FIRST_RUN_TRIALS)
+	@$(BIN)/python -m cityfactory.cli run traffic_flow air_quality --history --trials $(FIRST_RUN_TRIALS)
 
 run-camera: init  ## the camera scenario (solar_cells) over its whole replayed history: its CNN takes some 8 minutes
 	@$(BIN)/python -m cityfactory.cli run solar_cells --history --trials 1

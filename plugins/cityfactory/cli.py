@@ -1,7 +1,8 @@
 """Command line: ``python -m cityfactory.cli <command>`` (``make run`` uses ``run``).
 
-- ``run SCENARIO [--history | --start D --end D] [--stages ...] [--retrain auto|always|never] [--full-refresh] [--trials N]``: one full DAG run in-process
-  (Airflow's ``dag.test``), then the run's summary from its ledger.
+- ``run SCENARIO... [--history | --start D --end D] [--stages ...] [--retrain auto|always|never] [--full-refresh] [--trials N]``: one full DAG run
+  per scenario, one after the other in this process (Airflow's ``dag.test``), each followed by its
+  summary from its ledger.
 - ``replay-serving SCENARIO --start D [--end D]``: the city's consumers replayed: the days' rows
   asked of the local fleet (the nodes log what they served; the next run's monitor collects it).
 - ``summary SCENARIO RUN_ID``: counts and wall time per task of a past run.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -67,14 +69,39 @@ def _print_summary(scenario: str, run_id: str, tasks: bool = True) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Each scenario's run in turn, in this one process: Airflow, dbt, GX, torch and MLflow are
+    imported and the DAG file parsed once for all of them. A failed run does not stop the next."""
+    scenarios = [get_scenario(name) for name in args.scenarios]  # every name checked before anything runs
+    try:
+        states = [_run_scenario(scenario, args) for scenario in scenarios]
+    except DagFileError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0 if all(state == "success" for state in states) else 1
+
+
+class DagFileError(Exception):
+    """The scenarios' DAG file does not load: no run can start."""
+
+
+@functools.cache
+def _scenario_dags():
+    """The scenarios' DAG file, parsed once per process (its log lines go where output goes then)."""
     from airflow.dag_processing.dagbag import DagBag
 
+    bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "scenario_pipelines.py"))
+    if bag.import_errors:
+        raise DagFileError(f"the DAG file does not load: {bag.import_errors}")
+    return bag
+
+
+def _run_scenario(scenario, args: argparse.Namespace) -> str:
+    """One run of the scenario's DAG (``dag.test``): progress lines, then its summary; its state."""
     from cityfactory.governance.ledger import safe_run_id
     from cityfactory.ingestion import replay
     from cityfactory.pipeline.stages import STAGES
     from cityfactory.progress import TaskProgress, output_to
 
-    scenario = get_scenario(args.scenario)
     conf: dict = {"stages": args.stages or list(STAGES), "retrain": args.retrain, "full_refresh": args.full_refresh,
                   "search_trials": args.trials}
     if args.history:
@@ -88,16 +115,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\n{scenario.dag_id}: days {days}, stages {', '.join(conf['stages'])}\n  full logs: {log_file}", flush=True)
     with contextlib.ExitStack() as fleet:
         with output_to(log_file) as terminal:
+            dag = _scenario_dags().get_dag(scenario.dag_id)
             if {"rollout", "monitor"} & set(conf["stages"]):  # up until the summary has read what the nodes serve
                 fleet.enter_context(_local_fleet(scenario))
-            bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "scenario_pipelines.py"))
-            if bag.import_errors:
-                terminal.write(f"the DAG file does not load: {bag.import_errors}\n")
-                return 2
-            progress = TaskProgress(bag.get_dag(scenario.dag_id), started, terminal)
+            progress = TaskProgress(dag, started, terminal)
             progress.start()
             try:
-                run = bag.get_dag(scenario.dag_id).test(run_conf=conf)
+                run = dag.test(run_conf=conf)
             finally:
                 progress.stop()
         _print_summary(scenario.name, run.run_id, tasks=False)
@@ -107,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"State: {run.state}. Layers in {lake}/{{raw,bronze,quarantine,gold}}/{scenario.name}/; "
           f"ledger, quality results and report in {lake}/governance/{scenario.name}/{safe_run_id(run.run_id)}/")
     _print_governance(scenario.name, run.run_id)
-    return 0 if run.state == "success" else 1
+    return run.state
 
 
 def cmd_replay_serving(args: argparse.Namespace) -> int:
@@ -372,8 +396,8 @@ def cmd_sync_mlflow_access(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cityfactory", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a scenario's DAG once, in-process")
-    run.add_argument("scenario")
+    run = sub.add_parser("run", help="run scenarios' DAGs once each, in-process, one after the other")
+    run.add_argument("scenarios", nargs="+", metavar="scenario")
     run.add_argument("--history", action="store_true", help="the dataset's whole history (bulk run)")
     run.add_argument("--start", help="first day, YYYY-MM-DD")
     run.add_argument("--end", help="last day (inclusive), YYYY-MM-DD")

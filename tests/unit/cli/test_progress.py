@@ -62,3 +62,15 @@ def test_stopping_the_services_leaves_no_child_behind():
     services.stop(leader, grace=2)
     assert leader.returncode is not None and time.monotonic() - started < 10
     assert services.live_members(leader.pid) == []
+
+
+def test_a_run_of_several_scenarios_checks_every_name_before_any_runs(capsys):
+    from cityfactory.cli import main
+    from cityfactory.settings import get_settings
+
+    logs = get_settings().home / "logs"
+    before = set(logs.glob("run-*.log")) if logs.exists() else set()
+    assert main(["run", "traffic_flow", "no_such_scenario", "--history"]) == 2
+    out, err = capsys.readouterr()
+    assert "no_such_scenario" in err and "traffic_flow" not in out, "nothing ran"
+    assert (set(logs.glob("run-*.log")) if logs.exists() else set()) == before
