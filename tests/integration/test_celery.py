@@ -35,7 +35,7 @@ WORKERS = {"worker-1", "worker-2"}
 
 def _scenarios(folder):
     """The repo's scenarios with retries 2 s apart, none of them scheduled to fire here, and
-    traffic_flow's history landed a year per task (7 batches, not 24: the mapping is what is
+    traffic_flow's history landed a year per task (6 batches, not 24: the mapping is what is
     tested, and every task costs a process on a worker)."""
 
     def change(config: dict) -> None:
