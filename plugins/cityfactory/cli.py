@@ -73,11 +73,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     imported and the DAG file parsed once for all of them. A failed run does not stop the next."""
     scenarios = [get_scenario(name) for name in args.scenarios]  # every name checked before anything runs
     try:
-        states = [_run_scenario(scenario, args) for scenario in scenarios]
+        succeeded = [_run_scenario(scenario, args) for scenario in scenarios]
     except DagFileError as exc:
         print(exc, file=sys.stderr)
         return 2
-    return 0 if all(state == "success" for state in states) else 1
+    return 0 if all(succeeded) else 1
 
 
 class DagFileError(Exception):
@@ -95,8 +95,10 @@ def _scenario_dags():
     return bag
 
 
-def _run_scenario(scenario, args: argparse.Namespace) -> str:
-    """One run of the scenario's DAG (``dag.test``): progress lines, then its summary; its state."""
+def _run_scenario(scenario, args: argparse.Namespace) -> bool:
+    """One run of the scenario's DAG (``dag.test``): progress lines, then its summary; whether it succeeded."""
+    from airflow.utils.state import DagRunState
+
     from cityfactory.governance.ledger import safe_run_id
     from cityfactory.ingestion import replay
     from cityfactory.pipeline.stages import STAGES
@@ -131,7 +133,7 @@ def _run_scenario(scenario, args: argparse.Namespace) -> str:
     print(f"State: {run.state}. Layers in {lake}/{{raw,bronze,quarantine,gold}}/{scenario.name}/; "
           f"ledger, quality results and report in {lake}/governance/{scenario.name}/{safe_run_id(run.run_id)}/")
     _print_governance(scenario.name, run.run_id)
-    return run.state
+    return run.state == DagRunState.SUCCESS
 
 
 def cmd_replay_serving(args: argparse.Namespace) -> int:
