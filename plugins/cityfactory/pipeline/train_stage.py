@@ -149,7 +149,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
     with mlflow.start_run(run_id=run_id) as run:
         mlflow.log_params({
             "model_name": spec.name, "task_type": spec.task_type, "family": combination.family,
-            **{f"param_{k}": v for k, v in best["params"].items()},
+            "refit_seeds": combination.refits, **{f"param_{k}": v for k, v in best["params"].items()},
             "best_step": best["best_step"], "winner_trial": f"{best['family']} {best['batch']}.{best['number']}",
             "search_trials": len(trials), "search_metric": metric,
             "n_features": len(kind.input_names(spec)), "train_rows": len(examples.train),
@@ -234,7 +234,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
     log.info("registered %s version %s: %s", spec.registered_model, version, decision.reason)
     return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, by_group,
                    champion_version, fit_seconds, len(x_seen), combination.family, len(trials), gate_metric,
-                   next(iter(figures), None), fingerprint, correlation, [m["family"] for m in combination.members],
+                   next(iter(figures), None), fingerprint, correlation, combination.families,
                    combination.validation)
 
 
@@ -252,10 +252,11 @@ def model_kind(combination: Combination, best: dict, trials: int, metric: str) -
     """What the model is, in words: the search's winner, or the mean of several families' best."""
     winner = (f"the best of {trials} search trials by validation {metric} (trial {best['batch']}.{best['number']}"
               f"{', the hand-set model' if best['hand_set'] else ''})")
-    if len(combination.members) == 1:
-        return f"{best['family']}: {winner}"
+    bag = f", each refitted with {combination.refits} seeds and averaged" if combination.refits > 1 else ""
+    if len(combination.families) == 1:
+        return f"{best['family']}: {winner}{bag}"
     scores = combination.validation
-    return (f"the mean of {combination.family} (each family's best trial), as it scored validation {metric} "
+    return (f"the mean of {combination.family} (each family's best trial{bag}), as it scored validation {metric} "
             f"{scores[combination.family]:.4g} against {scores[best['family']]:.4g} for {best['family']} alone, "
             f"{winner}")
 

@@ -26,6 +26,9 @@ class Batch:
     seed: int
     timeout_seconds: float | None
     hand_set_first: bool
+    # Scored on every validation fold, to be ranked against other trials; a one-trial search has
+    # nothing to rank, so its trial is fitted once, on the latest window (a first run's budget).
+    ranked: bool = True
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -42,7 +45,7 @@ def trial_budget(spec: ModelSpec, requested: int | None = None) -> int:
 def plan_batches(spec: ModelSpec, budget: int) -> list[Batch]:
     search, kind = spec.search, task_type_of(spec)
     if search is None:  # no search declared: the hand-set model alone
-        return [Batch(kind.hand_set_family, 0, 1, kind.hand_set(spec)[1], None, True)]
+        return [Batch(kind.hand_set_family, 0, 1, kind.hand_set(spec)[1], None, True, ranked=False)]
     families = list(search.families)
     batches = []
     for position, family in enumerate(families):
@@ -51,5 +54,5 @@ def plan_batches(spec: ModelSpec, budget: int) -> list[Batch]:
             batches.append(Batch(family, index, min(search.trials_per_batch, share - start),
                                  search.seed + 1000 * position + index,
                                  search.timeout_minutes * 60 if search.timeout_minutes else None,
-                                 family == kind.hand_set_family and index == 0))
+                                 family == kind.hand_set_family and index == 0, ranked=budget > 1))
     return batches

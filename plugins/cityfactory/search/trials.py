@@ -5,7 +5,8 @@ every fit seeds itself and uses one thread (``tasktypes.epochs.seed_everything``
 ``deterministic``), so the same gold rows, spec and budget give the same trials on any worker.
 
 A trial is scored on every validation fold of the examples (rolling origin): the latest window first,
-which the pruner watches, then the earlier ones; its value is their mean. Its test score is kept
+which the pruner watches, then the earlier ones; its value is their mean. A search of one trial has
+nothing to rank: that trial is fitted on the latest window alone. Its test score is kept
 beside it, never used to choose, only to tell whether validation ranks trials as test would.
 """
 
@@ -73,7 +74,7 @@ def run_batch(spec: ModelSpec, gold: pd.DataFrame, batch: Batch, parent_run_id: 
             for h in trained.history:
                 mlflow.log_metrics({k: v for k, v in h.items() if k != "step"}, step=h["step"])
             folds = [trained] + [kind.fit(batch.family, spec, params, fold, metric, batch.seed)
-                                 for fold in examples.earlier_folds()]
+                                 for fold in (examples.earlier_folds() if batch.ranked else ())]
             values = [best_value(f.history) for f in folds]
             record.update(state="complete", value=statistics.fmean(values), folds=values,
                           best_step=round(statistics.median(f.best_step for f in folds)),

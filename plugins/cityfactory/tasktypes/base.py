@@ -136,8 +136,18 @@ class Combination:
     validation: dict[str, float] = field(default_factory=dict)
 
     @property
+    def families(self) -> list[str]:
+        """The families averaged, each once (a bag's refits of one trial are one member)."""
+        return list(dict.fromkeys(m["family"] for m in self.members))
+
+    @property
     def family(self) -> str:
-        return " + ".join(m["family"] for m in self.members)
+        return " + ".join(self.families)
+
+    @property
+    def refits(self) -> int:
+        """How many refits, seed after seed, each chosen trial has (``training.refit_seeds``)."""
+        return len(self.members) // len(self.families)
 
 
 @dataclass

@@ -320,6 +320,12 @@ def test_a_trial_is_the_mean_of_its_folds_and_keeps_its_test_score_aside(frame, 
         logged = mlflow.MlflowClient().get_run(trial["run_id"]).data.metrics
         assert {"validation_rmse_fold_1", "validation_rmse_fold_3", "test_rmse_not_for_selection"} <= set(logged)
 
+    # a search of one trial has nothing to rank: its trial is fitted once, on the latest window
+    [first_run] = plan_batches(spec, 1)
+    assert not first_run.ranked and all(b.ranked for b in plan_batches(spec, 2))
+    [alone] = run_batch(spec, frame, first_run, parent, experiment)
+    assert len(alone["folds"]) == 1 and alone["value"] == alone["folds"][0]
+
 
 def test_rank_correlation_of_validation_and_test():
     def trial(value, test, state="complete"):
@@ -404,8 +410,26 @@ def test_the_mean_is_kept_only_where_it_beats_the_winner_on_every_folds_mean(fol
     spoiler = _leader("lightgbm", 9.0, n_estimators=1, early_stopping=1, learning_rate=0.001)
     kept = kind.combine(fold_spec, fold_examples, [mlp, spoiler], "rmse", seed=1)
     assert kept.validation["residual_mlp + lightgbm"] > kept.validation["residual_mlp"]
-    assert kept.members == [mlp] and kept.family == "residual_mlp"
+    assert kept.members == [{**mlp, "refit_seed": 1}] and kept.family == "residual_mlp"
     assert kind.combine(fold_spec, fold_examples, [mlp], "rmse", seed=1) == Combination([mlp]), "one family: nothing to fit"
+
+
+def test_a_bag_refits_each_chosen_trial_seed_after_seed_and_averages_them(fold_spec, fold_examples):
+    bagging = fold_spec.model_copy(update={"training": fold_spec.training.model_copy(update={"refit_seeds": 3})})
+    kind = task_type_of(bagging)
+    mlp = {**_leader("residual_mlp", 1.0, **SEARCH["families"]["residual_mlp"]["fixed"]), "best_step": 3}
+    spoiler = _leader("lightgbm", 9.0, n_estimators=1, early_stopping=1, learning_rate=0.001)
+    chosen = kind.combine(bagging, fold_examples, [mlp, spoiler], "rmse", seed=1)
+    assert [(m["family"], m["refit_seed"]) for m in chosen.members] == [("residual_mlp", 1), ("residual_mlp", 2),
+                                                                        ("residual_mlp", 3)]
+    assert chosen.family == "residual_mlp" and chosen.families == ["residual_mlp"] and chosen.refits == 3
+
+    x, y, x_test = fold_examples.x_seen, fold_examples.y_seen, fold_examples.x_test
+    bag = ensemble.refit(bagging, chosen, x, y, seed=1)
+    alone = [families.refit("residual_mlp", bagging, mlp["params"], 3, x, y, seed).predict_array(x_test) for seed in (1, 2, 3)]
+    assert not np.allclose(alone[0], alone[1]), "the seeds make different networks"
+    assert np.allclose(bag.predict_array(x_test), np.mean(alone, axis=0), atol=1e-3), "the bag is their mean"
+    assert kind.combine(bagging, fold_examples, [mlp], "rmse", seed=1).members == [mlp], "a one-trial run refits once"
 
 
 @pytest.fixture(scope="module")
@@ -435,8 +459,9 @@ def test_the_refitted_mean_is_one_graph_at_the_edge_with_int8_beside_it(fold_spe
     assert gate.choose(variants, "mae", 0.25).size_bytes < by_name["onnx_fp32"].size_bytes
 
     contract = edge.contract(fold_spec, averaged)
-    assert set(contract["scaling"]["members"]) == {"residual_mlp", "lightgbm", "recurrent"}
-    assert len(contract["scaling"]["members"]["residual_mlp"]["mean"]) == len(fold_spec.data.feature_names)
+    members = contract["scaling"]["members"]
+    assert [m["family"] for m in members] == ["residual_mlp", "lightgbm", "recurrent"]
+    assert len(members[0]["mean"]) == len(fold_spec.data.feature_names)
 
 
 def test_the_mean_survives_the_registry_as_one_model(fold_examples, averaged, tracking):

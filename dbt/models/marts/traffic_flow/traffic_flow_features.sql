@@ -29,6 +29,12 @@ features as (
         {%- endfor %}
         lag(traffic_volume, 24) over by_hour as volume_lag_24h,
         lag(traffic_volume, 168) over by_hour as volume_lag_168h,
+        -- the usual level of this hour and of the hour before it: the median of the same hours of
+        -- the last 4 weeks (observed ones), which one incident or missing week does not move
+        list_median([{% for weeks in range(1, 5) %}lag(traffic_volume, {{ 168 * weeks }}) over by_hour{{ ", " if not loop.last }}{% endfor %}])
+            as volume_weekly_median,
+        list_median([{% for weeks in range(1, 5) %}lag(traffic_volume, {{ 168 * weeks + 1 }}) over by_hour{{ ", " if not loop.last }}{% endfor %}])
+            as volume_weekly_median_1h,
         -- window aggregates rounded: a rebuilt window then gives the same bits as a full build
         round(avg(traffic_volume) over last_day, 6) as volume_mean_24h,
         round(stddev_samp(traffic_volume) over last_day, 6) as volume_std_24h,
@@ -52,7 +58,10 @@ features as (
 )
 
 select
-    *,
+    -- the hour before's usual level, else this hour's (known whenever a week-old count is)
+    * replace (coalesce(volume_weekly_median_1h, volume_weekly_median) as volume_weekly_median_1h),
+    -- how far the latest hour is above its usual level (unknown: taken as usual)
+    coalesce(volume_lag_1h - coalesce(volume_weekly_median_1h, volume_weekly_median), 0) as volume_above_weekly_median_1h,
     target_volume is not null
         and volume_lag_1h is not null
         and volume_lag_2h is not null

@@ -51,7 +51,7 @@ def contract(spec: ForecastSpec, forecaster) -> dict:
 def scaling(forecaster) -> dict:
     """Where the inputs are scaled: inside the graph, by each network's training mean and spread."""
     if forecaster.members:
-        return {"applied_inside_model": True, "members": {m.family: scaling(m) for m in forecaster.members}}
+        return {"applied_inside_model": True, "members": [{"family": m.family, **scaling(m)} for m in forecaster.members]}
     if forecaster.family == "lightgbm":
         return {"applied_inside_model": True, "none_needed": "trees split on raw values"}
     return {"applied_inside_model": True, "mean": forecaster.model.mean.numpy().tolist(),

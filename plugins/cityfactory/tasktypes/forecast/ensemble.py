@@ -1,4 +1,5 @@
-"""The mean forecast of the families' best trials, kept when it beats the winner alone on validation.
+"""The mean forecast of the families' best trials, kept when it beats the winner alone on validation;
+each member refitted with ``training.refit_seeds`` seeds (a bag), whose mean steadies the networks.
 
 Families err differently (trees cut the hour of the week sharply, networks follow the recent hours
 smoothly), so their mean is often better than either. Whether it is, is judged as the search judges
@@ -50,12 +51,19 @@ def combine(kind, spec: ForecastSpec, examples: Examples, leaders: list[dict], m
     for candidate in scored[1:]:
         if better(scores[candidate.family], scores[best.family]):
             best = candidate
-    return Combination(best.members, scores)
+    return Combination(bagged(best.members, spec.training.refit_seeds, seed), scores)
+
+
+def bagged(members: list[dict], seeds: int, seed: int) -> list[dict]:
+    """Each member ``seeds`` times, with the seeds its refits take (the first: the search's own)."""
+    return [{**t, "refit_seed": seed + k} for t in members for k in range(seeds)]
 
 
 def refit(spec: ForecastSpec, combination: Combination, x: np.ndarray, y: np.ndarray, seed: int) -> families.Forecaster:
-    """Every member trained again on ``x`` for its own best step; one member is itself."""
-    members = [families.refit(t["family"], spec, t["params"], t["best_step"], x, y, seed) for t in combination.members]
+    """Every member trained again on ``x`` for its own best step, with its own seed where it has
+    one (``bagged``); one member is itself."""
+    members = [families.refit(t["family"], spec, t["params"], t["best_step"], x, y, t.get("refit_seed", seed))
+               for t in combination.members]
     if len(members) == 1:
         return members[0]
     return families.Forecaster(combination.family, {t["family"]: t["params"] for t in combination.members},

@@ -101,6 +101,11 @@ class TrainingSpec(Strict):
     batch_size: int = Field(ge=1)
     learning_rate: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
+    # A search's chosen model is refitted this many times per member, seed after seed, and their
+    # forecasts averaged: a network's test error moves by some 3 % from one seed to the next, and
+    # the mean of a few moves far less. 1: one refit, as for a search with one family's trials
+    # (a first run's budget of one trial).
+    refit_seeds: int = Field(1, ge=1)
 
 
 # Each family's settings and their defaults (``training/families.py`` builds the models from them).
