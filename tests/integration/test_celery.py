@@ -35,13 +35,12 @@ WORKERS = {"worker-1", "worker-2"}
 
 def _scenarios(folder):
     """The repo's scenarios with retries 2 s apart, none of them scheduled to fire here, and
-    traffic_flow's history landed a year per task (6 batches, not 24: the mapping is what is
-    tested, and every task costs a process on a worker)."""
+    air_quality's batches a quarter long (the killed worker's test ingests two of them)."""
 
     def change(config: dict) -> None:
         config["retries"] = {"retries": 1, "delay_seconds": 2}
-        if config["name"] == "traffic_flow":
-            config["ingestion"]["days_per_batch"] = 366
+        if config["name"] == "air_quality":
+            config["ingestion"]["days_per_batch"] = 92
         not_scheduled_yet(config)
 
     scenarios_copy(folder, change)

@@ -90,6 +90,7 @@ def test_features_match_the_raw_csv(month_run, raw_csv):
 
     complete = gold[gold["is_complete"]]
     assert len(complete) > 24 * 20
+    counted = gold.set_index("target_at")["target_volume"]
     for _, row in complete.iloc[:: max(len(complete) // 7, 1)].iterrows():
         t = row["target_at"]
         h = pd.Timedelta(hours=1)
@@ -97,6 +98,9 @@ def test_features_match_the_raw_csv(month_run, raw_csv):
         assert row["volume_lag_1h"] == hourly.loc[t - h, "volume"]
         assert row["volume_lag_24h"] == hourly.loc[t - 24 * h, "volume"]
         assert row["volume_lag_168h"] == hourly.loc[t - 168 * h, "volume"]
+        # the same hour's usual level: the median of the 4 weeks before, of those the lake holds
+        weeks = counted.reindex([t - 168 * k * h for k in range(1, 5)]).dropna()
+        assert len(weeks) >= 1 and row["volume_weekly_median"] == weeks.median()
         window = hourly.loc[t - 24 * h : t - h, "volume"]
         assert len(window) == 24 and row["volume_mean_24h"] == pytest.approx(window.mean())
         assert row["temp_c_lag_1h"] == pytest.approx(hourly.loc[t - h, "temp"] - 273.15)
