@@ -26,11 +26,13 @@ FIRST_RUN_TRIALS ?= 1
 
 .PHONY: install init run run-camera validate ui test test-fast services lint-imports bench evaluate screenshots lint clean
 
+# -qq: errors only (a machine's pip settings, say an index folder it lacks, warn once per package)
 $(BIN)/.installed: requirements.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(FIND_LINKS) -r requirements.txt
-	touch $@
+	@echo "installing requirements.txt into $(VENV) (1-2 minutes)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -qq --upgrade pip
+	@$(BIN)/pip install -qq $(FIND_LINKS) -r requirements.txt
+	@touch $@
 
 install: $(BIN)/.installed
 
