@@ -69,6 +69,9 @@ def _synthetic_gold(days: int = 500) -> pd.DataFrame:
     frame = pd.DataFrame({"target_at": times, "target_volume": volume})
     for lag in (*range(1, 25), 168):
         frame[f"volume_lag_{lag}h"] = volume.shift(lag)
+    for column, hours in (("volume_weekly_median", 0), ("volume_weekly_median_1h", 1)):
+        frame[column] = pd.concat([volume.shift(168 * weeks + hours) for weeks in range(1, 5)], axis=1).median(axis=1)
+    frame["volume_above_weekly_median_1h"] = frame["volume_lag_1h"] - frame["volume_weekly_median_1h"]
     frame["volume_mean_24h"] = volume.shift(1).rolling(24).mean()
     frame["volume_std_24h"] = volume.shift(1).rolling(24).std()
     frame["observed_hours_24h"] = 24

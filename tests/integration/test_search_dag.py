@@ -22,6 +22,7 @@ from cityfactory.governance.ledger import RunLedger
 from cityfactory.governance.summary import format_training
 from cityfactory.ingestion import replay
 from cityfactory.storage.lake import open_lake
+from cityfactory.tasktypes import load_model_spec
 from support import REPO, write_fleet
 
 
@@ -94,7 +95,10 @@ def test_the_trials_ran_as_mapped_tasks_and_child_runs(searched):
     assert search["members"][0]["run_id"] == winner["run_id"]
     assert {a.path for a in client.list_artifacts(parent, "plots")} >= {"plots/search.png", "plots/loss_curve.png"}
     version = client.get_model_version("cityfactory.traffic_flow", str(train["counts"]["version"]))
-    assert version.tags["search_budget"] == "3" and f"the mean of {mean} (each family's best trial)" in version.description
+    seeds = load_model_spec(get_scenario("traffic_flow").model_spec).training.refit_seeds
+    assert seeds > 1 and params["refit_seeds"] == str(seeds)
+    assert version.tags["search_budget"] == "3"
+    assert f"the mean of {mean} (each family's best trial, each refitted with {seeds} seeds and averaged)" in version.description
     summary = format_training(entries)
     assert f"model search: the mean of {mean} (validation" in summary
 
