@@ -119,14 +119,14 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
     best = results.winner(trials, greater)
     examples = kind.examples(spec, gold)
     seen = examples.seen  # the refit's rows
-    x_seen, y_seen, x_test = examples.x_seen, examples.y_seen, examples.x_test
+    x_seen, x_test = examples.x_seen, examples.x_test
     fingerprint = examples.fingerprint()
     seed = spec.search.seed if spec.search else kind.hand_set(spec)[1]
     started = time.perf_counter()
     combination = kind.combine(spec, examples, results.family_leaders(trials, greater), metric, seed)
     log.info("refitting %s (winner: trial %s.%s, validation %.4g) on %d rows; testing on %d", combination.family,
              best["batch"], best["number"], best["value"], len(x_seen), len(x_test))
-    model = kind.refit_combination(spec, combination, x_seen, y_seen, seed)
+    model = kind.refit_combination(spec, combination, examples, seed)
     fit_seconds = time.perf_counter() - started
     predicted = model.predict_array(x_test)
 

@@ -52,6 +52,19 @@ class Metric:
         return sum(n * v for v, n in zip(values, rows)) / total
 
 
+def digest(*arrays: np.ndarray) -> str:
+    """sha256 of arrays' dtypes, shapes and bytes."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str((a.dtype, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
 @dataclass
 class Examples:
     """Gold rows split for training: frames (for baselines, spans and figures) and model arrays."""
@@ -94,17 +107,6 @@ class Examples:
     def fingerprint(self) -> dict[str, str]:
         """sha256 of the model arrays a refit trains on and of the test arrays: two runs saw the same
         examples exactly when these are equal, whatever day or machine they ran on."""
-        import hashlib
-
-        import numpy as np
-
-        def digest(*arrays) -> str:
-            h = hashlib.sha256()
-            for a in arrays:
-                h.update(str((a.dtype, a.shape)).encode())
-                h.update(np.ascontiguousarray(a).tobytes())
-            return h.hexdigest()
-
         return {"seen": digest(self.x_seen, self.y_seen), "test": digest(self.x_test, self.y_test)}
 
     def earlier_folds(self) -> Iterator[Examples]:
@@ -259,10 +261,12 @@ class TaskType(ABC):
         model. A kind that averages no models keeps the winner alone (this default)."""
         return Combination(leaders[:1])
 
-    def refit_combination(self, spec: ModelSpec, combination: Combination, x: np.ndarray, y: np.ndarray, seed: int):
-        """The combination's trials trained again on ``x``; one member is ``refit`` of it."""
+    def refit_combination(self, spec: ModelSpec, combination: Combination, examples: Examples, seed: int):
+        """The combination's trials trained again on the examples' training + validation rows; one
+        member is ``refit`` of it."""
         (member,) = combination.members
-        return self.refit(member["family"], spec, member["params"], member["best_step"], x, y, seed)
+        return self.refit(member["family"], spec, member["params"], member["best_step"], examples.x_seen,
+                          examples.y_seen, seed)
 
     @abstractmethod
     def load_model(self, uri: str):

@@ -425,7 +425,7 @@ def test_a_bag_refits_each_chosen_trial_seed_after_seed_and_averages_them(fold_s
     assert chosen.family == "residual_mlp" and chosen.families == ["residual_mlp"] and chosen.refits == 3
 
     x, y, x_test = fold_examples.x_seen, fold_examples.y_seen, fold_examples.x_test
-    bag = ensemble.refit(bagging, chosen, x, y, seed=1)
+    bag = ensemble.refit(bagging, chosen, fold_examples, seed=1)
     alone = [families.refit("residual_mlp", bagging, mlp["params"], 3, x, y, seed).predict_array(x_test) for seed in (1, 2, 3)]
     assert not np.allclose(alone[0], alone[1]), "the seeds make different networks"
     assert np.allclose(bag.predict_array(x_test), np.mean(alone, axis=0), atol=1e-3), "the bag is their mean"
@@ -437,7 +437,58 @@ def averaged(fold_spec, fold_examples):
     members = [_leader(family, 1.0, **SEARCH["families"][family]["fixed"]) for family in ("residual_mlp", "lightgbm", "recurrent")]
     for member, steps in zip(members, (4, 60, 3)):
         member["best_step"] = steps
-    return ensemble.refit(fold_spec, Combination(members), fold_examples.x_seen, fold_examples.y_seen, seed=1)
+    return ensemble.refit(fold_spec, Combination(members), fold_examples, seed=1)
+
+
+@pytest.fixture(scope="module")
+def gappy(fold_spec, frame):
+    """The frame with holes in older inputs (a missing weather hour in 7, a lost day of lag_24h),
+    and the spec that lets the trees train on those rows."""
+    holes = frame.copy()
+    holes.loc[::7, "temp"] = np.nan
+    holes.loc[1000:1047, "lag_24h"] = np.nan
+    holes["usable"] = holes.notna().all(axis=1)
+    spec = fold_spec.model_copy(update={"data": fold_spec.data.model_copy(update={"train_with_gaps": True})})
+    return spec, holes
+
+
+def test_trees_also_learn_from_rows_with_gaps_before_each_window_never_after(fold_spec, gappy, tmp_path):
+    spec, holes = gappy
+    kind = task_type_of(spec)
+    examples = kind.examples(spec, holes)
+    strict = kind.examples(fold_spec, holes)
+    assert examples.split["rows_with_gaps"] > 0 and strict.split["rows_with_gaps"] == 0
+    assert np.isnan(examples.x_gaps).any(axis=1).all(), "each row with gaps keeps its missing input missing"
+    for part in (examples.x_validation, examples.x_test, examples.x_train):
+        assert not np.isnan(part).any(), "validation, test and the networks' rows stay complete"
+
+    # each window trains on the gap rows before it, counted here from the frame
+    times = holes.loc[~holes["usable"] & holes["target"].notna() & holes["lag_1h"].notna(), "target_at"]
+    for fold in [examples, *examples.earlier_folds()]:
+        x, _ = fold.training_rows(with_gaps=True)
+        first_validated = holes.loc[holes["usable"], "target_at"].iloc[len(fold.x_train)]
+        assert len(x) == len(fold.x_train) + int((times < first_validated).sum())
+        assert fold.training_rows(with_gaps=False)[0] is fold.x_train
+
+    params = SEARCH["families"]["lightgbm"]["fixed"]
+    trees_fit = kind.fit("lightgbm", spec, params, examples, "rmse", 1)
+    assert not np.allclose(trees_fit.model.predict_array(examples.x_test),
+                           kind.fit("lightgbm", fold_spec, params, strict, "rmse", 1).model.predict_array(examples.x_test))
+    mlp = {"epochs": 2, "patience": 2, "batch_size": 128, "hidden": "16", "learning_rate": 0.01, "weight_decay": 0.0}
+    assert np.array_equal(kind.fit("residual_mlp", spec, mlp, examples, "rmse", 1).model.predict_array(examples.x_test),
+                          kind.fit("residual_mlp", fold_spec, mlp, strict, "rmse", 1).model.predict_array(examples.x_test))
+    assert examples.fingerprint()["seen"] != strict.fingerprint()["seen"], "the rows with gaps are part of what was seen"
+
+    # the refit takes every gap row before the test rows; its trees export with the same forecasts
+    leader = {"run_id": "t", "family": "lightgbm", "params": params, "best_step": trees_fit.best_step}
+    refitted = ensemble.refit(spec, Combination([leader]), examples, seed=1)
+    x_seen, y_seen = examples.seen_rows(with_gaps=True)
+    assert len(x_seen) == len(examples.x_seen) + len(times[times < examples.test_start])
+    alone = families.refit("lightgbm", spec, params, trees_fit.best_step, x_seen, y_seen, 1)
+    assert np.array_equal(refitted.predict_array(examples.x_test), alone.predict_array(examples.x_test))
+    path = trees.export(refitted.model, refitted.residual_index, examples.x_test.shape[1], tmp_path / "t.onnx",
+                        refitted.iterations)
+    assert np.allclose(ort_run(path, examples.x_test), refitted.predict_array(examples.x_test), atol=1e-3)
 
 
 def test_the_refitted_mean_is_one_graph_at_the_edge_with_int8_beside_it(fold_spec, fold_examples, averaged, tmp_path):

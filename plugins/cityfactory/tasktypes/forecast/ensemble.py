@@ -25,6 +25,7 @@ from cityfactory.compression.onnx_export import export as export_network
 from cityfactory.compression.variants import Variant, measure
 from cityfactory.tasktypes.base import Combination, Examples
 from cityfactory.tasktypes.forecast import families, trees
+from cityfactory.tasktypes.forecast.data import ForecastExamples
 from cityfactory.tasktypes.forecast.metrics import edge_scores
 from cityfactory.tasktypes.forecast.spec import ForecastSpec
 
@@ -59,10 +60,11 @@ def bagged(members: list[dict], seeds: int, seed: int) -> list[dict]:
     return [{**t, "refit_seed": seed + k} for t in members for k in range(seeds)]
 
 
-def refit(spec: ForecastSpec, combination: Combination, x: np.ndarray, y: np.ndarray, seed: int) -> families.Forecaster:
-    """Every member trained again on ``x`` for its own best step, with its own seed where it has
-    one (``bagged``); one member is itself."""
-    members = [families.refit(t["family"], spec, t["params"], t["best_step"], x, y, t.get("refit_seed", seed))
+def refit(spec: ForecastSpec, combination: Combination, examples: ForecastExamples, seed: int) -> families.Forecaster:
+    """Every member trained again on the seen rows (with gaps, if its family tolerates them) for
+    its own best step, with its own seed where it has one (``bagged``); one member is itself."""
+    members = [families.refit(t["family"], spec, t["params"], t["best_step"],
+                              *examples.seen_rows(t["family"] in families.TOLERATE_GAPS), t.get("refit_seed", seed))
                for t in combination.members]
     if len(members) == 1:
         return members[0]

@@ -6,7 +6,8 @@ contract, the baselines and the gates are the same whichever family wins:
 
 - ``residual_mlp``: the MLP of ``network.ResidualMLP``;
 - ``recurrent``: a GRU over the window of recent hours (``data.window``) beside an MLP of the rest;
-- ``lightgbm``: gradient-boosted trees on the change.
+- ``lightgbm``: gradient-boosted trees on the change; with ``data.train_with_gaps``, also on the
+  training rows where an older input is missing (``TOLERATE_GAPS``).
 
 ``fit`` trains on the training rows with early stopping on the validation rows, reporting each
 step's validation score (the search prunes from it); ``refit`` trains the chosen settings again on
@@ -26,6 +27,7 @@ from cityfactory.tasktypes.forecast.spec import FAMILY_DEFAULTS, ForecastSpec
 from cityfactory.tasktypes.pickled_model import PickledStateModel
 
 Report = Callable[[int, float], None]
+TOLERATE_GAPS = frozenset({"lightgbm"})  # trees route a missing input (NaN) down a learned side; networks cannot
 
 def widths(value) -> list[int]:
     """Layer widths from a list or from the spec's spelling ``"128-64"`` (``""``: no layer)."""

@@ -46,6 +46,10 @@ class DataSpec(Strict):
     time_column: str
     series: str | None = None  # the column that tells series apart (station, sensor), if several
     usable: str
+    # Also train the families that tolerate missing inputs (lightgbm) on the rows whose target and
+    # latest value (``architecture.residual_of``) exist but an older input does not (left missing,
+    # never filled): many more rows around the history's gaps. Validation and test rows stay usable ones.
+    train_with_gaps: bool = False
     numeric: list[str] = Field(min_length=1)
     one_hot: dict[str, Encoding] = {}
     flags: list[str] = []

@@ -90,15 +90,17 @@ class ForecastTask(TaskType):
         from cityfactory.tasktypes.forecast import data
 
         d = spec.data
-        parts = data.split_by_time(gold, d, spec.split)
+        parts = data.split_by_time(gold, d, spec.split, spec.architecture.residual_of)
         x = {name: data.features(getattr(parts, name), d) for name in ("train", "validation", "test")}
         y = {name: getattr(parts, name)[d.target].to_numpy(dtype=float) for name in ("train", "validation", "test")}
         spans = {name: f"{getattr(parts, name)[d.time_column].min()} .. {getattr(parts, name)[d.time_column].max()}"
                  for name in ("train", "validation", "test")}
         spans.update({f"validation fold {k}": span for k, span in enumerate(parts.fold_spans, 2)})
-        return Examples(parts.train, parts.validation, parts.test, x["train"], y["train"], x["validation"],
-                        y["validation"], x["test"], y["test"], parts.test_start, spans,
-                        {"test_days": spec.split.test_days, "validation_folds": spec.split.folds}, parts.folds)
+        return data.ForecastExamples(
+            parts.train, parts.validation, parts.test, x["train"], y["train"], x["validation"], y["validation"],
+            x["test"], y["test"], parts.test_start, spans,
+            {"test_days": spec.split.test_days, "validation_folds": spec.split.folds, "rows_with_gaps": len(parts.gaps)},
+            parts.folds, data.features(parts.gaps, d), parts.gaps[d.target].to_numpy(dtype=float), parts.gap_ends)
 
     def usable(self, spec: ForecastSpec, frame):
         return frame[frame[spec.data.usable].astype(bool)]
@@ -130,8 +132,8 @@ class ForecastTask(TaskType):
     def fit(self, family, spec: ForecastSpec, params, examples: Examples, metric, seed, report=None) -> Trained:
         from cityfactory.tasktypes.forecast import families
 
-        e = examples
-        trained = families.fit(family, spec, params, e.x_train, e.y_train, e.x_validation, e.y_validation, metric,
+        x, y = examples.training_rows(family in families.TOLERATE_GAPS)
+        trained = families.fit(family, spec, params, x, y, examples.x_validation, examples.y_validation, metric,
                                seed, report)
         return Trained(trained.forecaster, trained.history, trained.best_step)
 
@@ -145,10 +147,10 @@ class ForecastTask(TaskType):
 
         return ensemble.combine(self, spec, examples, leaders, metric, seed)
 
-    def refit_combination(self, spec: ForecastSpec, combination: Combination, x, y, seed):
+    def refit_combination(self, spec: ForecastSpec, combination: Combination, examples: Examples, seed):
         from cityfactory.tasktypes.forecast import ensemble
 
-        return ensemble.refit(spec, combination, x, y, seed)
+        return ensemble.refit(spec, combination, examples, seed)
 
     def load_model(self, uri: str):
         import mlflow
