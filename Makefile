@@ -76,8 +76,8 @@ screenshots: init  ## the README's screenshots, from the latest `make run` (Airf
 bench: init  ## figures and ratios, printed; a run that fails ends it with its reason (SECTIONS="bench_parse ..." runs those alone)
 	$(BIN)/python tests/bench.py $(SECTIONS) 2>/dev/null
 
-evaluate: init  ## model quality with the production search budget, each forecaster run twice (about 25 minutes)
-	$(BIN)/python tests/evaluate.py 2>/dev/null
+evaluate: init  ## model quality with the production search budget, each forecaster run twice (about 35 minutes; SCENARIOS="traffic_flow" runs one)
+	$(BIN)/python tests/evaluate.py $(SCENARIOS) 2>/dev/null
 
 lint:
 	$(BIN)/ruff check dags plugins tests

@@ -94,9 +94,9 @@ def run_in_fresh_stack(name: str) -> dict:
     return result
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
     print("## Model quality, production search budget, whole history; test = the last 365 days, same rows for all")
-    for name in SCENARIOS:
+    for name in names:
         with ThreadPoolExecutor(2) as pool:  # the two runs at once: each search fits on one thread
             first, second = pool.map(run_in_fresh_stack, [name, name])
         drift = abs(second["model"] - first["model"]) / first["model"]
@@ -128,5 +128,7 @@ if __name__ == "__main__":
 
         logging.disable(logging.INFO)
         print(json.dumps(one_run(sys.argv[2], Path(sys.argv[3]))))
+    elif unknown := set(sys.argv[1:]) - set(SCENARIOS):
+        fail(f"no forecaster to evaluate: {', '.join(sorted(unknown))} (known: {', '.join(SCENARIOS)})")
     else:
-        main()
+        main(sys.argv[1:] or list(SCENARIOS))

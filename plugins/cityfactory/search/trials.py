@@ -37,7 +37,8 @@ def run_batch(spec: ModelSpec, gold: pd.DataFrame, batch: Batch, parent_run_id: 
     ranges = search.families[batch.family].ranges if search else {}
     fixed = search.families[batch.family].fixed if search else {}
     examples = kind.examples(spec, gold)
-    pruner = (optuna.pruners.MedianPruner(search.pruner.startup_trials, search.pruner.warmup_steps) if search
+    pruned = search is not None and search.families[batch.family].pruned
+    pruner = (optuna.pruners.MedianPruner(search.pruner.startup_trials, search.pruner.warmup_steps) if pruned
               else optuna.pruners.NopPruner())
     sampler = optuna.samplers.TPESampler(seed=batch.seed, n_startup_trials=search.random_trials if search else 1)
     direction = "maximize" if kind.metrics[metric].greater_is_better else "minimize"

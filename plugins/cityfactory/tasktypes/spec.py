@@ -45,6 +45,9 @@ class FamilySearch(Strict):
 
     ranges: dict[str, Range] = {}
     fixed: dict[str, Any] = {}
+    # False: its trials always run to their end. Median pruning compares trials at the same step,
+    # where a slow learning rate looks worst and may end best (boosted trees, step = round).
+    pruned: bool = True
 
 
 class PrunerSpec(Strict):

@@ -243,6 +243,22 @@ def test_trees_export_to_onnx_with_the_residual_added_back(frame, tmp_path):
 
 # --- a batch of trials --------------------------------------------------------------------------
 
+def test_a_family_that_is_not_pruned_runs_every_trial_to_its_end(frame, tracking):
+    """Trees compared at round 10: the slow learning rates look worst and are stopped, unless the
+    family says ``pruned: false``."""
+    trees_only = {**SEARCH, "trials": 6, "trials_per_batch": 6, "random_trials": 6,
+                  "pruner": {"startup_trials": 1, "warmup_steps": 0},
+                  "families": {"lightgbm": {"fixed": {"n_estimators": 60, "early_stopping": 20},
+                                            "ranges": {"learning_rate": {"low": 0.002, "high": 0.3, "log": True}}}}}
+    states = {}
+    for pruned in (True, False):
+        spec = _spec(**{**trees_only, "families": {"lightgbm": {**trees_only["families"]["lightgbm"], "pruned": pruned}}})
+        [batch] = plan_batches(spec, 6)
+        states[pruned] = [t["state"] for t in run_batch(spec, frame, batch, *tracking)]
+    assert "pruned" in states[True]
+    assert states[False] == ["complete"] * 6
+
+
 def test_a_batch_is_deterministic_prunes_and_logs_every_trial_as_a_child_run(frame, tracking):
     parent, experiment = tracking
     spec = _spec(**{**SEARCH, "trials_per_batch": 4})
