@@ -11,7 +11,7 @@ import os
 # on (AVX-512, AMX, ...), and another kernel sums in another order: the same seed and data gave
 # different networks on different machines. Pinned to the AVX2 code path, which x86-64 CPUs of the
 # last decade all have, before torch's first use in any process that imports this library (a
-# deployment may set them otherwise). Measured: under 5 % slower fits.
+# deployment may set them otherwise). Measured: no slower (make evaluate, traffic: 846 s vs 857 s).
 CPU_PINS = {"MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 for _name, _value in CPU_PINS.items():
     os.environ.setdefault(_name, _value)
