@@ -90,6 +90,9 @@ class ForecastExamples(Examples):
         return np.concatenate([self.x_gaps, self.x_seen]), np.concatenate([self.y_gaps, self.y_seen])
 
     def fingerprint(self) -> dict[str, str]:
+        """The rows with gaps are part of what was seen (none: the same hash as without them)."""
+        if not len(self.y_gaps):
+            return super().fingerprint()
         return {**super().fingerprint(), "seen": digest(self.x_seen, self.y_seen, self.x_gaps, self.y_gaps)}
 
     def earlier_folds(self) -> Iterator[ForecastExamples]:
