@@ -123,7 +123,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
     fingerprint = examples.fingerprint()
     seed = spec.search.seed if spec.search else kind.hand_set(spec)[1]
     started = time.perf_counter()
-    combination = kind.combine(spec, examples, results.family_leaders(trials, greater), metric, seed)
+    combination = kind.combine(spec, examples, results.family_rankings(trials, greater), metric, seed)
     log.info("refitting %s (winner: trial %s.%s, validation %.4g) on %d rows; testing on %d", combination.family,
              best["batch"], best["number"], best["value"], len(x_seen), len(x_test))
     model = kind.refit_combination(spec, combination, examples, seed)
@@ -233,7 +233,7 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
         client.set_registered_model_alias(spec.registered_model, decision.alias, version)
     log.info("registered %s version %s: %s", spec.registered_model, version, decision.reason)
     return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, by_group,
-                   champion_version, fit_seconds, len(x_seen), combination.family, len(trials), gate_metric,
+                   champion_version, fit_seconds, len(x_seen), combination.name, len(trials), gate_metric,
                    next(iter(figures), None), fingerprint, correlation, combination.families,
                    combination.validation)
 
@@ -253,11 +253,12 @@ def model_kind(combination: Combination, best: dict, trials: int, metric: str) -
     winner = (f"the best of {trials} search trials by validation {metric} (trial {best['batch']}.{best['number']}"
               f"{', the hand-set model' if best['hand_set'] else ''})")
     bag = f", each refitted with {combination.refits} seeds and averaged" if combination.refits > 1 else ""
-    if len(combination.families) == 1:
+    if len(combination.trials) == 1:
         return f"{best['family']}: {winner}{bag}"
     scores = combination.validation
-    return (f"the mean of {combination.family} (each family's best trial{bag}), as it scored validation {metric} "
-            f"{scores[combination.family]:.4g} against {scores[best['family']]:.4g} for {best['family']} alone, "
+    trials = "best trial" if combination.depth == 1 else f"best {combination.depth} trials"
+    return (f"the mean of {combination.family} (each family's {trials}{bag}), as it scored validation {metric} "
+            f"{scores[combination.name]:.4g} against {scores[best['family']]:.4g} for {best['family']} alone, "
             f"{winner}")
 
 

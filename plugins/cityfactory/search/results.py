@@ -14,13 +14,14 @@ def winner(trials: list[dict], greater_is_better: bool = False) -> dict:
     return (max if greater_is_better else min)(complete, key=lambda t: t["value"])
 
 
-def family_leaders(trials: list[dict], greater_is_better: bool = False) -> list[dict]:
-    """Each family's best completed trial, the search's winner first, then by validation score."""
-    leaders: dict[str, dict] = {}
-    for t in trials:
-        if t["state"] == "complete" and t["family"] not in leaders:
-            leaders[t["family"]] = winner([u for u in trials if u["family"] == t["family"]], greater_is_better)
-    return sorted(leaders.values(), key=lambda t: -t["value"] if greater_is_better else t["value"])
+def family_rankings(trials: list[dict], greater_is_better: bool = False) -> list[list[dict]]:
+    """Each family's completed trials, best first; the families by their best, the search's winner's
+    family first (ties: the earlier trial)."""
+    complete = [t for t in trials if t["state"] == "complete"]
+    key = (lambda t: -t["value"]) if greater_is_better else (lambda t: t["value"])
+    rankings = [sorted((t for t in complete if t["family"] == family), key=key)
+                for family in dict.fromkeys(t["family"] for t in complete)]
+    return sorted(rankings, key=lambda ranked: key(ranked[0]))
 
 
 def rank_correlation(trials: list[dict]) -> float | None:

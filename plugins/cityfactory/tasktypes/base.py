@@ -131,8 +131,8 @@ class Trained:
 @dataclass
 class Combination:
     """What the model is made of: the search trials whose refitted models are averaged (one: the
-    winner alone), and each candidate's validation score (mean over the folds) by its members'
-    families joined with " + " (empty when nothing was compared)."""
+    winner alone), and each candidate's validation score (mean over the folds) by its ``name``
+    (empty when nothing was compared)."""
 
     members: list[dict]
     validation: dict[str, float] = field(default_factory=dict)
@@ -147,9 +147,24 @@ class Combination:
         return " + ".join(self.families)
 
     @property
+    def trials(self) -> list[tuple]:
+        """The search trials averaged, each once: (family, the trial's run id)."""
+        return list(dict.fromkeys((m["family"], m["run_id"]) for m in self.members))
+
+    @property
+    def depth(self) -> int:
+        """How many of each family's best trials are averaged (the most of any family)."""
+        return max(sum(t[0] == family for t in self.trials) for family in self.families)
+
+    @property
+    def name(self) -> str:
+        """The families, and how many of each one's best trials where more than one."""
+        return self.family if self.depth == 1 else f"{self.family} top {self.depth}"
+
+    @property
     def refits(self) -> int:
         """How many refits, seed after seed, each chosen trial has (``training.refit_seeds``)."""
-        return len(self.members) // len(self.families)
+        return len(self.members) // len(self.trials)
 
 
 @dataclass
@@ -256,10 +271,12 @@ class TaskType(ABC):
               seed: int):
         """The chosen settings trained again on ``x`` (training + validation rows) for ``steps``."""
 
-    def combine(self, spec: ModelSpec, examples: Examples, leaders: list[dict], metric: str, seed: int) -> Combination:
-        """Which of the families' best trials (``leaders``, the winner first) to average into the
-        model. A kind that averages no models keeps the winner alone (this default)."""
-        return Combination(leaders[:1])
+    def combine(self, spec: ModelSpec, examples: Examples, rankings: list[list[dict]], metric: str,
+                seed: int) -> Combination:
+        """Which of the families' trials (``rankings``: each family's best first, the winner's family
+        first) to average into the model. A kind that averages no models keeps the winner alone (this
+        default)."""
+        return Combination(rankings[0][:1])
 
     def refit_combination(self, spec: ModelSpec, combination: Combination, examples: Examples, seed: int):
         """The combination's trials trained again on the examples' training + validation rows; one

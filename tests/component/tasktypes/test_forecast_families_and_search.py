@@ -397,18 +397,20 @@ def fold_examples(fold_spec, frame):
     return task_type_of(fold_spec).examples(fold_spec, frame)
 
 
-def test_each_familys_best_trial_leads_with_the_winner_first():
+def test_each_familys_trials_rank_best_first_with_the_winners_family_first():
     trials = [_leader("residual_mlp", 5.0), _leader("residual_mlp", 3.0), _leader("lightgbm", 4.0),
               {**_leader("recurrent", 1.0), "state": "pruned"}]
-    assert [(t["family"], t["value"]) for t in results.family_leaders(trials)] == [("residual_mlp", 3.0), ("lightgbm", 4.0)]
-    assert [t["value"] for t in results.family_leaders(trials, greater_is_better=True)] == [5.0, 4.0]
+    ranked = lambda rankings: [[(t["family"], t["value"]) for t in r] for r in rankings]
+    assert ranked(results.family_rankings(trials)) == [[("residual_mlp", 3.0), ("residual_mlp", 5.0)], [("lightgbm", 4.0)]]
+    assert ranked(results.family_rankings(trials, greater_is_better=True)) == [
+        [("residual_mlp", 5.0), ("residual_mlp", 3.0)], [("lightgbm", 4.0)]]
 
 
 def test_the_mean_is_kept_only_where_it_beats_the_winner_on_every_folds_mean(fold_spec, fold_examples):
     kind = task_type_of(fold_spec)
     mlp = _leader("residual_mlp", 1.0, **SEARCH["families"]["residual_mlp"]["fixed"])
     trees = _leader("lightgbm", 2.0, **SEARCH["families"]["lightgbm"]["fixed"])
-    chosen = kind.combine(fold_spec, fold_examples, [mlp, trees], "rmse", seed=1)
+    chosen = kind.combine(fold_spec, fold_examples, [[mlp], [trees]], "rmse", seed=1)
     assert set(chosen.validation) == {"residual_mlp", "residual_mlp + lightgbm"}
 
     # the scores are the folds' mean, recomputed here from the same fits: never the test rows
@@ -424,10 +426,53 @@ def test_the_mean_is_kept_only_where_it_beats_the_winner_on_every_folds_mean(fol
 
     # a member that only spoils the mean (one tree of a tiny step: close to persistence) is left out
     spoiler = _leader("lightgbm", 9.0, n_estimators=1, early_stopping=1, learning_rate=0.001)
-    kept = kind.combine(fold_spec, fold_examples, [mlp, spoiler], "rmse", seed=1)
+    kept = kind.combine(fold_spec, fold_examples, [[mlp], [spoiler]], "rmse", seed=1)
     assert kept.validation["residual_mlp + lightgbm"] > kept.validation["residual_mlp"]
     assert kept.members == [{**mlp, "refit_seed": 1}] and kept.family == "residual_mlp"
-    assert kind.combine(fold_spec, fold_examples, [mlp], "rmse", seed=1) == Combination([mlp]), "one family: nothing to fit"
+    assert kind.combine(fold_spec, fold_examples, [[mlp]], "rmse", seed=1) == Combination([mlp]), "one family: nothing to fit"
+
+
+def test_candidates_hold_the_winner_and_go_deeper_in_each_family_once():
+    a1, a2, b1 = _leader("residual_mlp", 1.0), _leader("residual_mlp", 2.0), _leader("lightgbm", 3.0)
+    a2["run_id"] = "second"
+    names = lambda depth: [c.name for c in ensemble.candidates([[a1, a2], [b1]], depth)]
+    assert names(1) == ["residual_mlp", "residual_mlp + lightgbm"]
+    assert names(2) == names(1) + ["residual_mlp top 2", "residual_mlp + lightgbm top 2"]
+    assert names(3) == names(2), "a family with fewer trials gives what it has; each set of trials once"
+    deeper = ensemble.candidates([[a1, a2], [b1]], 2)[-1]
+    assert deeper.members == [a1, a2, b1] and deeper.depth == 2 and deeper.families == ["residual_mlp", "lightgbm"]
+
+
+def test_a_familys_best_few_trials_join_only_where_validation_says_so(fold_spec, fold_examples):
+    deep = fold_spec.model_copy(update={"training": fold_spec.training.model_copy(
+        update={"trials_per_family": 2, "refit_seeds": 2})})
+    kind = task_type_of(deep)
+    fixed = SEARCH["families"]["residual_mlp"]["fixed"]
+    mlp = _leader("residual_mlp", 1.0, **fixed, hidden="32-16", learning_rate=0.01)
+    other = {**_leader("residual_mlp", 1.5, **fixed, hidden="16", learning_rate=0.004), "run_id": "other"}
+    spoiler = _leader("lightgbm", 9.0, n_estimators=1, early_stopping=1, learning_rate=0.001)
+    chosen = kind.combine(deep, fold_examples, [[mlp, other], [spoiler]], "rmse", seed=1)
+    assert list(chosen.validation) == ["residual_mlp", "residual_mlp + lightgbm", "residual_mlp top 2",
+                                       "residual_mlp + lightgbm top 2"]
+
+    # the same folds' mean, recomputed: the best strictly, the shallower on a tie; never the test rows
+    folds = [fold_examples, *fold_examples.earlier_folds()]
+    fits = {t["run_id"]: [kind.fit(t["family"], deep, t["params"], f, "rmse", 1).model.predict_array(f.x_validation)
+                          for f in folds] for t in (mlp, other, spoiler)}
+    score = lambda members: np.mean([np.sqrt(np.mean((np.mean([fits[t["run_id"]][k] for t in members], axis=0)
+                                                      - f.y_validation) ** 2)) for k, f in enumerate(folds)])
+    expected = {"residual_mlp": score([mlp]), "residual_mlp + lightgbm": score([mlp, spoiler]),
+                "residual_mlp top 2": score([mlp, other]), "residual_mlp + lightgbm top 2": score([mlp, other, spoiler])}
+    assert chosen.validation == pytest.approx(expected)
+    assert chosen.name == min(expected, key=expected.get)
+    assert chosen.refits == 2 and len(chosen.members) == 2 * len(chosen.trials)
+
+    # told it is better, the deeper mean is what is refitted: every trial, seed after seed
+    two = Combination(ensemble.bagged([mlp, other], 2, 1), {"residual_mlp top 2": 0.0})
+    bag = ensemble.refit(deep, two, fold_examples, seed=1)
+    assert [(m.family, m.params) for m in bag.members] == [("residual_mlp", {**families.FAMILY_DEFAULTS["residual_mlp"], **t["params"]})
+                                                           for t in (mlp, mlp, other, other)]
+    assert len(bag.params) == 2, "each trial's settings once, by its run"
 
 
 def test_a_bag_refits_each_chosen_trial_seed_after_seed_and_averages_them(fold_spec, fold_examples):
@@ -435,7 +480,7 @@ def test_a_bag_refits_each_chosen_trial_seed_after_seed_and_averages_them(fold_s
     kind = task_type_of(bagging)
     mlp = {**_leader("residual_mlp", 1.0, **SEARCH["families"]["residual_mlp"]["fixed"]), "best_step": 3}
     spoiler = _leader("lightgbm", 9.0, n_estimators=1, early_stopping=1, learning_rate=0.001)
-    chosen = kind.combine(bagging, fold_examples, [mlp, spoiler], "rmse", seed=1)
+    chosen = kind.combine(bagging, fold_examples, [[mlp], [spoiler]], "rmse", seed=1)
     assert [(m["family"], m["refit_seed"]) for m in chosen.members] == [("residual_mlp", 1), ("residual_mlp", 2),
                                                                         ("residual_mlp", 3)]
     assert chosen.family == "residual_mlp" and chosen.families == ["residual_mlp"] and chosen.refits == 3
@@ -445,7 +490,7 @@ def test_a_bag_refits_each_chosen_trial_seed_after_seed_and_averages_them(fold_s
     alone = [families.refit("residual_mlp", bagging, mlp["params"], 3, x, y, seed).predict_array(x_test) for seed in (1, 2, 3)]
     assert not np.allclose(alone[0], alone[1]), "the seeds make different networks"
     assert np.allclose(bag.predict_array(x_test), np.mean(alone, axis=0), atol=1e-3), "the bag is their mean"
-    assert kind.combine(bagging, fold_examples, [mlp], "rmse", seed=1).members == [mlp], "a one-trial run refits once"
+    assert kind.combine(bagging, fold_examples, [[mlp]], "rmse", seed=1).members == [mlp], "a one-trial run refits once"
 
 
 @pytest.fixture(scope="module")

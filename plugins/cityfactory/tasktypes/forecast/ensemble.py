@@ -2,11 +2,13 @@
 each member refitted with ``training.refit_seeds`` seeds (a bag), whose mean steadies the networks.
 
 Families err differently (trees cut the hour of the week sharply, networks follow the recent hours
-smoothly), so their mean is often better than either. Whether it is, is judged as the search judges
-trials, so that the choice carries to the test year as theirs does: each family's best trial is
-fitted again on every validation fold (rolling origin), and every combination holding the search's
-winner is scored by the mean of its folds' scores; the winner alone stays unless a combination
-scores strictly better. The test rows are never looked at.
+smoothly), so their mean is often better than either; so, less often, is the mean of a family's best
+few trials (``training.trials_per_family``), whose settings differ. Whether it is, is judged as the
+search judges trials, so that the choice carries to the test year as theirs does: each candidate
+trial is fitted again on every validation fold (rolling origin), and every combination holding the
+search's winner (some families, each by its best 1..``trials_per_family`` trials) is scored by the
+mean of its folds' scores; the winner alone stays unless a combination scores strictly better, and a
+deeper one must beat the shallower ones. The test rows are never looked at.
 
 At the edge an ensemble is one ONNX graph: each member's graph under its own prefix, all reading the
 one ``features`` input, and a ``Mean`` node giving ``prediction``, so the contract does not change.
@@ -30,14 +32,30 @@ from cityfactory.tasktypes.forecast.metrics import edge_scores
 from cityfactory.tasktypes.forecast.spec import ForecastSpec
 
 
-def combine(kind, spec: ForecastSpec, examples: Examples, leaders: list[dict], metric: str, seed: int) -> Combination:
-    """The combination of ``leaders`` (the winner first) with the best mean validation score over
-    the folds; the winner alone without a strictly better one."""
-    if len(leaders) < 2:
-        return Combination(leaders[:1])
+def candidates(rankings: list[list[dict]], depth: int) -> list[Combination]:
+    """The winner alone first, then every set of families holding the winner's, each family by its
+    best 1..``depth`` trials (the same number for all; a family with fewer gives what it has),
+    shallower first; each set of trials once."""
+    found: dict[tuple, Combination] = {}
+    for k in range(1, depth + 1):
+        for size in range(len(rankings)):
+            for rest in itertools.combinations(rankings[1:], size):
+                members = [t for ranked in (rankings[0], *rest) for t in ranked[:k]]
+                found.setdefault(tuple(t["run_id"] for t in members), Combination(members))
+    return list(found.values())
+
+
+def combine(kind, spec: ForecastSpec, examples: Examples, rankings: list[list[dict]], metric: str,
+            seed: int) -> Combination:
+    """The candidate (``candidates``) with the best mean validation score over the folds; the
+    winner alone without a strictly better one."""
+    scored = candidates(rankings, spec.training.trials_per_family)
+    if len(scored) < 2:
+        return Combination(rankings[0][:1])
     folds = [examples, *examples.earlier_folds()]
-    predictions = {t["run_id"]: [kind.fit(t["family"], spec, t["params"], fold, metric, seed).model.predict_array(
-        fold.x_validation) for fold in folds] for t in leaders}
+    pool = {t["run_id"]: t for c in scored for t in c.members}
+    predictions = {run_id: [kind.fit(t["family"], spec, t["params"], fold, metric, seed).model.predict_array(
+        fold.x_validation) for fold in folds] for run_id, t in pool.items()}
     better = kind.metrics[metric].better
 
     def score(members: list[dict]) -> float:
@@ -45,12 +63,10 @@ def combine(kind, spec: ForecastSpec, examples: Examples, leaders: list[dict], m
             kind.score(spec, fold.y_validation, np.mean([predictions[t["run_id"]][k] for t in members], axis=0))[metric]
             for k, fold in enumerate(folds))
 
-    scored = [Combination([leaders[0], *(leaders[i] for i in rest)])
-              for size in range(len(leaders)) for rest in itertools.combinations(range(1, len(leaders)), size)]
-    scores = {c.family: score(c.members) for c in scored}
+    scores = {c.name: score(c.members) for c in scored}
     best = scored[0]  # the winner alone
     for candidate in scored[1:]:
-        if better(scores[candidate.family], scores[best.family]):
+        if better(scores[candidate.name], scores[best.name]):
             best = candidate
     return Combination(bagged(best.members, spec.training.refit_seeds, seed), scores)
 
@@ -68,8 +84,8 @@ def refit(spec: ForecastSpec, combination: Combination, examples: ForecastExampl
                for t in combination.members]
     if len(members) == 1:
         return members[0]
-    return families.Forecaster(combination.family, {t["family"]: t["params"] for t in combination.members},
-                               members=members)
+    return families.Forecaster(combination.family, {f"{t['family']} {t['run_id']}": t["params"]
+                                                    for t in combination.members}, members=members)
 
 
 def export(forecaster: families.Forecaster, n_features: int, path: Path) -> Path:

@@ -110,6 +110,10 @@ class TrainingSpec(Strict):
     # the mean of a few moves far less. 1: one refit, as for a search with one family's trials
     # (a first run's budget of one trial).
     refit_seeds: int = Field(1, ge=1)
+    # Up to this many of each family's best trials may be averaged into the model; validation over
+    # the folds chooses how many (``ensemble.combine``). Settings that differ err differently, as
+    # families do; each more costs a fit per fold and ``refit_seeds`` refits.
+    trials_per_family: int = Field(1, ge=1)
 
 
 # Each family's settings and their defaults (``training/families.py`` builds the models from them).
