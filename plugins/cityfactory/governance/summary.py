@@ -132,7 +132,7 @@ def _search_outcome(family: str, search: dict) -> str:
     if search["trials"] == 1:
         return f"{family}, a budget of one trial, scored {scored}"
     members = search.get("members") or [family]
-    if len(members) > 1:
+    if family != members[0]:  # a mean: of families, or of a family's best few trials
         scores = search["combinations"]
         return (f"the mean of {family} (validation {scores[family]:.4g} against {scores[members[0]]:.4g} for the "
                 f"winner {members[0]} alone), each family's best of {search['trials']} trials {scored}")

@@ -1,5 +1,6 @@
-"""A model is the same bits on every x86-64 machine: the library pins MKL, oneDNN and ATen to
-their AVX2 kernels (``cityfactory.CPU_PINS``), so a fit here equals one on a CPU without AVX-512.
+"""A model is the same bits on every Intel x86-64 machine: the library pins MKL, oneDNN and ATen
+to their AVX2 kernels (``cityfactory.CPU_PINS``), so a fit here equals one on a CPU without AVX-512
+(MKL keeps its own branch on other vendors' CPUs: there the pins bind oneDNN and ATen only).
 
 Each fit runs in its own interpreter, because the kernels are chosen once, at their first use."""
 
