@@ -71,7 +71,7 @@ def one_run(name: str, home: Path) -> dict:
     gaps = examples.split.get("rows_with_gaps", 0)
     with_gaps = rmse(kind.fit("lightgbm", spec, {}, examples, "rmse", spec.search.seed).model) if gaps else None
     metrics = train["details"]["metrics"]
-    return {"state": "success", "wall": wall, "family": train["details"]["family"],
+    return {"state": "success", "wall": wall, "family": train["details"]["search"].get("chosen") or train["details"]["family"],
             "trials": train["details"]["search"]["trials"], "folds": train["details"]["search"]["folds"],
             "rank_correlation": train["details"]["search"]["rank_correlation"],
             "fingerprint": train["details"]["fingerprint"], "model": metrics["model"]["rmse"],

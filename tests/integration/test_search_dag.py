@@ -94,7 +94,7 @@ def test_the_trials_ran_as_mapped_tasks_and_child_runs(searched):
     depth = max(sum(family == f for f, _ in averaged) for family in members)  # each family's best `depth` trials
     name = mean if depth == 1 else f"{mean} top {depth}"
     assert chosen["combinations"][name] < chosen["combinations"][winner["family"]], "kept for beating it"
-    assert params["family"] == mean and train["details"]["family"] == name
+    assert params["family"] == train["details"]["family"] == mean and chosen["chosen"] == name
     assert params["winner_trial"] == f"{winner['family']} {winner['batch']}.{winner['number']}"
     assert search["members"][0]["run_id"] == winner["run_id"]
     assert {a.path for a in client.list_artifacts(parent, "plots")} >= {"plots/search.png", "plots/loss_curve.png"}

@@ -131,10 +131,10 @@ def _search_outcome(family: str, search: dict) -> str:
               f"{search['trial_seconds']:.0f} s of trials)")
     if search["trials"] == 1:
         return f"{family}, a budget of one trial, scored {scored}"
-    members = search.get("members") or [family]
-    if family != members[0]:  # a mean: of families, or of a family's best few trials
+    members, chosen = search.get("members") or [family], search.get("chosen") or family
+    if chosen != members[0]:  # a mean: of families, or of a family's best few trials
         scores = search["combinations"]
-        return (f"the mean of {family} (validation {scores[family]:.4g} against {scores[members[0]]:.4g} for the "
+        return (f"the mean of {chosen} (validation {scores[chosen]:.4g} against {scores[members[0]]:.4g} for the "
                 f"winner {members[0]} alone), each family's best of {search['trials']} trials {scored}")
     return f"{family} won, the best of {search['trials']} trials {scored}"
 

@@ -40,7 +40,8 @@ def train(ctx: RunContext, gold: dict, batches: list[list[str]], planned: list[d
                                      "trial_seconds": round(sum(t["seconds"] for t in found), 1),
                                      "folds": max((len(t.get("folds", ())) for t in found), default=0) or 1,
                                      "rank_correlation": outcome.rank_correlation, "members": outcome.members,
-                                     "combinations": outcome.combinations})
+                                     "combinations": outcome.combinations,
+                                     "chosen": outcome.chosen})
     return {"version": outcome.version, "alias": outcome.alias, "reason": outcome.reason,
             "mlflow_run_id": outcome.mlflow_run_id,
             f"test_{outcome.gate_metric}": outcome.metrics["model"][outcome.gate_metric]}

@@ -66,6 +66,7 @@ class Outcome:
     rank_correlation: float | None = None  # validation vs test ranks of the search's trials (Spearman)
     members: list[str] = field(default_factory=list)  # the families averaged into the model (one: the winner)
     combinations: dict[str, float] = field(default_factory=dict)  # validation score of each mean compared
+    chosen: str = ""  # the combination kept, by its name in ``combinations``
 
 
 def champion_inputs(spec: ModelSpec, version: str) -> list[int] | None:
@@ -233,9 +234,9 @@ def train_and_register(spec: ModelSpec, gold: pd.DataFrame, facts: RunFacts, dri
         client.set_registered_model_alias(spec.registered_model, decision.alias, version)
     log.info("registered %s version %s: %s", spec.registered_model, version, decision.reason)
     return Outcome(run.info.run_id, version, decision.alias, decision.reason, metrics, by_group,
-                   champion_version, fit_seconds, len(x_seen), combination.name, len(trials), gate_metric,
+                   champion_version, fit_seconds, len(x_seen), combination.family, len(trials), gate_metric,
                    next(iter(figures), None), fingerprint, correlation, combination.families,
-                   combination.validation)
+                   combination.validation, combination.name)
 
 
 def _log_and_close(pictures: dict) -> None:
