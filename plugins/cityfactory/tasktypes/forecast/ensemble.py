@@ -51,7 +51,7 @@ def combine(kind, spec: ForecastSpec, examples: Examples, rankings: list[list[di
     winner alone without a strictly better one."""
     scored = candidates(rankings, spec.training.trials_per_family)
     if len(scored) < 2:
-        return Combination(rankings[0][:1])
+        return scored[0]  # the winner alone: nothing to compare
     folds = [examples, *examples.earlier_folds()]
     pool = {t["run_id"]: t for c in scored for t in c.members}
     predictions = {run_id: [kind.fit(t["family"], spec, t["params"], fold, metric, seed).model.predict_array(
